@@ -1,0 +1,1 @@
+"""File formats at the edge of the box (NIfTI and friends); conversion LPS <-> RAS happens here."""

@@ -1,0 +1,1 @@
+"""Requirements traceability: the register, the risk file and the trace matrix."""

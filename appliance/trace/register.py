@@ -1,0 +1,70 @@
+"""Load the requirement register: every ``docs/requirements/*.yaml`` file.
+
+Each file is a YAML list of ``{id, clause, text, verification: [test|benchmark|inspection], ...}``.
+IDs are unique across files; the loader refuses duplicates and malformed IDs with a message naming the file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from appliance.errors import ApplianceError
+
+ID_RE = re.compile(r"^REQ-(ACQ|OUT|PERF|FUNC|HCI|TRACE|PRIV|SAFE|UPD)-\d{3}$")
+VERIFICATION_KINDS = frozenset({"test", "benchmark", "inspection"})
+
+
+class RegisterError(ApplianceError):
+    """The requirement register is malformed."""
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One verifiable requirement."""
+
+    id: str
+    clause: str
+    text: str
+    verification: tuple[str, ...]
+    source_file: str
+
+
+def default_register_dir() -> Path:
+    """``docs/requirements`` of the source tree."""
+    return Path(__file__).resolve().parents[2] / "docs" / "requirements"
+
+
+def load_register(directory: Path | None = None) -> dict[str, Requirement]:
+    """All requirements by ID, from every YAML file in ``directory``."""
+    directory = directory or default_register_dir()
+    if not directory.is_dir():
+        raise RegisterError(f"requirement register folder {directory} is missing")
+    out: dict[str, Requirement] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        data: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+        if not isinstance(data, list):
+            raise RegisterError(f"{path.name}: expected a YAML list of requirements")
+        for i, item in enumerate(data):
+            if not isinstance(item, dict):
+                raise RegisterError(f"{path.name} entry {i}: expected a mapping")
+            rid = str(item.get("id", ""))
+            if not ID_RE.match(rid):
+                raise RegisterError(f"{path.name} entry {i}: id {rid!r} must look like REQ-ACQ-001")
+            if rid in out:
+                raise RegisterError(f"{path.name}: {rid} already defined in {out[rid].source_file}")
+            ver = item.get("verification") or []
+            if isinstance(ver, str):
+                ver = [ver]
+            bad = [v for v in ver if v not in VERIFICATION_KINDS]
+            if bad:
+                raise RegisterError(f"{path.name} {rid}: unknown verification kind(s) {bad}")
+            for key in ("clause", "text"):
+                if not str(item.get(key, "")).strip():
+                    raise RegisterError(f"{path.name} {rid}: '{key}' is required")
+            out[rid] = Requirement(rid, str(item["clause"]), str(item["text"]), tuple(ver), path.name)
+    return out

@@ -1,0 +1,1 @@
+"""Segmentation engines: presets, model packs and inference backends."""

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up the appliance on a fresh Debian machine: system tools, then .venv/ with the project installed.
+# Usage: bash tools/setup.sh            (as root, or with sudo available)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(dcm2niix dcmtk dicom3tools orthanc chromium fonts-noto-cjk xvfb)
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+if command -v apt-get >/dev/null; then
+  missing=()
+  for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+fi
+# The image ships a CPU build of torch 2.13.0 for Python 3.11; an explicit pin keeps pip from fetching CUDA builds.
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e '.[dev]'
+if [ -f ui/package-lock.json ] && [ -x tools/build_ui_vendor.sh ]; then bash tools/build_ui_vendor.sh; fi
+echo "set up: .venv/bin/appliance $(.venv/bin/appliance --version)"
