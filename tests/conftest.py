@@ -10,6 +10,7 @@ import pytest
 from appliance.trace.register import load_register
 
 ROOT = Path(__file__).resolve().parents[1]
+GPU_SKIP_REASON = "no CUDA device (CuPy) on this machine"
 SHARED_DATA = Path(os.environ.get("APPLIANCE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
@@ -35,8 +36,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(
             "tests name requirement IDs missing from docs/requirements/*.yaml:\n  " + "\n  ".join(unknown)
         )
+    for item in items:  # carried into the JUnit report, where `appliance trace` reads them
+        for mark in item.iter_markers("req"):
+            for rid in mark.args:
+                item.user_properties.append(("req", rid))
     if not _cuda_available():
-        skip = pytest.mark.skip(reason="no CUDA device (CuPy) on this machine")
+        skip = pytest.mark.skip(reason=GPU_SKIP_REASON)
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)

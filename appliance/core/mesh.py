@@ -53,7 +53,8 @@ class Mesh:
         tri = self.vertices[self.faces]
         n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
         length = np.linalg.norm(n, axis=1, keepdims=True)
-        return np.divide(n, length, out=np.zeros_like(n), where=length > 0)
+        out: npt.NDArray[np.float64] = np.divide(n, length, out=np.zeros_like(n), where=length > 0)
+        return out
 
     def vertex_normals(self) -> npt.NDArray[np.float64]:
         """Area-weighted unit vertex normals."""
@@ -63,7 +64,8 @@ class Mesh:
         for c in range(3):
             np.add.at(acc, self.faces[:, c], n)
         length = np.linalg.norm(acc, axis=1, keepdims=True)
-        return np.divide(acc, length, out=np.zeros_like(acc), where=length > 0)
+        out: npt.NDArray[np.float64] = np.divide(acc, length, out=np.zeros_like(acc), where=length > 0)
+        return out
 
     def area_mm2(self) -> float:
         """Surface area in mm^2."""

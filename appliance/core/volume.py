@@ -65,7 +65,8 @@ class Volume:
     @property
     def direction(self) -> npt.NDArray[np.float64]:
         """3x3 matrix of unit column vectors (patient-space direction of each array axis)."""
-        return self.affine[:3, :3] / np.asarray(self.spacing)
+        out: npt.NDArray[np.float64] = self.affine[:3, :3] / np.asarray(self.spacing)
+        return out
 
     @property
     def origin(self) -> npt.NDArray[np.float64]:
@@ -91,13 +92,15 @@ class Volume:
     def voxel_to_patient(self, ijk: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Map (N, 3) voxel coordinates to LPS mm."""
         p = np.asarray(ijk, dtype=np.float64).reshape(-1, 3)
-        return p @ self.affine[:3, :3].T + self.affine[:3, 3]
+        out: npt.NDArray[np.float64] = p @ self.affine[:3, :3].T + self.affine[:3, 3]
+        return out
 
     def patient_to_voxel(self, xyz: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Map (N, 3) LPS mm to (fractional) voxel coordinates."""
         p = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
         inv = np.linalg.inv(self.affine)
-        return p @ inv[:3, :3].T + inv[:3, 3]
+        out: npt.NDArray[np.float64] = p @ inv[:3, :3].T + inv[:3, 3]
+        return out
 
     def with_array(self, array: npt.NDArray[Any], units: str | None = None) -> Volume:
         """A volume on the same grid with other voxel values."""

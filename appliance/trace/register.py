@@ -1,6 +1,7 @@
 """Load the requirement register: every ``docs/requirements/*.yaml`` file.
 
-Each file is a YAML list of ``{id, clause, text, verification: [test|benchmark|inspection], ...}``.
+Each file is a YAML list of ``{id, clause, text, verification: [test|benchmark|inspection], inspection: [paths]}``
+(``inspection`` names the files a reviewer reads, relative to the repository root).
 IDs are unique across files; the loader refuses duplicates and malformed IDs with a message naming the file.
 """
 
@@ -32,6 +33,7 @@ class Requirement:
     text: str
     verification: tuple[str, ...]
     source_file: str
+    inspection: tuple[str, ...] = ()
 
 
 def default_register_dir() -> Path:
@@ -66,5 +68,10 @@ def load_register(directory: Path | None = None) -> dict[str, Requirement]:
             for key in ("clause", "text"):
                 if not str(item.get(key, "")).strip():
                     raise RegisterError(f"{path.name} {rid}: '{key}' is required")
-            out[rid] = Requirement(rid, str(item["clause"]), str(item["text"]), tuple(ver), path.name)
+            insp = item.get("inspection") or []
+            if isinstance(insp, str):
+                insp = [insp]
+            out[rid] = Requirement(
+                rid, str(item["clause"]), str(item["text"]), tuple(ver), path.name, tuple(str(i) for i in insp)
+            )
     return out

@@ -1,0 +1,61 @@
+"""``appliance trace``: the requirement -> code -> tests -> risks matrix, and ``--check`` for CI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from appliance.trace.matrix import build_matrix, check, render_html, render_markdown, summary
+
+
+def _root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the matrix, write it, and with ``--check`` fail on any gap."""
+    root = Path(args.root) if args.root else _root()
+    junit = Path(args.junit) if args.junit else None
+    if junit is not None and not junit.is_file():
+        sys.stderr.write(f"appliance trace: JUnit report {junit} not found; run the tests with --junitxml first\n")
+        return 1
+    matrix = build_matrix(root, junit)
+    problems = check(matrix, root)
+    out = Path(args.out)
+    _write_atomic(out / "trace.md", render_markdown(matrix, problems))
+    _write_atomic(out / "trace.html", render_html(matrix, problems))
+    result = summary(matrix, problems)
+    if args.json:
+        sys.stdout.write(json.dumps({k: v for k, v in result.items() if k != "problems"}) + "\n")
+    else:
+        sys.stdout.write(
+            f"requirements {result['requirements']}, verified {result['verified']}, risks {result['risks']}, "
+            f"unmitigated {len(result['unmitigated'])}; matrix in {out}/trace.md\n"
+        )
+    if problems and (args.check or not args.json):
+        for p in problems:
+            sys.stderr.write(f"  {p}\n")
+    return 1 if (args.check and problems) else 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``appliance trace``."""
+    p = sub.add_parser("trace", help="requirements trace matrix (requirement -> code -> tests -> risks)")
+    p.add_argument("--junit", help="pytest JUnit XML of the last test run (outcomes per test)")
+    p.add_argument("--out", default="build/trace", help="folder for trace.md and trace.html")
+    p.add_argument("--check", action="store_true", help="exit 1 when anything is unverified or unmitigated")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--root", help="repository root (default: this source tree)")
+    p.set_defaults(func=run)
