@@ -79,7 +79,7 @@ def test_overrides_lay_over_the_file(tmp_path: Path) -> None:
     assert cfg.dicom.port == 0
     assert cfg.dicom.ae_title == "EDGE3D"
     assert cfg.data_dir == tmp_path
-    with pytest.raises(ConfigurationError, match="dicom.prot"):
+    with pytest.raises(ConfigurationError, match=r"dicom\.prot"):
         load_config(p, {"dicom": {"prot": 1}})
 
 
@@ -90,6 +90,7 @@ def test_default_toml_documents_every_key_and_round_trips() -> None:
     from appliance.config import config_from_mapping
 
     assert config_from_mapping(tomllib.loads(text)) == ApplianceConfig()
+
     # every key of every section appears (commented for optional tables) with a comment line above it
     def keys(mapping: dict[str, object], prefix: str = "") -> list[str]:
         out = []
