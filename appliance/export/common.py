@@ -1,0 +1,123 @@
+"""What every exporter shares: the export error, atomic file writes, mesh checks and colour conversion.
+
+Every file the appliance writes goes through :func:`atomic_write_bytes` (or :func:`atomic_output`): the bytes go to
+a temporary file in the destination folder, are flushed to disk and then renamed over the target with
+``os.replace``, so a run that is killed half-way never leaves a half-written model or manifest behind.
+
+Exports carry geometry only. Their headers name the product, the units (millimetre) and the coordinate system
+(DICOM patient coordinates, LPS) and nothing about the patient, the study or the series.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.core import Mesh
+from appliance.errors import ApplianceError
+
+#: Product name written into file headers (the only free text an export header carries).
+PRODUCT = "OR-appliance"
+#: Units and coordinate system of every export, as said in the headers where the format allows.
+UNITS_NOTE = "units: millimetre; coordinates: DICOM patient LPS (x to patient left, y posterior, z superior)"
+
+
+class ExportError(ApplianceError):
+    """An export could not be written (empty mesh, non-finite vertices, unwritable folder)."""
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path`` for binary writing; rename it over ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create output folder {path.parent}: {exc}; choose a writable --out") from exc
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file + ``os.replace``)."""
+    with atomic_output(path) as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_meshes(meshes: Sequence[Mesh], fmt: str) -> None:
+    """Refuse to export nothing, empty meshes or non-finite vertices (the message names the structure)."""
+    if not meshes:
+        raise ExportError(f"{fmt}: no meshes to write; the segmentation produced no structures")
+    for mesh in meshes:
+        if mesh.n_triangles == 0:
+            raise ExportError(f"{fmt}: structure {mesh.name!r} has no triangles; drop it before export")
+        if not np.all(np.isfinite(mesh.vertices)):
+            raise ExportError(f"{fmt}: structure {mesh.name!r} has non-finite vertex coordinates")
+
+
+def concatenate(meshes: Sequence[Mesh]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """All meshes as one vertex array and one face array (face indices shifted)."""
+    vertices: list[npt.NDArray[np.float64]] = []
+    faces: list[npt.NDArray[np.int64]] = []
+    offset = 0
+    for mesh in meshes:
+        vertices.append(mesh.vertices)
+        faces.append(mesh.faces + offset)
+        offset += len(mesh.vertices)
+    return np.concatenate(vertices, axis=0), np.concatenate(faces, axis=0)
+
+
+def unit_vertex_normals(mesh: Mesh) -> npt.NDArray[np.float64]:
+    """Area-weighted unit vertex normals; vertices without a normal (unused) get +z so every normal is unit."""
+    normals = mesh.vertex_normals()
+    bad = np.linalg.norm(normals, axis=1) < 0.5
+    normals[bad] = (0.0, 0.0, 1.0)
+    return normals
+
+
+def format_rows(row_format: str, array: npt.NDArray[np.generic]) -> str:
+    """``row_format`` applied to every row of a 2-D array, as one string (fast: one ``%`` operation)."""
+    if array.size == 0:
+        return ""
+    return (row_format * int(array.shape[0])) % tuple(array.ravel().tolist())
+
+
+def srgb_to_linear(color: tuple[int, int, int]) -> tuple[float, float, float]:
+    """8-bit sRGB to linear RGB in 0..1 (glTF's baseColorFactor is linear)."""
+    c = np.asarray(color, dtype=np.float64) / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return (float(lin[0]), float(lin[1]), float(lin[2]))
+
+
+def linear_to_srgb(rgb: Sequence[float]) -> tuple[int, int, int]:
+    """Inverse of :func:`srgb_to_linear`, rounded to 8 bits."""
+    c = np.clip(np.asarray(rgb[:3], dtype=np.float64), 0.0, 1.0)
+    s = np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
+    out = np.rint(s * 255.0).astype(int)
+    return (int(out[0]), int(out[1]), int(out[2]))
