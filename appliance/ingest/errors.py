@@ -1,0 +1,28 @@
+"""Ingest's small exception hierarchy. Messages say what to do; the CLI prints them without a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from appliance.core import Finding
+from appliance.errors import ApplianceError, RefusedInput
+
+
+class IngestError(ApplianceError):
+    """The input could not be used (nothing readable found, unknown series UID...)."""
+
+
+class NoSeriesFound(IngestError):
+    """No reconstructable image series was found in the input."""
+
+
+class UnknownSeries(IngestError):
+    """The series UID asked for is not in the input."""
+
+
+class SeriesRefused(RefusedInput):
+    """A series was refused for reconstruction; ``findings`` say why (exit code 2)."""
+
+    def __init__(self, message: str, findings: Sequence[Finding] = ()) -> None:
+        super().__init__(message, list(findings))
+        self.refusal_findings: list[Finding] = list(findings)

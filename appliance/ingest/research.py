@@ -1,0 +1,49 @@
+"""Research inputs: NIfTI (nibabel) and NRRD (pynrrd) files become the same :class:`Volume` as DICOM."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from appliance.core import Finding, Volume
+from appliance.ingest import findings as fnd
+from appliance.ingest.errors import SeriesRefused
+from appliance.io import nifti
+from appliance.io import nrrd as nrrd_io
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NRRD_SUFFIXES = (".nrrd", ".nhdr")
+
+
+def is_research_file(path: Path) -> bool:
+    """True for a NIfTI or NRRD file name."""
+    name = path.name.lower()
+    return path.is_file() and name.endswith(NIFTI_SUFFIXES + NRRD_SUFFIXES)
+
+
+def load_research(path: Path, modality: str = "OT") -> tuple[Volume, list[Finding]]:
+    """Read a NIfTI/NRRD volume; metadata mirrors the DICOM keys (no UIDs exist, so the file hash stands in)."""
+    name = path.name.lower()
+    try:
+        if name.endswith(NIFTI_SUFFIXES):
+            vol = nifti.load_volume(path, modality)
+        else:
+            vol = nrrd_io.load_volume(path, modality)
+    except Exception as exc:  # nibabel/pynrrd raise many types on damaged files
+        finding = fnd.decode_failed(path, f"not a readable {('NIfTI' if 'nii' in name else 'NRRD')} volume ({exc})")
+        raise SeriesRefused(finding.message, [finding]) from exc
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    units = "HU" if modality == "CT" else "arbitrary"
+    metadata = {
+        "series_instance_uid": "",
+        "description": path.name,
+        "modality": modality,
+        "source_files": 1,
+        "identity_hash": digest.hexdigest(),
+        "source": path.name,
+        "source_format": "nifti" if name.endswith(NIFTI_SUFFIXES) else "nrrd",
+    }
+    return Volume(vol.array, vol.affine, modality, units, metadata), []
