@@ -1,0 +1,186 @@
+"""The HTTP JSON API (Flask blueprint, ``/api``) used by the touchscreen UI and by tests.
+
+The blueprint finds the running :class:`~appliance.service.runtime.ApplianceService` at
+``current_app.config["APPLIANCE_SERVICE"]``. Its OpenAPI description is the static file ``openapi.json`` beside
+this module, served at ``/api/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file, stream_with_context
+
+from appliance.service.catalogue import FINAL_STATES
+from appliance.service.errors import UnknownJob, UnknownStudy
+
+api_blueprint = Blueprint("appliance_api", __name__, url_prefix="/api")
+
+#: Seconds between job-state checks of an event stream, and the longest a stream stays open.
+SSE_POLL_S = 0.25
+SSE_MAX_S = 3600.0
+SSE_KEEPALIVE_S = 15.0
+
+
+def _service() -> Any:
+    service = current_app.config.get("APPLIANCE_SERVICE")
+    if service is None:
+        abort(503, description="the appliance service is not running")
+    return service
+
+
+def _error(status: int, message: str) -> tuple[Response, int]:
+    return jsonify({"error": message}), status
+
+
+@api_blueprint.errorhandler(UnknownStudy)
+@api_blueprint.errorhandler(UnknownJob)
+def _not_found(exc: Exception) -> tuple[Response, int]:
+    return _error(404, str(exc))
+
+
+@api_blueprint.get("/health")
+def health() -> Response:
+    """Service status, queue counts, storage and alarms."""
+    return jsonify(_service().health())
+
+
+@api_blueprint.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3 description of this API."""
+    text = resources.files("appliance.service").joinpath("openapi.json").read_text(encoding="utf-8")
+    return Response(text, mimetype="application/json")
+
+
+@api_blueprint.get("/studies")
+def studies() -> Response:
+    """Studies on the box, newest first."""
+    svc = _service()
+    return jsonify({"studies": [s.to_dict() for s in svc.catalogue.studies() if s.state != "purged"]})
+
+
+@api_blueprint.get("/studies/<uid>")
+def study(uid: str) -> Response:
+    """One study with its series, findings and jobs."""
+    svc = _service()
+    data = svc.catalogue.study(uid).to_dict()
+    data["jobs"] = [j.to_dict() for j in svc.catalogue.jobs(study_uid=uid)]
+    return jsonify(data)
+
+
+@api_blueprint.post("/studies/<uid>/reconstruct")
+def reconstruct(uid: str) -> tuple[Response, int]:
+    """Queue a reconstruction. Body (optional JSON): ``preset``, ``device``, ``formats``, ``override``, ``actor``."""
+    svc = _service()
+    body = request.get_json(silent=True) or {}
+    if not isinstance(body, dict):
+        return _error(400, "the request body must be a JSON object")
+    for key, kind in (("preset", str), ("device", str), ("override", bool), ("actor", str)):
+        if key in body and not isinstance(body[key], kind):
+            return _error(400, f"'{key}' must be a {kind.__name__}")
+    formats = body.get("formats")
+    if formats is not None and (
+        not isinstance(formats, list) or not all(isinstance(f, str) for f in formats)
+    ):
+        return _error(400, "'formats' must be a list of strings")
+    if body.get("device") not in (None, "auto", "cpu", "cuda"):
+        return _error(400, "'device' must be auto, cpu or cuda")
+    svc.catalogue.study(uid)  # 404 when unknown
+    actor = "ui:" + str(body.get("actor") or "unknown")
+    job_id = svc.request_reconstruction(
+        uid, actor, preset=body.get("preset"), device=body.get("device"), formats=formats,
+        override=bool(body.get("override", False)),
+    )  # fmt: skip
+    return jsonify(svc.catalogue.job(job_id).to_dict()), 202
+
+
+@api_blueprint.get("/jobs")
+def jobs() -> Response:
+    """Jobs, newest first (``?state=`` and ``?study=`` filter)."""
+    svc = _service()
+    found = svc.catalogue.jobs(study_uid=request.args.get("study"), state=request.args.get("state"))
+    return jsonify({"jobs": [j.to_dict() for j in found]})
+
+
+@api_blueprint.get("/jobs/<int:job_id>")
+def job(job_id: int) -> Response:
+    """One job: state, stage, progress, study UID, manifest path when done, files."""
+    svc = _service()
+    data = svc.catalogue.job(job_id).to_dict()
+    data["files"] = _files(svc, job_id) if data["state"] == "done" else []
+    return jsonify(data)
+
+
+def _output_dir(svc: Any, job_id: int) -> Path | None:
+    j = svc.catalogue.job(job_id)
+    if j.state != "done" or not j.output_dir:
+        return None
+    folder = Path(j.output_dir)
+    return folder if folder.is_dir() else None
+
+
+def _files(svc: Any, job_id: int) -> list[dict[str, Any]]:
+    folder = _output_dir(svc, job_id)
+    if folder is None:
+        return []
+    return [
+        {"path": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size,
+         "url": f"/api/jobs/{job_id}/files/{p.relative_to(folder).as_posix()}"}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    ]  # fmt: skip
+
+
+@api_blueprint.get("/jobs/<int:job_id>/files")
+def files(job_id: int) -> Response:
+    """The files of a finished job."""
+    return jsonify({"files": _files(_service(), job_id)})
+
+
+@api_blueprint.get("/jobs/<int:job_id>/files/<path:relpath>")
+def file(job_id: int, relpath: str) -> Response | tuple[Response, int]:
+    """One file of a finished job; nothing outside the job's output folder is ever served."""
+    folder = _output_dir(_service(), job_id)
+    if folder is None:
+        return _error(404, f"job {job_id} has no output files (not done)")
+    root = folder.resolve()
+    target = (folder / relpath).resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        return _error(404, f"no file {relpath!r} in the outputs of job {job_id}")
+    return send_file(target, conditional=True)
+
+
+@api_blueprint.get("/jobs/<int:job_id>/events")
+def events(job_id: int) -> Response:
+    """Server-Sent Events: one ``job`` event per change of state/stage/progress until the job is final."""
+    svc = _service()
+    svc.catalogue.job(job_id)  # 404 when unknown
+
+    def stream() -> Iterator[str]:
+        last: tuple[Any, ...] | None = None
+        start = sent = time.monotonic()
+        yield "retry: 1000\n\n"
+        while time.monotonic() - start < SSE_MAX_S:
+            j = svc.catalogue.job(job_id)
+            key = (j.state, j.stage, round(j.progress, 3))
+            if key != last:
+                last = key
+                sent = time.monotonic()
+                yield f"id: {j.updated_at}\nevent: job\ndata: {json.dumps(j.to_dict())}\n\n"
+            if j.state in FINAL_STATES:
+                yield "event: end\ndata: {}\n\n"
+                return
+            time.sleep(SSE_POLL_S)
+            if time.monotonic() - sent > SSE_KEEPALIVE_S:
+                sent = time.monotonic()
+                yield ": keep-alive\n\n"
+
+    return Response(
+        stream_with_context(stream()), mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )  # fmt: skip

@@ -1,0 +1,29 @@
+"""Errors of the appliance service (receiver, import, queue, API)."""
+
+from __future__ import annotations
+
+from appliance.errors import ApplianceError
+
+
+class ServiceError(ApplianceError):
+    """Base of the service's errors."""
+
+
+class StorageFull(ServiceError):
+    """The storage quota or the disk reserve is reached; nothing more is accepted until space is freed."""
+
+
+class StorageError(ServiceError):
+    """An instance could not be stored (disk error, unreadable dataset)."""
+
+
+class UnknownStudy(ServiceError):
+    """No study with that Study Instance UID is on the box."""
+
+
+class UnknownJob(ServiceError):
+    """No job with that id exists."""
+
+
+class ImportRefused(ServiceError):
+    """A file or medium was refused by the import watcher (outside the medium, oversize, not DICOM)."""

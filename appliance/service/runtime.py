@@ -1,0 +1,169 @@
+"""``ApplianceService``: the service's parts wired together (store, queue, worker, monitor, receiver, import).
+
+The web app finds it at ``current_app.config["APPLIANCE_SERVICE"]``; ``appliance serve`` builds one from the
+configuration and starts it. Tests build one with an injected ``reconstruct`` function and QA.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from appliance import __version__
+from appliance.audit import AUDIT_FILENAME, AuditLog
+from appliance.config import ApplianceConfig
+from appliance.privacy.secret import load_or_create_secret, study_identity_hash
+from appliance.service.catalogue import Catalogue
+from appliance.service.monitor import QaFn, StudyMonitor, ingest_qa
+from appliance.service.storage import InstanceStore
+from appliance.service.worker import ReconstructFn, Worker, default_reconstruct
+
+log = logging.getLogger(__name__)
+
+DB_FILENAME = "appliance.sqlite3"
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """Something a person must act on (storage full, duplicate instance...)."""
+
+    code: str
+    message: str
+    at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"code": self.code, "message": self.message, "at": self.at}
+
+
+class ApplianceService:
+    """Everything ``appliance serve`` runs, built from one :class:`ApplianceConfig`."""
+
+    def __init__(
+        self,
+        config: ApplianceConfig,
+        reconstruct: Callable[[], ReconstructFn] = default_reconstruct,
+        qa: QaFn = ingest_qa,
+    ) -> None:
+        self.config = config
+        self.data_dir = Path(config.storage.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.audit = AuditLog(self.data_dir / AUDIT_FILENAME)
+        self.secret = load_or_create_secret(config.privacy.secret_file or self.data_dir / "secret.key")
+        self.catalogue = Catalogue(self.data_dir / DB_FILENAME)
+        self.alarms: list[Alarm] = []
+        self._alarm_lock = threading.Lock()
+        self.store = InstanceStore(
+            self.data_dir, self.catalogue, self.audit, self.study_hash,
+            quota_bytes=config.dicom.quota_bytes, min_free_bytes=config.dicom.min_free_bytes, alarm=self.alarm,
+        )  # fmt: skip
+        self.worker = Worker(
+            self.catalogue, self.audit, self.data_dir, self.study_hash, reconstruct,
+            threads=config.reconstruction.workers,
+        )  # fmt: skip
+        self.monitor = StudyMonitor(
+            config, self.catalogue, self.audit, self.study_hash, lambda job_id: self.worker.wake(), qa
+        )
+        self.receiver: Any = None
+        self.importer: Any = None
+        self.started_at: float | None = None
+
+    def study_hash(self, study_uid: str) -> str:
+        """The study's keyed identity hash (what the audit trail records)."""
+        return study_identity_hash(self.secret, study_uid)
+
+    def alarm(self, code: str, message: str) -> None:
+        """Raise an alarm: logged, audited, shown by ``/api/health`` (repeats of one code within 60 s merged)."""
+        now = time.time()
+        with self._alarm_lock:
+            if any(a.code == code and now - a.at < 60 for a in self.alarms):
+                return
+            self.alarms.append(Alarm(code, message, now))
+            del self.alarms[:-50]
+        log.error("ALARM %s: %s", code, message)
+        self.audit.append("service", "alarm", None, {"code": code, "message": message})
+
+    def start(self, receiver: bool = True, importer: bool = True) -> None:
+        """Recover from any interruption, then start worker, monitor and (when configured) receiver and import."""
+        added = self.store.reconcile()
+        requeued = self.catalogue.recover()
+        self.audit.append(
+            "service", "service.started",
+            details={"version": __version__, "requeued_jobs": requeued, "reindexed_instances": added},
+        )  # fmt: skip
+        self.worker.start()
+        self.monitor.start()
+        if receiver and self.config.dicom.port != 0:
+            from appliance.service.receiver.server import DicomReceiver
+
+            self.receiver = DicomReceiver(self)
+            self.receiver.start()
+        if importer and self.config.import_.watch_dir is not None:
+            from appliance.service.importer import ImportWatcher
+
+            self.importer = ImportWatcher(self)
+            self.importer.start()
+        self.started_at = time.time()
+
+    def stop(self) -> None:
+        """Stop every part (running jobs are re-run at the next start)."""
+        for part in (self.receiver, self.importer):
+            if part is not None:
+                part.stop()
+        self.monitor.stop()
+        self.worker.stop()
+        self.audit.append("service", "service.stopped")
+
+    def request_reconstruction(
+        self,
+        study_uid: str,
+        requested_by: str,
+        preset: str | None = None,
+        device: str | None = None,
+        formats: list[str] | None = None,
+        override: bool = False,
+    ) -> int:
+        """Queue a reconstruction of a study on the box; returns the job id (audited)."""
+        rc = self.config.reconstruction
+        job_id = self.catalogue.add_job(
+            study_uid, preset=preset or rc.preset, device=device or rc.device, formats=formats or rc.formats,
+            override=override, requested_by=requested_by,
+        )  # fmt: skip
+        self.audit.append(
+            requested_by, "reconstruction.requested", self.study_hash(study_uid),
+            {"job": job_id, "override": override, "preset": preset or rc.preset},
+        )  # fmt: skip
+        self.worker.wake()
+        return job_id
+
+    def health(self) -> dict[str, Any]:
+        """Status for ``/api/health``: version, parts running, queue counts, disk, alarms."""
+        usage = shutil.disk_usage(self.data_dir)
+        counts: dict[str, int] = {}
+        for job in self.catalogue.jobs(limit=10_000):
+            counts[job.state] = counts.get(job.state, 0) + 1
+        return {
+            "status": "ok" if not self.alarms else "alarm",
+            "version": __version__,
+            "started_at": self.started_at,
+            "dicom": {
+                "enabled": self.receiver is not None,
+                "ae_title": self.config.dicom.ae_title,
+                "port": self.receiver.port if self.receiver is not None else None,
+            },
+            "import": {"enabled": self.importer is not None},
+            "jobs": counts,
+            "storage": {
+                "stored_bytes": self.catalogue.stored_bytes(),
+                "quota_bytes": self.config.dicom.quota_bytes,
+                "free_bytes": usage.free,
+                "total_bytes": usage.total,
+            },
+            "alarms": [a.to_dict() for a in self.alarms],
+        }

@@ -1,0 +1,292 @@
+"""The reconstruction worker: takes queued jobs and runs the reconstruct pipeline on them.
+
+Outputs are written to ``outputs/.tmp-job-<id>-<attempt>`` and moved to ``outputs/job-<id>`` with one
+``os.replace`` after the manifest is complete, so a ``kill -9`` leaves either no output or a whole one, never two.
+A job found ``running`` at start is re-run; one whose output folder already holds a manifest is marked done
+without running again. A GPU out-of-memory error is retried once on the CPU path, recorded in the job's notes and
+the audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from appliance.audit import AuditLog
+from appliance.errors import RefusedInput
+from appliance.service.catalogue import Catalogue, Job
+from appliance.service.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+#: How often (s) progress is written to the database at most, except on stage changes.
+PROGRESS_INTERVAL_S = 0.25
+
+
+class ReconstructFn(Protocol):
+    """The signature of :func:`appliance.pipeline.reconstruct` the worker relies on."""
+
+    def __call__(
+        self,
+        input_path: Path,
+        out_dir: Path,
+        *,
+        preset: str = ...,
+        device: str = ...,
+        formats: Sequence[str] = ...,
+        progress: Callable[..., None] | None = ...,
+        override: bool = ...,
+    ) -> Mapping[str, Any]: ...
+
+
+def default_reconstruct() -> ReconstructFn:
+    """:func:`appliance.pipeline.reconstruct`, imported when first needed."""
+    from appliance import pipeline  # type: ignore[attr-defined,unused-ignore]
+
+    fn: ReconstructFn = pipeline.reconstruct
+    return fn
+
+
+def is_gpu_out_of_memory(exc: BaseException) -> bool:
+    """True for CuPy / PyTorch / TensorRT / ONNX Runtime out-of-memory errors on the GPU."""
+    name = type(exc).__name__
+    text = str(exc).lower()
+    if name in ("OutOfMemoryError", "CUDARuntimeError") and ("memory" in text or name == "OutOfMemoryError"):
+        return True
+    return "out of memory" in text and ("cuda" in text or "gpu" in text or "device" in text)
+
+
+def findings_as_dicts(findings: Sequence[object]) -> list[dict[str, Any]]:
+    """Findings (objects with ``to_dict`` or mappings) as JSON-ready dicts."""
+    out: list[dict[str, Any]] = []
+    for f in findings:
+        to_dict = getattr(f, "to_dict", None)
+        if callable(to_dict):
+            out.append(dict(to_dict()))
+        elif isinstance(f, Mapping):
+            out.append(dict(f))
+        else:
+            out.append({"code": "finding", "severity": "info", "message": str(f)})
+    return out
+
+
+#: Output files read whole when looking for patient identifiers; other files only their first bytes (headers).
+TEXT_SUFFIXES = frozenset({".json", ".html", ".htm", ".txt", ".csv", ".obj", ".mtl", ".xml", ".svg", ".yaml"})
+HEADER_BYTES = 65536
+
+
+def identifiers_in_outputs(folder: Path, identifiers: Sequence[str]) -> list[str]:
+    """Output files (relative paths) that contain one of ``identifiers`` (patient name, ID).
+
+    Text files are read whole; binary files (STL, GLB, PLY, NIfTI) only their headers, where a writer would put
+    names (binary payloads would give chance matches).
+    """
+    needles = {i.strip() for i in identifiers if len(i.strip()) >= 4}
+    needles |= {i.replace("^", " ").strip() for i in needles if "^" in i}
+    hits: list[str] = []
+    if not needles:
+        return hits
+    encoded = [n.encode() for n in needles]
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        with open(path, "rb") as fh:
+            data = fh.read() if path.suffix.lower() in TEXT_SUFFIXES else fh.read(HEADER_BYTES)
+        if any(n in data for n in encoded):
+            hits.append(str(path.relative_to(folder)))
+    return hits
+
+
+class Worker:
+    """Runs jobs from the catalogue on ``threads`` threads until :meth:`stop`."""
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        audit: AuditLog,
+        data_dir: Path,
+        study_hash: Callable[[str], str],
+        reconstruct: Callable[[], ReconstructFn] = default_reconstruct,
+        threads: int = 1,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.catalogue = catalogue
+        self.audit = audit
+        self.outputs_dir = Path(data_dir) / "outputs"
+        self.studies_dir = Path(data_dir) / "studies"
+        self.study_hash = study_hash
+        self._reconstruct = reconstruct
+        self.n_threads = threads
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.outputs_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        """Start the worker threads (after cleaning leftovers of an interrupted run)."""
+        for tmp in self.outputs_dir.glob(".tmp-job-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        for i in range(self.n_threads):
+            t = threading.Thread(target=self._loop, name=f"worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def wake(self) -> None:
+        """A job was queued: look now instead of at the next poll."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop taking jobs; waits up to ``timeout`` for running ones (they are re-run at the next start)."""
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self.catalogue.claim_job()
+            except Exception:
+                log.exception("cannot read the job queue")
+                job = None
+            if job is None:
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+                continue
+            self.run(job)
+
+    def final_dir(self, job_id: int) -> Path:
+        """The output folder of a finished job."""
+        return self.outputs_dir / f"job-{job_id}"
+
+    def run(self, job: Job) -> None:
+        """Run one claimed job to a final state (never raises)."""
+        final = self.final_dir(job.id)
+        study_hash = self.study_hash(job.study_uid)
+        if (final / "manifest.json").is_file():  # finished before an interruption; do not run twice
+            self.catalogue.update_job(
+                job.id, state="done", stage="done", progress=1.0, finished_at=time.time(),
+                output_dir=str(final), manifest_path=str(final / "manifest.json"),
+            )  # fmt: skip
+            return
+        self.audit.append(
+            "service:worker", "reconstruction.started", study_hash,
+            {"job": job.id, "attempt": job.attempts, "preset": job.preset, "device": job.device},
+        )  # fmt: skip
+        notes = list(job.notes)
+        device = job.device
+        try:
+            manifest = self._attempt(job, device)
+        except Exception as exc:
+            if device != "cpu" and is_gpu_out_of_memory(exc):
+                note = f"GPU out of memory ({exc}); retried on the CPU"
+                notes.append(note)
+                log.warning("job %d: %s", job.id, note)
+                self.catalogue.update_job(job.id, notes=notes, stage="retrying on CPU", device="cpu")
+                self.audit.append(
+                    "service:worker", "reconstruction.gpu_fallback", study_hash,
+                    {"job": job.id, "error": str(exc)[:500]}, "REQ-SAFE-304",
+                )  # fmt: skip
+                try:
+                    manifest = self._attempt(job, "cpu")
+                except Exception as exc2:
+                    self._fail(job, exc2, notes, study_hash)
+                    return
+            else:
+                self._fail(job, exc, notes, study_hash)
+                return
+        self.catalogue.update_job(
+            job.id, state="done", stage="done", progress=1.0, finished_at=time.time(), output_dir=str(final),
+            manifest_path=str(final / "manifest.json"), notes=notes,
+            device_used=str(manifest.get("device", "")) or None,
+            findings=findings_as_dicts(list(manifest.get("findings", []) or [])),
+        )  # fmt: skip
+        self.audit.append(
+            "service:worker", "reconstruction.finished", study_hash,
+            {"job": job.id, "state": "done", "device": manifest.get("device")},
+        )  # fmt: skip
+
+    def _fail(self, job: Job, exc: BaseException, notes: list[str], study_hash: str) -> None:
+        if isinstance(exc, RefusedInput):
+            findings = findings_as_dicts(exc.findings)
+            self.catalogue.update_job(
+                job.id, state="refused", stage="refused", finished_at=time.time(), error=str(exc),
+                findings=findings, notes=notes,
+            )  # fmt: skip
+            state = "refused"
+        else:
+            log.error("job %d failed: %s", job.id, exc, exc_info=not isinstance(exc, OSError))
+            self.catalogue.update_job(
+                job.id, state="failed", stage="failed", finished_at=time.time(),
+                error=f"{type(exc).__name__}: {exc}"[:2000], notes=notes,
+            )  # fmt: skip
+            state = "failed"
+        self.audit.append(
+            "service:worker", "reconstruction.finished", study_hash,
+            {"job": job.id, "state": state, "error": str(exc)[:500]},
+        )  # fmt: skip
+
+    def _attempt(self, job: Job, device: str) -> Mapping[str, Any]:
+        tmp = self.outputs_dir / f".tmp-job-{job.id}-{job.attempts}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        last: list[Any] = [0.0, ""]
+
+        def progress(*args: Any, **kwargs: Any) -> None:
+            stage, fraction = _parse_progress(args, kwargs)
+            now = time.monotonic()
+            if stage == last[1] and now - float(last[0]) < PROGRESS_INTERVAL_S:
+                return
+            last[0], last[1] = now, stage
+            self.catalogue.update_job(job.id, stage=stage or "running", progress=max(0.0, min(1.0, fraction)))
+
+        try:
+            reconstruct = self._reconstruct()
+            manifest = dict(
+                reconstruct(
+                    self.studies_dir / job.study_uid, tmp, preset=job.preset, device=device,
+                    formats=list(job.formats), progress=progress, override=job.override,
+                )
+            )  # fmt: skip
+            study = self.catalogue.study(job.study_uid)
+            leaks = identifiers_in_outputs(tmp, [study.patient_name, study.patient_id])
+            if leaks:
+                raise PatientDataInOutputs(
+                    f"outputs contain patient identifiers ({', '.join(leaks[:5])}); they were not published"
+                )
+            manifest_path = tmp / "manifest.json"
+            if not manifest_path.is_file():
+                manifest_path.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+            final = self.final_dir(job.id)
+            if final.exists():  # a leftover without manifest (cannot normally happen: replace is atomic)
+                shutil.rmtree(final)
+            tmp.replace(final)
+            return manifest
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class PatientDataInOutputs(ServiceError):
+    """An output file carries the patient's name or ID: the job fails instead of publishing it."""
+
+
+def _parse_progress(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[str, float]:
+    """Accepts ``(stage, fraction)``, ``(fraction, stage)``, ``(fraction,)`` or keywords ``stage``/``fraction``."""
+    stage = str(kwargs.get("stage", ""))
+    fraction = kwargs.get("fraction", kwargs.get("progress"))
+    for a in args:
+        if isinstance(a, str):
+            stage = a
+        elif isinstance(a, int | float) and fraction is None:
+            fraction = a
+        elif isinstance(a, Mapping):
+            stage = str(a.get("stage", stage))
+            fraction = a.get("fraction", a.get("progress", fraction))
+    return stage, float(fraction or 0.0)
