@@ -28,7 +28,7 @@ def test_nine_transfer_syntaxes_identical_and_equal_dcm2niix(shared_data: Path, 
     first: np.ndarray | None = None
     syntaxes = set()
     for k in range(1, 10):
-        vol, found, series = load_input(folder / "In" / f"{k}.dcm")
+        vol, _found, series = load_input(folder / "In" / f"{k}.dcm")
         assert series is not None
         syntaxes.add(series.instances[0].tags["transfer_syntax"])
         assert vol.shape == (64, 64, 35)  # 384x384 mosaic of 35 tiles
@@ -133,7 +133,7 @@ def test_enhanced_philips_fieldmap_split_and_matches_dcm2niix(shared_data: Path,
     assert set(kinds) == {"M", "FIELD_MAP"}
     for key, ref_name in (("FIELD_MAP", "Philips_WIP_B0_NS_801_e2_fieldmaphz.nii"),
                           ("M", "Philips_WIP_B0_NS_801_e1.nii")):
-        vol, found = load_volume(kinds[key])
+        vol, _found = load_volume(kinds[key])
         assert vol.shape == (64, 64, 32)
         ours = _canonical(save_volume(vol, tmp_path / f"{key}.nii.gz"))
         ref = _canonical(folder / "Ref" / ref_name)
