@@ -172,12 +172,16 @@ class Installer:
     def recover(self) -> list[str]:
         """Remove half-done work and roll back unconfirmed switches; returns what was done."""
         done: list[str] = []
+        if self.root.is_dir():
+            for leftover in self.root.glob(".*.tmp"):  # a state file write cut short
+                leftover.unlink(missing_ok=True)
+                done.append(f"removed {leftover.name}")
         for kind in ArtifactKind:
             kdir = self.kind_dir(kind)
             if not kdir.is_dir():
                 continue
             for leftover in list(kdir.iterdir()) + list((kdir / "releases").glob(".*")):
-                if leftover.name.startswith((".staging-", ".trash-")) or leftover.name.endswith(".tmp-link"):
+                if leftover.name.startswith((".staging-", ".trash-")) or leftover.name.endswith((".tmp-link", ".tmp")):
                     if leftover.is_dir() and not leftover.is_symlink():
                         shutil.rmtree(leftover, ignore_errors=True)
                     else:

@@ -13,6 +13,7 @@ theirs with :meth:`Repository.add_signature` (``appliance update sign``); boxes 
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import shutil
@@ -263,7 +264,8 @@ class Repository:
         *and* of its own root keys. Returns the new root version.
         """
         old: Root = self.root()
-        new = Root.from_dict(old.to_dict())
+        old_ids = set(old.roles["root"].keyids)
+        new = Root.from_dict(copy.deepcopy(old.to_dict()))  # to_dict shares lists with ``old``
         new.version = old.version + 1
         new.expires = _utc(now) + (lifetime or DEFAULT_LIFETIMES["root"])
         for role, keys in new_keys.items():
@@ -274,7 +276,6 @@ class Repository:
         for role, threshold in (thresholds or {}).items():
             new.roles[role].threshold = int(threshold)
         md = Metadata(new)
-        old_ids = set(old.roles["root"].keyids)
         new_ids = set(new.roles["root"].keyids)
         for s in list(old_root_signers) + list(new_root_signers):
             kid = s.public_key.keyid

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from securesystemslib.signer import CryptoSigner, Signer
 
 from appliance.audit import AuditLog
@@ -108,10 +107,3 @@ class Fleet:
 def shift(days: float) -> datetime:
     return now() + timedelta(days=days)
 
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Fleet:
-    """A fresh repository with one key per role, and an empty box."""
-    f = Fleet(tmp_path)
-    f.create()
-    return f

@@ -1,0 +1,102 @@
+"""Acceptance tests: the installer is killed (SIGKILL, like a power cut) at every step and at 40 random moments.
+
+After every kill, before and after recovery, ``current`` must point at a complete release whose every file
+matches its signed manifest.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from update_fleet import Fleet
+
+from appliance.update.install import STEPS
+from appliance.update.packs import verify_release_dir
+from appliance.update.policy import ArtifactKind
+
+CHILD = Path(__file__).with_name("update_child.py")
+ROOT = Path(__file__).resolve().parents[2]
+VERSIONS = ("1.0.0", "2.0.0")
+
+
+def _prepare(fleet: Fleet) -> None:
+    for i, version in enumerate(VERSIONS):
+        files = {f"lib/part{j}.bin": bytes([i, j]) * 20_000 for j in range(8)}
+        fleet.publish(version=version, files={**files, "VERSION": version.encode()})
+    fleet.update(version="1.0.0")
+
+
+def _assert_complete(fleet: Fleet) -> str:
+    current = fleet.install_root / "app" / "current"
+    manifest = verify_release_dir(current)  # every file present and matching its hash
+    assert (current / "VERSION").read_text() == manifest["version"]
+    assert manifest["version"] in VERSIONS
+    return str(manifest["version"])
+
+
+def _other(version: str) -> str:
+    return VERSIONS[1] if version == VERSIONS[0] else VERSIONS[0]
+
+
+def _spawn(fleet: Fleet, version: str, step: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), str(fleet.tmp), version, step],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+
+
+@pytest.mark.req("REQ-UPD-012", "REQ-UPD-011", "REQ-SAFE-500")
+def test_installer_killed_at_every_step(fleet: Fleet) -> None:
+    """Fault: power cut / SIGKILL right after each install step (download ... confirmation)."""
+    _prepare(fleet)
+    for step in STEPS:
+        before = _assert_complete(fleet)
+        target = _other(before)
+        child = _spawn(fleet, target, step)
+        _out, err = child.communicate(timeout=60)
+        assert child.returncode == -9, f"step {step}: child did not die at the step: {err[-1500:]}"
+        assert _assert_complete(fleet) in (before, target)
+        fleet.installer().recover()
+        after = _assert_complete(fleet)
+        if STEPS.index(step) < STEPS.index("current-switched"):
+            assert after == before, step
+        elif step in ("current-switched", "health-checked"):
+            assert after == before, f"{step}: an unconfirmed switch must be rolled back on recovery"
+        else:
+            assert after == target, step
+        assert fleet.installer().status()["kinds"]["app"]["pending"] is None
+    assert "update.rolled_back" in fleet.audit_actions()
+
+
+@pytest.mark.req("REQ-UPD-012", "REQ-SAFE-500")
+def test_installer_killed_at_40_random_moments(fleet: Fleet) -> None:
+    """Fault: power cut at 40 random moments during installs (timed from the child's start of work)."""
+    _prepare(fleet)
+    t = time.monotonic()
+    child = _spawn(fleet, "2.0.0", "none")
+    _out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err[-1500:]
+    full = time.monotonic() - t
+    rng = random.Random(20261127)
+    outcomes: dict[str, int] = {"killed": 0, "finished": 0}
+    for _ in range(40):
+        before = _assert_complete(fleet)
+        child = _spawn(fleet, _other(before), "none")
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.0, full * 0.6))
+        child.kill()
+        child.communicate(timeout=60)
+        outcomes["killed" if child.returncode == -9 else "finished"] += 1
+        _assert_complete(fleet)
+        fleet.installer().recover()
+        _assert_complete(fleet)
+        leftovers = [p.name for p in (fleet.install_root / "app").rglob(".*")]
+        assert leftovers == [], leftovers
+    assert outcomes["killed"] >= 20, outcomes  # most kills really interrupted an install
+    assert len(list((fleet.install_root / ArtifactKind.APP.value / "releases").iterdir())) <= 2
