@@ -1,0 +1,342 @@
+"""``ct-default``: classical CT segmentation without a network (body, bone, lungs, airway, contrast vessels).
+
+Works on any CT in Hounsfield units. Thresholds are physical (HU) and every distance is in millimetres, turned
+into voxels with the volume's spacing, so the same parameters serve 0.6 mm and 3 mm grids. Left and right are
+taken from the affine (patient LPS ``x`` grows to the patient's left), never from array order, so a mirrored
+array with a mirrored affine gets the same anatomy.
+
+The stages are written once against ``xp`` (numpy or cupy) and the matching ``ndimage`` module; the numpy run is
+the oracle for the cupy run (identical labels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.core import Finding, LabelMap, Severity, Structure, StructureCategory, Volume
+from engines.presets import ct_morphology as morph
+from engines.presets.base import EngineError, Preset, ProgressCallback, SegmentationResult, register_preset
+from engines.presets.ct_airway import find_trachea_seed, grow_airway
+from engines.presets.ct_geometry import GridGeometry
+from kernels.device import Device, array_module, device_description, resolve_device
+
+log = logging.getLogger(__name__)
+
+Array = Any
+
+PRESET_NAME = "ct-default"
+PRESET_VERSION = "1.0"
+
+#: Label values and structures of the preset (stable: downstream colour maps and tests rely on them).
+STRUCTURES: dict[str, Structure] = {
+    "body": Structure(1, "body", (241, 214, 145), StructureCategory.OTHER, "38266002"),
+    "bone": Structure(2, "bone", (241, 238, 222), StructureCategory.BONE, "272673000"),
+    "lung_left": Structure(3, "lung_left", (108, 178, 222), StructureCategory.ORGAN, "44029006"),
+    "lung_right": Structure(4, "lung_right", (82, 145, 200), StructureCategory.ORGAN, "3341006"),
+    "airway": Structure(5, "airway", (184, 225, 250), StructureCategory.AIRWAY, None),
+    "vessels_contrast": Structure(6, "vessels_contrast", (216, 101, 79), StructureCategory.VESSEL, "59820001"),
+}
+
+
+class CtInputError(EngineError):
+    """The volume given to ``ct-default`` is not a CT in Hounsfield units."""
+
+
+@dataclass(frozen=True)
+class CtDefaultParameters:
+    """Physical parameters of ``ct-default`` (HU and mm). Defaults are textbook values, not fitted to one scan."""
+
+    body_hu: float = -500.0  # air/tissue midpoint for the patient outline
+    body_opening_mm: float = 3.0  # detaches the table and blankets
+    smoothing_sigma_mm: float = 1.5  # Gaussian noise suppression before the lung threshold
+    lung_hu: float = -400.0  # lung parenchyma (~-850) / soft tissue (~40) partial-volume midpoint
+    lung_max_mean_hu: float = -600.0  # a lung component is mostly parenchyma
+    gas_hu: float = -950.0  # pure gas (bowel, stomach); healthy lung is rarely below
+    lung_max_gas_fraction: float = 0.4  # bowel gas is mostly pure gas, lung is not
+    lung_min_ml: float = 10.0
+    bone_strong_hu: float = 200.0  # cortical bone seeds
+    bone_weak_hu: float = 120.0  # trabecular bone reached by hysteresis
+    bone_closing_mm: float = 3.0  # bridges cortex broken by partial volume before filling the marrow
+    bone_min_ml: float = 0.2  # drops isolated calcifications
+    airway_start_hu: float = -950.0
+    airway_stop_hu: float = -775.0
+    airway_step_hu: float = 25.0
+    airway_leak_ratio: float = 1.6  # volume growth between two threshold steps that means a leak into lung
+    trachea_min_area_mm2: float = 60.0
+    trachea_max_area_mm2: float = 700.0
+    trachea_max_offset_mm: float = 35.0  # from the body's midline
+    trachea_min_length_mm: float = 30.0
+    contrast_low_hu: float = 150.0
+    contrast_high_hu: float = 500.0
+    vessel_core_radius_mm: float = 4.0  # vessels at least 8 mm across seed the vessel tree
+    vessel_grow_mm: float = 3.0
+    vessel_ring_drop_hu: float = 150.0  # contrast blood is much brighter than the tissue around it
+    vessel_max_core_std_hu: float = 70.0  # blood is homogeneous; trabecular bone is not (std > 100 HU)
+    vessel_ring_mm: float = 3.0
+    contrast_min_ml: float = 10.0
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None) -> CtDefaultParameters:
+        """Defaults overridden by the keys of ``options`` that name a parameter (others are ignored)."""
+        if not options:
+            return cls()
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: float(v) for k, v in options.items() if k in names})
+
+
+def _check_input(volume: Volume) -> list[Finding]:
+    if volume.modality.upper() != "CT":
+        raise CtInputError(
+            f"ct-default needs a CT volume, got modality {volume.modality!r}; choose another preset or 'auto'"
+        )
+    if volume.units != "HU":
+        raise CtInputError(f"ct-default needs Hounsfield units, got {volume.units!r}; apply the rescale first")
+    findings: list[Finding] = []
+    lo = float(np.min(volume.array))
+    if lo > -900.0:
+        findings.append(Finding(
+            "ct_no_air", Severity.WARNING,
+            "The CT contains no air (nothing below -900 HU); check that the values are Hounsfield units.",
+            "REQ-SAFE-150", {"min_hu": lo},
+        ))
+    return findings
+
+
+def segment_body(hu: Array, geo: GridGeometry, ndi: ModuleType, p: CtDefaultParameters) -> Array:
+    """Patient outline: tissue above ``body_hu``, table detached, largest part, holes filled per axial slice."""
+    mask = morph.opening(hu > p.body_hu, ndi, morph.ellipsoid(p.body_opening_mm, geo.spacing))
+    mask = morph.largest_component(mask, ndi)
+    return morph.fill_holes(mask, ndi, geo.axial_axis)
+
+
+def segment_bone(hu: Array, body: Array, exclude: Array, geo: GridGeometry, ndi: ModuleType,
+                 p: CtDefaultParameters) -> Array:
+    """Cortex by hysteresis, marrow by closing and hole filling in the three planes."""
+    allowed = body & ~exclude
+    hyst = morph.hysteresis((hu > p.bone_strong_hu) & allowed, (hu > p.bone_weak_hu) & allowed, ndi)
+    closed = morph.closing(hyst, ndi, morph.ellipsoid(p.bone_closing_mm, geo.spacing))
+    bone = morph.fill_holes_planes(closed, ndi) & allowed
+    return morph.remove_small(bone, ndi, geo.voxels_for_ml(p.bone_min_ml))
+
+
+def segment_contrast_vessels(hu: Array, hu_smooth: Array, body: Array, geo: GridGeometry, ndi: ModuleType,
+                             p: CtDefaultParameters) -> Array:
+    """Contrast-filled vessels; empty when the scan has no intravascular contrast.
+
+    Cores are the parts of the 150..500 HU range thick enough to hold a ball of ``vessel_core_radius_mm``; a
+    contrast-filled vessel is homogeneous and much brighter than the tissue ringing it, while trabecular bone is
+    heterogeneous and ringed by cortex, so cores with a standard deviation above ``vessel_max_core_std_hu`` or a
+    ring less than ``vessel_ring_drop_hu`` darker are dropped. The vessels are the cores grown by
+    ``vessel_grow_mm`` within the contrast range. The aorta is not separated yet (a wrong aorta is worse
+    than none).
+    """
+    xp = morph.array_module_of(hu)
+    blood = (hu_smooth > p.contrast_low_hu) & (hu_smooth < p.contrast_high_hu) & body
+    cores = morph.opening(blood, ndi, morph.ellipsoid(p.vessel_core_radius_mm, geo.spacing))
+    lab, n, sizes = morph.component_table(cores, ndi)
+    empty = xp.zeros_like(body)
+    if n == 0:
+        return empty
+    ring_st = xp.asarray(morph.ellipsoid(p.vessel_ring_mm, geo.spacing))
+    grown = ndi.grey_dilation(lab, footprint=ring_st)
+    ring = (grown > 0) & (lab == 0)
+    ring_total = xp.bincount(grown[ring], minlength=n + 1)
+    ring_sum = xp.bincount(grown[ring], weights=hu[ring].astype(xp.float64), minlength=n + 1)
+    core_hu = hu[cores].astype(xp.float64)
+    core_sum = xp.bincount(lab[cores], weights=core_hu, minlength=n + 1)
+    core_sq = xp.bincount(lab[cores], weights=core_hu * core_hu, minlength=n + 1)
+    ring_mean = ring_sum / xp.maximum(ring_total, 1)
+    core_mean = core_sum / xp.maximum(sizes, 1)
+    core_std = xp.sqrt(xp.maximum(core_sq / xp.maximum(sizes, 1) - core_mean * core_mean, 0.0))
+    keep = (ring_mean < core_mean - p.vessel_ring_drop_hu) & (core_std <= p.vessel_max_core_std_hu)
+    keep &= sizes >= geo.voxels_for_ml(1.0)
+    keep[0] = False
+    vessel_cores = keep[lab]
+    if float(xp.count_nonzero(vessel_cores)) * geo.voxel_ml < p.contrast_min_ml:
+        return empty
+    reach = morph.dilate(vessel_cores, ndi, morph.ellipsoid(p.vessel_grow_mm, geo.spacing))
+    return vessel_cores | (reach & blood)
+
+
+def select_lungs(air: Array, hu: Array, airway: Array, geo: GridGeometry, ndi: ModuleType,
+                 p: CtDefaultParameters) -> Array:
+    """Air components that are lung: connected to the airway, or big, parenchymal and not pure gas."""
+    xp = morph.array_module_of(air)
+    lab, n, sizes = morph.component_table(air, ndi)
+    if n == 0:
+        return xp.zeros_like(air)
+    flat = lab[air]
+    hu_in = hu[air].astype(xp.float64)
+    mean_hu = xp.bincount(flat, weights=hu_in, minlength=n + 1) / xp.maximum(sizes, 1)
+    gas = xp.bincount(flat, weights=(hu_in < p.gas_hu).astype(xp.float64), minlength=n + 1) / xp.maximum(sizes, 1)
+    by_airway = xp.zeros(n + 1, dtype=bool)
+    if bool(airway.any()):
+        by_airway[lab[morph.dilate(airway, ndi, ndi.generate_binary_structure(3, 1)) & air]] = True
+    lung_like = (mean_hu < p.lung_max_mean_hu) & (gas <= p.lung_max_gas_fraction)
+    keep = (sizes >= geo.voxels_for_ml(p.lung_min_ml)) & (lung_like | by_airway)
+    keep[0] = False
+    return keep[lab] & ~airway
+
+
+def split_lungs(lungs: Array, midline_x: float, geo: GridGeometry, ndi: ModuleType) -> tuple[Array, Array]:
+    """``(left, right)`` by patient-space side; lungs joined across the midline are cut at their thinnest part."""
+    xp = morph.array_module_of(lungs)
+    empty = xp.zeros_like(lungs)
+    if not bool(lungs.any()):
+        return empty, empty
+    lab, n, sizes = morph.component_table(lungs, ndi)
+    x = geo.patient_x(xp, lungs)
+    flat = lab[lungs]
+    left_count = xp.bincount(flat, weights=(x > midline_x).astype(xp.float64), minlength=n + 1)
+    left_frac = left_count / xp.maximum(sizes, 1)
+    straddles = (left_frac > 0.2) & (left_frac < 0.8) & (sizes > 0)
+    is_left = left_frac >= 0.5
+    left = is_left[lab] & lungs & ~straddles[lab]
+    right = ~is_left[lab] & lungs & ~straddles[lab]
+    if bool(straddles.any()):
+        joined = straddles[lab] & lungs
+        jl, jr = _cut_joined(joined, x, midline_x, geo, ndi)
+        left |= jl
+        right |= jr
+    return left, right
+
+
+def _cut_joined(joined: Array, x: Array, midline_x: float, geo: GridGeometry,
+                ndi: ModuleType) -> tuple[Array, Array]:
+    """Erode until the joined lungs fall apart, then give every voxel to the nearest part (EDT indices)."""
+    xp = morph.array_module_of(joined)
+    st = ndi.generate_binary_structure(3, 1)
+    core = joined
+    for _ in range(int(np.ceil(15.0 / min(geo.spacing)))):  # up to ~15 mm of erosion
+        core = ndi.binary_erosion(core, structure=st)
+        lab, n, sizes = morph.component_table(core, ndi)
+        if n < 2:
+            if n == 0:
+                break
+            continue
+        xs = geo.patient_x(xp, core)
+        flat = lab[core]
+        mean_x = xp.bincount(flat, weights=xs, minlength=n + 1) / xp.maximum(sizes, 1)
+        big = sizes >= 0.1 * float(sizes.max())
+        sides = mean_x > midline_x
+        if bool((big & sides).any()) and bool((big & ~sides).any()):
+            seeds = xp.where(big & sides, 1, xp.where(big & ~sides, 2, 0)).astype(xp.uint8)[lab]
+            _, idx = ndi.distance_transform_edt(seeds == 0, sampling=geo.spacing, return_indices=True)
+            nearest = seeds[idx[0], idx[1], idx[2]]
+            return joined & (nearest == 1), joined & (nearest == 2)
+    side = geo.patient_x_grid(xp, joined.shape) > midline_x
+    return joined & side, joined & ~side
+
+
+class CtDefaultPreset(Preset):
+    """Classical CT preset (see module docstring)."""
+
+    name = PRESET_NAME
+    modalities = ("CT",)
+
+    def run(self, volume: Volume, device: str = "auto", progress: ProgressCallback | None = None,
+            options: Mapping[str, Any] | None = None) -> SegmentationResult:
+        """Segment ``volume`` on ``device``; returns labels, findings and provenance (stage timings)."""
+        findings = _check_input(volume)
+        params = CtDefaultParameters.from_options(options)
+        dev: Device = resolve_device(device)
+        labels, timings, found = segment_ct(volume, dev, params, progress)
+        findings.extend(found)
+        present = [STRUCTURES[name] for name in STRUCTURES if bool((labels == STRUCTURES[name].label).any())]
+        provenance: dict[str, Any] = {
+            "preset": PRESET_NAME,
+            "preset_version": PRESET_VERSION,
+            "backend": "classical-" + ("cupy" if dev == "cuda" else "numpy"),
+            "device": dev,
+            "device_name": device_description(dev),
+            "timings_s": timings,
+            "parameters": dataclasses.asdict(params),
+        }
+        labelmap = LabelMap.on(volume, labels, present, {"preset": PRESET_NAME, "device": dev})
+        return SegmentationResult(labelmap, findings, provenance)
+
+
+def segment_ct(
+    volume: Volume, device: Device, p: CtDefaultParameters, progress: ProgressCallback | None = None
+) -> tuple[npt.NDArray[np.uint8], dict[str, float], list[Finding]]:
+    """The whole pipeline on one device; returns ``(labels uint8 on the host, timings, findings)``."""
+    xp = array_module(device)
+    ndi = morph.ndimage_for(xp)
+    geo = GridGeometry(volume.affine, volume.shape)
+    timings: dict[str, float] = {}
+    findings: list[Finding] = []
+
+    def stage(name: str, fraction: float, t0: float) -> float:
+        if device == "cuda":
+            xp.cuda.Device().synchronize()
+        t1 = time.perf_counter()
+        timings[name] = round(t1 - t0, 4)
+        if progress is not None:
+            progress(name, fraction)
+        return t1
+
+    t = time.perf_counter()
+    hu_full = xp.asarray(volume.array).astype(xp.float32)
+    t = stage("upload", 0.05, t)
+    body_full = segment_body(hu_full, geo, ndi, p)
+    box = geo.bounding_box(body_full, margin=1)
+    hu = hu_full[box]
+    body = body_full[box]
+    sub = geo.cropped(box)
+    t = stage("body", 0.2, t)
+    sigma = tuple(p.smoothing_sigma_mm / s for s in sub.spacing)
+    hu_smooth = ndi.gaussian_filter(hu.astype(xp.float64), sigma=sigma, mode="nearest")
+    t = stage("smoothing", 0.25, t)
+    vessels = segment_contrast_vessels(hu, hu_smooth, body, sub, ndi, p)
+    if bool(vessels.any()):
+        findings.append(Finding(
+            "ct_contrast_detected", Severity.INFO,
+            "Intravascular contrast was found; contrast-filled vessels are segmented separately from bone.",
+            "REQ-FUNC-153", {"vessel_ml": float(xp.count_nonzero(vessels)) * sub.voxel_ml},
+        ))
+    t = stage("vessels", 0.4, t)
+    bone = segment_bone(hu, body, vessels, sub, ndi, p)
+    t = stage("bone", 0.6, t)
+    air = (hu_smooth < p.lung_hu) & body
+    seed = find_trachea_seed(hu, air, body, sub, ndi, p)
+    airway = xp.zeros_like(body)
+    if seed is None:
+        findings.append(Finding(
+            "ct_no_trachea", Severity.INFO,
+            "No trachea was found in the field of view; the airway is not segmented.",
+            "REQ-FUNC-152",
+        ))
+    else:
+        airway, airway_info = grow_airway(hu, body, seed, sub, ndi, p)
+        if airway_info.get("leak_stopped"):
+            findings.append(Finding(
+                "ct_airway_leak_stopped", Severity.INFO,
+                "Airway growing stopped before it leaked into the lung; small bronchi may be missing.",
+                "REQ-FUNC-152", airway_info,
+            ))
+    t = stage("airway", 0.75, t)
+    lungs = select_lungs(air, hu, airway, sub, ndi, p)
+    midline = sub.midline_x(xp, body)
+    lung_left, lung_right = split_lungs(lungs, midline, sub, ndi)
+    t = stage("lungs", 0.9, t)
+    lab = xp.zeros(hu.shape, dtype=xp.uint8)
+    for name, mask in (("body", body), ("vessels_contrast", vessels), ("bone", bone),
+                       ("lung_left", lung_left), ("lung_right", lung_right), ("airway", airway)):
+        lab[mask] = STRUCTURES[name].label
+    full = xp.zeros(hu_full.shape, dtype=xp.uint8)
+    full[box] = lab
+    out = full.get() if device == "cuda" else full
+    stage("assemble", 1.0, t)
+    return np.asarray(out), timings, findings
+
+
+register_preset(PRESET_NAME, CtDefaultPreset)
