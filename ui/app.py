@@ -1,0 +1,118 @@
+"""Flask app factory of the touchscreen OR UI.
+
+``create_app(config, service)`` builds the kiosk: the UI's blueprints (login/lock, nurse inbox, surgeon viewer,
+service screen), the security headers, the message catalogues and, when importable, the service's JSON API
+blueprint (``appliance.service.api.api_blueprint``), which finds ``service`` at
+``app.config["APPLIANCE_SERVICE"]``. ``appliance serve`` calls this; tests call it with their own configuration.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, session
+
+from ui import auth
+from ui.audit_sink import UiAudit
+from ui.i18n import catalogue, translate
+from ui.security import IMPORT_MAP, add_security_headers
+from ui.settings import LANGUAGES, UiSettings, settings_from_config, split_config
+
+log = logging.getLogger(__name__)
+
+UI_DIR = Path(__file__).resolve().parent
+VENDOR_DIR = UI_DIR / "static" / "vendor"
+
+
+def current_language() -> str:
+    """The session's language, else the configured default."""
+    lang = session.get("lang")
+    if lang in LANGUAGES:
+        return str(lang)
+    settings: UiSettings = auth.settings()
+    return settings.language
+
+
+def _register_service_api(app: Flask) -> bool:
+    """Register the service's JSON API blueprint when it exists; False when it is not importable."""
+    try:
+        module = importlib.import_module("appliance.service.api")
+    except ImportError as exc:
+        log.warning("service JSON API not available (%s); the UI pages will show no studies", exc)
+        return False
+    app.register_blueprint(module.api_blueprint)
+    return True
+
+
+def create_app(config: Mapping[str, Any] | None = None, service: object | None = None) -> Flask:
+    """Build the kiosk app.
+
+    Args:
+        config: upper-case keys are Flask settings (``SECRET_KEY``, ``TESTING``; ``APPLIANCE_CONFIG`` an
+            already loaded configuration, ``CONFIG_PATH`` a TOML file, ``UI_SERVICE_API`` False to leave the
+            service API out, e.g. when a test registers its own); lower-case keys are appliance configuration
+            overrides such as ``{"ui": {"pins": {...}}, "storage": {"data_dir": ...}}``.
+        service: the running service object, handed to the API blueprint through ``APPLIANCE_SERVICE``.
+    """
+    flask_settings, appliance_config = split_config(config)
+    settings = settings_from_config(appliance_config)
+    app = Flask(__name__, static_folder=str(UI_DIR / "static"), template_folder=str(UI_DIR / "templates"))
+    app.config.update(
+        SECRET_KEY=secrets.token_hex(32),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        JSON_SORT_KEYS=False,
+        MAX_CONTENT_LENGTH=1_000_000,
+    )
+    register_api = bool(flask_settings.pop("UI_SERVICE_API", True))
+    app.config.update(flask_settings)
+    app.config["APPLIANCE_SERVICE"] = service
+    app.config["APPLIANCE_CONFIG"] = appliance_config
+    app.extensions["ui_settings"] = settings
+    app.extensions["ui_pin_gate"] = auth.PinGate(settings)
+    app.extensions["ui_audit"] = UiAudit(settings.data_dir)
+    if not (VENDOR_DIR / "manifest.json").is_file():
+        log.warning("ui/static/vendor/ is not built: run `bash tools/build_ui_vendor.sh`; the viewers cannot load")
+
+    from ui.views.auth import bp as auth_bp
+    from ui.views.nurse import bp as nurse_bp
+    from ui.views.service import bp as service_bp
+    from ui.views.surgeon import bp as surgeon_bp
+
+    for bp in (auth_bp, nurse_bp, surgeon_bp, service_bp):
+        app.register_blueprint(bp)
+    app.config["UI_SERVICE_API_REGISTERED"] = _register_service_api(app) if register_api else False
+
+    app.after_request(add_security_headers)
+
+    @app.before_request
+    def _activity() -> None:
+        from flask import request
+
+        if request.path.startswith(("/static/", "/api/")) or request.headers.get("X-Background") == "1":
+            return
+        auth.touch_session()
+
+    @app.context_processor
+    def _template_globals() -> dict[str, Any]:
+        lang = current_language()
+
+        def t(key: str, **values: object) -> str:
+            return translate(lang, key, **values)
+
+        return {
+            "t": t,
+            "lang": lang,
+            "languages": LANGUAGES,
+            "role": auth.current_role(),
+            "idle_lock_seconds": settings.idle_lock_seconds,
+            "import_map": IMPORT_MAP,
+            "catalogue": catalogue(lang),
+        }
+
+    return app

@@ -1,0 +1,244 @@
+// Surgeon's case page: loads a finished job's outputs through the service API and wires the viewers' controls.
+import { el, getJSON, postJSON, t, tOr } from './common.js';
+import { ModelViewer, toHex } from './viewer3d.js';
+import { SliceViewer } from './slices.js';
+
+const root = document.getElementById('viewer');
+const jobId = Number(root.dataset.jobId);
+const canReview = root.dataset.canReview === '1';
+const fileUrl = (p) => `/api/jobs/${jobId}/files/${p.split('/').map(encodeURIComponent).join('/')}`;
+const PALETTE = [
+  ['colour.red', '#e6194b'], ['colour.green', '#3cb44b'], ['colour.yellow', '#ffe119'], ['colour.blue', '#4363d8'],
+  ['colour.orange', '#f58231'], ['colour.purple', '#911eb4'], ['colour.cyan', '#42d4f4'], ['colour.white', '#f2f2f2'],
+];
+const msg = document.getElementById('viewer-msg');
+const readout = document.getElementById('measure-readout');
+let selected = null;
+let slices = null;
+let study = null;
+const meta = new Map();  // structure name -> manifest entry
+
+function say(text, kind = 'bad') {
+  msg.textContent = text;
+  msg.className = `message ${kind}`;
+  msg.classList.toggle('hidden', !text);
+}
+
+const viewer = new ModelViewer(document.getElementById('canvas3d'), {
+  onMeasure: (mm) => {
+    if (mm === null) readout.textContent = '';
+    else if (mm === undefined) readout.textContent = t('measure.second_point');
+    else readout.textContent = t('measure.result', { mm: mm.toFixed(1) });
+    readout.dataset.mm = typeof mm === 'number' ? mm.toFixed(2) : '';
+  },
+});
+window.viewer = viewer;  // for the browser tests and the first-frame benchmark
+
+function marginMm(name, entry) {
+  if (entry && typeof entry.margin_mm === 'number') return entry.margin_mm;
+  const m = /(\d+(?:\.\d+)?)\s*mm/i.exec(name);
+  return entry && /margin/i.test(`${entry.category} ${name}`) && m ? Number(m[1]) : null;
+}
+
+function displayName(name) {
+  const entry = meta.get(name);
+  const base = tOr(`structure.${name}`, name.replace(/_/g, ' '));
+  const mm = marginMm(name, entry);
+  return mm === null ? base : t('viewer.margin_label', { name: base, mm });
+}
+
+function buildList(names) {
+  const list = document.getElementById('structures');
+  list.replaceChildren();
+  for (const name of names) {
+    const row = el('div', { class: 'structure', 'data-structure': name });
+    const toggle = el('button', { type: 'button', class: 'toggle', 'aria-pressed': 'true' });
+    const swatch = el('span', { class: 'swatch', 'aria-hidden': 'true' });
+    swatch.style.background = viewer.colour(name);
+    toggle.append(swatch, el('span', { class: 'label' }, displayName(name)));
+    toggle.addEventListener('click', () => {
+      const on = !viewer.isVisible(name);
+      viewer.setVisible(name, on);
+      slices?.setMeshVisible(name, on);
+      toggle.setAttribute('aria-pressed', String(on));
+    });
+    const adjust = el('button', { type: 'button', class: 'adjust', 'aria-label': t('viewer.adjust_named', { name: displayName(name) }) }, t('viewer.adjust'));
+    adjust.addEventListener('click', () => select(name));
+    row.append(toggle, adjust);
+    list.append(row);
+  }
+}
+
+function select(name) {
+  selected = name;
+  document.getElementById('editor').classList.remove('hidden');
+  document.getElementById('editor-title').textContent = displayName(name);
+  document.getElementById('opacity').value = String(Math.round(viewer.opacity(name) * 100));
+  for (const b of document.querySelectorAll('#swatches button')) b.setAttribute('aria-pressed', String(b.dataset.colour === viewer.colour(name)));
+  const note = document.getElementById('review-note');
+  if (note) note.value = '';
+  document.getElementById('review-msg')?.classList.add('hidden');
+}
+
+function setOpacity(pct) {
+  if (!selected) return;
+  const v = Math.max(0, Math.min(100, pct));
+  document.getElementById('opacity').value = String(v);
+  viewer.setOpacity(selected, v / 100);
+}
+
+function buildEditor() {
+  const box = document.getElementById('swatches');
+  for (const [key, hex] of PALETTE) {
+    const b = el('button', { type: 'button', 'data-colour': hex, 'aria-label': t(key), 'aria-pressed': 'false' });
+    b.style.background = hex;
+    b.addEventListener('click', () => {
+      if (!selected) return;
+      viewer.setColour(selected, hex);
+      slices?.setMeshColour(selected, hex);
+      document.querySelector(`.structure[data-structure="${CSS.escape(selected)}"] .swatch`).style.background = hex;
+      for (const o of box.querySelectorAll('button')) o.setAttribute('aria-pressed', String(o === b));
+    });
+    box.append(b);
+  }
+  document.getElementById('opacity').addEventListener('input', (e) => setOpacity(Number(e.target.value)));
+  document.getElementById('opacity-down').addEventListener('click', () => setOpacity(Number(document.getElementById('opacity').value) - 25));
+  document.getElementById('opacity-up').addEventListener('click', () => setOpacity(Number(document.getElementById('opacity').value) + 25));
+  if (!canReview) return;
+  const note = document.getElementById('review-note');
+  for (const b of document.querySelectorAll('.quick-note')) {
+    b.addEventListener('click', () => { note.value = [note.value, t(b.dataset.noteKey)].filter(Boolean).join(' '); });
+  }
+  const send = async (decision) => {
+    const out = document.getElementById('review-msg');
+    const r = await postJSON('/ui/api/review', {
+      job_id: jobId, structure: selected, decision, note: note.value, study_hash: study?.study_hash ?? null,
+    });
+    out.textContent = r.ok ? t(decision === 'approve' ? 'review.approved' : 'review.rejected', { name: displayName(selected) })
+      : (decision === 'reject' && !note.value ? t('review.need_note') : t('review.failed'));
+    out.className = `message ${r.ok ? 'ok' : 'bad'}`;
+  };
+  document.getElementById('approve-btn').addEventListener('click', () => send('approve'));
+  document.getElementById('reject-btn').addEventListener('click', () => send('reject'));
+}
+
+function wireToolbar() {
+  for (const b of document.querySelectorAll('[data-view]')) b.addEventListener('click', () => viewer.setView(b.dataset.view));
+  for (const b of document.querySelectorAll('[data-rotate]')) b.addEventListener('click', () => viewer.rotate(b.dataset.rotate));
+  for (const b of document.querySelectorAll('[data-zoom]')) b.addEventListener('click', () => viewer.zoom(b.dataset.zoom));
+  const clipBtn = document.getElementById('clip-btn');
+  const clipCtl = document.querySelectorAll('.clip-axis, .clip-ctl');
+  clipBtn.addEventListener('click', () => {
+    const on = clipBtn.getAttribute('aria-pressed') !== 'true';
+    clipBtn.setAttribute('aria-pressed', String(on));
+    for (const c of clipCtl) c.classList.toggle('hidden', !on);
+    viewer.setClip({ enabled: on, position: Number(document.getElementById('clip-pos').value) / 1000 });
+  });
+  for (const b of document.querySelectorAll('.clip-axis')) {
+    b.addEventListener('click', () => {
+      for (const o of document.querySelectorAll('.clip-axis')) o.setAttribute('aria-pressed', String(o === b));
+      viewer.setClip({ axis: b.dataset.axis });
+    });
+  }
+  const flip = document.getElementById('clip-flip');
+  flip.addEventListener('click', () => {
+    const on = flip.getAttribute('aria-pressed') !== 'true';
+    flip.setAttribute('aria-pressed', String(on));
+    viewer.setClip({ flipped: on });
+  });
+  document.getElementById('clip-pos').addEventListener('input', (e) => viewer.setClip({ position: Number(e.target.value) / 1000 }));
+  const measureBtn = document.getElementById('measure-btn');
+  measureBtn.addEventListener('click', () => {
+    const on = measureBtn.getAttribute('aria-pressed') !== 'true';
+    measureBtn.setAttribute('aria-pressed', String(on));
+    viewer.setMeasureMode(on);
+    readout.textContent = on ? t('measure.first_point') : '';
+  });
+  document.getElementById('measure-clear').addEventListener('click', () => viewer.clearMeasurement());
+  document.getElementById('mode-3d').addEventListener('click', () => setMode('3d'));
+  document.getElementById('mode-2d').addEventListener('click', () => setMode('2d'));
+  for (const b of document.querySelectorAll('.slice-axis')) {
+    b.addEventListener('click', () => {
+      for (const o of document.querySelectorAll('.slice-axis')) o.setAttribute('aria-pressed', String(o === b));
+      slices?.setAxis(b.dataset.axis);
+      syncSlider();
+    });
+  }
+  document.getElementById('slice-pos').addEventListener('input', (e) => { slices?.setPosition(Number(e.target.value) / 1000); syncSlider(); });
+  document.getElementById('slice-prev').addEventListener('click', () => { slices?.step(-1); syncSlider(); });
+  document.getElementById('slice-next').addEventListener('click', () => { slices?.step(1); syncSlider(); });
+}
+
+function syncSlider() {
+  if (!slices?.ready) return;
+  document.getElementById('slice-pos').value = String(Math.round(slices.position() * 1000));
+  document.getElementById('slice-readout').textContent = t('slice.readout', { mm: slices.positionMm().toFixed(1) });
+}
+
+let manifest = {};
+async function setMode(mode) {
+  const is3d = mode === '3d';
+  document.getElementById('mode-3d').setAttribute('aria-pressed', String(is3d));
+  document.getElementById('mode-2d').setAttribute('aria-pressed', String(!is3d));
+  for (const id of ['wrap3d', 'toolbar3d']) document.getElementById(id).classList.toggle('hidden', !is3d);
+  for (const id of ['wrap2d', 'toolbar2d']) document.getElementById(id).classList.toggle('hidden', is3d);
+  if (is3d) { viewer.resize(); return; }
+  if (!slices) {
+    slices = new SliceViewer(document.getElementById('canvas2d'));
+    window.slices = slices;
+    try {
+      await slices.load(fileUrl(volumeFile(manifest)), viewer.meshData());
+      syncSlider();
+    } catch (err) {
+      say(t('viewer.slices_failed'));
+      console.info(err);
+    }
+  }
+}
+
+/** The image volume named by the manifest's files, else the label map. */
+function volumeFile(m) {
+  const files = m.files || {};
+  for (const key of ['image', 'volume', 'image_nifti', 'ct', 'mr']) if (typeof files[key] === 'string') return files[key];
+  const nifti = Object.values(files).filter((f) => typeof f === 'string' && /\.nii(\.gz)?$/.test(f));
+  return nifti.find((f) => !/label/i.test(f)) || files.labels || nifti[0] || 'labels.nii.gz';
+}
+
+async function start() {
+  buildEditor();
+  wireToolbar();
+  let job;
+  try {
+    job = await getJSON(`/api/jobs/${jobId}`, { background: true });
+  } catch {
+    say(t('viewer.job_unavailable'));
+    return;
+  }
+  if (job.state !== 'done') { say(t('viewer.not_done', { state: t(`state.${job.state}`) })); return; }
+  try { study = await getJSON(`/api/studies/${encodeURIComponent(job.study_instance_uid)}`, { background: true }); } catch { study = null; }
+  const s = study && (study.study || study);
+  if (s) {
+    study = s;
+    document.getElementById('case-title').textContent = [s.patient_name, s.description].filter(Boolean).join(' · ') || t('viewer.title');
+  }
+  try { manifest = await getJSON(fileUrl('manifest.json'), { background: true }); } catch { manifest = {}; }
+  for (const entry of manifest.structures || []) meta.set(entry.name, entry);
+  const files = manifest.files || {};
+  const report = document.getElementById('report-link');
+  report.href = fileUrl(files.report || 'report.html');
+  report.classList.remove('hidden');
+  try {
+    const names = await viewer.load(fileUrl(files.glb || files.scene || 'scene.glb'));
+    buildList(names);
+    for (const name of names) {
+      const mm = marginMm(name, meta.get(name));
+      if (mm !== null && viewer.opacity(name) >= 1) viewer.setOpacity(name, 0.35);
+    }
+  } catch (err) {
+    say(t('viewer.model_failed'));
+    console.info(err);
+  }
+  root.dataset.loaded = '1';
+}
+
+start();

@@ -1,0 +1,52 @@
+// Service screen: machine health, queue, versions, update mechanism, log tail (no patient data).
+import { el, getJSON, t } from './common.js';
+
+function fill(dl, rows) {
+  dl.replaceChildren();
+  for (const [key, value] of rows) {
+    const row = el('div', { class: 'row' });
+    row.append(el('dt', {}, t(key)), el('dd', {}, String(value)));
+    dl.append(row);
+  }
+}
+
+async function refresh() {
+  try {
+    const h = await getJSON('/ui/api/health', { background: true });
+    const rows = [
+      ['health.cpu', `${h.cpu_percent}% · ${h.cpu_count} · ${h.load_average.join(' / ')}`],
+      ['health.memory', `${h.memory_used_mb} / ${h.memory_total_mb} MB`],
+      ['health.disk', `${h.disk_free_gb} / ${h.disk_total_gb} GB (${h.disk_path})`],
+      ['health.uptime', `${Math.round(h.uptime_s / 3600)} h`],
+    ];
+    if (!h.gpus.length) rows.push(['health.gpu', t('health.no_gpu')]);
+    for (const g of h.gpus) rows.push(['health.gpu', `${g.name} · ${g.temperature_c} °C · ${g.memory_used_mb} / ${g.memory_total_mb} MB · ${g.utilisation_percent}%`]);
+    fill(document.getElementById('health'), rows);
+  } catch { fill(document.getElementById('health'), [['health.unavailable', '—']]); }
+  try {
+    const { jobs } = await getJSON('/api/jobs', { background: true });
+    const count = (s) => jobs.filter((j) => j.state === s).length;
+    document.getElementById('queue').textContent = t('service.queue_counts', { queued: count('queued'), running: count('running'), failed: count('failed') });
+  } catch { document.getElementById('queue').textContent = t('service.api_unavailable'); }
+  try {
+    const v = await getJSON('/ui/api/versions', { background: true });
+    const rows = [['versions.appliance', v.appliance], ['versions.python', v.python], ['versions.os', v.os],
+      ['versions.browser', navigator.userAgent.match(/Chrom(e|ium)\/[\d.]+/)?.[0] || navigator.userAgent]];
+    for (const [name, ver] of Object.entries(v.packages)) rows.push(['versions.package', `${name} ${ver}`]);
+    for (const p of v.vendored) rows.push(['versions.vendored', p]);
+    rows.push(['versions.model_packs', v.model_packs.length ? v.model_packs.map((p) => `${p.name} ${p.version || ''}`).join(', ') : t('versions.none')]);
+    fill(document.getElementById('versions'), rows);
+  } catch { /* shown as empty */ }
+  try {
+    const u = await getJSON('/ui/api/update', { background: true });
+    document.getElementById('update-status').textContent = !u.mechanism ? t('update.no_mechanism')
+      : u.repository ? t('update.repository', { repository: u.repository }) : t('update.no_repository');
+  } catch { /* shown as empty */ }
+  try {
+    const logs = await getJSON('/ui/api/logs?lines=200', { background: true });
+    document.getElementById('logs').textContent = logs.file ? `${logs.file}\n${logs.lines.join('\n')}` : t('service.no_logs');
+  } catch { /* shown as empty */ }
+}
+
+document.getElementById('service-refresh').addEventListener('click', refresh);
+refresh();

@@ -1,0 +1,1 @@
+"""Blueprints of the kiosk: auth (login, lock, language), nurse (inbox), surgeon (viewer, review), service."""

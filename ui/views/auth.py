@@ -1,0 +1,98 @@
+"""Login with role + PIN, lock, logout, language switch. Every login attempt is in the audit trail."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response
+
+from appliance.audit import AuditError
+from ui import auth
+from ui.audit_sink import UiAudit
+from ui.settings import LANGUAGES, ROLES
+
+log = logging.getLogger(__name__)
+bp = Blueprint("auth", __name__)
+
+
+def _audit() -> UiAudit:
+    return cast(UiAudit, current_app.extensions["ui_audit"])
+
+
+def _record(actor: str, action: str, details: dict[str, Any], requirement: str) -> None:
+    try:
+        _audit().record(actor, action, details=details, requirement=requirement)
+    except AuditError:
+        log.exception("audit trail unavailable while recording %s", action)
+
+
+@bp.get("/")
+def root() -> Response:
+    """Home of the logged-in role, else the login screen."""
+    role = auth.current_role()
+    return redirect(auth.home_for(role) if role else url_for("auth.login"))
+
+
+@bp.get("/login")
+def login() -> str:
+    """Role buttons and the PIN keypad. ``?locked=1`` says the screen was locked after idle time."""
+    gate: auth.PinGate = current_app.extensions["ui_pin_gate"]
+    nxt = request.args.get("next", "")
+    return render_template(
+        "login.html",
+        roles=gate.enabled_roles(),
+        locked=request.args.get("locked") == "1",
+        next_path=nxt if nxt.startswith("/") and not nxt.startswith("//") else "",
+    )
+
+
+@bp.post("/auth/login")
+def do_login() -> tuple[Response, int] | Response:
+    """JSON ``{role, pin}`` → ``{ok, redirect}``, or 401 ``{error: wrong_pin, attempts_left}``, or 429 lockout."""
+    body = request.get_json(silent=True) or {}
+    role, pin = str(body.get("role", "")), str(body.get("pin", ""))
+    if role not in ROLES or not pin.isdigit() or len(pin) > 12:
+        return jsonify({"error": "bad_request"}), 400
+    gate: auth.PinGate = current_app.extensions["ui_pin_gate"]
+    result = gate.attempt(role, pin)
+    if result.ok:
+        auth.start_session(role)
+        _record(role, "login.success", {"role": role}, "REQ-HCI-030")
+        return jsonify({"ok": True, "redirect": auth.home_for(role)})
+    if result.locked_out:
+        _record("kiosk", "login.lockout", {"role": role, "retry_after_s": result.retry_after_s}, "REQ-SAFE-401")
+        return jsonify({"error": "locked_out", "retry_after_s": result.retry_after_s}), 429
+    _record("kiosk", "login.failure", {"role": role, "attempts_left": result.attempts_left}, "REQ-HCI-030")
+    return jsonify({"error": "wrong_pin", "attempts_left": result.attempts_left}), 401
+
+
+@bp.post("/auth/lock")
+def lock() -> Response:
+    """End the session (idle timer or the lock button); the page then shows the login screen."""
+    body = request.get_json(silent=True) or {}
+    reason = "idle" if body.get("reason") == "idle" else "manual"
+    role = session.get("role")
+    if role in ROLES:
+        _record(str(role), "session.locked", {"reason": reason}, "REQ-PRIV-400")
+    auth.end_session()
+    return jsonify({"ok": True, "redirect": url_for("auth.login", locked="1")})
+
+
+@bp.post("/auth/activity")
+def activity() -> tuple[Response, int] | Response:
+    """The page reports a touch; 401 when the session is already locked."""
+    if auth.current_role() is None:
+        return jsonify({"error": "locked"}), 401
+    return jsonify({"ok": True})
+
+
+@bp.post("/ui/lang")
+def set_language() -> tuple[Response, int] | Response:
+    """JSON ``{lang}`` switches the session's language (kept across lock and login)."""
+    lang = str((request.get_json(silent=True) or {}).get("lang", ""))
+    if lang not in LANGUAGES:
+        return jsonify({"error": "unknown_language", "languages": list(LANGUAGES)}), 400
+    session["lang"] = lang
+    return jsonify({"ok": True, "lang": lang})

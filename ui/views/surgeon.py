@@ -1,0 +1,56 @@
+"""Surgeon flow: the 3D viewer and slices of a finished job; approve/reject per structure into the audit trail."""
+
+from __future__ import annotations
+
+import re
+from typing import cast
+
+from flask import Blueprint, current_app, jsonify, render_template, request
+from werkzeug.wrappers import Response
+
+from appliance.audit import AuditError
+from ui import auth
+from ui.audit_sink import UiAudit
+
+bp = Blueprint("surgeon", __name__)
+_HASH_RE = re.compile(r"^[0-9a-fA-F]{8,128}$")
+
+
+@bp.get("/cases/<int:job_id>")
+@auth.require_area("viewer")
+def viewer(job_id: int) -> str:
+    """3D model, slices with the model over them, structure list, measurement, review."""
+    return render_template("viewer.html", job_id=job_id, can_review=auth.current_role() in auth.AREA_ROLES["review"])
+
+
+@bp.post("/ui/api/review")
+@auth.require_area("review")
+def review() -> tuple[Response, int] | Response:
+    """JSON ``{job_id, structure, decision: approve|reject, note, study_hash}`` → one audit record."""
+    body = request.get_json(silent=True) or {}
+    decision = body.get("decision")
+    structure = str(body.get("structure", "")).strip()
+    note = str(body.get("note", "")).strip()
+    study_hash = body.get("study_hash")
+    try:
+        job_id = int(str(body.get("job_id")))
+    except (TypeError, ValueError):
+        return jsonify({"error": "job_id must be an integer"}), 400
+    if decision not in ("approve", "reject") or not structure or len(structure) > 200 or len(note) > 2000:
+        return jsonify({"error": "need decision approve|reject, a structure and a note under 2000 characters"}), 400
+    if decision == "reject" and not note:
+        return jsonify({"error": "a rejection needs a note saying why"}), 400
+    if study_hash is not None and not (isinstance(study_hash, str) and _HASH_RE.match(study_hash)):
+        return jsonify({"error": "study_hash must be the study's hex identity hash"}), 400
+    role = auth.current_role() or "surgeon"
+    try:
+        record = cast(UiAudit, current_app.extensions["ui_audit"]).record(
+            role,
+            f"structure.{'approved' if decision == 'approve' else 'rejected'}",
+            study_hash=study_hash,
+            details={"job_id": job_id, "structure": structure, "note": note},
+            requirement="REQ-HCI-040",
+        )
+    except AuditError as exc:
+        return jsonify({"error": f"not recorded: {exc}"}), 503
+    return jsonify({"ok": True, "seq": record.seq})
