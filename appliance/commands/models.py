@@ -1,0 +1,122 @@
+"""``appliance models list|import|verify|compile|import-tfjs``: manage the model packs on the box."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from engines.backends import BackendUnavailable, backend_class
+from engines.packs import (
+    PackError,
+    find_pack,
+    import_pack,
+    list_packs,
+    load_pack,
+    pack_dirs,
+    verify_pack,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _dirs(args: argparse.Namespace) -> list[Path]:
+    extra = [Path(d) for d in (getattr(args, "packs_dir", None) or [])]
+    return pack_dirs(extra)
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _list(args: argparse.Namespace) -> int:
+    packs = list_packs(_dirs(args))
+    if args.json:
+        _out(json.dumps([{**p.provenance(), "modality": p.modality, "body_region": p.body_region,
+                          "classes": p.classes, "path": str(p.root)} for p in packs], indent=2))
+        return 0
+    if not packs:
+        _out("no model packs installed (searched: " + ", ".join(str(d) for d in _dirs(args)) + ")")
+        return 0
+    _out(f"{'name':32} {'version':8} {'modality':8} {'region':8} {'classes':>7}  sha256")
+    for p in packs:
+        _out(f"{p.name:32} {p.version:8} {p.modality:8} {p.body_region:8} {p.classes:>7}  {p.sha256[:16]}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    dest = Path(args.dest) if args.dest else _dirs(args)[1]
+    dest.mkdir(parents=True, exist_ok=True)
+    pack = import_pack(args.source, dest, replace=args.replace)
+    _out(f"imported {pack.name} {pack.version} into {pack.root} (sha256 verified)")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    targets = [load_pack(p) if Path(p).exists() else find_pack(p, _dirs(args)) for p in args.packs] \
+        if args.packs else list_packs(_dirs(args))
+    failed = 0
+    for pack in targets:
+        try:
+            verify_pack(pack)
+            _out(f"ok      {pack.name} {pack.version} {pack.sha256[:16]}")
+        except PackError as exc:
+            failed += 1
+            _out(f"FAILED  {pack.name}: {exc}")
+    return 1 if failed else 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    cls = backend_class("tensorrt")
+    ok, why = cls.is_available("cuda")
+    if not ok:
+        raise BackendUnavailable(f"cannot compile TensorRT engines here: {why}. Install TensorRT on the GPU "
+                                 "appliance; the onnxruntime and torch backends run the packs without compiling")
+    packs = [find_pack(n, _dirs(args)) for n in args.packs] if args.packs else list_packs(_dirs(args))
+    for pack in packs:
+        verify_pack(pack)
+        precision = "fp16" if (pack.fp16_allowed and not args.fp32) else "fp32"
+        backend = cls(pack.onnx_path, "cuda", precision=precision,
+                      cache_dir=Path(args.cache) if args.cache else None, sha256=pack.sha256)
+        shape = (1, 1, *(pack.patch_size or pack.shape or (128, 128, 128)))
+        path = backend.compile(shape)  # type: ignore[attr-defined]
+        _out(f"compiled {pack.name} {precision} {shape} → {path}")
+    return 0
+
+
+def _import_tfjs(args: argparse.Namespace) -> int:
+    from engines.brainchop import build_pack_from_tfjs
+
+    pack = build_pack_from_tfjs(args.dir, args.out, name=args.name)
+    _out(f"built pack {pack.name} ({pack.classes} classes) at {pack.root}; sha256 {pack.sha256}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``models`` and its subcommands."""
+    parser = sub.add_parser("models", help="list, import, verify and compile model packs")
+    parser.add_argument("--packs-dir", action="append", help="additional directory with packs (repeatable)")
+    msub = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    p = msub.add_parser("list", help="installed packs")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_list)
+    p = msub.add_parser("import", help="validate, verify and install a pack folder or zip")
+    p.add_argument("source")
+    p.add_argument("--dest", help="install directory (default: APPLIANCE_MODEL_PACKS)")
+    p.add_argument("--replace", action="store_true", help="overwrite an installed pack of the same name")
+    p.set_defaults(func=_import)
+    p = msub.add_parser("verify", help="recompute each pack's ONNX sha256")
+    p.add_argument("packs", nargs="*", help="pack names or folders (default: all installed)")
+    p.set_defaults(func=_verify)
+    p = msub.add_parser("compile", help="build TensorRT engines for packs (needs TensorRT and a GPU)")
+    p.add_argument("packs", nargs="*")
+    p.add_argument("--fp32", action="store_true", help="do not use fp16 even where the pack allows it")
+    p.add_argument("--cache", help="engine cache directory")
+    p.set_defaults(func=_compile)
+    p = msub.add_parser("import-tfjs", help="convert a TensorFlow.js layers model folder into an ONNX pack")
+    p.add_argument("dir")
+    p.add_argument("--out", required=True, help="pack folder to write")
+    p.add_argument("--name", help="pack name (default: from the brainchop table or the folder name)")
+    p.set_defaults(func=_import_tfjs)

@@ -1,0 +1,172 @@
+"""TensorRT backend: builds an engine from the pack's ONNX, caches it, runs it on CuPy device buffers.
+
+Written against the TensorRT Python API (8.6 / 10.x names): ``trt.Builder`` → ``create_network`` →
+``trt.OnnxParser.parse`` → ``IBuilderConfig`` (workspace pool limit, ``BuilderFlag.FP16`` where the pack allows it,
+one optimisation profile with min = opt = max = the patch shape) → ``build_serialized_network``. The serialised
+plan is cached under a key made of (ONNX sha256, TensorRT version, GPU compute capability, precision, input shape),
+loaded with ``trt.Runtime.deserialize_cuda_engine``, and executed with ``set_input_shape``, ``set_tensor_address``
+and ``execute_async_v3`` on a CuPy stream, so sliding-window tiles never leave the GPU.
+
+TensorRT cannot be installed in the development workplace: this module is exercised there against a fake of the
+API boundary (tests/engines/test_backends_tensorrt.py) and stays behind :meth:`TensorRTBackend.is_available`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from engines.backends import Backend, BackendError, BackendUnavailable, register_backend
+from engines.packs import sha256_file
+from kernels.device import Device, cuda_available
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path(os.environ.get("APPLIANCE_ENGINE_CACHE", "/var/cache/appliance/trt"))
+WORKSPACE_BYTES = 2 << 30
+
+
+def compute_capability() -> str:
+    """``"major.minor"`` of the current CUDA device (via CuPy)."""
+    import cupy
+
+    cc = str(cupy.cuda.Device().compute_capability)  # e.g. "90"
+    return f"{cc[:-1]}.{cc[-1]}"
+
+
+def engine_cache_key(onnx_sha256: str, trt_version: str, capability: str, precision: str,
+                     shape: tuple[int, ...]) -> str:
+    """File stem of a cached engine: any change of network, TensorRT, GPU generation, precision or shape misses."""
+    text = json.dumps([onnx_sha256, trt_version, capability, precision, list(shape)])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _trt() -> Any:
+    import tensorrt
+
+    return tensorrt
+
+
+def build_engine(onnx_path: Path, shape: tuple[int, ...], fp16: bool, input_name: str = "input") -> bytes:
+    """Parse the ONNX file and build a serialised engine for inputs of exactly ``shape``."""
+    trt = _trt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    explicit = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
+    if explicit is not None and int(str(trt.__version__).split(".")[0]) < 10:
+        flags = 1 << int(explicit)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_path).read_bytes()):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise BackendError(f"TensorRT cannot parse {onnx_path}: {'; '.join(errors)}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    if fp16:
+        config.set_flag(trt.BuilderFlag.FP16)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(input_name, shape, shape, shape)
+    config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise BackendError(f"TensorRT failed to build an engine for {onnx_path} (see the TensorRT log above)")
+    return bytes(plan)
+
+
+@register_backend
+class TensorRTBackend(Backend):
+    """TensorRT engine per (network, input shape), built once and cached on disk."""
+
+    name: ClassVar[str] = "tensorrt"
+    dependencies: ClassVar[tuple[str, ...]] = ("tensorrt", "cupy")
+    devices: ClassVar[tuple[Device, ...]] = ("cuda",)
+
+    @classmethod
+    def is_available(cls, device: Device) -> tuple[bool, str]:
+        ok, why = super().is_available(device)
+        if not ok:
+            return ok, why
+        if not cuda_available():
+            return False, "tensorrt: no CUDA device visible to CuPy"
+        return True, f"tensorrt {_trt().__version__} on compute capability {compute_capability()}"
+
+    def __init__(self, onnx_path: Path, device: Device = "cuda", precision: str = "fp32",
+                 cache_dir: Path | None = None, sha256: str | None = None) -> None:
+        super().__init__(onnx_path, device, precision, cache_dir, sha256)
+        ok, why = self.is_available(device)
+        if not ok:
+            raise BackendUnavailable(why)
+        self.cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE
+        self.sha256 = sha256 or sha256_file(self.onnx_path)
+        trt = _trt()
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._engines: dict[tuple[int, ...], tuple[Any, Any]] = {}
+        self.built: list[str] = []  # cache keys built (not loaded) by this instance
+
+    @property
+    def xp(self) -> Any:
+        import cupy
+
+        return cupy
+
+    def engine_path(self, shape: tuple[int, ...]) -> Path:
+        """Where the engine for ``shape`` is cached."""
+        key = engine_cache_key(self.sha256 or "", str(_trt().__version__), compute_capability(), self.precision, shape)
+        return Path(self.cache_dir or DEFAULT_CACHE) / f"{key}.plan"
+
+    def _context(self, shape: tuple[int, ...]) -> tuple[Any, Any]:
+        if shape in self._engines:
+            return self._engines[shape]
+        path = self.engine_path(shape)
+        if path.is_file():
+            plan = path.read_bytes()
+            log.info("TensorRT engine loaded from cache %s", path)
+        else:
+            plan = build_engine(self.onnx_path, shape, fp16=self.precision == "fp16")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(plan)
+            tmp.replace(path)
+            self.built.append(path.stem)
+            log.info("TensorRT engine built for %s %s and cached at %s", self.onnx_path.name, shape, path)
+        engine = self._runtime.deserialize_cuda_engine(plan)
+        if engine is None:
+            path.unlink(missing_ok=True)
+            raise BackendError(f"cached TensorRT engine {path} cannot be loaded; it was removed, run again to rebuild")
+        context = engine.create_execution_context()
+        self._engines[shape] = (engine, context)
+        return engine, context
+
+    def compile(self, shape: tuple[int, ...]) -> Path:
+        """Build (or find) the engine for ``shape``; returns the cache file."""
+        self._context(shape)
+        return self.engine_path(shape)
+
+    def forward(self, x: Any) -> Any:
+        import cupy
+
+        x_dev = cupy.ascontiguousarray(cupy.asarray(x, dtype=cupy.float32))
+        shape = tuple(int(s) for s in x_dev.shape)
+        engine, context = self._context(shape)
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        trt = _trt()
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise BackendError(f"engine for {self.onnx_path.name} has inputs {inputs} and outputs {outputs}; "
+                               "need exactly one of each")
+        context.set_input_shape(inputs[0], shape)
+        out_shape = tuple(int(s) for s in context.get_tensor_shape(outputs[0]))
+        out = cupy.empty(out_shape, dtype=cupy.float32)
+        context.set_tensor_address(inputs[0], int(x_dev.data.ptr))
+        context.set_tensor_address(outputs[0], int(out.data.ptr))
+        stream = cupy.cuda.get_current_stream()
+        if not context.execute_async_v3(stream.ptr):
+            raise BackendError(f"TensorRT execution failed for {self.onnx_path.name}")
+        stream.synchronize()
+        return out
