@@ -117,3 +117,18 @@ def test_real_reference_label_map_meets_the_qa_targets(shared_data: Path) -> Non
     assert all(q["watertight"] and q["manifold"] for q in before + after)
     assert figures["worst_mean_distance_vox_after"] <= 0.5
     assert figures["worst_abs_volume_error_pct_after"] <= 2.0
+
+
+@pytest.mark.req("REQ-SAFE-201")
+def test_a_decimation_that_breaks_the_mesh_is_discarded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance import meshing
+
+    def broken(mesh: Mesh, target: int | None, max_error_mm: float | None = None) -> Mesh:
+        return Mesh(mesh.vertices, mesh.faces[: target or 4], mesh.name, mesh.color)  # open: holes
+
+    monkeypatch.setattr(meshing.decimation, "decimate", broken)
+    labels = phantoms.ellipsoids((24, 24, 24), 1, seed=4)
+    lm = LabelMap(labels, np.eye(4), phantoms.structures_for(1))
+    (mesh,) = mesh_labelmap(lm, device="cpu", smoothing_iterations=5, target_triangles=50)
+    assert mesh.n_triangles > 50 and mesh.qa["manifold"] and mesh.qa["watertight"]
+    assert mesh.qa["decimation"].startswith("skipped")
