@@ -116,7 +116,8 @@ def lesion_from_seed(volume: Volume, seed_lps: tuple[float, float, float], windo
     lo, hi = float(min(window)), float(max(window))
     ijk = np.rint(volume.patient_to_voxel(np.asarray(seed_lps, dtype=np.float64))[0]).astype(int)
     if np.any(ijk < 0) or np.any(ijk >= np.asarray(volume.shape)):
-        raise LesionError(f"seed {tuple(seed_lps)} mm (voxel {tuple(int(i) for i in ijk)}) lies outside the image; tap inside it")
+        voxel = tuple(int(i) for i in ijk)
+        raise LesionError(f"seed {tuple(seed_lps)} mm (voxel {voxel}) lies outside the image; tap inside it")
     seed = (int(ijk[0]), int(ijk[1]), int(ijk[2]))
     value = float(volume.array[seed])
     if not lo <= value <= hi:

@@ -8,8 +8,9 @@ percentiles (as MONAI and the Medical Segmentation Decathlon compute it); MSD is
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -69,3 +70,33 @@ def agreement(ours: Mask, reference: Mask, spacing: Sequence[float]) -> Agreemen
     hd95 = max(float(np.percentile(d_ab, 95)), float(np.percentile(d_ba, 95)))
     msd = float(np.concatenate([d_ab, d_ba]).mean())
     return Agreement(dice(a, b), hd95, msd, n_a, n_b)
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One line of an accuracy table: our structures vs the reference structures mapped onto them."""
+
+    structure: str
+    ours: tuple[str, ...]
+    reference: tuple[str, ...]
+    agreement: Agreement
+
+
+def compare(ours_labels: npt.NDArray[np.integer[Any]], ours_names: dict[str, int],
+            reference_labels: npt.NDArray[np.integer[Any]], reference_names: dict[str, int],
+            rows: Sequence[Mapping[str, Any]], spacing: Sequence[float]) -> list[ComparisonRow]:
+    """Agreement per mapping row ``{"structure", "ours": [names], "reference": [names]}``.
+
+    Names missing on either side count as empty masks (a structure absent from a scan is not an error); a row is
+    skipped only when both sides are empty.
+    """
+    out: list[ComparisonRow] = []
+    for row in rows:
+        ours_set = tuple(str(n) for n in row["ours"])
+        ref_set = tuple(str(n) for n in row["reference"])
+        a = np.isin(ours_labels, [ours_names[n] for n in ours_set if n in ours_names])
+        b = np.isin(reference_labels, [reference_names[n] for n in ref_set if n in reference_names])
+        if not a.any() and not b.any():
+            continue
+        out.append(ComparisonRow(str(row["structure"]), ours_set, ref_set, agreement(a, b, spacing)))
+    return out

@@ -57,6 +57,7 @@ class CtDefaultParameters:
 
     body_hu: float = -500.0  # air/tissue midpoint for the patient outline
     body_opening_mm: float = 3.0  # detaches the table and blankets
+    body_min_fraction: float = 0.02  # body parts apart from the trunk (arms) kept above this fraction of it
     smoothing_sigma_mm: float = 1.5  # Gaussian noise suppression before the lung threshold
     lung_hu: float = -400.0  # lung parenchyma (~-850) / soft tissue (~40) partial-volume midpoint
     lung_max_mean_hu: float = -600.0  # a lung component is mostly parenchyma
@@ -112,10 +113,19 @@ def _check_input(volume: Volume) -> list[Finding]:
 
 
 def segment_body(hu: Array, geo: GridGeometry, ndi: ModuleType, p: CtDefaultParameters) -> Array:
-    """Patient outline: tissue above ``body_hu``, table detached, largest part, holes filled per axial slice."""
+    """Patient outline: tissue above ``body_hu``, table detached, holes filled per axial slice.
+
+    Keeps the largest part (the trunk) and every part at least ``body_min_fraction`` of it (arms lying apart from
+    the trunk), so that their bones are segmented too.
+    """
+    xp = morph.array_module_of(hu)
     mask = morph.opening(hu > p.body_hu, ndi, morph.ellipsoid(p.body_opening_mm, geo.spacing))
-    mask = morph.largest_component(mask, ndi)
-    return morph.fill_holes(mask, ndi, geo.axial_axis)
+    lab, n, sizes = morph.component_table(mask, ndi)
+    if n == 0:
+        return xp.zeros_like(mask)
+    keep = sizes >= p.body_min_fraction * float(sizes.max())
+    keep[0] = False
+    return morph.fill_holes(keep[lab], ndi, geo.axial_axis)
 
 
 def segment_bone(hu: Array, body: Array, exclude: Array, geo: GridGeometry, ndi: ModuleType,
@@ -164,7 +174,9 @@ def segment_contrast_vessels(hu: Array, hu_smooth: Array, body: Array, geo: Grid
     if float(xp.count_nonzero(vessel_cores)) * geo.voxel_ml < p.contrast_min_ml:
         return empty
     reach = morph.dilate(vessel_cores, ndi, morph.ellipsoid(p.vessel_grow_mm, geo.spacing))
-    return vessel_cores | (reach & blood)
+    # grow on the unsmoothed values: next to cortex the smoothed blood is pushed above the contrast range
+    in_range = (hu > p.bone_weak_hu) & (hu < p.contrast_high_hu) & body
+    return vessel_cores | (reach & (blood | in_range))
 
 
 def select_lungs(air: Array, hu: Array, airway: Array, geo: GridGeometry, ndi: ModuleType,
