@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 
 from appliance.core import Finding, Instance, Severity
 from appliance.ingest import findings as fnd
+from appliance.ingest.fastheader import read_fast
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def _vec(value: Any, n: int) -> tuple[float, ...] | None:
     return out if len(out) == n else None
 
 
-def _transfer_syntax(ds: Dataset) -> str:
+def _transfer_syntax(ds: Any) -> str:
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     if ts:
@@ -90,7 +91,7 @@ def _transfer_syntax(ds: Dataset) -> str:
     return EXPLICIT_LE if little else EXPLICIT_BE
 
 
-def _image_type(ds: Dataset) -> tuple[str, ...]:
+def _image_type(ds: Any) -> tuple[str, ...]:
     value = ds.get("ImageType")
     if value is None:
         return ()
@@ -99,7 +100,7 @@ def _image_type(ds: Dataset) -> tuple[str, ...]:
     return tuple(str(v).strip().upper() for v in value)
 
 
-def _classify(ds: Dataset, image_type: tuple[str, ...]) -> str:
+def _classify(ds: Any, image_type: tuple[str, ...]) -> str:
     sop = str(ds.get("SOPClassUID", ""))
     if sop.startswith(SECONDARY_CAPTURE_PREFIX) or "SCREEN SAVE" in image_type:
         return "secondary"
@@ -110,7 +111,7 @@ def _classify(ds: Dataset, image_type: tuple[str, ...]) -> str:
     return "image"
 
 
-def _pixel_tags(ds: Dataset, path: Path, ts: str) -> tuple[dict[str, Any], Finding | None]:
+def _pixel_tags(ds: Any, path: Path, ts: str) -> tuple[dict[str, Any], Finding | None]:
     """Pixel layout + where the pixel bytes sit in the file (native syntaxes) + truncation check."""
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     n_frames = int(_f(ds.get("NumberOfFrames", 1), 1.0)) or 1
@@ -246,7 +247,7 @@ def read_header(path: Path) -> tuple[FileHeader | None, list[Finding]]:
 
 def _read_header(path: Path) -> tuple[FileHeader | None, list[Finding]]:
     try:
-        ds = pydicom.dcmread(path, force=True, defer_size=1024)
+        ds: Any = read_fast(path) or pydicom.dcmread(path, force=True, defer_size=1024)
     except Exception as exc:  # pydicom raises many types on garbage; every one is a finding
         return None, [fnd.decode_failed(path, f"not a readable DICOM file ({type(exc).__name__}: {exc})",
                                         Severity.WARNING)]

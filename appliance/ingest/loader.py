@@ -15,7 +15,7 @@ from appliance.core import Finding, Series, Severity, Volume
 from appliance.ingest import findings as fnd
 from appliance.ingest.errors import SeriesRefused
 from appliance.ingest.geometry import StackGeometry, analyse_stack, regular_grid
-from appliance.ingest.pixels import PixelDecodeError, read_stored, rescale
+from appliance.ingest.pixels import PixelDecodeError, load_pixels
 from appliance.ingest.result import ScannedSeries
 
 log = logging.getLogger(__name__)
@@ -88,11 +88,10 @@ def load_volume(series: ScannedSeries | Series, override: bool = False) -> tuple
     geom = scanned.geometry
     used = [scanned.series.instances[k] for k in range(geom.n_slices)]
     try:
-        stored = read_stored(used)
+        slices = load_pixels(used)  # (k, j, i)
     except PixelDecodeError as exc:
         finding = fnd.decode_failed(exc.path, exc.why)
         raise SeriesRefused(finding.message, [finding]) from exc
-    slices = rescale(stored, used)  # (k, j, i)
     modality = scanned.series.modality or "OT"
     metadata: dict[str, Any] = {
         "series_instance_uid": scanned.series.series_instance_uid,

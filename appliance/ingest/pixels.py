@@ -9,7 +9,7 @@ import logging
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,8 @@ class PixelDecodeError(IngestError):
 
 
 def _workers() -> int:
-    return max(2, min(8, 2 * (os.cpu_count() or 1)))
+    """Reader threads: one per core (numpy file reads and arithmetic release the GIL), at most 8."""
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 def _native_dtype(tags: dict[str, Any] | Any) -> np.dtype[Any] | None:
@@ -54,12 +55,15 @@ def _fits_bits(arr: npt.NDArray[Any], tags: Any) -> npt.NDArray[Any]:
     width = arr.dtype.itemsize * 8
     if stored >= width or not np.issubdtype(arr.dtype, np.integer):
         return arr
+    if not arr.flags.writeable:
+        arr = arr.copy()
     if np.issubdtype(arr.dtype, np.signedinteger):
-        shift = width - stored
-        signed: npt.NDArray[Any] = (arr << shift) >> shift
-        return signed
-    masked: npt.NDArray[Any] = arr & np.asarray((1 << stored) - 1, dtype=arr.dtype)
-    return masked
+        shift = arr.dtype.type(width - stored)
+        np.left_shift(arr, shift, out=arr)
+        np.right_shift(arr, shift, out=arr)
+        return arr
+    np.bitwise_and(arr, arr.dtype.type((1 << stored) - 1), out=arr)
+    return arr
 
 
 def _tile(frame: npt.NDArray[Any], mosaic: dict[str, int]) -> npt.NDArray[Any]:
@@ -107,9 +111,12 @@ def decode_file(path: Path, transfer_syntax: str) -> npt.NDArray[Any]:
     return arr.astype(arr.dtype.newbyteorder("="), copy=False)
 
 
-def read_stored(instances: Sequence[Instance]) -> list[npt.NDArray[Any]]:
-    """Stored pixel values (BitsStored applied, no rescale) of each instance, as (rows, cols) arrays."""
-    out: list[npt.NDArray[Any] | None] = [None] * len(instances)
+def _iter_stored(instances: Sequence[Instance], sink: Callable[[int, npt.NDArray[Any]], None]) -> None:
+    """Read every instance's stored values (BitsStored applied) and hand each to ``sink(index, array)``.
+
+    Uncompressed frames are read straight from their file offset; other files are decoded once each (all
+    their frames), in a thread pool.
+    """
     slow: dict[Path, list[int]] = defaultdict(list)
     fast: list[tuple[int, np.dtype[Any]]] = []
     for k, inst in enumerate(instances):
@@ -122,7 +129,7 @@ def read_stored(instances: Sequence[Instance]) -> list[npt.NDArray[Any]]:
 
     def run_fast(item: tuple[int, np.dtype[Any]]) -> None:
         k, dtype = item
-        out[k] = _fits_bits(_read_native(instances[k], dtype), instances[k].tags)
+        sink(k, _fits_bits(_read_native(instances[k], dtype), instances[k].tags))
 
     def run_slow(path: Path) -> None:
         idx = slow[path]
@@ -136,41 +143,90 @@ def read_stored(instances: Sequence[Instance]) -> list[npt.NDArray[Any]]:
             arr = frames[f]
             if mosaic:
                 arr = _tile(arr, mosaic)
-            out[k] = _fits_bits(arr, inst.tags)
+            sink(k, _fits_bits(arr, inst.tags))
 
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        list(pool.map(run_fast, fast, chunksize=16))
+        list(pool.map(run_fast, fast))
         list(pool.map(run_slow, list(slow)))
-    result: list[npt.NDArray[Any]] = []
-    for k, arr in enumerate(out):
-        if arr is None:  # pragma: no cover - every index is filled above or an exception was raised
-            raise PixelDecodeError(instances[k].path, "no pixels read")
-        result.append(arr)
-    return result
+
+
+def read_stored(instances: Sequence[Instance]) -> list[npt.NDArray[Any]]:
+    """Stored pixel values (BitsStored applied, no rescale) of each instance, as (rows, cols) arrays."""
+    out: list[npt.NDArray[Any]] = [np.empty(0)] * len(instances)
+    _iter_stored(instances, out.__setitem__)
+    return out
+
+
+def _stored_range(tags: Any) -> tuple[int, int] | None:
+    """Smallest and largest stored value BitsStored allows (None for non-integer layouts)."""
+    dtype = _native_dtype(tags)
+    if dtype is None:
+        return None
+    bits = int(tags["bits_stored"])
+    if int(tags["pixel_representation"]):
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def _output_dtype(instances: Sequence[Instance]) -> tuple[np.dtype[Any], bool]:
+    """The voxel type of the rescaled volume, and whether it must be narrowed to int16 after reading.
+
+    No rescale at all: the stored type. Slope 1 and whole intercepts: int16 when the stored range plus the
+    intercepts fits, else int32 (narrowed to int16 afterwards when the actual values fit). Otherwise float32.
+    """
+    slopes = {float(i.tags.get("slope", 1.0)) for i in instances}
+    inters = [float(i.tags.get("intercept", 0.0)) for i in instances]
+    first = instances[0].tags
+    native = _native_dtype(first)
+    if slopes == {1.0} and not any(inters) and native is not None:
+        return native.newbyteorder("="), False
+    if slopes == {1.0} and all(v == round(v) for v in inters):
+        rng = _stored_range(first)
+        if rng is not None:
+            lo, hi = rng[0] + min(inters), rng[1] + max(inters)
+            if lo >= np.iinfo(np.int16).min and hi <= np.iinfo(np.int16).max:
+                return np.dtype(np.int16), False
+            return np.dtype(np.int32), True
+    return np.dtype(np.float32), False
+
+
+def _rescale_into(out: npt.NDArray[Any], arr: npt.NDArray[Any], slope: float, intercept: float) -> None:
+    if slope == 1.0 and intercept == 0.0:
+        out[...] = arr
+    elif np.issubdtype(out.dtype, np.integer):
+        np.add(arr, out.dtype.type(intercept), out=out, casting="unsafe")
+    else:
+        np.multiply(arr, np.float32(slope), out=out, casting="unsafe")
+        out += np.float32(intercept)
+
+
+def _narrow(vol: npt.NDArray[Any], narrow: bool) -> npt.NDArray[Any]:
+    info = np.iinfo(np.int16)
+    if narrow and vol.size and int(vol.min()) >= info.min and int(vol.max()) <= info.max:
+        return vol.astype(np.int16)
+    return vol
+
+
+def load_pixels(instances: Sequence[Instance]) -> npt.NDArray[Any]:
+    """The stack as (slices, rows, cols) in real-world values (per-slice slope/intercept; HU for CT)."""
+    dtype, narrow = _output_dtype(instances)
+    first = instances[0].tags
+    vol = np.empty((len(instances), int(first["rows"]), int(first["columns"])), dtype=dtype)
+
+    def sink(k: int, arr: npt.NDArray[Any]) -> None:
+        if arr.shape != vol.shape[1:]:
+            raise PixelDecodeError(instances[k].path, f"image size {arr.shape} differs from the stack {vol.shape[1:]}")
+        tags = instances[k].tags
+        _rescale_into(vol[k], arr, float(tags.get("slope", 1.0)), float(tags.get("intercept", 0.0)))
+
+    _iter_stored(instances, sink)
+    return _narrow(vol, narrow)
 
 
 def rescale(stored: Sequence[npt.NDArray[Any]], instances: Sequence[Instance]) -> npt.NDArray[Any]:
-    """Stack slices as (slices, rows, cols) in real-world values: slope/intercept per slice.
-
-    Integer output when every slope is 1 and every intercept whole (int16 when it fits, e.g. CT HU), the stored
-    type when there is no rescale at all, float32 otherwise.
-    """
-    slopes = np.asarray([float(i.tags.get("slope", 1.0)) for i in instances])
-    inters = np.asarray([float(i.tags.get("intercept", 0.0)) for i in instances])
-    first = stored[0]
-    if np.all(slopes == 1.0) and np.all(inters == 0.0):
-        return np.stack(stored)
-    if np.all(slopes == 1.0) and np.all(inters == np.round(inters)) and np.issubdtype(first.dtype, np.integer):
-        smallest_possible = min(int(min(a.min() for a in stored)) + int(inters.min()), 0)
-        largest_possible = max(int(max(a.max() for a in stored)) + int(inters.max()), 0)
-        target: type[np.integer[Any]] = np.int16
-        if not (np.iinfo(np.int16).min <= smallest_possible and largest_possible <= np.iinfo(np.int16).max):
-            target = np.int32
-        vol = np.empty((len(stored), *first.shape), dtype=target)
-        for k, a in enumerate(stored):
-            np.add(a.astype(target, copy=False), target(int(inters[k])), out=vol[k])
-        return vol
-    vol32 = np.empty((len(stored), *first.shape), dtype=np.float32)
-    for k, a in enumerate(stored):
-        vol32[k] = a.astype(np.float32) * np.float32(slopes[k]) + np.float32(inters[k])
-    return vol32
+    """Stack already-read stored slices as (slices, rows, cols) in real-world values (see :func:`load_pixels`)."""
+    dtype, narrow = _output_dtype(instances)
+    vol = np.empty((len(stored), *stored[0].shape), dtype=dtype)
+    for k, (arr, inst) in enumerate(zip(stored, instances, strict=True)):
+        _rescale_into(vol[k], arr, float(inst.tags.get("slope", 1.0)), float(inst.tags.get("intercept", 0.0)))
+    return _narrow(vol, narrow)

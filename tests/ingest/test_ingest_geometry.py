@@ -109,7 +109,9 @@ def test_bits_stored_sign_extension_and_mask() -> None:
 @pytest.mark.req("REQ-ACQ-008")
 def test_rescale_per_slice_to_hu() -> None:
     stored = [np.array([[0, 1000]], dtype=np.uint16), np.array([[0, 1000]], dtype=np.uint16)]
-    insts = _stack([0.0, 1.0])
+    layout = {"bits_allocated": 16, "bits_stored": 12, "pixel_representation": 0, "samples_per_pixel": 1,
+              "transfer_syntax": "1.2.840.10008.1.2.1"}
+    insts = _stack([0.0, 1.0], tags=layout)
     insts = [Instance(i.path, i.sop_instance_uid, None, i.position, i.orientation,
                       {**i.tags, "slope": 1.0, "intercept": inter}) for i, inter in zip(insts, (-1024.0, -1000.0),
                                                                                         strict=True)]
