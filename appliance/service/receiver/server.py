@@ -135,7 +135,6 @@ class DicomReceiver:
                  " (mutual TLS)" if self.config.tls else "")  # fmt: skip
 
     def _tls_failed(self, address: tuple[str, int], exc: BaseException) -> None:
-        self.tls_failures += 1
         actor = f"dicom:?@{address[0]}"
         log.warning("TLS handshake from %s failed: %s", address[0], exc)
         self.service.audit.append(
