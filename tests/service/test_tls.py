@@ -4,6 +4,7 @@ a client with a foreign certificate fail the handshake, and both failures are lo
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import socket
 import ssl
 import time
@@ -41,9 +42,11 @@ def _cert(subject: str, issuer_key: ec.EllipticCurvePrivateKey | None, issuer: s
     )
     if not ca:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
             critical=False,
-        )  # fmt: skip
+        )
     cert = builder.sign(issuer_key or key, hashes.SHA256())
     cert_path, key_path = folder / f"{subject}.pem", folder / f"{subject}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -60,7 +63,7 @@ def pki(tmp_path: Path) -> dict[str, Path]:
     ca_key, ca_pem, _ = _cert("hospital-ca", None, None, True, tmp_path)
     _, box_pem, box_key = _cert("box", ca_key, "hospital-ca", False, tmp_path)
     _, scanner_pem, scanner_key = _cert("scanner", ca_key, "hospital-ca", False, tmp_path)
-    rogue_key, rogue_ca, _ = _cert("rogue-ca", None, None, True, tmp_path)
+    rogue_key, _rogue_ca, _ = _cert("rogue-ca", None, None, True, tmp_path)
     _, rogue_pem, rogue_pem_key = _cert("rogue", rogue_key, "rogue-ca", False, tmp_path)
     return {"ca": ca_pem, "box": box_pem, "box_key": box_key, "scanner": scanner_pem,
             "scanner_key": scanner_key, "rogue": rogue_pem, "rogue_key": rogue_pem_key}  # fmt: skip
