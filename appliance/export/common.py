@@ -29,6 +29,10 @@ PRODUCT = "OR-appliance"
 UNITS_NOTE = "units: millimetre; coordinates: DICOM patient LPS (x to patient left, y posterior, z superior)"
 
 
+#: Permissions of written files (owner read/write, others read).
+FILE_MODE = 0o644
+
+
 class ExportError(ApplianceError):
     """An export could not be written (empty mesh, non-finite vertices, unwritable folder)."""
 
@@ -51,6 +55,7 @@ def atomic_output(path: Path) -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; outputs are meant to be read by the UI and USB export
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

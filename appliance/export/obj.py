@@ -1,7 +1,8 @@
 """Wavefront OBJ + MTL: one object (``o``) per structure with its colour as a material, millimetres, LPS.
 
 The OBJ and its MTL share the stem (``liver.obj`` + ``liver.mtl``); the OBJ names the MTL with ``mtllib``.
-Vertex normals are written for smooth shading. Comments name the product, units and coordinate system only.
+Normals are left out (viewers compute them from the outward winding; this halves the file).
+Comments name the product, units and coordinate system only.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from appliance.core import Mesh
 from appliance.export.common import (
     PRODUCT,
@@ -19,7 +18,6 @@ from appliance.export.common import (
     atomic_write_text,
     check_meshes,
     format_rows,
-    unit_vertex_normals,
 )
 
 
@@ -41,9 +39,8 @@ def encode_obj(meshes: Sequence[Mesh], mtl_name: str) -> str:
     offset = 1  # OBJ indices are 1-based and global across objects
     for mesh in meshes:
         out.write(f"o {mesh.name}\nusemtl {mesh.name}\n")
-        out.write(format_rows("v %.5f %.5f %.5f\n", mesh.vertices))
-        out.write(format_rows("vn %.5f %.5f %.5f\n", unit_vertex_normals(mesh)))
-        out.write(format_rows("f %d//%d %d//%d %d//%d\n", np.repeat(mesh.faces + offset, 2, axis=1)))
+        out.write(format_rows("v %.4f %.4f %.4f\n", mesh.vertices))
+        out.write(format_rows("f %d %d %d\n", mesh.faces + offset))
         offset += len(mesh.vertices)
     return out.getvalue()
 

@@ -55,9 +55,22 @@ def _proper_faces(mesh: Mesh) -> npt.NDArray[np.int64]:
     return np.asarray(f[keep], dtype=np.int64)
 
 
-def encode_model_xml(meshes: Sequence[Mesh]) -> str:
-    """The ``3D/3dmodel.model`` part."""
+def mesh_body_xml(mesh: Mesh) -> str:
+    """The ``<mesh>`` element of one structure (the expensive part; reusable across packages)."""
+    return "".join([
+        "<mesh>\n<vertices>\n",
+        format_rows('<vertex x="%.4f" y="%.4f" z="%.4f"/>\n', mesh.vertices),
+        "</vertices>\n<triangles>\n",
+        format_rows('<triangle v1="%d" v2="%d" v3="%d"/>\n', _proper_faces(mesh)),
+        "</triangles>\n</mesh>",
+    ])
+
+
+def encode_model_xml(meshes: Sequence[Mesh], bodies: Sequence[str] | None = None) -> str:
+    """The ``3D/3dmodel.model`` part; ``bodies`` are the meshes' :func:`mesh_body_xml` when already made."""
     check_meshes(meshes, "3MF")
+    if bodies is not None and len(bodies) != len(meshes):
+        raise ValueError("encode_model_xml: one body per mesh is needed")
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>\n',
         f'<model unit="millimeter" xml:lang="en-US" xmlns="{CORE_NS}">\n',
@@ -71,15 +84,9 @@ def encode_model_xml(meshes: Sequence[Mesh]) -> str:
         parts.append(f'<base name={quoteattr(mesh.name)} displaycolor="#{r:02X}{g:02X}{b:02X}FF"/>\n')
     parts.append("</basematerials>\n")
     for index, mesh in enumerate(meshes):
-        object_id = index + 2
-        parts.append(
-            f'<object id="{object_id}" type="model" name={quoteattr(mesh.name)} pid="1" pindex="{index}">'
-            "<mesh>\n<vertices>\n"
-        )
-        parts.append(format_rows('<vertex x="%.5f" y="%.5f" z="%.5f"/>\n', mesh.vertices))
-        parts.append("</vertices>\n<triangles>\n")
-        parts.append(format_rows('<triangle v1="%d" v2="%d" v3="%d"/>\n', _proper_faces(mesh)))
-        parts.append("</triangles>\n</mesh></object>\n")
+        parts.append(f'<object id="{index + 2}" type="model" name={quoteattr(mesh.name)} pid="1" pindex="{index}">')
+        parts.append(bodies[index] if bodies is not None else mesh_body_xml(mesh))
+        parts.append("</object>\n")
     parts.append("</resources>\n<build>\n")
     for index in range(len(meshes)):
         parts.append(f'<item objectid="{index + 2}"/>\n')
@@ -87,13 +94,28 @@ def encode_model_xml(meshes: Sequence[Mesh]) -> str:
     return "".join(parts)
 
 
-def write_3mf(meshes: Sequence[Mesh], path: Path) -> list[Path]:
-    """Write ``meshes`` as a 3MF package at ``path`` (atomically); returns the files written."""
-    model = encode_model_xml(meshes)
-    path = Path(path)
+def _write_package(model: str, path: Path) -> Path:
     with atomic_output(path) as handle, zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, text in (("[Content_Types].xml", CONTENT_TYPES), ("_rels/.rels", RELS), (MODEL_PATH, model)):
             info = zipfile.ZipInfo(name, date_time=FIXED_ZIP_TIME)  # no run date in the package: reproducible
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, text)
-    return [path]
+    return path
+
+
+def write_3mf(meshes: Sequence[Mesh], path: Path) -> list[Path]:
+    """Write ``meshes`` as a 3MF package at ``path`` (atomically); returns the files written."""
+    return [_write_package(encode_model_xml(meshes), Path(path))]
+
+
+def write_3mf_parts_and_scene(meshes: Sequence[Mesh], part_paths: Sequence[Path], scene_path: Path) -> list[Path]:
+    """One package per structure (``part_paths``, same order) and one with every structure, each mesh's XML
+    made once. Returns the parts' paths, then the scene's."""
+    if len(part_paths) != len(meshes):
+        raise ValueError("write_3mf_parts_and_scene: one path per mesh is needed")
+    check_meshes(meshes, "3MF")
+    bodies = [mesh_body_xml(m) for m in meshes]
+    written = [_write_package(encode_model_xml([m], [b]), Path(p))
+               for m, b, p in zip(meshes, bodies, part_paths, strict=True)]
+    written.append(_write_package(encode_model_xml(meshes, bodies), Path(scene_path)))
+    return written

@@ -1,0 +1,77 @@
+"""``appliance demo [--out DIR] [--serve]``: reconstruct the bundled real CT sample end to end.
+
+The sample is ``samples/ct_abdomen_20slices/dicom`` (20 real CT slices, JPEG 2000, Apache-2.0, from
+TotalSegmentator). The outputs go to ``out/demo`` under the current folder unless ``--out`` says otherwise: label
+map, one mesh per structure in every format, ``scene.glb``, ``report.html`` and ``manifest.json``.
+
+``--serve`` then starts the touchscreen UI (``ui.app.create_app``) on this machine with
+``DEMO_OUTPUT_DIR`` set to the output folder, when the UI is part of the build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from appliance.commands.reconstruct import add_pipeline_options, run_reconstruction
+from appliance.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RELATIVE = Path("samples") / "ct_abdomen_20slices" / "dicom"
+DEFAULT_OUT = Path("out") / "demo"
+#: Folder holding ``samples/`` (the source tree); APPLIANCE_SAMPLES_ROOT overrides it for installed copies.
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def sample_path() -> Path:
+    """The bundled DICOM sample; ConfigurationError saying where it was looked for when absent."""
+    root = Path(os.environ.get("APPLIANCE_SAMPLES_ROOT", SOURCE_ROOT))
+    path = root / SAMPLE_RELATIVE
+    if not path.is_dir() or not any(path.iterdir()):
+        raise ConfigurationError(f"the bundled sample {path} is missing; run from the source tree or set "
+                                 "APPLIANCE_SAMPLES_ROOT to the folder that holds samples/")
+    return path
+
+
+def serve_outputs(out_dir: Path, port: int) -> int:
+    """Start the touchscreen UI showing ``out_dir`` (hook for ``--serve``); 1 when the UI is not built in."""
+    try:
+        from ui.app import create_app
+    except ImportError as exc:
+        sys.stderr.write(f"appliance demo --serve: the touchscreen UI is not part of this build ({exc}); "
+                         f"open {out_dir / 'report.html'} instead\n")
+        return 1
+    app = create_app({"DEMO_OUTPUT_DIR": str(out_dir)})
+    sys.stderr.write(f"serving the UI on http://127.0.0.1:{port}/ (Ctrl+C to stop)\n")
+    app.run(host="127.0.0.1", port=port)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """``appliance demo`` handler."""
+    sample = sample_path()
+    out_dir = Path(args.out)
+    sys.stdout.write(f"Reconstructing the bundled CT sample {sample} into {out_dir}\n")
+    args.override = False
+    status = run_reconstruction(args, sample, out_dir)
+    if status != 0:
+        return status
+    sys.stdout.write(f"Open {out_dir / 'report.html'} in a browser; load {out_dir / 'scene.glb'} in a 3D viewer.\n")
+    if args.serve:
+        return serve_outputs(out_dir, args.port)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``appliance demo``."""
+    p = sub.add_parser("demo", help="reconstruct the bundled real CT sample end to end (the main job)",
+                       description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--out", default=str(DEFAULT_OUT), metavar="DIR", help=f"output folder (default: {DEFAULT_OUT})")
+    p.add_argument("--serve", action="store_true", help="start the touchscreen UI on the outputs afterwards")
+    p.add_argument("--port", type=int, default=8080, help="UI port for --serve (default 8080)")
+    add_pipeline_options(p)
+    p.set_defaults(func=run)

@@ -1,0 +1,488 @@
+"""The whole data path as one function: ingest -> segment -> mesh -> post-process -> export (+ report, manifest).
+
+:func:`reconstruct` is what ``appliance reconstruct``, ``appliance demo`` and the service's worker call. It reports
+progress as ``progress(stage, fraction)`` with the overall fraction rising from 0 to 1, raises
+:class:`~appliance.errors.RefusedInput` (exit code 2) before anything is written when ingest refuses the input,
+and returns the manifest it wrote last, atomically, into ``out_dir``::
+
+    out_dir/labels.nii.gz, structures.json          label map on the source grid (engines.labelmap_io)
+    out_dir/meshes/<structure>.<ext>                one file per structure and format (mm, LPS)
+    out_dir/scene.glb (+ scene.3mf)                 every structure in one file, for the viewer / printer
+    out_dir/report.html                             self-contained report
+    out_dir/manifest.json                           the record (appliance.export.manifest)
+
+The stage implementations come from :class:`Components` (the real modules by default); tests inject small fakes
+through the ``components`` argument.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import platform
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance import __version__
+from appliance.core import Finding, LabelMap, Mesh, Series, Severity, StructureCategory, Volume
+from appliance.core.finding import blocking
+from appliance.errors import ApplianceError, RefusedInput
+from appliance.export import FORMATS, WRITERS, parse_formats
+from appliance.export.glb import write_glb
+from appliance.export.manifest import MANIFEST_NAME, json_safe, redact, write_manifest
+from appliance.export.report import REPORT_NAME, report_pictures, write_report
+from appliance.export.threemf import write_3mf_parts_and_scene
+from engines.presets.base import SegmentationResult
+from engines.segmentation import LesionRequest
+from kernels.device import resolve_device
+
+log = logging.getLogger(__name__)
+
+#: Top-level stages, in order, with their share of the progress bar.
+STAGE_WEIGHTS: dict[str, float] = {
+    "ingest": 0.10,
+    "segment": 0.45,
+    "mesh": 0.25,
+    "postprocess": 0.04,
+    "export": 0.10,
+    "report": 0.06,
+}
+STAGES: tuple[str, ...] = tuple(STAGE_WEIGHTS)
+#: Opacity of margin shells in scene.glb (the lesion inside stays visible).
+MARGIN_OPACITY = 0.35
+MESH_DIR = "meshes"
+SCENE_GLB = "scene.glb"
+SCENE_3MF = "scene.3mf"
+#: Extensions a previous run may have left in ``meshes/`` (removed before a new export).
+_MESH_EXTENSIONS = (*FORMATS, "mtl")
+#: Series tag names (any spelling) whose string values are identifying and must never reach an output.
+_IDENTIFYING_TAG = re.compile(r"patient|birth|date|time|name|uid|accession|institution|physician|operator|"
+                              r"station|study_?id|(^|_)id$", re.IGNORECASE)
+
+ProgressCallback = Callable[[str, float], None]
+
+
+class PipelineError(ApplianceError):
+    """A stage of the pipeline is missing or returned something unusable; the message names it."""
+
+
+SegmentFunction = Callable[
+    [Volume, str, str, "LesionRequest | None", tuple[float, ...], ProgressCallback],
+    tuple[SegmentationResult, dict[str, Any]],
+]
+
+
+def segment_with_engines(volume: Volume, preset: str, device: str, lesion: LesionRequest | None,
+                         margins_mm: tuple[float, ...],
+                         progress: ProgressCallback) -> tuple[SegmentationResult, dict[str, Any]]:
+    """engines.segmentation.segment_volume: preset (or auto), lesion and margin shells; (result, record)."""
+    from engines.segmentation import segment_volume
+
+    outcome = segment_volume(volume, preset, device, lesion, margins_mm, progress=progress)
+    return outcome.result, dict(outcome.record)
+
+
+@dataclass(frozen=True)
+class Components:
+    """The stage implementations the pipeline calls.
+
+    Attributes:
+        load_input: ``(path, series_uid, override, modality) -> (Volume, findings, Series | None)``.
+        segment: ``(volume, preset, device, lesion, margins_mm, progress) -> (SegmentationResult, record)``;
+            ``preset`` may be ``auto``; the record holds the preset choice and its reason, lesion and margins.
+        write_segmentation: ``(result, out_dir, record) -> Any``; writes labels.nii.gz, structures.json,
+            segment.json.
+        mesh_labelmap: ``(labelmap, device=, smoothing_iterations=, target_triangles=, progress=) -> [Mesh]``.
+        mesh_qa: ``(mesh, mask, affine) -> dict``; fills QA of meshes that come without it.
+        names: module names recorded in the provenance.
+    """
+
+    load_input: Callable[[Path, str | None, bool, str | None], tuple[Volume, list[Finding], Series | None]]
+    segment: SegmentFunction
+    write_segmentation: Callable[[SegmentationResult, Path, dict[str, Any]], Any]
+    mesh_labelmap: Callable[..., list[Mesh]]
+    mesh_qa: Callable[[Mesh, Any, Any], dict[str, Any]]
+    names: dict[str, str] = field(default_factory=dict)
+
+
+def default_components() -> Components:
+    """The real modules: appliance.ingest, engines.segmentation, engines.labelmap_io, appliance.meshing.
+
+    Raises :class:`PipelineError` naming the module when one is not part of this build.
+    """
+    try:
+        from appliance.ingest import load_input
+        from appliance.meshing import mesh_labelmap, mesh_qa
+        from engines.labelmap_io import write_segmentation
+    except ModuleNotFoundError as exc:
+        raise PipelineError(f"the pipeline needs module {exc.name!r}, which is not part of this build") from exc
+
+    def _load(path: Path, series_uid: str | None, override: bool,
+              modality: str | None) -> tuple[Volume, list[Finding], Series | None]:
+        return load_input(path, series_uid=series_uid, override=override, modality=modality)
+
+    return Components(
+        load_input=_load,
+        segment=segment_with_engines,
+        write_segmentation=write_segmentation,
+        mesh_labelmap=mesh_labelmap,
+        mesh_qa=mesh_qa,
+        names={"ingest": "appliance.ingest", "segmentation": "engines.segmentation", "meshing": "appliance.meshing"},
+    )
+
+
+class _Progress:
+    """Maps per-stage fractions onto one overall, non-decreasing fraction and forwards it."""
+
+    def __init__(self, callback: ProgressCallback | None) -> None:
+        self.callback = callback
+        self.done = 0.0
+        self.last = 0.0
+        self.timings: dict[str, float] = {}
+
+    def report(self, stage: str, within: float, detail: str = "") -> None:
+        fraction = self.done + STAGE_WEIGHTS[stage] * min(max(float(within), 0.0), 1.0)
+        self.last = max(self.last, min(fraction, 1.0))
+        if self.callback is not None:
+            self.callback(f"{stage}: {detail}" if detail else stage, self.last)
+
+    def sub(self, stage: str) -> ProgressCallback:
+        """A ``progress(detail, fraction)`` callback for a component running inside ``stage``."""
+        return lambda detail, within: self.report(stage, within, detail if detail != stage else "")
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.report(name, 0.0)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+        self.done += STAGE_WEIGHTS[name]
+
+
+def sensitive_strings(volume: Volume, series: Series | None, input_path: Path) -> set[str]:
+    """Identifying strings of this input that must not appear in any output: UIDs, names, IDs, dates, the path."""
+    out: set[str] = {str(input_path), str(Path(input_path).resolve()), Path(input_path).name}
+
+    def collect(key: str, value: Any) -> None:
+        if isinstance(value, str):
+            if _IDENTIFYING_TAG.search(key):
+                out.add(value)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                collect(key, item)
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                collect(str(k), v)
+        elif value is not None and _IDENTIFYING_TAG.search(key) and not isinstance(value, (bool, int, float)):
+            out.add(str(value))  # pydicom PersonName, dates...
+
+    for key, value in volume.metadata.items():
+        if key != "identity_hash":
+            collect(str(key), value)
+    if series is not None:
+        out.update({series.series_instance_uid, series.study_instance_uid})
+        for key, value in series.tags.items():
+            collect(str(key), value)
+        for instance in series.instances:
+            out.add(instance.sop_instance_uid)
+            out.add(str(instance.path))
+            out.add(Path(instance.path).name)
+            for key, value in instance.tags.items():
+                collect(str(key), value)
+    return {s for s in out if s and s.strip()}
+
+
+def identity_hash(volume: Volume, series: Series | None) -> str:
+    """The series identity as SHA-256: ingest's hash, else the Series', else a hash of the voxels and geometry."""
+    given = volume.metadata.get("identity_hash")
+    if isinstance(given, str) and re.fullmatch(r"[0-9a-f]{64}", given):
+        return given
+    if series is not None:
+        return series.identity_hash()
+    h = hashlib.sha256(np.ascontiguousarray(volume.array).tobytes())
+    h.update(np.asarray(volume.affine, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def _finding_dict(finding: Finding, stage: str) -> dict[str, Any]:
+    return {**finding.to_dict(), "stage": stage}
+
+
+def _mesh_findings(meshes: Sequence[Mesh]) -> list[Finding]:
+    """Warnings for meshes that are not watertight or not manifold (REQ-SAFE-251)."""
+    found: list[Finding] = []
+    for mesh in meshes:
+        if not mesh.qa.get("watertight", False):
+            found.append(Finding(
+                "mesh_not_watertight", Severity.WARNING,
+                f"The model of {mesh.name} has holes or flipped triangles; check it before printing.",
+                "REQ-SAFE-251", {"structure": mesh.name, "boundary_edges": mesh.qa.get("boundary_edges")}))
+        elif not mesh.qa.get("manifold", False):
+            found.append(Finding(
+                "mesh_not_manifold", Severity.WARNING,
+                f"The model of {mesh.name} has pinched vertices; check it before printing.",
+                "REQ-SAFE-251", {"structure": mesh.name, "nonmanifold_vertices": mesh.qa.get("nonmanifold_vertices")}))
+    return found
+
+
+def postprocess_meshes(
+    meshes: Sequence[Mesh], labelmap: LabelMap, mesh_qa: Callable[[Mesh, Any, Any], dict[str, Any]]
+) -> tuple[list[Mesh], list[Finding]]:
+    """Keep meshes with triangles, make sure each carries QA, and turn failed QA into findings."""
+    by_name = {s.name: s for s in labelmap.structures}
+    out: list[Mesh] = []
+    found: list[Finding] = []
+    for mesh in meshes:
+        structure = by_name.get(mesh.name)
+        if structure is None:
+            raise PipelineError(f"meshing returned {mesh.name!r}, which is not a structure of the label map")
+        if mesh.n_triangles == 0:
+            found.append(Finding("structure_not_meshed", Severity.INFO,
+                                 f"{mesh.name} gave no surface and is not exported.", None, {"structure": mesh.name}))
+            continue
+        if "watertight" not in mesh.qa or "mean_distance_mm" not in mesh.qa:
+            mesh = mesh.with_qa({**mesh.qa, **mesh_qa(mesh, labelmap.labels == structure.label, labelmap.affine)})
+        out.append(mesh)
+    meshed = {m.name for m in out}
+    for s in labelmap.structures:
+        if s.name not in meshed and not any(f.details.get("structure") == s.name for f in found):
+            found.append(Finding("structure_empty", Severity.INFO,
+                                 f"{s.name} was not found in this volume; no model is made for it.", None,
+                                 {"structure": s.name}))
+    return out, found + _mesh_findings(out)
+
+
+def _clear_stale_meshes(mesh_dir: Path) -> None:
+    """Remove model files a previous run left in ``meshes/`` (only the extensions the exporters write)."""
+    if not mesh_dir.is_dir():
+        return
+    for path in mesh_dir.iterdir():
+        if path.is_file() and path.suffix.lstrip(".").lower() in _MESH_EXTENSIONS:
+            path.unlink()
+
+
+def export_meshes(
+    meshes: Sequence[Mesh], labelmap: LabelMap, out_dir: Path, formats: Sequence[str],
+    progress: ProgressCallback | None = None,
+) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """Write every structure in every format and the scene files; returns per-structure and scene file maps."""
+    mesh_dir = out_dir / MESH_DIR
+    _clear_stale_meshes(mesh_dir)
+    per_structure: dict[str, dict[str, str]] = {m.name: {} for m in meshes}
+    scene: dict[str, str] = {}
+
+    def record(name: str, path: Path) -> None:
+        per_structure[name][path.suffix.lstrip(".")] = path.relative_to(out_dir).as_posix()
+
+    steps = len(meshes) + 2
+    for n, mesh in enumerate(meshes):
+        for fmt in formats:
+            if fmt != "3mf":  # 3MF parts are written below, together with scene.3mf
+                for path in WRITERS[fmt]([mesh], mesh_dir / f"{mesh.name}.{fmt}"):
+                    record(mesh.name, path)
+        if progress is not None:
+            progress(mesh.name, (n + 1) / steps)
+    if "3mf" in formats:
+        written = write_3mf_parts_and_scene(meshes, [mesh_dir / f"{m.name}.3mf" for m in meshes],
+                                            out_dir / SCENE_3MF)
+        for mesh, path in zip(meshes, written, strict=False):
+            record(mesh.name, path)
+        scene["scene_3mf"] = written[-1].relative_to(out_dir).as_posix()
+    if progress is not None:
+        progress("scene", (steps - 1) / steps)
+    categories = {s.name: s.category for s in labelmap.structures}
+    opacity = {m.name: MARGIN_OPACITY for m in meshes if categories.get(m.name) == StructureCategory.MARGIN}
+    scene["scene_glb"] = write_glb(meshes, out_dir / SCENE_GLB, opacity)[0].relative_to(out_dir).as_posix()
+    return per_structure, scene
+
+
+def _structure_entry(mesh: Mesh, labelmap: LabelMap, files: Mapping[str, str]) -> dict[str, Any]:
+    structure = labelmap.structure(mesh.name)
+    qa = dict(mesh.qa)
+    mask_ml = qa.get("mask_volume_ml")
+    volume_ml = float(mask_ml) if isinstance(mask_ml, (int, float)) else labelmap.volume_ml(mesh.name)
+    return {
+        "name": structure.name,
+        "label": structure.label,
+        "category": structure.category.value,
+        "color": list(structure.color),
+        "snomed": structure.snomed,
+        "volume_ml": volume_ml,
+        "surface_area_mm2": float(qa.get("area_mm2", mesh.area_mm2())),
+        "files": dict(files),
+        "triangles": mesh.n_triangles,
+        "watertight": bool(qa.get("watertight", False)),
+        "manifold": bool(qa.get("manifold", False)),
+        "mean_distance_to_mask_mm": qa.get("mean_distance_mm"),
+        "qa": qa,
+    }
+
+
+def reconstruct(
+    input_path: Path | str,
+    out_dir: Path | str,
+    preset: str = "auto",
+    device: str = "auto",
+    formats: Sequence[str] | str = FORMATS,
+    lesion: Path | str | None = None,
+    seed: tuple[float, float, float] | None = None,
+    window: tuple[float, float] | None = None,
+    margins: Sequence[float] = (),
+    progress: ProgressCallback | None = None,
+    override: bool = False,
+    *,
+    series_uid: str | None = None,
+    modality: str | None = None,
+    smoothing_iterations: int = 20,
+    target_triangles: int | None = None,
+    components: Components | None = None,
+) -> dict[str, Any]:
+    """Reconstruct ``input_path`` (DICOM folder/zip/file, NIfTI, NRRD) into ``out_dir``; returns the manifest.
+
+    Args:
+        input_path: what to reconstruct.
+        out_dir: output folder (created); see the module docstring for its layout.
+        preset: segmentation preset name, or ``auto`` (chosen from the volume, the reason is recorded).
+        device: ``auto`` | ``cpu`` | ``cuda``; resolved once and used by every stage.
+        formats: mesh formats per structure (any of ``stl, obj, ply, 3mf, glb``); scene.glb is always written.
+        lesion: label file of a lesion on the source grid; or give ``seed`` (+ ``window``) for seeded growing.
+        seed: point inside the lesion (LPS mm). window: intensity window for growing. margins: shell distances, mm.
+        progress: ``progress(stage, overall_fraction)``.
+        override: reconstruct input that ingest refused for overridable reasons; recorded in the manifest.
+        series_uid: the series to use when the input holds several. modality: labels NIfTI/NRRD input.
+        smoothing_iterations, target_triangles: meshing parameters.
+        components: stage implementations (default: the real modules).
+
+    Raises:
+        RefusedInput: ingest refused the input (exit code 2); nothing is written.
+    """
+    comps = components or default_components()
+    fmts = parse_formats(formats)
+    margins_mm = tuple(float(m) for m in margins)
+    lesion_request = _lesion_request(lesion, seed, window)
+    if margins_mm and lesion_request is None:
+        raise PipelineError("--margins needs a lesion: give --lesion FILE or --seed X,Y,Z --window LOW,HIGH")
+    input_path = Path(input_path)
+    out = Path(out_dir)
+    tracker = _Progress(progress)
+    records: list[dict[str, Any]] = []
+
+    with tracker.stage("ingest"):
+        volume, ingest_findings, series = comps.load_input(input_path, series_uid, override, modality)
+    records += [_finding_dict(f, "ingest") for f in ingest_findings]
+    refusals = blocking(ingest_findings)
+    if refusals and not override:
+        reasons = "; ".join(f.message for f in refusals)
+        raise RefusedInput(f"input refused: {reasons}", list(refusals))
+    resolved = resolve_device(device)
+    created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # never leave an old manifest beside new, partial outputs
+
+    with tracker.stage("segment"):
+        result, seg_record = comps.segment(volume, preset, resolved, lesion_request, margins_mm,
+                                           tracker.sub("segment"))
+        labelmap = result.labelmap
+        comps.write_segmentation(result, out, seg_record)
+    records += [_finding_dict(f, "segment") for f in result.findings]
+    choice = seg_record.get("preset", {}) if isinstance(seg_record.get("preset"), Mapping) else {}
+    preset_name = str(choice.get("name", preset))
+    preset_reason = str(choice.get("reason", "chosen by the user"))
+
+    with tracker.stage("mesh"):
+        meshes = comps.mesh_labelmap(labelmap, device=resolved, smoothing_iterations=smoothing_iterations,
+                                     target_triangles=target_triangles, progress=tracker.sub("mesh"))
+    with tracker.stage("postprocess"):
+        meshes, mesh_findings = postprocess_meshes(meshes, labelmap, comps.mesh_qa)
+    records += [_finding_dict(f, "postprocess") for f in mesh_findings]
+
+    with tracker.stage("export"):
+        per_structure, scene_files = export_meshes(meshes, labelmap, out, fmts, tracker.sub("export"))
+
+    files = {key: name for key, name in (("labels", "labels.nii.gz"), ("structures", "structures.json"),
+                                         ("segmentation", "segment.json")) if (out / name).is_file()}
+    files.update(scene_files)
+    files["report"] = REPORT_NAME
+    files["manifest"] = MANIFEST_NAME
+    provenance: dict[str, Any] = {
+        "created_utc": created,
+        "appliance_version": __version__,
+        "python": platform.python_version(),
+        "preset": {"name": preset_name, "reason": preset_reason, "requested": preset},
+        "device": {"requested": device, "resolved": resolved, "name": _device_name(resolved)},
+        "segmentation": dict(result.provenance),
+        "meshing": {"module": comps.names.get("meshing", getattr(comps.mesh_labelmap, "__module__", "?")),
+                    "smoothing_iterations": smoothing_iterations, "target_triangles": target_triangles},
+        "components": dict(comps.names),
+        "formats": list(fmts),
+        "coordinates": "millimetre, DICOM patient coordinates (LPS); meshes overlay the source images",
+    }
+    for key in ("lesion", "margins"):
+        if key in seg_record:
+            provenance[key] = seg_record[key]
+    if refusals:  # only reachable with override
+        provenance["override"] = {"overridden": [f.code for f in refusals],
+                                  "requirements": sorted({f.requirement for f in refusals if f.requirement})}
+        records.append(_finding_dict(Finding(
+            "refusal_overridden", Severity.WARNING,
+            "This input was refused (" + ", ".join(f.code for f in refusals) + ") and reconstructed on explicit "
+            "override; check the model against the images.", "REQ-SAFE-252"), "ingest"))
+    manifest: dict[str, Any] = {
+        "appliance_version": __version__,
+        "input": {"identity_hash": identity_hash(volume, series), "modality": volume.modality,
+                  "units": volume.units, "shape": list(volume.shape),
+                  "spacing": [round(float(s), 6) for s in volume.spacing]},
+        "preset": preset_name,
+        "device": resolved,
+        "backend": str(result.provenance.get("backend", preset_name)),
+        "timings_s": {},
+        "structures": [_structure_entry(m, labelmap, per_structure[m.name]) for m in meshes],
+        "findings": records,
+        "provenance": provenance,
+        "files": files,
+    }
+    manifest = redact(json_safe(manifest), sensitive_strings(volume, series, input_path))
+
+    with tracker.stage("report"):
+        manifest["timings_s"] = {k: round(v, 3) for k, v in tracker.timings.items()}
+        write_report(out / REPORT_NAME, manifest, report_pictures(volume, labelmap, meshes))
+    manifest["timings_s"] = {k: round(v, 3) for k, v in tracker.timings.items()}
+    write_manifest(manifest, out / MANIFEST_NAME)
+    tracker.report("report", 1.0, "done")
+    return manifest
+
+
+def _lesion_request(lesion: Path | str | None, seed: Sequence[float] | None,
+                    window: Sequence[float] | None) -> LesionRequest | None:
+    """engines.segmentation's LesionRequest from the lesion options, or None when no lesion was asked for."""
+    if lesion is not None and seed is not None:
+        raise PipelineError("give either --lesion FILE or --seed X,Y,Z, not both")
+    if lesion is not None:
+        return LesionRequest(file=Path(lesion))
+    if seed is not None or window is not None:
+        if seed is None or window is None or len(seed) != 3 or len(window) != 2:
+            raise PipelineError("--seed X,Y,Z (patient LPS mm) and --window LOW,HIGH go together")
+        x, y, z = (float(v) for v in seed)
+        lo, hi = (float(v) for v in window)
+        return LesionRequest(seed_lps=(x, y, z), window=(lo, hi))
+    return None
+
+
+def _device_name(device: str) -> str:
+    try:
+        from kernels.device import device_description
+
+        return device_description("cuda" if device == "cuda" else "cpu")
+    except Exception as exc:  # a GPU name is nice to have, never a reason to fail
+        log.debug("device description failed: %s", exc)
+        return device
