@@ -288,7 +288,7 @@ def _read_header(path: Path) -> tuple[FileHeader | None, list[Finding]]:
     series_uid = str(ds.get("SeriesInstanceUID", "")).strip()
     study_uid = str(ds.get("StudyInstanceUID", "")).strip()
     series_tags: dict[str, Any] = {
-        "series_number": ds.get("SeriesNumber"),
+        "series_number": int(_f(ds.get("SeriesNumber"), 0.0)) if ds.get("SeriesNumber") is not None else None,
         "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "")),
         "gantry_detector_tilt": _f(ds.get("GantryDetectorTilt"), 0.0) if "GantryDetectorTilt" in ds else None,
         "manufacturer": str(ds.get("Manufacturer", "")),

@@ -203,3 +203,49 @@ def test_12bit_jpeg_extended_decodes_and_lossy_jpeg_is_named(shared_data: Path) 
         assert exc.path.name == "JPEG-lossy.dcm" and "decoded" in exc.why
     else:
         assert lossy.shape == (1, 1024, 256)
+
+
+@pytest.mark.req("REQ-ACQ-003")
+def test_file_without_meta_is_read(shared_data: Path, tmp_path: Path) -> None:
+    src = require(shared_data / EDGE / "pydicom-data" / "pydicom_bundled_test_files" / "CT_small.dcm")
+    import pydicom
+
+    ds = pydicom.dcmread(src)
+    bare = tmp_path / "bare.dcm"
+    del ds.file_meta
+    ds.preamble = None
+    ds.save_as(bare, enforce_file_format=False, implicit_vr=True, little_endian=True)
+    assert bare.read_bytes()[128:132] != b"DICM"
+    result = scan(bare)
+    assert result.findings == []
+    inst = result.series[0].series.instances[0]
+    assert inst.tags["no_file_meta"] is True
+    np.testing.assert_array_equal(read_stored([inst])[0], pydicom.dcmread(src).pixel_array)
+
+
+@pytest.mark.req("REQ-ACQ-022")
+def test_fast_header_reader_agrees_with_pydicom(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import appliance.ingest.headers as headers
+
+    folders = [shared_data / EDGE, shared_data / "ct" / "totalsegmentator" / "example_ct_dicom"]
+    files = [p for f in folders if f.is_dir() for p in sorted(f.rglob("*")) if p.is_file()]
+    if not files:
+        pytest.skip("no DICOM test files")
+
+    def summary(path: Path) -> object:
+        header, found = headers.read_header(path)
+        codes = [f.code for f in found]
+        if header is None:
+            return codes
+        return (header.series_uid, header.study_uid, header.modality, header.description, header.kind,
+                repr(sorted(header.series_tags.items())), codes,
+                [(i.sop_instance_uid, i.frame, i.position, i.orientation, repr(sorted(i.tags.items())))
+                 for i in header.instances])
+
+    fast_count = sum(headers.read_fast(p) is not None for p in files)
+    fast = [summary(p) for p in files]
+    monkeypatch.setattr(headers, "read_fast", lambda path: None)
+    slow = [summary(p) for p in files]
+    assert fast_count > 100  # the fast path is actually taken for most files
+    for path, a, b in zip(files, fast, slow, strict=True):
+        assert a == b, path.name
