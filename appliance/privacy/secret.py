@@ -44,7 +44,9 @@ def load_or_create_secret(path: Path) -> bytes:
             tmp.unlink(missing_ok=True)
         data = path.read_bytes()
     except OSError as exc:
-        raise SecretError(f"cannot read the box secret {path}: {exc}; check the data folder's permissions") from exc
+        raise SecretError(
+            f"cannot read the box secret {path}: {exc}; check the data folder's permissions"
+        ) from exc
     if len(data) < 16:
         raise SecretError(f"the box secret {path} is too short ({len(data)} bytes); restore it from backup")
     return data
