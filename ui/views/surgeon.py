@@ -49,7 +49,7 @@ def review() -> tuple[Response, int] | Response:
             f"structure.{'approved' if decision == 'approve' else 'rejected'}",
             study_hash=study_hash,
             details={"job_id": job_id, "structure": structure, "note": note},
-            requirement="REQ-HCI-040",
+            requirement="REQ-TRACE-401",
         )
     except AuditError as exc:
         return jsonify({"error": f"not recorded: {exc}"}), 503

@@ -34,6 +34,9 @@ const viewer = new ModelViewer(document.getElementById('canvas3d'), {
 });
 window.viewer = viewer;  // for the browser tests and the first-frame benchmark
 
+/** DICOM person name (FAMILY^GIVEN) as shown on screen. */
+export function personName(pn) { return (pn || '').split('=')[0].replace(/\^+/g, ' ').trim(); }
+
 function marginMm(name, entry) {
   if (entry && typeof entry.margin_mm === 'number') return entry.margin_mm;
   const m = /(\d+(?:\.\d+)?)\s*mm/i.exec(name);
@@ -42,8 +45,9 @@ function marginMm(name, entry) {
 
 function displayName(name) {
   const entry = meta.get(name);
-  const base = tOr(`structure.${name}`, name.replace(/_/g, ' '));
   const mm = marginMm(name, entry);
+  const plain = mm === null ? name : name.replace(/_?\d+(\.\d+)?\s*mm$/i, '');
+  const base = tOr(`structure.${name}`, plain.replace(/_/g, ' '));
   return mm === null ? base : t('viewer.margin_label', { name: base, mm });
 }
 
@@ -111,11 +115,16 @@ function buildEditor() {
   }
   const send = async (decision) => {
     const out = document.getElementById('review-msg');
+    if (decision === 'reject' && !note.value.trim()) {
+      out.textContent = t('review.need_note');
+      out.className = 'message bad';
+      return;
+    }
     const r = await postJSON('/ui/api/review', {
       job_id: jobId, structure: selected, decision, note: note.value, study_hash: study?.study_hash ?? null,
     });
     out.textContent = r.ok ? t(decision === 'approve' ? 'review.approved' : 'review.rejected', { name: displayName(selected) })
-      : (decision === 'reject' && !note.value ? t('review.need_note') : t('review.failed'));
+      : t('review.failed');
     out.className = `message ${r.ok ? 'ok' : 'bad'}`;
   };
   document.getElementById('approve-btn').addEventListener('click', () => send('approve'));
@@ -184,7 +193,7 @@ async function setMode(mode) {
   for (const id of ['wrap2d', 'toolbar2d']) document.getElementById(id).classList.toggle('hidden', is3d);
   if (is3d) { viewer.resize(); return; }
   if (!slices) {
-    slices = new SliceViewer(document.getElementById('canvas2d'));
+    slices = new SliceViewer(document.getElementById('canvas2d'), document.getElementById('overlay2d'));
     window.slices = slices;
     try {
       await slices.load(fileUrl(volumeFile(manifest)), viewer.meshData());
@@ -219,7 +228,7 @@ async function start() {
   const s = study && (study.study || study);
   if (s) {
     study = s;
-    document.getElementById('case-title').textContent = [s.patient_name, s.description].filter(Boolean).join(' · ') || t('viewer.title');
+    document.getElementById('case-title').textContent = [personName(s.patient_name), s.description].filter(Boolean).join(' · ') || t('viewer.title');
   }
   try { manifest = await getJSON(fileUrl('manifest.json'), { background: true }); } catch { manifest = {}; }
   for (const entry of manifest.structures || []) meta.set(entry.name, entry);

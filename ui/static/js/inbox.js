@@ -53,7 +53,7 @@ function follow(card, job) {
 function renderStudy(study) {
   const card = tpl.content.firstElementChild.cloneNode(true);
   card.dataset.studyUid = study.study_instance_uid;
-  card.querySelector('.patient').textContent = study.patient_name || t('inbox.unnamed');
+  card.querySelector('.patient').textContent = (study.patient_name || '').split('=')[0].replace(/\^+/g, ' ').trim() || t('inbox.unnamed');
   const meta = [study.study_date, study.description, tOr(`source.${study.source}`, study.source || '')];
   card.querySelector('.study-meta').textContent = meta.filter(Boolean).join(' · ');
   const seriesList = card.querySelector('.series-list');
@@ -68,7 +68,7 @@ function renderStudy(study) {
   card.querySelector('.reconstruct').addEventListener('click', async (ev) => {
     ev.currentTarget.disabled = true;
     const preset = card.querySelector('.preset').value;
-    const r = await postJSON(`/api/studies/${encodeURIComponent(study.study_instance_uid)}/reconstruct`, { preset });
+    const r = await postJSON(`/api/studies/${encodeURIComponent(study.study_instance_uid)}/reconstruct`, { preset, actor: document.body.dataset.role });
     const job = r.data.job || r.data;
     if (r.ok && job && job.id !== undefined) follow(card, job);
     else {

@@ -25,7 +25,7 @@ export class JobTracker {
   }
 
   deliver(job) {
-    if (!job || this.finished) return;
+    if (!job || typeof job.state !== 'string' || this.finished) return;  // e.g. the stream's final "end" event
     this.onUpdate(job);
     if (FINAL_STATES.has(job.state)) this.stop();
   }
