@@ -97,10 +97,17 @@ def measure(name: str, fn: Callable[[Path], int], folder: Path, repeats: int) ->
     return med, slices
 
 
+def appliance_scan(folder: Path) -> int:
+    """Headers only (the part of ``appliance_load`` before pixels)."""
+    return select_series(scan(folder)).shape_xyz[2]
+
+
 def run_case(title: str, folder: Path, repeats: int) -> None:
     """Measure the three loaders on one folder and print ratios."""
     print(f"\n{title}: {folder}")
+    headers, _ = measure("  scan", appliance_scan, folder, repeats)
     ours, n = measure("appliance", appliance_load, folder, repeats)
+    print(f"  (of which headers {100 * headers / ours:.0f}%, pixels + QA {100 * (1 - headers / ours):.0f}%)")
     naive, _ = measure("naive", naive_load, folder, repeats)
     print(f"  ratio appliance/naive speed: {naive / ours:.2f}x")
     if shutil.which("dcm2niix"):
@@ -122,7 +129,8 @@ def main() -> int:
     if not ct.is_dir():
         print(f"real CT not found at {ct}; set --data")
         return 1
-    print(f"CPU cores visible: {os.cpu_count()}, affinity: {len(os.sched_getaffinity(0))}")
+    print(f"CPU cores visible: {os.cpu_count()}, affinity: {len(os.sched_getaffinity(0))}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     run_case("JPEG 2000 lossless CT, 20 x 512x512", ct, args.repeats)
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         folder = Path(tmp) / "uncompressed"
