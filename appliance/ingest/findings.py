@@ -191,8 +191,8 @@ def missing_geometry(n: int) -> Finding:
     return Finding(
         "missing_geometry",
         Severity.ERROR,
-        f"{n} image(s) have no ImagePositionPatient/ImageOrientationPatient; their place in the patient is "
-        "unknown, so no volume is built from them.",
+        f"{n} image(s) lack ImagePositionPatient, ImageOrientationPatient or PixelSpacing; their place and size "
+        "in the patient are unknown, so no volume is built from them.",
         REQ_GEOMETRY,
         {"instances": n},
     )

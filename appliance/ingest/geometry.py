@@ -106,13 +106,13 @@ def analyse_stack(instances: Sequence[Instance], gantry_tag_deg: float | None = 
     """
     iop = instances[0].orientation
     spacing_tag = instances[0].tags.get("pixel_spacing")
-    if iop is None or any(i.position is None for i in instances):
-        raise ValueError("analyse_stack needs ImageOrientationPatient and ImagePositionPatient on every image")
+    if iop is None or not spacing_tag or any(i.position is None for i in instances):
+        raise ValueError("analyse_stack needs ImageOrientationPatient, ImagePositionPatient and PixelSpacing")
     r = _unit(np.asarray(iop[:3], dtype=np.float64))
     c = _unit(np.asarray(iop[3:], dtype=np.float64))
     n = _unit(np.cross(r, c))
     # PixelSpacing is (row spacing = between rows, column spacing = between columns).
-    dy, dx = (float(spacing_tag[0]), float(spacing_tag[1])) if spacing_tag else (1.0, 1.0)
+    dy, dx = float(spacing_tag[0]), float(spacing_tag[1])
     pos = np.asarray([i.position for i in instances], dtype=np.float64)
     d = pos @ n
     order_all = [int(x) for x in np.argsort(d, kind="stable")]

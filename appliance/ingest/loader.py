@@ -26,7 +26,8 @@ def _scanned(series: ScannedSeries | Series) -> ScannedSeries:
         return series
     rebuilt = ScannedSeries(series, [], str(series.tags.get("kind", "image")))
     insts = list(series.instances)
-    if len(insts) >= 2 and all(i.position is not None and i.orientation is not None for i in insts):
+    if len(insts) >= 2 and all(i.position is not None and i.orientation is not None and i.tags.get("pixel_spacing")
+                               for i in insts):
         rebuilt.geometry = analyse_stack(insts, series.tags.get("gantry_detector_tilt"))
         rebuilt.findings.extend(rebuilt.geometry.findings)
     else:

@@ -46,8 +46,10 @@ def _orientation_cluster(clusters: list[tuple[float, ...]], iop: tuple[float, ..
 def _stack_key(inst: Instance, cluster: int, kind: str) -> tuple[Any, ...]:
     t = inst.tags
     mosaic_file = str(inst.path) if t.get("mosaic") else ""
+    spacing = t.get("pixel_spacing")
+    spacing_key = tuple(round(float(v), 4) for v in spacing) if spacing else None
     return (kind, cluster, tuple(t.get("frame_type") or ()), t.get("rows"), t.get("columns"),
-            t.get("stack_id", ""), mosaic_file)
+            t.get("stack_id", ""), mosaic_file, spacing_key)
 
 
 def _kind_findings(kind: str, n: int, description: str, image_type: tuple[str, ...]) -> list[Finding]:
@@ -84,7 +86,8 @@ def build_series(headers: Iterable[FileHeader], keepalive: Any = None) -> list[S
             if len(ordered) > 1 and kind in ("image", "mosaic") and not key[6]:
                 found.append(fnd.mixed_orientation(len(ordered), number))
             geometry = None
-            placed = [i for i in insts if i.position is not None and i.orientation is not None]
+            placed = [i for i in insts if i.position is not None and i.orientation is not None
+                      and i.tags.get("pixel_spacing")]
             if len(placed) < len(insts):
                 found.append(fnd.missing_geometry(len(insts) - len(placed)))
             elif len(insts) < 2:

@@ -167,3 +167,30 @@ def test_nrrd_negative_y_direction_and_same_volume_as_nifti(shared_data: Path, t
     nrrd.write(str(ras_path), data, ras_header)
     ras_vol, _, _ = load_input(ras_path)
     np.testing.assert_allclose(ras_vol.affine, vol.affine, atol=1e-9)
+
+
+@pytest.mark.req("REQ-ACQ-016", "REQ-ACQ-002")
+def test_largest_reconstructable_series_is_selected(shared_data: Path, tmp_path: Path) -> None:
+    from appliance.ingest import select_series
+
+    ct, mr = require(shared_data / CT), require(shared_data / HFS)
+    mixed = tmp_path / "stick"
+    for name, folder in (("ct", ct), ("mr", mr)):
+        (mixed / name).mkdir(parents=True)
+        for f in folder.iterdir():
+            (mixed / name / f.name).symlink_to(f)
+    result = scan(mixed)
+    assert len(result.series) == 2 and all(s.reconstructable for s in result.series)
+    chosen = select_series(result)
+    assert chosen.series.modality == "CT" and chosen.shape_xyz == (512, 512, 20)  # 5.2 M voxels vs 2.3 M
+
+
+@pytest.mark.req("REQ-ACQ-001")
+def test_bare_series_loads_like_scanned(shared_data: Path) -> None:
+    from appliance.ingest import load_volume
+
+    scanned = scan(require(shared_data / HFS)).series[0]
+    a, _ = load_volume(scanned)
+    b, _ = load_volume(scanned.series)  # a core Series handed over without the scan result
+    np.testing.assert_array_equal(a.array, b.array)
+    np.testing.assert_allclose(a.affine, b.affine)
