@@ -52,7 +52,7 @@ def distance_to_gpu(mask: Any, spacing: Sequence[float]) -> Any:
 
     sp = _check(mask, spacing)
     m = cupy.asarray(mask, dtype=bool)
-    return distance_transform_edt(~m, sampling=sp, float64_distances=True)
+    return distance_transform_edt(~m, sampling=sp)  # float64 distances (CuPy's default)
 
 
 def distance_to(mask: Any, spacing: Sequence[float], device: Device) -> Any:

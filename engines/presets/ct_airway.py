@@ -55,31 +55,44 @@ def find_trachea_seed(hu: Array, air: Array, body: Array, geo: GridGeometry, ndi
     candidates = xp.nonzero(ok)[0]
     if int(candidates.size) == 0:
         return None
-    # most superior first: higher patient z means larger index when sign > 0
-    order = xp.argsort(-sign * slice_idx[candidates])
-    lab3, _ = ndi.label(gas)
-    air_lab, _ = ndi.label(air)
-    tried: set[int] = set()
-    for cand in candidates[order][:50].tolist():
-        voxel = tuple(int(v[0]) for v in xp.nonzero(lab2 == cand))
-        comp_id = int(lab3[voxel])
-        if comp_id in tried:
-            continue
-        tried.add(comp_id)
-        comp = lab3 == comp_id
-        other = tuple(a for a in range(3) if a != axial)
-        length_mm = float(xp.count_nonzero(comp.any(axis=other))) * geo.spacing[axial]
-        if length_mm < p.trachea_min_length_mm:
-            continue
-        air_id = int(air_lab[voxel])
-        if air_id == 0:
-            continue
-        air_voxels = int(xp.count_nonzero(air_lab == air_id))
-        if air_voxels < LUNG_TO_AIRWAY_RATIO * int(xp.count_nonzero(comp)):
-            continue
-        log.debug("trachea seed at %s (gas tree %.0f mm long)", voxel, length_mm)
-        return (voxel[0], voxel[1], voxel[2])
-    return None
+    # per 3-D gas tree: head-feet length, voxel count, and the size of the largest air space it lies in
+    lab3, n3 = ndi.label(gas)
+    n3 = int(n3)
+    flat3 = lab3[gas]
+    slices = gas.nonzero()[axial]
+    n_slices = int(gas.shape[axial])
+    per_slice = xp.bincount(flat3.astype(xp.int64) * n_slices + slices, minlength=(n3 + 1) * n_slices)
+    length_mm = (per_slice.reshape(n3 + 1, n_slices) > 0).sum(axis=1) * float(geo.spacing[axial])
+    tree_size = xp.bincount(flat3, minlength=n3 + 1)
+    air_lab, n_air = ndi.label(air)
+    air_size = xp.bincount(air_lab.ravel(), minlength=int(n_air) + 1)
+    air_size[0] = 0
+    space = label_max(flat3, air_size[air_lab[gas]], n3)
+    tree_of = xp.zeros(n2 + 1, dtype=flat3.dtype)
+    tree_of[flat] = flat3  # every 2-D piece lies in exactly one 3-D tree
+    tree = tree_of[candidates]
+    passing = (length_mm[tree] >= p.trachea_min_length_mm) & (space[tree] >= LUNG_TO_AIRWAY_RATIO * tree_size[tree])
+    candidates = candidates[passing]
+    if int(candidates.size) == 0:
+        return None
+    best = int(candidates[int(xp.argmax(sign * slice_idx[candidates]))])  # the most superior piece
+    voxel = tuple(int(v[0]) for v in xp.nonzero(lab2 == best))
+    log.debug("trachea seed at %s", voxel)
+    return (voxel[0], voxel[1], voxel[2])
+
+
+def label_max(labels: Array, values: Array, n: int) -> Array:
+    """Maximum of ``values`` per label value 0..n (0 where a label has no voxel); deterministic on CPU and GPU."""
+    xp = morph.array_module_of(values)
+    out = xp.zeros(n + 1, dtype=values.dtype)
+    if int(labels.size) == 0:
+        return out
+    order = xp.lexsort(xp.stack([values, labels.astype(values.dtype)]))
+    sorted_labels = labels[order]
+    last = xp.ones(sorted_labels.shape, dtype=bool)
+    last[:-1] = sorted_labels[1:] != sorted_labels[:-1]
+    out[sorted_labels[last]] = values[order][last]
+    return out
 
 
 def grow_airway(hu: Array, body: Array, seed: Voxel, geo: GridGeometry, ndi: ModuleType,

@@ -82,7 +82,8 @@ class CtDefaultParameters:
     vessel_grow_mm: float = 3.0
     vessel_ring_drop_hu: float = 150.0  # contrast blood is much brighter than the tissue around it
     vessel_max_core_std_hu: float = 70.0  # blood is homogeneous; trabecular bone is not (std > 100 HU)
-    vessel_ring_mm: float = 3.0
+    vessel_ring_inner_mm: float = 1.0  # the ring skips the partial-volume rim of the vessel wall...
+    vessel_ring_mm: float = 3.0  # ...and reaches this far out
     contrast_min_ml: float = 10.0
 
     @classmethod
@@ -119,7 +120,7 @@ def segment_body(hu: Array, geo: GridGeometry, ndi: ModuleType, p: CtDefaultPara
     the trunk), so that their bones are segmented too.
     """
     xp = morph.array_module_of(hu)
-    mask = morph.opening(hu > p.body_hu, ndi, morph.ellipsoid(p.body_opening_mm, geo.spacing))
+    mask = morph.opening_ball(hu > p.body_hu, ndi, p.body_opening_mm, geo.spacing)
     lab, n, sizes = morph.component_table(mask, ndi)
     if n == 0:
         return xp.zeros_like(mask)
@@ -133,7 +134,7 @@ def segment_bone(hu: Array, body: Array, exclude: Array, geo: GridGeometry, ndi:
     """Cortex by hysteresis, marrow by closing and hole filling in the three planes."""
     allowed = body & ~exclude
     hyst = morph.hysteresis((hu > p.bone_strong_hu) & allowed, (hu > p.bone_weak_hu) & allowed, ndi)
-    closed = morph.closing(hyst, ndi, morph.ellipsoid(p.bone_closing_mm, geo.spacing))
+    closed = morph.closing_ball(hyst, ndi, p.bone_closing_mm, geo.spacing)
     bone = morph.fill_holes_planes(closed, ndi) & allowed
     return morph.remove_small(bone, ndi, geo.voxels_for_ml(p.bone_min_ml))
 
@@ -151,16 +152,15 @@ def segment_contrast_vessels(hu: Array, hu_smooth: Array, body: Array, geo: Grid
     """
     xp = morph.array_module_of(hu)
     blood = (hu_smooth > p.contrast_low_hu) & (hu_smooth < p.contrast_high_hu) & body
-    cores = morph.opening(blood, ndi, morph.ellipsoid(p.vessel_core_radius_mm, geo.spacing))
-    lab, n, sizes = morph.component_table(cores, ndi)
+    cores = morph.opening_ball(blood, ndi, p.vessel_core_radius_mm, geo.spacing)
     empty = xp.zeros_like(body)
-    if n == 0:
+    if not bool(cores.any()):
         return empty
-    ring_st = xp.asarray(morph.ellipsoid(p.vessel_ring_mm, geo.spacing))
-    grown = ndi.grey_dilation(lab, footprint=ring_st)
-    ring = (grown > 0) & (lab == 0)
-    ring_total = xp.bincount(grown[ring], minlength=n + 1)
-    ring_sum = xp.bincount(grown[ring], weights=hu[ring].astype(xp.float64), minlength=n + 1)
+    lab, n, sizes = morph.component_table(cores, ndi)
+    ring_lab = morph.ring_labels(lab, cores, ndi, p.vessel_ring_inner_mm, p.vessel_ring_mm, geo.spacing)
+    ring = ring_lab > 0
+    ring_total = xp.bincount(ring_lab[ring], minlength=n + 1)
+    ring_sum = xp.bincount(ring_lab[ring], weights=hu[ring].astype(xp.float64), minlength=n + 1)
     core_hu = hu[cores].astype(xp.float64)
     core_sum = xp.bincount(lab[cores], weights=core_hu, minlength=n + 1)
     core_sq = xp.bincount(lab[cores], weights=core_hu * core_hu, minlength=n + 1)
@@ -173,7 +173,7 @@ def segment_contrast_vessels(hu: Array, hu_smooth: Array, body: Array, geo: Grid
     vessel_cores = keep[lab]
     if float(xp.count_nonzero(vessel_cores)) * geo.voxel_ml < p.contrast_min_ml:
         return empty
-    reach = morph.dilate(vessel_cores, ndi, morph.ellipsoid(p.vessel_grow_mm, geo.spacing))
+    reach = morph.dilate_ball(vessel_cores, ndi, p.vessel_grow_mm, geo.spacing)
     # grow on the unsmoothed values: next to cortex the smoothed blood is pushed above the contrast range
     in_range = (hu > p.bone_weak_hu) & (hu < p.contrast_high_hu) & body
     return vessel_cores | (reach & (blood | in_range))
@@ -192,7 +192,7 @@ def select_lungs(air: Array, hu: Array, airway: Array, geo: GridGeometry, ndi: M
     gas = xp.bincount(flat, weights=(hu_in < p.gas_hu).astype(xp.float64), minlength=n + 1) / xp.maximum(sizes, 1)
     by_airway = xp.zeros(n + 1, dtype=bool)
     if bool(airway.any()):
-        by_airway[lab[morph.dilate(airway, ndi, ndi.generate_binary_structure(3, 1)) & air]] = True
+        by_airway[lab[morph.dilate_cross(airway, ndi) & air]] = True
     lung_like = (mean_hu < p.lung_max_mean_hu) & (gas <= p.lung_max_gas_fraction)
     keep = (sizes >= geo.voxels_for_ml(p.lung_min_ml)) & (lung_like | by_airway)
     keep[0] = False
@@ -224,29 +224,44 @@ def split_lungs(lungs: Array, midline_x: float, geo: GridGeometry, ndi: ModuleTy
 
 def _cut_joined(joined: Array, x: Array, midline_x: float, geo: GridGeometry,
                 ndi: ModuleType) -> tuple[Array, Array]:
-    """Erode until the joined lungs fall apart, then give every voxel to the nearest part (EDT indices)."""
+    """Erode until the joined lungs fall apart into a left and a right part, then grow both parts back.
+
+    The parts grow one 6-neighbour step at a time inside ``joined``; a voxel reached by both in the same step goes
+    to the side of the midline it lies on. Unlike nearest-seed assignment this has no ties left to chance, so
+    the CPU and GPU give identical voxels.
+    """
     xp = morph.array_module_of(joined)
-    st = ndi.generate_binary_structure(3, 1)
+    st = xp.asarray(ndi.generate_binary_structure(3, 1))
+    side_left = geo.patient_x_grid(xp, joined.shape) > midline_x
     core = joined
     for _ in range(int(np.ceil(15.0 / min(geo.spacing)))):  # up to ~15 mm of erosion
         core = ndi.binary_erosion(core, structure=st)
         lab, n, sizes = morph.component_table(core, ndi)
+        if n == 0:
+            break
         if n < 2:
-            if n == 0:
-                break
             continue
         xs = geo.patient_x(xp, core)
         flat = lab[core]
         mean_x = xp.bincount(flat, weights=xs, minlength=n + 1) / xp.maximum(sizes, 1)
         big = sizes >= 0.1 * float(sizes.max())
-        sides = mean_x > midline_x
-        if bool((big & sides).any()) and bool((big & ~sides).any()):
-            seeds = xp.where(big & sides, 1, xp.where(big & ~sides, 2, 0)).astype(xp.uint8)[lab]
-            _, idx = ndi.distance_transform_edt(seeds == 0, sampling=geo.spacing, return_indices=True)
-            nearest = seeds[idx[0], idx[1], idx[2]]
-            return joined & (nearest == 1), joined & (nearest == 2)
-    side = geo.patient_x_grid(xp, joined.shape) > midline_x
-    return joined & side, joined & ~side
+        big[0] = False
+        on_left = mean_x > midline_x
+        if bool((big & on_left).any()) and bool((big & ~on_left).any()):
+            left = (big & on_left)[lab]
+            right = (big & ~on_left)[lab]
+            while True:
+                free = joined & ~left & ~right
+                grow_l = ndi.binary_dilation(left, structure=st) & free
+                grow_r = ndi.binary_dilation(right, structure=st) & free
+                if not bool(grow_l.any()) and not bool(grow_r.any()):
+                    break
+                tie = grow_l & grow_r
+                left |= grow_l & ~(tie & ~side_left)
+                right |= grow_r & ~(tie & side_left)
+            rest = joined & ~left & ~right  # parts no seed reached: by side
+            return left | (rest & side_left), right | (rest & ~side_left)
+    return joined & side_left, joined & ~side_left
 
 
 class CtDefaultPreset(Preset):

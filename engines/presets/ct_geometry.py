@@ -52,17 +52,17 @@ class GridGeometry:
     def patient_x(self, xp: ModuleType, mask: Array) -> Array:
         """LPS ``x`` (mm) of the voxels of ``mask``, in the order ``array[mask]`` lists them."""
         idx = mask.nonzero()
-        a = self.affine
-        return (a[0, 0] * idx[0].astype(xp.float64) + a[0, 1] * idx[1].astype(xp.float64)
-                + a[0, 2] * idx[2].astype(xp.float64) + a[0, 3])
+        a = [float(v) for v in self.affine[0]]  # Python floats: no NumPy scalar meets a CuPy array
+        return (a[0] * idx[0].astype(xp.float64) + a[1] * idx[1].astype(xp.float64)
+                + a[2] * idx[2].astype(xp.float64) + a[3])
 
     def patient_x_grid(self, xp: ModuleType, shape: tuple[int, ...]) -> Array:
         """LPS ``x`` (mm) of every voxel of a grid of ``shape`` (broadcast, float64)."""
-        a = self.affine
+        a = [float(v) for v in self.affine[0]]
         i = xp.arange(shape[0], dtype=xp.float64)[:, None, None]
         j = xp.arange(shape[1], dtype=xp.float64)[None, :, None]
         k = xp.arange(shape[2], dtype=xp.float64)[None, None, :]
-        return a[0, 0] * i + a[0, 1] * j + a[0, 2] * k + a[0, 3]
+        return a[0] * i + a[1] * j + a[2] * k + a[3]
 
     def midline_x(self, xp: ModuleType, body: Array) -> float:
         """Mean LPS ``x`` of the body: the patient's left/right midline (0.0 for an empty body)."""

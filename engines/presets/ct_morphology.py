@@ -28,21 +28,6 @@ def ndimage_for(xp: ModuleType) -> ModuleType:
     return cndi  # type: ignore[no-any-return]
 
 
-def ellipsoid(radius_mm: float, spacing: tuple[float, float, float]) -> npt.NDArray[np.bool_]:
-    """Ball of ``radius_mm`` sampled on an anisotropic grid (always at least the 6-neighbourhood cross)."""
-    half = [max(1, int(np.floor(radius_mm / s + 1e-9))) for s in spacing]
-    grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
-    dist2 = sum((g * s) ** 2 for g, s in zip(grids, spacing, strict=True))
-    ball = np.asarray(dist2 <= radius_mm**2 + 1e-9)
-    centre = tuple(half)
-    for axis in range(3):  # keep face neighbours so a radius below one voxel still connects
-        idx = list(centre)
-        for d in (-1, 1):
-            idx[axis] = centre[axis] + d
-            ball[tuple(idx)] = True
-    return ball
-
-
 def plane_structure(axis: int) -> npt.NDArray[np.bool_]:
     """4-connectivity restricted to the plane normal to ``axis``."""
     st = np.zeros((3, 3, 3), dtype=bool)
@@ -142,30 +127,87 @@ def remove_small(mask: Array, ndi: ModuleType, min_voxels: int) -> Array:
     return keep[lab]
 
 
-def closing(mask: Array, ndi: ModuleType, structure: npt.NDArray[np.bool_]) -> Array:
-    """Binary closing that does not erode at the volume border (pads by the structure's half-size)."""
+#: Slack (mm) when comparing Euclidean distances with a radius, so exact ties (a neighbour at exactly the radius)
+#: resolve the same way on the CPU and the GPU.
+RADIUS_TOLERANCE_MM = 1e-6
+
+Spacing = tuple[float, float, float]
+
+
+#: Balls with at most this many voxels use a structuring element; larger ones the EDT (cost independent of r).
+SMALL_BALL_VOXELS = 27
+
+
+def ball_offsets(radius_mm: float, spacing: Spacing) -> npt.NDArray[np.bool_]:
+    """The Euclidean ball ``|d| <= radius_mm`` (plus tolerance) as a boolean structuring element."""
+    half = [int(np.floor((radius_mm + RADIUS_TOLERANCE_MM) / s)) for s in spacing]
+    grids = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
+    dist2 = sum((g * s) ** 2 for g, s in zip(grids, spacing, strict=True))
+    return np.asarray(dist2 <= (radius_mm + RADIUS_TOLERANCE_MM) ** 2)
+
+
+def dilate_ball(mask: Array, ndi: ModuleType, radius_mm: float, spacing: Spacing) -> Array:
+    """Dilation by the Euclidean ball ``|d| <= radius_mm`` on the anisotropic grid (exact).
+
+    Small balls use the equivalent structuring element; large ones the EDT, whose cost does not grow with the
+    radius. Both give the same voxels.
+    """
+    if not bool(mask.any()):
+        return mask
+    ball = ball_offsets(radius_mm, spacing)
+    if ball.sum() <= SMALL_BALL_VOXELS:
+        xp = array_module_of(mask)
+        return ndi.binary_dilation(mask, structure=xp.asarray(ball))
+    dist = ndi.distance_transform_edt(~mask, sampling=spacing)
+    return dist <= radius_mm + RADIUS_TOLERANCE_MM
+
+
+def erode_ball(mask: Array, ndi: ModuleType, radius_mm: float, spacing: Spacing) -> Array:
+    """Erosion by the Euclidean ball: voxels whose nearest background voxel is farther than ``radius_mm``.
+
+    The volume border does not erode (outside the grid is unknown, not background).
+    """
+    if bool(mask.all()) or not bool(mask.any()):
+        return mask
+    ball = ball_offsets(radius_mm, spacing)
+    if ball.sum() <= SMALL_BALL_VOXELS:
+        xp = array_module_of(mask)
+        return ndi.binary_erosion(mask, structure=xp.asarray(ball), border_value=1)
+    dist = ndi.distance_transform_edt(mask, sampling=spacing)
+    return dist > radius_mm + RADIUS_TOLERANCE_MM
+
+
+def opening_ball(mask: Array, ndi: ModuleType, radius_mm: float, spacing: Spacing) -> Array:
+    """Opening by the Euclidean ball: the parts of ``mask`` a ball of ``radius_mm`` fits into."""
+    return dilate_ball(erode_ball(mask, ndi, radius_mm, spacing), ndi, radius_mm, spacing) & mask
+
+
+def closing_ball(mask: Array, ndi: ModuleType, radius_mm: float, spacing: Spacing) -> Array:
+    """Closing by the Euclidean ball: gaps narrower than ``2 * radius_mm`` bridged (never removes voxels)."""
+    return erode_ball(dilate_ball(mask, ndi, radius_mm, spacing), ndi, radius_mm, spacing) | mask
+
+
+def ring_labels(labels: Array, mask: Array, ndi: ModuleType, inner_mm: float, outer_mm: float,
+                spacing: Spacing) -> Array:
+    """Label of the component owning each voxel of the shell ``inner_mm < distance <= outer_mm`` around ``mask``.
+
+    Labels spread outward in 6-neighbour steps and the larger label wins where two meet, so the owner is a
+    deterministic function of the input (no nearest-voxel ties left to the implementation); 0 off the shell.
+    """
     xp = array_module_of(mask)
-    pad = [(s // 2, s // 2) for s in structure.shape]
-    padded = xp.pad(mask, pad)
-    st = xp.asarray(structure)
-    closed = ndi.binary_closing(padded, structure=st)
-    sl = tuple(slice(p[0], p[0] + n) for p, n in zip(pad, mask.shape, strict=True))
-    return closed[sl] | mask
+    if not bool(mask.any()):
+        return xp.zeros_like(labels)
+    reach = dilate_ball(mask, ndi, outer_mm, spacing)
+    shell = reach & ~dilate_ball(mask, ndi, inner_mm, spacing)
+    cross = xp.asarray(ndi.generate_binary_structure(3, 1))
+    grown = labels
+    steps = int(np.ceil(np.sqrt(3.0) * outer_mm / min(spacing)))  # L1 steps covering the Euclidean radius
+    for _ in range(steps):
+        grown = xp.where(reach, ndi.grey_dilation(grown, footprint=cross), 0)
+    return xp.where(shell, grown, 0)
 
 
-def opening(mask: Array, ndi: ModuleType, structure: npt.NDArray[np.bool_]) -> Array:
-    """Binary opening with ``structure``."""
+def dilate_cross(mask: Array, ndi: ModuleType) -> Array:
+    """Dilation by the 6-neighbourhood."""
     xp = array_module_of(mask)
-    return ndi.binary_opening(mask, structure=xp.asarray(structure))
-
-
-def dilate(mask: Array, ndi: ModuleType, structure: npt.NDArray[np.bool_]) -> Array:
-    """Binary dilation with ``structure``."""
-    xp = array_module_of(mask)
-    return ndi.binary_dilation(mask, structure=xp.asarray(structure))
-
-
-def erode(mask: Array, ndi: ModuleType, structure: npt.NDArray[np.bool_]) -> Array:
-    """Binary erosion with ``structure`` (border voxels count as outside)."""
-    xp = array_module_of(mask)
-    return ndi.binary_erosion(mask, structure=xp.asarray(structure))
+    return ndi.binary_dilation(mask, structure=xp.asarray(ndi.generate_binary_structure(3, 1)))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require
+from scipy import ndimage
 
 from appliance.core import Severity, StructureCategory, Volume
 from appliance.io.nifti import load_volume
@@ -18,7 +19,7 @@ SPACING = (2.0, 2.0, 2.5)
 SHAPE = (100, 80, 72)
 
 
-def _phantom(contrast: bool = False, seed: int = 0) -> tuple[Volume, dict[str, np.ndarray]]:
+def _phantom(contrast: bool = False, seed: int = 0, joined: bool = False) -> tuple[Volume, dict[str, np.ndarray]]:
     """Chest phantom: array axis i = patient left (+x LPS), j = posterior (+y), k = superior (+z).
 
     Body (40 HU), lungs (-850 HU with vessels) left and right, trachea from the top to a carina at 2/3 height
@@ -34,6 +35,10 @@ def _phantom(contrast: bool = False, seed: int = 0) -> tuple[Volume, dict[str, n
     truth: dict[str, np.ndarray] = {}
     lung_l = ((i - (cx + 42)) / 30) ** 2 + ((j - cy) / 45) ** 2 + ((k - 80) / 70) ** 2 <= 1
     lung_r = ((i - (cx - 42)) / 30) ** 2 + ((j - cy) / 45) ** 2 + ((k - 80) / 70) ** 2 <= 1
+    if joined:  # anterior junction: the lungs touch across the midline in front of the trachea
+        bridge = (np.abs(i - cx) <= 24) & (j > cy - 38) & (j < cy - 30) & (np.abs(k - 80) < 25)
+        lung_l = lung_l | (bridge & (i > cx))
+        lung_r = lung_r | (bridge & (i <= cx))
     for lung in (lung_l, lung_r):
         hu[lung] = -850.0
     vessels = (np.abs(j - cy) < 2.5) & (np.abs(k - 70) < 2.5) & (lung_l | lung_r)
@@ -141,6 +146,15 @@ def test_permuted_axes_give_same_anatomy(
     assert np.array_equal(back, res.labelmap.labels)
 
 
+@pytest.mark.req("REQ-FUNC-151")
+def test_lungs_joined_across_the_midline_are_split() -> None:
+    vol, truth = _phantom(joined=True)
+    assert ndimage.label(truth["lung_left"] | truth["lung_right"])[1] == 1  # really one air space
+    lm = get_preset("ct-default").run(vol, "cpu").labelmap
+    assert _dice(lm.mask("lung_left"), truth["lung_left"]) > 0.95
+    assert _dice(lm.mask("lung_right"), truth["lung_right"]) > 0.95
+
+
 @pytest.mark.req("REQ-FUNC-153")
 def test_contrast_vessels_kept_out_of_bone() -> None:
     vol, truth = _phantom(contrast=True)
@@ -185,11 +199,11 @@ def test_auto_chooses_from_modality() -> None:
 @pytest.mark.gpu
 @pytest.mark.req("REQ-FUNC-155")
 def test_gpu_labels_identical_to_cpu_oracle(shared_data: Path) -> None:
-    vol, _ = _phantom(contrast=True)
-    cpu = get_preset("ct-default").run(vol, "cpu").labelmap.labels
-    gpu_res = get_preset("ct-default").run(vol, "cuda")
-    assert gpu_res.provenance["device"] == "cuda"
-    assert np.array_equal(gpu_res.labelmap.labels, cpu)
+    for vol, _ in (_phantom(contrast=True), _phantom(joined=True)):
+        cpu = get_preset("ct-default").run(vol, "cpu").labelmap.labels
+        gpu_res = get_preset("ct-default").run(vol, "cuda")
+        assert gpu_res.provenance["device"] == "cuda"
+        assert np.array_equal(gpu_res.labelmap.labels, cpu)
     real = load_volume(require(shared_data / "ct/totalsegmentator/example_ct.nii.gz"), "CT", "HU")
     cpu_real = get_preset("ct-default").run(real, "cpu").labelmap.labels
     gpu_real = get_preset("ct-default").run(real, "cuda").labelmap.labels
@@ -198,3 +212,25 @@ def test_gpu_labels_identical_to_cpu_oracle(shared_data: Path) -> None:
 
 def test_structure_table_is_stable() -> None:
     assert [STRUCTURES[n].label for n in ("body", "bone", "lung_left", "lung_right", "airway")] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.req("REQ-FUNC-155")
+def test_ball_morphology_structuring_element_equals_edt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two exact implementations of ball morphology (small element / EDT) give the same voxels."""
+    from engines.presets import ct_morphology as morph
+
+    rng = np.random.default_rng(1)
+    mask = ndimage.binary_opening(rng.random((30, 26, 14)) > 0.6)
+    spacing = (0.9, 1.1, 3.0)
+    for radius in (1.0, 2.0, 3.0):
+        small = [f(mask, ndimage, radius, spacing) for f in (morph.dilate_ball, morph.erode_ball,
+                                                             morph.closing_ball, morph.opening_ball)]
+        monkeypatch.setattr(morph, "SMALL_BALL_VOXELS", 0)  # force the EDT path
+        large = [f(mask, ndimage, radius, spacing) for f in (morph.dilate_ball, morph.erode_ball,
+                                                             morph.closing_ball, morph.opening_ball)]
+        monkeypatch.setattr(morph, "SMALL_BALL_VOXELS", 10**9)  # force the structuring-element path
+        forced = [f(mask, ndimage, radius, spacing) for f in (morph.dilate_ball, morph.erode_ball,
+                                                              morph.closing_ball, morph.opening_ball)]
+        monkeypatch.undo()
+        for a, b, c in zip(small, large, forced, strict=True):
+            assert np.array_equal(a, b) and np.array_equal(b, c)
