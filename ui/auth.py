@@ -47,6 +47,7 @@ class LoginResult:
     locked_out: bool
     retry_after_s: int
     attempts_left: int
+    lockout_started: bool = False
 
 
 class PinGate:
@@ -78,7 +79,7 @@ class PinGate:
             if self._wrong >= self._settings.lockout_attempts:
                 self._wrong = 0
                 self._locked_until = now + self._settings.lockout_seconds
-                return LoginResult(False, True, self._settings.lockout_seconds, 0)
+                return LoginResult(False, True, self._settings.lockout_seconds, 0, lockout_started=True)
             return LoginResult(False, False, 0, self._settings.lockout_attempts - self._wrong)
 
 

@@ -62,7 +62,8 @@ def do_login() -> tuple[Response, int] | Response:
         _record(role, "login.success", {"role": role}, "REQ-TRACE-400")
         return jsonify({"ok": True, "redirect": auth.home_for(role)})
     if result.locked_out:
-        _record("kiosk", "login.lockout", {"role": role, "retry_after_s": result.retry_after_s}, "REQ-SAFE-401")
+        action = "login.lockout" if result.lockout_started else "login.refused_locked_out"
+        _record("kiosk", action, {"role": role, "retry_after_s": result.retry_after_s}, "REQ-SAFE-401")
         return jsonify({"error": "locked_out", "retry_after_s": result.retry_after_s}), 429
     _record("kiosk", "login.failure", {"role": role, "attempts_left": result.attempts_left}, "REQ-TRACE-400")
     return jsonify({"error": "wrong_pin", "attempts_left": result.attempts_left}), 401
