@@ -56,14 +56,15 @@ def _barycentric_grid(level: int) -> npt.NDArray[np.float64]:
 def render_model(meshes: Sequence[Mesh], view: str = "anterior", size: int = 420) -> RGBImage:
     """Orthographic, Gouraud-shaded picture of ``meshes`` (LPS mm) from ``view`` (a key of :data:`VIEWS`).
 
+    The longer side of the picture is ``size`` pixels; the other follows the model's aspect ratio.
+
     Front-facing triangles are sampled on a barycentric grid finer than one pixel and drawn through a depth
     buffer (the nearest sample wins), so the picture has no gaps whatever the triangle size.
     """
     col_axis, col_sign, row_axis, row_sign, depth_axis, depth_sign = VIEWS[view]
-    image = np.tile(BACKGROUND, (size, size, 1))
     drawn = [m for m in meshes if m.n_triangles]
     if not drawn:
-        return image
+        return np.tile(BACKGROUND, (size, size, 1))
     towards_viewer = np.zeros(3)
     towards_viewer[depth_axis] = depth_sign
     light = towards_viewer.copy()
@@ -72,10 +73,14 @@ def render_model(meshes: Sequence[Mesh], view: str = "anterior", size: int = 420
     all_points = np.concatenate([m.vertices for m in drawn])
     u_all = all_points[:, col_axis] * col_sign
     v_all = all_points[:, row_axis] * row_sign
+    margin = 4
     extent = max(float(np.ptp(u_all)), float(np.ptp(v_all)), 1e-6)
-    scale = (size - 8) / extent
-    u0 = float(u_all.min()) - (size - float(np.ptp(u_all)) * scale) / 2 / scale
-    v0 = float(v_all.min()) - (size - float(np.ptp(v_all)) * scale) / 2 / scale
+    scale = (size - 2 * margin) / extent
+    width = max(int(np.ceil(float(np.ptp(u_all)) * scale)) + 2 * margin, 16)
+    height = max(int(np.ceil(float(np.ptp(v_all)) * scale)) + 2 * margin, 16)
+    u0 = float(u_all.min()) - (width - float(np.ptp(u_all)) * scale) / 2 / scale
+    v0 = float(v_all.min()) - (height - float(np.ptp(v_all)) * scale) / 2 / scale
+    image = np.tile(BACKGROUND, (height, width, 1))
     pix: list[npt.NDArray[np.int64]] = []
     depths: list[npt.NDArray[np.float64]] = []
     colours: list[npt.NDArray[np.uint8]] = []
@@ -96,8 +101,8 @@ def render_model(meshes: Sequence[Mesh], view: str = "anterior", size: int = 420
             sel = levels == level
             bary = _barycentric_grid(int(level))
             p = np.einsum("sk,fkd->fsd", bary, uv[sel]).reshape(-1, 2)
-            pix.append(np.clip(p[:, 1].astype(np.int64), 0, size - 1) * size
-                       + np.clip(p[:, 0].astype(np.int64), 0, size - 1))
+            pix.append(np.clip(p[:, 1].astype(np.int64), 0, height - 1) * width
+                       + np.clip(p[:, 0].astype(np.int64), 0, width - 1))
             depths.append(np.einsum("sk,fk->fs", bary, depth[sel]).ravel())
             shade = np.einsum("sk,fk->fs", bary, intensity[sel]).ravel()
             colours.append(np.clip(shade[:, None] * colour, 0, 255).astype(np.uint8))
@@ -105,7 +110,7 @@ def render_model(meshes: Sequence[Mesh], view: str = "anterior", size: int = 420
         return image
     flat = np.concatenate(pix)
     depth_all = np.concatenate(depths)
-    zbuffer = np.full(size * size, np.inf)
+    zbuffer = np.full(width * height, np.inf)
     np.minimum.at(zbuffer, flat, depth_all)
     winners = depth_all <= zbuffer[flat]  # the nearest sample(s) of each pixel
     image.reshape(-1, 3)[flat[winners]] = np.concatenate(colours)[winners]
