@@ -6,12 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from appliance.ingest import SeriesRefused, load_input
+from appliance.commands.inspect import quiet_decoder_logs
+from appliance.ingest import NoSeriesFound, SeriesRefused, load_input
 from appliance.io.nifti import save_volume
 
 
 def run(args: argparse.Namespace) -> int:
     """Load, QA and write; exit 2 with the findings printed when the series is refused."""
+    quiet_decoder_logs(args)
     out = Path(args.out)
     if not out.name.endswith((".nii", ".nii.gz")):
         sys.stderr.write(f"appliance convert: --out {out} must end in .nii or .nii.gz\n")
@@ -25,6 +27,12 @@ def run(args: argparse.Namespace) -> int:
             code = getattr(f, "code", "?")
             sev = getattr(getattr(f, "severity", None), "value", "?")
             sys.stderr.write(f"  [{sev}] {code}: {getattr(f, 'message', f)}\n")
+        return exc.exit_code
+    except NoSeriesFound as exc:
+        sys.stderr.write(f"appliance convert: {exc}\n")
+        for f in exc.findings:
+            if f.severity.value in ("error", "refusal"):
+                sys.stderr.write(f"  [{f.severity.value}] {f.code}: {f.message}\n")
         return exc.exit_code
     save_volume(volume, out)
     for f in findings:

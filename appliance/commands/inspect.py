@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
 from appliance.core import Finding
 from appliance.ingest import IngestResult, scan
 from appliance.ingest.research import is_research_file, load_research
+
+
+def quiet_decoder_logs(args: argparse.Namespace) -> None:
+    """pydicom logs a warning for every odd value it meets; findings already say what matters (-v shows them)."""
+    if not getattr(args, "verbose", 0):
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
 def _fmt_finding(f: Finding) -> str:
@@ -49,8 +56,12 @@ def _research_result(path: Path) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Scan the input and print what was found; exit 0 even when nothing is reconstructable."""
+    """Scan the input and print what was found; exit 0 even when nothing is reconstructable (1: no such path)."""
+    quiet_decoder_logs(args)
     path = Path(args.input)
+    if not path.exists():
+        sys.stderr.write(f"appliance inspect: {path} does not exist\n")
+        return 1
     if is_research_file(path):
         data = _research_result(path)
         if args.json:

@@ -13,7 +13,11 @@ class IngestError(ApplianceError):
 
 
 class NoSeriesFound(IngestError):
-    """No reconstructable image series was found in the input."""
+    """No reconstructable image series was found in the input; ``findings`` say what was found instead."""
+
+    def __init__(self, message: str, findings: Sequence[Finding] = ()) -> None:
+        super().__init__(message)
+        self.findings: list[Finding] = list(findings)
 
 
 class UnknownSeries(IngestError):

@@ -34,24 +34,26 @@ def _name(path: Path) -> str:
     return path.name or str(path)
 
 
-def decode_failed(path: Path, why: str, severity: Severity = Severity.ERROR) -> Finding:
+def decode_failed(path: Path, why: str, severity: Severity = Severity.ERROR,
+                  hint: str = "Re-export it from the scanner or PACS if it is needed.") -> Finding:
     """A file that could not be read or decoded."""
     return Finding(
         "decode_failed",
         severity,
-        f"File {_name(path)} could not be used: {why}. Re-export it from the scanner or PACS if it is needed.",
+        f"File {_name(path)} could not be used: {why}. {hint}",
         REQ_NEVER_CRASH,
         {"file": str(path), "reason": why},
     )
 
 
-def truncated_pixel_data(path: Path, got: int, expected: int) -> Finding:
-    """A file whose pixel data is shorter than its header promises."""
+def truncated_pixel_data(path: Path, got: int, expected: int | None) -> Finding:
+    """A file whose pixel data is shorter than its header promises (``expected`` None: the file ends early)."""
+    what = (f"{got} bytes of pixel data where {expected} are needed" if expected is not None
+            else "the file ends before its image data is complete")
     return Finding(
         "truncated_pixel_data",
         Severity.ERROR,
-        f"File {_name(path)} is cut short: {got} bytes of pixel data where {expected} are needed. "
-        "Copy the study again; the file was damaged in transfer.",
+        f"File {_name(path)} is cut short: {what}. Copy the study again; the file was damaged in transfer.",
         REQ_TRUNCATED,
         {"file": str(path), "bytes": got, "expected": expected},
     )

@@ -259,9 +259,10 @@ def _read_header(path: Path) -> tuple[FileHeader | None, list[Finding]]:
     has_pixels = PIXEL_DATA in ds._dict
     if not has_pixels:
         if len(ds) == 0 and media_class:
-            return None, [fnd.truncated_pixel_data(path, 0, 1)]
+            return None, [fnd.truncated_pixel_data(path, 0, None)]
         if "SOPInstanceUID" not in ds and "Modality" not in ds:
-            return None, [fnd.decode_failed(path, "not a DICOM file (no DICOM header found)", Severity.WARNING)]
+            return None, [fnd.decode_failed(path, "not a DICOM file (no DICOM header found)", Severity.WARNING,
+                                            hint="It is skipped.")]
         what = str(ds.get("Modality", "")) or "non-image object"
         return None, [fnd.non_image(path, f"{what} object without pixel data")]
     ts = _transfer_syntax(ds)

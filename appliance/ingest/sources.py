@@ -144,7 +144,7 @@ def _files_in(folder: Path, findings: list[Finding]) -> list[Path]:
 def collect(path: Path) -> FileSource:
     """All candidate files under ``path`` (folder, zip, DICOMDIR or one file). Never raises for bad input."""
     if not path.exists():
-        return FileSource(path, [], [decode_failed(path, "the path does not exist")])
+        return FileSource(path, [], [decode_failed(path, "the path does not exist", hint="Check the path.")])
     if path.is_dir():
         src = FileSource(path, [])
         src.files = _files_in(path, src.findings)
