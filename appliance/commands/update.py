@@ -11,6 +11,7 @@ import argparse
 import getpass
 import json
 import shlex
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -142,7 +143,17 @@ def _installer(args: argparse.Namespace, install_root: Path, audit_path: Path, o
         health[ArtifactKind.ENGINE] = HealthCheck(
             [("engine-smoke", command_ok(shlex.split(opts["engine_smoke_command"])))], window
         )
+    activate = None
+    if opts.get("restart_command"):
+        restart = shlex.split(opts["restart_command"])
+
+        def activate(kind: ArtifactKind, current: Path) -> None:
+            done = subprocess.run(restart, capture_output=True, text=True, timeout=300, check=False)
+            if done.returncode != 0:
+                raise UpdateError(f"{' '.join(restart)} exited {done.returncode}: {done.stderr.strip()[-300:]}")
+
     return Installer(
+        activate=activate,
         root=install_root,
         box=box,
         health=health,

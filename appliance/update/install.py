@@ -107,6 +107,9 @@ class Installer:
     audit: AuditSink | None = None
     actor: str = "service"
     progress: ProgressFn | None = None
+    #: Called after every switch of ``current`` (install, automatic or manual rollback) with the kind and the
+    #: release now current, e.g. to restart the service so the health check sees the new release.
+    activate: Callable[[ArtifactKind, Path], None] | None = None
 
     # ------------------------------------------------------------------------------------------- layout
     def kind_dir(self, kind: ArtifactKind) -> Path:
@@ -119,6 +122,31 @@ class Installer:
             return Path(os.readlink(self.kind_dir(kind) / link)).name
         except OSError:
             return None
+
+    def link_target(self, kind: ArtifactKind, link: str) -> str | None:
+        """Where ``current``/``previous`` points, as stored (``releases/<v>``, or the image's factory release)."""
+        try:
+            return os.readlink(self.kind_dir(kind) / link)
+        except OSError:
+            return None
+
+    def _activate(self, kind: ArtifactKind) -> str | None:
+        """Run the activation hook; returns a failure text instead of raising."""
+        if self.activate is None:
+            return None
+        try:
+            self.activate(kind, self.kind_dir(kind) / "current")
+        except Exception as exc:  # any failure to restart counts as an unhealthy release
+            return f"activation: {type(exc).__name__}: {exc}"
+        return None
+
+    def _restore_previous(self, kind: ArtifactKind, older_target: str | None) -> None:
+        """After an automatic rollback, ``previous`` goes back to what it was before the failed install."""
+        link = self.kind_dir(kind) / "previous"
+        if older_target is not None and (self.kind_dir(kind) / older_target).is_dir():
+            atomic_symlink(link, older_target)
+        elif older_target is None:
+            link.unlink(missing_ok=True)
 
     def _step(self, name: str) -> None:
         log.debug("install step %s", name)
@@ -192,8 +220,11 @@ class Installer:
             if pending:
                 current = self.link_version(kind, "current")
                 prev = pending.get("previous")
-                if current == pending.get("version") and prev and (kdir / "releases" / prev).is_dir():
-                    atomic_symlink(kdir / "current", f"releases/{prev}")
+                prev_target = pending.get("previous_target") or (f"releases/{prev}" if prev else None)
+                if current == pending.get("version") and prev_target and (kdir / prev_target).is_dir():
+                    atomic_symlink(kdir / "current", prev_target)
+                    self._restore_previous(kind, pending.get("older_target"))
+                    self._activate(kind)
                     why = "interrupted before the health check confirmed it"
                     done.append(f"{kind.value}: rolled back {current} -> {prev} ({why})")
                     self._record(kind, {"event": "rolled-back", "version": current, "to": prev, "reason": why}, None)
@@ -331,22 +362,29 @@ class Installer:
         kind = release.kind
         kdir = self.kind_dir(kind)
         version = release.version_text
+        current_target = self.link_target(kind, "current")
+        older_target = self.link_target(kind, "previous")
         self._record(
-            kind, {"event": "switching", "version": version, "from": current}, {"version": version, "previous": current}
+            kind,
+            {"event": "switching", "version": version, "from": current},
+            {"version": version, "previous": current, "previous_target": current_target, "older_target": older_target},
         )
         self._step("pending")
-        if current is not None and current != version:
-            atomic_symlink(kdir / "previous", f"releases/{current}")
+        if current_target is not None and current != version:
+            atomic_symlink(kdir / "previous", current_target)
         self._step("previous-switched")
         atomic_symlink(kdir / "current", f"releases/{version}")
         self._step("current-switched")
+        activation = self._activate(kind)
         check = self.health.get(kind)
-        failures = check.run(final) if check is not None else []
+        failures = ([activation] if activation else []) + (check.run(final) if check is not None else [])
         self._step("health-checked")
         if failures:
             reason = "; ".join(failures)
-            if current is not None and current != version:
-                atomic_symlink(kdir / "current", f"releases/{current}")
+            if current_target is not None and current != version:
+                atomic_symlink(kdir / "current", current_target)
+                self._restore_previous(kind, older_target)
+                self._activate(kind)
             self._record(kind, {"event": "rolled-back", "version": version, "to": current, "reason": reason}, None)
             self._audit(
                 "update.rolled_back",
@@ -393,16 +431,20 @@ class Installer:
         self.recover()
         kdir = self.kind_dir(kind)
         current, previous = self.link_version(kind, "current"), self.link_version(kind, "previous")
-        if previous is None or previous == current or not (kdir / "releases" / previous).is_dir():
+        current_target, previous_target = self.link_target(kind, "current"), self.link_target(kind, "previous")
+        if previous_target is None or previous == current or not (kdir / previous_target).is_dir():
             raise UpdateError(f"no previous {kind.value} release to roll back to")
+        previous_version = parse_version(str(verify_release_dir(kdir / previous_target).get("version")))
         signed = self.floors()["signed"].get(kind.value)
-        if signed and parse_version(previous) < parse_version(signed):
+        if signed and previous_version < parse_version(signed):
             raise DowngradeRefused(f"{kind.value} {previous} is below the signed floor {signed}; rollback refused")
-        verify_release_dir(kdir / "releases" / previous)
-        atomic_symlink(kdir / "current", f"releases/{previous}")
-        if current is not None:
-            atomic_symlink(kdir / "previous", f"releases/{current}")
-        self._set_floor("local", kind, parse_version(previous))
+        atomic_symlink(kdir / "current", previous_target)
+        if current_target is not None:
+            atomic_symlink(kdir / "previous", current_target)
+        self._set_floor("local", kind, previous_version)
+        failure = self._activate(kind)
+        if failure:
+            log.error("rollback of %s to %s: %s", kind.value, previous, failure)
         self._record(kind, {"event": "manual-rollback", "version": current, "to": previous, "reason": reason}, None)
         if self.audit is not None:
             self.audit.append(
@@ -411,7 +453,7 @@ class Installer:
                 details={"kind": kind.value, "from": current, "to": previous, "reason": reason},
                 requirement="REQ-UPD-006",
             )
-        return InstallResult(kind, previous, "rollback", current, kdir / "releases" / previous)
+        return InstallResult(kind, str(previous), "rollback", current, kdir / previous_target)
 
     def status(self) -> dict[str, Any]:
         """Per kind: current, previous, pending and recent history; plus the floors."""

@@ -237,3 +237,39 @@ def test_packs_are_reproducible(tmp_path: Path) -> None:
     assert one == two
     (src / "a.txt").write_bytes(b"A")
     assert build_pack(src, tmp_path / "three.tar", "model", "m", "1.0.0").read_bytes() != one
+
+
+@pytest.mark.req("REQ-UPD-009", "REQ-UPD-011", "REQ-UPD-006")
+def test_first_boot_factory_release_update_activation_and_rollback(fleet: Fleet, tmp_path: Path) -> None:
+    """Fault: the new release cannot be activated (service restart fails) on a box still on its factory release."""
+    from appliance.update.packs import extract_pack
+
+    factory = tmp_path / "image" / "usr-lib-appliance" / "factory-release"
+    factory.mkdir(parents=True)
+    extract_pack(fleet.pack("app", "or-appliance", "0.9.0"), factory)
+    kind_dir = fleet.install_root / "app"
+    kind_dir.mkdir(parents=True)
+    (kind_dir / "current").symlink_to(factory)  # what tmpfiles.d does on first boot
+    activated: list[str] = []
+
+    def restart(kind: ArtifactKind, current: Path) -> None:
+        version = json.loads((current / "MANIFEST.json").read_text())["version"]
+        activated.append(version)
+        if version == "1.1.0":
+            raise RuntimeError("appliance.service failed to start")
+
+    installer = fleet.installer()
+    installer.activate = restart
+    fleet.publish(version="1.0.0")
+    from appliance.update.flow import update_kind
+
+    assert update_kind(fleet.client(), installer, ArtifactKind.APP).previous == "factory-release"
+    assert os.readlink(kind_dir / "previous") == str(factory) and activated == ["1.0.0"]
+    fleet.publish(version="1.1.0")
+    with pytest.raises(HealthCheckFailed, match="activation: RuntimeError"):
+        update_kind(fleet.client(), installer, ArtifactKind.APP)
+    assert fleet.current() == "1.0.0" and activated == ["1.0.0", "1.1.0", "1.0.0"]
+    result = installer.rollback(ArtifactKind.APP, "back to the factory release for a field test")
+    assert result.version == "factory-release" and os.readlink(kind_dir / "current") == str(factory)
+    assert activated[-1] == "0.9.0"
+    verify_release_dir(kind_dir / "current")
