@@ -90,24 +90,26 @@ class Deidentifier:
         return "ANON" + keyed_hash(self.secret, "patient", patient_key)[:12].upper()
 
     # ------------------------------------------------------------------------------------------- apply
-    def deidentify(self, ds: Dataset) -> Dataset:
-        """A de-identified copy of ``ds`` (the input is not changed)."""
+    def deidentify(self, ds: Dataset, keep: Iterable[str] = ()) -> Dataset:
+        """A de-identified copy of ``ds`` (the input is not changed).
+
+        ``keep``: keywords left untouched because the appliance generated their content and checked it holds no
+        patient data (the mesh in an Encapsulated STL); never for data received from outside.
+        """
         out = copy.deepcopy(ds)
-        patient_key = (
-            f"{ds.get('IssuerOfPatientID', '')}\0{ds.get('PatientID', '')}\0{ds.get('PatientName', '')}"
-        )
+        patient_key = patient_key_of(ds)
         identifiers = _identifiers(ds)
         shift = self.date_shift_days(patient_key)
         out.remove_private_tags()
         for tag in [t for t in out.keys() if t.group in (0x0000, 0x0002)]:
             del out[tag]  # command and file meta elements do not belong in a stored object's body
-        self._apply(out, shift, identifiers)
+        self._apply(out, shift, identifiers, frozenset(keep))
         if hasattr(out, "file_meta") and out.file_meta is not None:
             meta = out.file_meta
             if "MediaStorageSOPInstanceUID" in meta:
                 meta.MediaStorageSOPInstanceUID = UID(self.remap_uid(str(meta.MediaStorageSOPInstanceUID)))
         pseudo = self.pseudonym(patient_key)
-        out.PatientName = pseudo
+        out.PatientName = "ANON^" + pseudo[4:]
         out.PatientID = pseudo
         out.PatientIdentityRemoved = "YES"
         self._method(out)
@@ -135,21 +137,32 @@ class Deidentifier:
             seq.append(item)
         ds.DeidentificationMethodCodeSequence = Sequence(seq)
 
-    def _apply(self, ds: Dataset, shift: int, identifiers: list[str]) -> None:
+    def _apply(
+        self,
+        ds: Dataset,
+        shift: int,
+        identifiers: list[str],
+        keep: frozenset[str],
+        seen: set[int] | None = None,
+    ) -> None:
+        seen = set() if seen is None else seen
+        if id(ds) in seen:  # one item object shared by several sequences must not be mapped twice
+            return
+        seen.add(id(ds))
         for elem in list(ds):
             tag = int(elem.tag)
             rule = self.profile.rule_for(tag)
             if elem.VR == "SQ":
-                if rule is not None and rule.action in ("X", "X/Z", "Z"):
-                    if rule.action == "X":
+                if rule is not None and rule.action in ("X", "X/Z", "Z") and elem.keyword not in keep:
+                    if rule.action in ("X", "X/Z"):  # X/Z: absent rather than an empty (invalid) sequence
                         del ds[tag]
                     else:
                         elem.value = Sequence([])
                     continue
                 for item in elem.value:  # D, U*, or not listed: de-identify the items
-                    self._apply(item, shift, identifiers)
+                    self._apply(item, shift, identifiers, keep, seen)
                 continue
-            if rule is None:
+            if rule is None or elem.keyword in keep:
                 continue
             action = rule.action
             keyword = elem.keyword
@@ -198,6 +211,12 @@ def _shift(value: str, days: int) -> str:
     except ValueError:
         return ""
     return (d - datetime.timedelta(days=days)).strftime("%Y%m%d") + m.group(2)
+
+
+def patient_key_of(ds: Dataset) -> str:
+    """What identifies one patient across the objects of the box: the Patient ID (else the name)."""
+    pid = str(ds.get("PatientID", "") or "").strip()
+    return "id:" + pid if pid else "name:" + str(ds.get("PatientName", "") or "").strip()
 
 
 IDENTIFYING_KEYWORDS = (

@@ -78,6 +78,10 @@ class ApplianceService:
         """The study's keyed identity hash (what the audit trail records)."""
         return study_identity_hash(self.secret, study_uid)
 
+    def secret_id(self) -> str:
+        """A stable, non-secret identifier of this box (used as Device Serial Number of exported objects)."""
+        return "EDGE3D-" + study_identity_hash(self.secret, "device-serial")[:12].upper()
+
     def alarm(self, code: str, message: str) -> None:
         """Raise an alarm: logged, audited, shown by ``/api/health`` (repeats of one code within 60 s merged)."""
         now = time.time()

@@ -1,0 +1,138 @@
+"""Export of one finished job: build SEG + Encapsulated STLs, de-identify, write them, optionally C-STORE them."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from appliance import __version__
+from appliance.io.nifti import load_volume
+from appliance.privacy.deidentify import Deidentifier, DeidOptions
+from appliance.service.export.scu import send_datasets
+from appliance.service.export.seg import build_seg
+from appliance.service.export.sources import ExportError, labels_on_sources, source_series
+from appliance.service.export.stl import build_encapsulated_stl
+from appliance.service.storage import atomic_write
+
+if TYPE_CHECKING:
+    from appliance.service.runtime import ApplianceService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote (and sent)."""
+
+    files: list[Path]
+    statuses: list[int]
+    destination: str | None
+
+
+def deidentifier_for(service: ApplianceService) -> Deidentifier:
+    """The box's de-identifier with the configured options."""
+    p = service.config.privacy
+    return Deidentifier(
+        service.secret,
+        DeidOptions(p.retain_longitudinal_temporal_modified_dates, p.clean_descriptors, p.retain_uids),
+    )
+
+
+def equipment(service: ApplianceService) -> dict[str, str]:
+    """Manufacturer, model, serial and software version of the appliance (never the scanner's)."""
+    e = service.config.export
+    return {
+        "manufacturer": e.manufacturer,
+        "model_name": e.model_name,
+        "device_serial_number": service.secret_id(),
+        "software_versions": __version__,
+    }
+
+
+def build_export(service: ApplianceService, job_id: int) -> list[Dataset]:
+    """SEG + one Encapsulated STL per structure of a finished job, de-identified, in memory."""
+    job = service.catalogue.job(job_id)
+    if job.state != "done" or not job.output_dir:
+        raise ExportError(f"job {job_id} is {job.state}; only finished reconstructions can be exported")
+    out = Path(job.output_dir)
+    manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    labels_path = out / "labels.nii.gz"
+    if not labels_path.is_file():
+        raise ExportError(f"job {job_id} has no labels.nii.gz; it cannot be exported as SEG")
+    labels = load_volume(labels_path, "SEG", "label")
+    sources = source_series(service.data_dir / "studies" / job.study_uid, labels)
+    structures = _structures(out, manifest)
+    equip = equipment(service)
+    seg = build_seg(sources, labels_on_sources(labels, sources), structures, equip,
+                    f"EDGE3D {manifest.get('preset', job.preset)}")  # fmt: skip
+    objects: list[Dataset] = [seg]
+    stl_series = generate_uid()
+    for n, s in enumerate(structures, 1):
+        stl_file = out / "meshes" / f"{s['name']}.stl"
+        files = s.get("files") or {}
+        if isinstance(files, dict) and files.get("stl"):
+            stl_file = out / str(files["stl"])
+        if stl_file.is_file():
+            objects.append(build_encapsulated_stl(stl_file.read_bytes(), s, sources[0], equip, stl_series, n))
+    deid = deidentifier_for(service)
+    return [_with_meta(deid.deidentify(o, keep=_GENERATED)) for o in objects]
+
+
+#: Attributes whose content the appliance generated and checked (the job's patient-identifier scan of outputs).
+_GENERATED = ("EncapsulatedDocument",)
+
+
+def _with_meta(ds: Dataset) -> Dataset:
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    return ds
+
+
+def _structures(out: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    listed = manifest.get("structures") or []
+    path = out / "structures.json"
+    extra = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    by_name = {str(s["name"]): dict(s) for s in extra}
+    for s in listed:
+        by_name.setdefault(str(s["name"]), {}).update(s)
+    return [s for s in by_name.values() if "label" in s]
+
+
+def export_job(
+    service: ApplianceService, job_id: int, actor: str, destination_name: str | None = None
+) -> ExportResult:
+    """Write ``<output>/dicom/*.dcm`` for a job and, with a destination, C-STORE them; audited."""
+    objects = build_export(service, job_id)
+    job = service.catalogue.job(job_id)
+    folder = Path(job.output_dir or "") / "dicom"
+    files = []
+    for ds in objects:
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        path = folder / f"{ds.Modality}_{ds.SOPInstanceUID}.dcm"
+        atomic_write(path, buf.getvalue())
+        files.append(path)
+    statuses: list[int] = []
+    dest = None
+    if destination_name:
+        matches = [d for d in service.config.export.destinations if d.name == destination_name]
+        if not matches:
+            raise ExportError(f"no export destination named {destination_name!r} in the configuration")
+        dest = matches[0]
+        statuses = send_datasets(objects, dest, service.config.dicom.ae_title)
+    service.audit.append(
+        actor, "export", service.study_hash(job.study_uid),
+        {"job": job_id, "objects": [o.Modality for o in objects], "destination": destination_name,
+         "statuses": [f"0x{s:04X}" for s in statuses]},
+        "REQ-FUNC-312" if destination_name else "REQ-FUNC-310",
+    )  # fmt: skip
+    if statuses and any(s != 0 for s in statuses):
+        raise ExportError(f"PACS {destination_name} refused some objects: {[hex(s) for s in statuses]}")
+    return ExportResult(files, statuses, destination_name)
