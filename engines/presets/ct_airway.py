@@ -3,7 +3,8 @@
 The trachea is a round gas lumen near the body's midline, at least ``trachea_min_length_mm`` long head to feet,
 whose gas belongs to a much larger air space (the lungs it ventilates); that last test keeps the rectum and other
 vertical bowel loops out. Growing raises the gas threshold step by step and stops at the step where the volume
-jumps (``airway_leak_ratio``), the sign that the front broke through a bronchial wall into the lung.
+jumps (by more than ``airway_leak_ratio`` and ``airway_leak_min_ml``: small bronchi joining in add far less than
+a flooded lobe), the sign that the front broke through a bronchial wall into the lung.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def grow_airway(hu: Array, body: Array, seed: Voxel, geo: GridGeometry, ndi: Mod
     accepted_volume = 0
     threshold = p.airway_start_hu
     info: dict[str, Any] = {"leak_stopped": False, "threshold_hu": None}
+    leak_voxels = geo.voxels_for_ml(p.airway_leak_min_ml)
     while threshold <= p.airway_stop_hu + 1e-9:
         lab, _ = ndi.label((hu < threshold) & body)
         comp_id = int(lab[seed])
@@ -111,7 +113,8 @@ def grow_airway(hu: Array, body: Array, seed: Voxel, geo: GridGeometry, ndi: Mod
             continue
         comp = lab == comp_id
         volume = int(xp.count_nonzero(comp))
-        if accepted_volume and volume > p.airway_leak_ratio * accepted_volume:
+        jump = volume - accepted_volume
+        if accepted_volume and volume > p.airway_leak_ratio * accepted_volume and jump >= leak_voxels:
             info["leak_stopped"] = True
             info["leak_at_hu"] = threshold
             break

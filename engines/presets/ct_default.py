@@ -71,7 +71,8 @@ class CtDefaultParameters:
     airway_start_hu: float = -950.0
     airway_stop_hu: float = -775.0
     airway_step_hu: float = 25.0
-    airway_leak_ratio: float = 1.6  # volume growth between two threshold steps that means a leak into lung
+    airway_leak_ratio: float = 1.6  # volume growth between two threshold steps that means a leak into lung...
+    airway_leak_min_ml: float = 30.0  # ...when it also adds this much (a lobe floods; bronchi add a few ml)
     trachea_min_area_mm2: float = 60.0
     trachea_max_area_mm2: float = 700.0
     trachea_max_offset_mm: float = 35.0  # from the body's midline
@@ -354,6 +355,10 @@ def segment_ct(
     lungs = select_lungs(air, hu, airway, sub, ndi, p)
     midline = sub.midline_x(xp, body)
     lung_left, lung_right = split_lungs(lungs, midline, sub, ndi)
+    # vessels and bronchi inside each lung are lung (as in anatomical atlases): fill each side's holes in the
+    # three planes; the airway label is written last, so the lumen keeps its own label
+    lung_left = morph.fill_holes_planes(lung_left, ndi) & body & ~bone
+    lung_right = morph.fill_holes_planes(lung_right, ndi) & body & ~bone & ~lung_left
     t = stage("lungs", 0.9, t)
     lab = xp.zeros(hu.shape, dtype=xp.uint8)
     for name, mask in (("body", body), ("vessels_contrast", vessels), ("bone", bone),

@@ -108,15 +108,6 @@ def component_table(mask: Array, ndi: ModuleType) -> tuple[Array, int, Array]:
     return lab, int(n), sizes
 
 
-def largest_component(mask: Array, ndi: ModuleType) -> Array:
-    """The largest 6-connected component (empty mask in, empty mask out). Ties go to the lowest label."""
-    xp = array_module_of(mask)
-    lab, n, sizes = component_table(mask, ndi)
-    if n == 0:
-        return xp.zeros_like(mask)
-    return lab == int(xp.argmax(sizes))
-
-
 def remove_small(mask: Array, ndi: ModuleType, min_voxels: int) -> Array:
     """Drop 6-connected components smaller than ``min_voxels``."""
     lab, n, sizes = component_table(mask, ndi)

@@ -63,8 +63,8 @@ def _phantom(contrast: bool = False, seed: int = 0, joined: bool = False) -> tup
     if contrast:
         hu[aorta] = 320.0
     hu += rng.normal(0, 12, SHAPE)
-    truth.update(body=body, lung_left=lung_l & ~airway & ~vessels, lung_right=lung_r & ~airway & ~vessels,
-                 airway=airway & body, bone=spine, aorta=aorta)
+    truth.update(body=body, lung_left=lung_l & ~airway, lung_right=lung_r & ~airway,  # vessels inside are lung
+                 airway=airway & body, bone=spine, aorta=aorta, lung_vessels=vessels)
     affine = np.diag([*SPACING, 1.0])
     affine[:3, 3] = (-cx, -cy, -90.0)
     return Volume(np.rint(hu).astype(np.int16), affine, "CT", "HU"), truth
@@ -90,6 +90,8 @@ def test_phantom_structures(phantom_result: tuple[Volume, dict[str, np.ndarray],
     assert _dice(lm.mask("lung_left"), truth["lung_left"]) > 0.95
     assert _dice(lm.mask("lung_right"), truth["lung_right"]) > 0.95
     assert _dice(lm.mask("bone"), truth["bone"]) > 0.9
+    lungs = lm.mask("lung_left") | lm.mask("lung_right")
+    assert lungs[truth["lung_vessels"]].mean() > 0.9  # vessels inside the lungs are lung, as in atlases
     assert lm.structure("bone").category is StructureCategory.BONE
     assert lm.structure("lung_left").snomed == "44029006"
     assert res.provenance["device"] == "cpu"
@@ -106,6 +108,8 @@ def test_phantom_airway_grown_without_leak(
     # no leak: the airway holds (almost) nothing of the lung parenchyma
     parenchyma = (truth["lung_left"] | truth["lung_right"]) & ~truth["airway"]
     assert np.logical_and(airway, parenchyma).sum() < 0.05 * airway.sum()
+    leak = [f for f in res.findings if f.code == "ct_airway_leak_stopped"]
+    assert leak and leak[0].details["leak_at_hu"] <= -800  # the lungs (-850 HU) flooded at a later step
     # both bronchi reached: airway voxels on both sides of the midline below the carina
     lm = res.labelmap
     idx = np.argwhere(airway)
