@@ -155,6 +155,37 @@ def file(job_id: int, relpath: str) -> Response | tuple[Response, int]:
     return send_file(target, conditional=True)
 
 
+@api_blueprint.post("/jobs/<int:job_id>/export")
+def export(job_id: int) -> tuple[Response, int]:
+    """De-identified DICOM SEG + Encapsulated STL of a finished job; C-STORE to ``destination`` when given."""
+    from appliance.service.export.job_export import export_job
+    from appliance.service.export.sources import ExportError
+
+    svc = _service()
+    body = request.get_json(silent=True) or {}
+    destination = body.get("destination") if isinstance(body, dict) else None
+    if destination is not None and not isinstance(destination, str):
+        return _error(400, "'destination' must be the name of a configured export destination")
+    actor = "ui:" + str(body.get("actor") or "unknown") if isinstance(body, dict) else "ui:unknown"
+    try:
+        result = export_job(svc, job_id, actor, destination)
+    except ExportError as exc:
+        return _error(409, str(exc))
+    folder = Path(svc.catalogue.job(job_id).output_dir or "")
+    return jsonify({
+        "files": [p.relative_to(folder).as_posix() for p in result.files],
+        "destination": result.destination, "statuses": result.statuses,
+    }), 200  # fmt: skip
+
+
+@api_blueprint.get("/imports")
+def imports() -> Response:
+    """Reports of the latest USB / folder imports (stored, skipped with reasons)."""
+    svc = _service()
+    reports = svc.importer.reports if svc.importer is not None else []
+    return jsonify({"enabled": svc.importer is not None, "imports": [r.to_dict() for r in reversed(reports)]})
+
+
 @api_blueprint.get("/jobs/<int:job_id>/events")
 def events(job_id: int) -> Response:
     """Server-Sent Events: one ``job`` event per change of state/stage/progress until the job is final."""

@@ -105,3 +105,13 @@ def test_symlink_in_outputs_not_served(served: Any, tmp_path: Path) -> None:
     (svc.worker.final_dir(job_id) / "link.txt").symlink_to(secret)
     assert client.get(f"/api/jobs/{job_id}/files/link.txt").status_code == 404
     assert "link.txt" not in [f["path"] for f in client.get(f"/api/jobs/{job_id}").get_json()["files"]]
+
+
+@pytest.mark.req("REQ-FUNC-303")
+def test_export_and_imports_endpoints(served: Any) -> None:
+    svc, client, study_uid = served
+    job_id = svc.request_reconstruction(study_uid, "ui:nurse")
+    r = client.post(f"/api/jobs/{job_id}/export", json={"destination": "PACS"})
+    assert r.status_code == 409 and "only finished reconstructions" in r.get_json()["error"]
+    assert client.post(f"/api/jobs/{job_id}/export", json={"destination": 3}).status_code == 400
+    assert client.get("/api/imports").get_json() == {"enabled": False, "imports": []}
