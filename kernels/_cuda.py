@@ -64,34 +64,24 @@ def _exclusive_prefix(cp: Any, counts: Any) -> tuple[Any, int]:
     return inclusive - counts, total
 
 
-def compact_labels(cp: Any, labels: Any, lut: npt.NDArray[np.uint16], wide: bool) -> Any:
-    """Raw labels (any integer dtype, host or device) -> contiguous compact ids on the device."""
-    dtype = cp.uint16 if wide else cp.uint8
-    lab = cp.asarray(labels)
-    if lab.dtype.kind not in "iu":
-        raise KernelInputError(f"labels must be integers, got {lab.dtype}")
-    lut_d = cp.asarray(lut.astype(np.uint16 if wide else np.uint8))
-    if lab.dtype not in (cp.uint8, cp.uint16):
-        lab64 = lab.astype(cp.int64)
-        lab = cp.where((lab64 < 0) | (lab64 > 65535), 0, lab64)
-    return cp.ascontiguousarray(lut_d[lab].astype(dtype, copy=False))
-
-
 def marching_cubes(
     labels: Any, affine: npt.NDArray[np.float64], grid: Any, lut: npt.NDArray[np.uint16]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64],
            npt.NDArray[np.int64]]:
     """Steps 1-6 of :mod:`kernels.marching_cubes` on the device; host arrays for ``assemble``."""
-    from kernels.marching_cubes import split_by_label
+    from kernels.marching_cubes import LABEL_KINDS, native_labels, split_by_label
     from kernels.tables import EDGE_AXIS, EDGE_OFFSET, case_table
 
     cp = _cupy()
     if max(grid.padded) >= MAX_EXTENT:
         raise KernelInputError(f"label map {grid.shape} is too large for the GPU kernel; crop or downsample it")
-    wide = grid.n_ids >= 256
+    lab = cp.ascontiguousarray(native_labels(cp.asarray(labels), xp=cp))
+    kind = LABEL_KINDS.get(np.dtype(lab.dtype))
+    if kind is None:
+        raise KernelInputError(f"labels dtype {lab.dtype} is not one the kernel reads; cast to int32")
     dev = int(cp.cuda.Device().id)
-    mod = module("marching_cubes", dev, (f"-DLABEL_WIDE={int(wide)}",))
-    lab = compact_labels(cp, labels, lut, wide)
+    mod = module("marching_cubes", dev, (f"-DLABEL_KIND={kind}",))
+    lut_d = cp.asarray(lut)
     if tuple(lab.shape) != grid.shape:
         raise KernelInputError(f"labels shape {tuple(lab.shape)} does not match the validated grid {grid.shape}")
     n0, n1, n2 = (np.int32(s) for s in grid.shape)
@@ -117,7 +107,7 @@ def marching_cubes(
     hi = cp.empty(n_vert, dtype=cp.int32)
     aff_d = cp.asarray(np.ascontiguousarray(affine[:3, :4], dtype=np.float64))
     mod.get_function("mc_vertices")(
-        _blocks(3 * nw), (BLOCK,), (edges, eprefix, lab, n0, n1, n2, P0, P1, W, aff_d, positions, lo, hi)
+        _blocks(3 * nw), (BLOCK,), (edges, eprefix, lab, n0, n1, n2, P0, P1, W, lut_d, aff_d, positions, lo, hi)
     )
     # 5. boundary cells, triangle counts, triangles
     cell_base = cp.empty(max(n_cells, 1), dtype=cp.int64)
@@ -129,7 +119,7 @@ def marching_cubes(
     nc = np.int64(n_cells)
     tri_count = cp.empty(max(n_cells, 1), dtype=cp.int64)
     mod.get_function("mc_count_triangles")(
-        _blocks(n_cells), (BLOCK,), (cell_base, nc, lab, n0, n1, n2, P1, W, n_tri, tri_count)
+        _blocks(n_cells), (BLOCK,), (cell_base, nc, lab, n0, n1, n2, P1, W, lut_d, n_tri, tri_count)
     )
     tri_offset, n_tris = _exclusive_prefix(cp, tri_count[:n_cells])
     tri_slots = cp.empty((max(n_tris, 1), 3), dtype=cp.int64)
@@ -137,7 +127,7 @@ def marching_cubes(
     mod.get_function("mc_emit_triangles")(
         _blocks(n_cells),
         (BLOCK,),
-        (cell_base, nc, lab, n0, n1, n2, P0, P1, W, n_tri, tri_table, edge_info, edges, eprefix, lo, tri_offset,
+        (cell_base, nc, lab, n0, n1, n2, P0, P1, W, lut_d, n_tri, tri_table, edge_info, edges, eprefix, tri_offset,
          tri_slots, tri_lab),
     )
     tri_slots, tri_lab = tri_slots[:n_tris], tri_lab[:n_tris]

@@ -29,7 +29,9 @@ and the same triangles in the same order:
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +40,7 @@ import numpy.typing as npt
 
 from appliance.core import Mesh, Structure
 from kernels.errors import KernelInputError
-from kernels.tables import CORNER_OFFSET, EDGE_AXIS, EDGE_OFFSET, case_table
+from kernels.tables import CORNER_OFFSET, EDGE_AXIS, EDGE_BASE, EDGE_OFFSET, case_table
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,14 @@ class Grid:
         """Flat-index strides of the padded grid."""
         _, p1, p2 = self.padded
         return (p1 * p2, p2, 1)
+
+
+def _workers() -> int:
+    """Threads for the CPU path (the cores this process may use)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def validate_inputs(labels: Any, affine: Any, structures: Sequence[Structure]) -> tuple[npt.NDArray[np.float64], Grid]:
@@ -108,27 +118,56 @@ def label_lut(structures: Sequence[Structure]) -> npt.NDArray[np.uint16]:
     return lut
 
 
-def work_dtype(n_ids: int) -> np.dtype[Any]:
-    """uint8 compact ids when they fit, else uint16."""
-    return np.dtype(np.uint8) if n_ids < 256 else np.dtype(np.uint16)
+#: Label dtypes the kernels read as they are -> ``LABEL_KIND`` of ``marching_cubes.cu``.
+LABEL_KINDS: dict[np.dtype[Any], int] = {
+    np.dtype(np.uint8): 0,
+    np.dtype(np.uint16): 1,
+    np.dtype(np.int16): 2,
+    np.dtype(np.int32): 3,
+}
+
+
+def native_labels(labels: Any, xp: Any = np) -> Any:
+    """Labels in a dtype the kernels read: uint8/uint16/int16/int32 unchanged; any other integer type as int32,
+    with values outside 0..65535 (which no structure can carry) set to background."""
+    if np.dtype(labels.dtype) in LABEL_KINDS:
+        return labels
+    wide = labels.astype(xp.int64)
+    return xp.where((wide < 0) | (wide > 65535), 0, wide).astype(xp.int32)
+
+
+def lut_lookup(values: Any, lut: Any, xp: Any = np) -> Any:
+    """Compact ids of raw label values (0 for values outside 0..65535)."""
+    if values.dtype in (xp.uint8, xp.uint16):
+        return lut[values]
+    v = values.astype(xp.int64)
+    return xp.where((v >= 0) & (v < 65536), lut[xp.clip(v, 0, 65535)], 0)
 
 
 # ----------------------------------------------------------------------------------------------- CPU steps
 
 
-def _compact_padded(labels: npt.NDArray[Any], lut: npt.NDArray[np.uint16], grid: Grid) -> npt.NDArray[Any]:
-    """Step 0: compact ids on the padded grid (zeros around the data)."""
+def apply_affine(points: npt.NDArray[np.float64], affine: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """``affine`` applied to (N, 3) points, by explicit multiply-adds (the order the CUDA kernel uses; no BLAS,
+    whose threads spin on a loaded machine)."""
+    out = np.empty_like(points)
+    for r in range(3):
+        out[:, r] = points[:, 0] * affine[r, 0] + points[:, 1] * affine[r, 1] + points[:, 2] * affine[r, 2]
+        out[:, r] += affine[r, 3]
+    return out
+
+
+def padded_cpu(labels: npt.NDArray[Any], grid: Grid) -> npt.NDArray[Any]:
+    """Step 0: the raw labels on the padded grid (background around the data; the GPU pads virtually)."""
     n0, n1, n2 = grid.shape
-    out = np.zeros(grid.padded, dtype=work_dtype(grid.n_ids))
-    small = lut.astype(out.dtype)
-    if labels.dtype in (np.uint8, np.uint16):
-        for i in range(0, n0, 64):  # chunked take: bounded temporaries
-            out[1 + i : 1 + min(n0, i + 64), 1 : n1 + 1, 1 : n2 + 1] = small[labels[i : i + 64]]
-    else:
-        for i in range(0, n0, 64):
-            chunk = labels[i : i + 64].astype(np.int64)
-            chunk[(chunk < 0) | (chunk > 65535)] = 0
-            out[1 + i : 1 + min(n0, i + 64), 1 : n1 + 1, 1 : n2 + 1] = small[chunk]
+    out = np.empty(grid.padded, dtype=labels.dtype)
+    out[0] = 0
+    out[n0 + 1 :] = 0
+    out[:, 0] = 0
+    out[:, n1 + 1 :] = 0
+    out[:, :, 0] = 0
+    out[:, :, n2 + 1 :] = 0
+    out[1 : n0 + 1, 1 : n1 + 1, 1 : n2 + 1] = labels
     return out
 
 
@@ -146,17 +185,15 @@ def edge_words_cpu(padded: npt.NDArray[Any]) -> U64:
     buf = np.empty((_SLAB, p1, p2), dtype=bool)
     for i in range(0, p0, _SLAB):
         hi = min(p0, i + _SLAB)
-        n = hi - i
-        b = buf[:n]
-        # axis 0: last plane has no neighbour (stays 0)
-        m = min(hi, p0 - 1) - i
-        b[:] = False
+        b = buf[: hi - i]
+        m = min(hi, p0 - 1) - i  # the last plane has no +axis-0 neighbour (stays 0)
+        b[m:] = False
         np.not_equal(padded[i : i + m], padded[i + 1 : i + 1 + m], out=b[:m])
         out[0, i:hi] = _pack(b)
-        b[:] = False
+        b[:, -1] = False
         np.not_equal(padded[i:hi, :-1], padded[i:hi, 1:], out=b[:, :-1])
         out[1, i:hi] = _pack(b)
-        b[:] = False
+        b[:, :, -1] = False
         np.not_equal(padded[i:hi, :, :-1], padded[i:hi, :, 1:], out=b[:, :, :-1])
         out[2, i:hi] = _pack(b)
     return out
@@ -179,14 +216,24 @@ def cell_words_cpu(edges: U64) -> U64:
 
 
 def _set_bits(words: U64) -> I64:
-    """Flat bit indices (word * 64 + bit) of the set bits, ascending."""
+    """Flat bit indices (word * 64 + bit) of the set bits, ascending (lowest-set-bit peeling, O(set bits))."""
     flat = words.reshape(-1)
     nz = np.flatnonzero(flat)
-    if nz.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    bits = np.unpackbits(flat[nz].view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
-    row, bit = np.nonzero(bits)
-    return nz[row].astype(np.int64) * 64 + bit.astype(np.int64)
+    cur = flat[nz]
+    counts = np.bitwise_count(cur).astype(np.int64)
+    offsets = np.cumsum(counts) - counts
+    out = np.empty(int(counts.sum()), dtype=np.int64)
+    base = nz.astype(np.int64) * 64
+    i = 0
+    while cur.size:
+        low = cur & (~cur + np.uint64(1))
+        out[offsets + i] = base + np.log2(low).astype(np.int64)
+        cur = cur ^ low
+        keep = cur != 0
+        if not keep.all():
+            cur, offsets, base = cur[keep], offsets[keep], base[keep]
+        i += 1
+    return out
 
 
 def edge_prefix(edges: Any, xp: Any = np) -> tuple[Any, Any]:
@@ -198,74 +245,143 @@ def edge_prefix(edges: Any, xp: Any = np) -> tuple[Any, Any]:
 
 
 def vertices_cpu(
-    padded: npt.NDArray[Any], edges: U64, grid: Grid, affine: npt.NDArray[np.float64]
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[Any], npt.NDArray[Any]]:
-    """Step 4: vertex positions (LPS mm) and the labels on the low and high side of each crossed edge."""
+    padded: npt.NDArray[Any], edges: U64, grid: Grid, affine: npt.NDArray[np.float64], lut: npt.NDArray[np.uint16]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+    """Step 4: vertex positions (LPS mm) and the compact ids on the low and high side of each crossed edge."""
     flat_pad = padded.reshape(-1)
     strides = grid.strides
     pos_parts, lo_parts, hi_parts = [], [], []
     for a in range(3):
         idx = _set_bits(edges[a])  # flat padded voxel indices, ascending
-        ijk = np.stack(np.unravel_index(idx, grid.padded), axis=1).astype(np.float64) - 1.0
-        ijk[:, a] += 0.5
-        pos_parts.append(ijk @ affine[:3, :3].T + affine[:3, 3])
-        lo_parts.append(flat_pad[idx])
-        hi_parts.append(flat_pad[idx + strides[a]])
+        i, rem = np.divmod(idx, strides[0])
+        j, k = np.divmod(rem, strides[1])
+        q = np.empty((idx.size, 3), dtype=np.float64)
+        q[:, 0], q[:, 1], q[:, 2] = i - 1, j - 1, k - 1
+        q[:, a] += 0.5
+        pos_parts.append(apply_affine(q, affine))
+        lo_parts.append(lut_lookup(flat_pad[idx], lut).astype(np.int32))
+        hi_parts.append(lut_lookup(flat_pad[idx + strides[a]], lut).astype(np.int32))
     return np.concatenate(pos_parts), np.concatenate(lo_parts), np.concatenate(hi_parts)
 
 
-def _cell_pairs(corner_ids: npt.NDArray[Any]) -> tuple[I64, I64, npt.NDArray[np.uint8]]:
-    """(cell row, label id, case) for each label first seen at corner k of a cell, ordered by (cell, k)."""
-    n = corner_ids.shape[0]
+def _cell_pairs(corner: npt.NDArray[Any], lut: npt.NDArray[np.uint16]) -> tuple[I64, I64, npt.NDArray[np.uint8]]:
+    """(cell row, corner k, case) for each meshed label first seen at corner k of a cell, ordered by (cell, k).
+
+    ``corner`` is ``(8, N)``. Cells with two labels (nearly all) take a fast path; the others the general loop.
+    """
+    n = corner.shape[1]
     cases = np.zeros((n, 8), dtype=np.uint8)
     valid = np.zeros((n, 8), dtype=bool)
-    for k in range(8):
-        lab = corner_ids[:, k]
-        eq = corner_ids == lab[:, None]
-        first = lab != 0
-        for j in range(k):
-            first &= ~eq[:, j]
-        case = np.packbits(eq, axis=1, bitorder="little")[:, 0]
-        valid[:, k] = first & (case != 255)
-        cases[:, k] = case
-    rows, ks = np.nonzero(valid)
-    return rows.astype(np.int64), corner_ids[rows, ks].astype(np.int64), cases[rows, ks]
+    rows = np.arange(n)
+    eq0 = corner == corner[0]
+    case0 = np.packbits(eq0, axis=0, bitorder="little")[0]
+    k1 = np.argmin(eq0, axis=0)  # first corner with another label (a boundary cell has one)
+    eq1 = corner == corner[k1, rows]
+    case1 = np.packbits(eq1, axis=0, bitorder="little")[0]
+    two = (case0 | case1) == 255
+    cases[:, 0] = case0
+    valid[:, 0] = True
+    cases[rows[two], k1[two]] = case1[two]
+    valid[rows[two], k1[two]] = True
+    many = np.flatnonzero(~two)
+    if many.size:
+        sub = corner[:, many]
+        for k in range(1, 8):
+            lab = sub[k]
+            eq = sub == lab
+            first = np.ones(many.size, dtype=bool)
+            for j in range(k):
+                first &= ~eq[j]
+            cases[many, k] = np.packbits(eq, axis=0, bitorder="little")[0]
+            valid[many, k] = first
+    r, k = np.nonzero(valid)
+    labels = corner[k, r]
+    keep = lut_lookup(labels, lut) != 0
+    return r[keep].astype(np.int64), k[keep].astype(np.int64), cases[r[keep], k[keep]]
+
+
+#: ``(1 << b) - 1`` for b = 0..63: the bits below bit b.
+_BELOW = np.array([(1 << b) - 1 for b in range(64)], dtype=np.uint64)
+
+
+#: Boundary cells per chunk of the CPU triangle step (keeps the temporaries in cache).
+_CELL_CHUNK = 1 << 17
 
 
 def triangles_cpu(
-    padded: npt.NDArray[Any], edges: U64, cells: U64, grid: Grid, prefix: I64, lo: npt.NDArray[Any]
+    padded: npt.NDArray[Any],
+    edges: U64,
+    cells: U64,
+    grid: Grid,
+    prefix: I64,
+    lut: npt.NDArray[np.uint16],
 ) -> tuple[I64, I64]:
-    """Step 5: triangle slots ``(T, 3)`` (slot = 2 * vertex + side) and the label id of each triangle."""
+    """Step 5: triangle slots ``(T, 3)`` (slot = 2 * vertex + side) and the compact label id of each triangle.
+
+    Cells are processed in chunks, in grid order, so the output order is that of the GPU kernel.
+    """
     _, p1, p2 = grid.padded
     s0, s1, _ = grid.strides
     cbits = _set_bits(cells)  # flat in the (P0-1, P1-1, P2) layout of the cell words
     ci, rem = np.divmod(cbits, (p1 - 1) * p2)
     cj, ck = np.divmod(rem, p2)
     base = ci * s0 + cj * s1 + ck
-    flat_pad = padded.reshape(-1)
-    corner_off = CORNER_OFFSET @ np.asarray(grid.strides, dtype=np.int64)
-    corner_ids = np.empty((base.size, 8), dtype=padded.dtype)
-    for c in range(8):
-        corner_ids[:, c] = flat_pad[base + corner_off[c]]
-    rows, lab, case = _cell_pairs(corner_ids)
-    table = case_table()
-    ntri = table.n_triangles[case].astype(np.int64)
-    total = int(ntri.sum())
-    pair = np.repeat(np.arange(rows.size, dtype=np.int64), ntri)
-    first = np.cumsum(ntri) - ntri
-    t = np.arange(total, dtype=np.int64) - first[pair]
-    tri_edges = table.triangles[case[pair], t].astype(np.int64)  # (T, 3) cube edge ids
-    tri_lab = lab[pair]
-    edge_off = EDGE_OFFSET @ np.asarray(grid.strides, dtype=np.int64)
     flat_edges = edges.reshape(-1)
-    words_per_axis = flat_edges.size // 3
+    # 32-bit index arithmetic whenever the padded grid and the vertex count allow it (half the memory traffic)
+    small = padded.size < 2**31 and flat_edges.size < 2**31 and int(prefix[-1]) < 2**30
+    itype = np.int32 if small else np.int64
+    strides = np.asarray(grid.strides, dtype=np.int64)
+    geometry = (
+        (CORNER_OFFSET @ strides).astype(itype),
+        (EDGE_OFFSET @ strides).astype(itype),
+        (EDGE_AXIS * (flat_edges.size // 3)).astype(itype),
+        prefix.astype(itype),
+    )
+    flat_pad = padded.reshape(-1)
+    chunks = [base[c0 : c0 + _CELL_CHUNK].astype(itype) for c0 in range(0, base.size, _CELL_CHUNK)]
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:  # NumPy releases the GIL in these loops
+        results = list(pool.map(lambda b: _triangles_chunk(b, flat_pad, flat_edges, geometry, lut), chunks))
+    slots = [r[0] for r in results]
+    labs = [r[1] for r in results]
+    if not slots:
+        return np.zeros((0, 3), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(slots).astype(np.int64), np.concatenate(labs).astype(np.int64)
+
+
+def _triangles_chunk(
+    base: npt.NDArray[Any],
+    flat_pad: npt.NDArray[Any],
+    flat_edges: U64,
+    geometry: tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]],
+    lut: npt.NDArray[np.uint16],
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    corner_off, edge_off, axis_words, prefix = geometry
+    corner = np.empty((8, base.size), dtype=flat_pad.dtype)
+    for c in range(8):
+        corner[c] = flat_pad[base + corner_off[c]]
+    rows, ks, case = _cell_pairs(corner, lut)
+    table = case_table()
+    ntri = table.n_triangles[case]
+    pair = np.repeat(np.arange(rows.size, dtype=base.dtype), ntri)
+    first = np.cumsum(ntri, dtype=base.dtype) - ntri
+    t = np.arange(pair.size, dtype=base.dtype) - first[pair]
+    tri_edges = table.triangles[case[pair], t].astype(np.intp)  # (T, 3) cube edge ids
+    tri_lab = lut_lookup(corner[ks, rows], lut).astype(np.int32)[pair]
     p_edge = base[rows[pair]][:, None] + edge_off[tri_edges]
-    word = (p_edge >> 6) + EDGE_AXIS[tri_edges] * words_per_axis
-    bit = (p_edge & 63).astype(np.uint64)
-    below = flat_edges[word] & ((np.uint64(1) << bit) - np.uint64(1))
-    vertex = prefix[word] + np.bitwise_count(below).astype(np.int64)
-    side = (lo[vertex] != tri_lab[:, None]).astype(np.int64)
+    word = (p_edge >> 6) + axis_words[tri_edges]
+    below = flat_edges[word] & _BELOW[p_edge & 63]
+    vertex = prefix[word] + np.bitwise_count(below).astype(base.dtype)
+    # side 1 when the edge's low voxel (its base corner) does not carry the triangle's label
+    side = 1 - ((case[pair][:, None] >> EDGE_BASE[tri_edges]) & 1).astype(base.dtype)
     return 2 * vertex + side, tri_lab
+
+
+def _stable_label_order(ids: Any, xp: Any) -> Any:
+    """Permutation sorting by label id, ties in index order: a radix sort of 16-bit keys on the CPU; unique
+    composite keys on the GPU (so the result does not depend on the sort's stability). Same permutation."""
+    if xp is np:
+        return np.argsort(ids.astype(np.uint16), kind="stable")
+    return xp.argsort(ids * max(1, ids.shape[0]) + xp.arange(ids.shape[0], dtype=xp.int64))
 
 
 def split_by_label(
@@ -277,15 +393,13 @@ def split_by_label(
     (label after label), ``slot_offsets[id]..slot_offsets[id+1]``, faces renumbered per label, and
     ``tri_offsets`` likewise for the faces.
     """
-    n_vert = lo.shape[0]
     slot_lab = xp.stack([lo, hi], axis=1).reshape(-1).astype(xp.int64)
-    slot_key = slot_lab * (2 * n_vert) + xp.arange(2 * n_vert, dtype=xp.int64)
-    order = xp.argsort(slot_key)
+    order = _stable_label_order(slot_lab, xp)
     counts = xp.bincount(slot_lab, minlength=n_ids + 1)
     slot_offsets = xp.concatenate([xp.zeros(1, dtype=xp.int64), xp.cumsum(counts)])
     inverse = xp.empty_like(order)
     inverse[order] = xp.arange(order.size, dtype=order.dtype)
-    tri_order = xp.argsort(tri_lab * max(1, tri_lab.shape[0]) + xp.arange(tri_lab.shape[0], dtype=xp.int64))
+    tri_order = _stable_label_order(tri_lab, xp)
     faces = inverse[tri_slots[tri_order]] - slot_offsets[tri_lab[tri_order]][:, None]
     tcounts = xp.bincount(tri_lab, minlength=n_ids + 1)
     tri_offsets = xp.concatenate([xp.zeros(1, dtype=xp.int64), xp.cumsum(tcounts)])
@@ -330,13 +444,13 @@ def extract_cpu(labels: Any, affine: Any, structures: Sequence[Structure]) -> di
     aff, grid = validate_inputs(labels, affine, structures)
     if not structures:
         return {}
-    arr = np.asarray(labels)
-    padded = _compact_padded(arr, label_lut(structures), grid)
+    lut = label_lut(structures)
+    padded = padded_cpu(native_labels(np.asarray(labels)), grid)
     edges = edge_words_cpu(padded)
     cells = cell_words_cpu(edges)
     prefix, _total = edge_prefix(edges)
-    positions, lo, hi = vertices_cpu(padded, edges, grid, aff)
-    tri_slots, tri_lab = triangles_cpu(padded, edges, cells, grid, prefix, lo)
+    positions, lo, hi = vertices_cpu(padded, edges, grid, aff, lut)
+    tri_slots, tri_lab = triangles_cpu(padded, edges, cells, grid, prefix, lut)
     slot_vertex, slot_off, faces, tri_off = split_by_label(tri_slots, tri_lab, lo, hi, grid.n_ids)
     return assemble(positions, slot_vertex, slot_off, faces, tri_off, structures, aff)
 

@@ -1,10 +1,10 @@
 // Runs kernels/marching_cubes.cu on the CPU: CUDA built-ins emulated with std::thread (one block of 256 threads
 // at a time, __ballot_sync / __syncthreads as barriers), the host glue of kernels/_cuda.py in plain C++.
 // Used by tests/kernels/test_marching_cubes_emulated.py to check the CUDA source against the NumPy oracle on a
-// machine without a GPU.  Build: g++ -std=c++20 -O1 -pthread -DLABEL_WIDE=0 -I kernels this.cpp
+// machine without a GPU.  Build: g++ -std=c++20 -O1 -pthread -DLABEL_KIND=0 -I kernels this.cpp
 //
-// Usage: emulator IN_DIR OUT_DIR   (IN_DIR: meta.txt "n0 n1 n2", labels.bin, affine.bin, ntri.bin, tritable.bin,
-// edgeinfo.bin; OUT_DIR gets edges.bin cells.bin positions.bin lo.bin hi.bin cell_base.bin tri_slots.bin tri_lab.bin)
+// Usage: emulator IN_DIR OUT_DIR   (IN_DIR: meta.txt "n0 n1 n2", labels.bin, lut.bin, affine.bin, ntri.bin,
+// tritable.bin, edgeinfo.bin; OUT_DIR gets edges.bin cells.bin positions.bin lo.bin hi.bin cell_base.bin tri_slots.bin tri_lab.bin)
 
 #include <atomic>
 #include <barrier>
@@ -42,6 +42,8 @@ static unsigned int __ballot_sync(unsigned int, bool pred) {
 #define __forceinline__ inline
 #define __shared__ static
 #define __popcll(x) __builtin_popcountll(x)
+static double __dadd_rn(double a, double b) { return a + b; }
+static double __dmul_rn(double a, double b) { return a * b; }
 #define __ffsll(x) __builtin_ffsll(x)
 
 #include "marching_cubes.cu"
@@ -96,6 +98,7 @@ int main(int argc, char** argv) {
         meta >> n0 >> n1 >> n2;
     }
     const auto lab = read_bin<label_t>(in + "/labels.bin");
+    const auto lut = read_bin<unsigned short>(in + "/lut.bin");
     const auto affine = read_bin<double>(in + "/affine.bin");
     const auto n_tri = read_bin<int>(in + "/ntri.bin");
     const auto tri_table = read_bin<signed char>(in + "/tritable.bin");
@@ -141,22 +144,23 @@ int main(int argc, char** argv) {
     std::vector<double> positions(3 * n_vert + 3);
     std::vector<int> lo(n_vert + 1), hi(n_vert + 1);
     launch(3 * nw, 256, [&] {
-        mc_vertices(edges.data(), eprefix.data(), lab.data(), n0, n1, n2, P0, P1, W, affine.data(), positions.data(),
-                    lo.data(), hi.data());
+        mc_vertices(edges.data(), eprefix.data(), lab.data(), n0, n1, n2, P0, P1, W, lut.data(), affine.data(),
+                    positions.data(), lo.data(), hi.data());
     });
     // 5. cells, counts, triangles
     std::vector<long long> cell_base(n_cells + 1);
     launch(n_cw, 256, [&] { mc_list_cells(cells.data(), cprefix.data(), P0, P1, W, cell_base.data()); });
     std::vector<long long> tri_count(n_cells + 1);
     launch(n_cells, 256, [&] {
-        mc_count_triangles(cell_base.data(), n_cells, lab.data(), n0, n1, n2, P1, W, n_tri.data(), tri_count.data());
+        mc_count_triangles(cell_base.data(), n_cells, lab.data(), n0, n1, n2, P1, W, lut.data(), n_tri.data(),
+                           tri_count.data());
     });
     tri_count.resize(n_cells);
     const auto tri_offset = exclusive(tri_count, &n_tris);
     std::vector<long long> tri_slots(3 * n_tris + 3), tri_lab(n_tris + 1);
     launch(n_cells, 256, [&] {
-        mc_emit_triangles(cell_base.data(), n_cells, lab.data(), n0, n1, n2, P0, P1, W, n_tri.data(),
-                          tri_table.data(), edge_info.data(), edges.data(), eprefix.data(), lo.data(),
+        mc_emit_triangles(cell_base.data(), n_cells, lab.data(), n0, n1, n2, P0, P1, W, lut.data(), n_tri.data(),
+                          tri_table.data(), edge_info.data(), edges.data(), eprefix.data(),
                           tri_offset.data(), tri_slots.data(), tri_lab.data());
     });
     write_bin(out + "/edges.bin", edges, edges.size());

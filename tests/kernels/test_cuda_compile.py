@@ -12,7 +12,7 @@ from kernels._cuda import cuda_sources
 
 NVCC = shutil.which("nvcc") or ("/usr/local/bin/nvcc" if Path("/usr/local/bin/nvcc").exists() else None)
 #: Preprocessor variants each source must build in (the options kernels/_cuda.py passes to NVRTC).
-VARIANTS = {"marching_cubes.cu": [["-DLABEL_WIDE=0"], ["-DLABEL_WIDE=1"]]}
+VARIANTS = {"marching_cubes.cu": [[f"-DLABEL_KIND={k}"] for k in range(4)]}
 
 
 def test_there_are_cuda_sources() -> None:

@@ -21,30 +21,30 @@ ROOT = Path(__file__).resolve().parents[2]
 GXX = shutil.which("g++")
 
 
-@pytest.fixture(scope="module", params=[0, 1], ids=["8-bit", "16-bit"])
-def emulator(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+@pytest.fixture(scope="module", params=[np.uint8, np.int32], ids=["uint8", "int32"])
+def emulator(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.dtype]:
     if GXX is None:
         pytest.skip("g++ is not installed; cannot build the CUDA emulation harness")
-    wide = int(request.param)
+    dtype = np.dtype(request.param)
     exe = tmp_path_factory.mktemp("emu") / "mc_emulator"
     proc = subprocess.run(
-        [GXX, "-std=c++20", "-O1", "-pthread", f"-DLABEL_WIDE={wide}", "-I", str(ROOT / "kernels"), "-o", str(exe),
-         str(Path(__file__).with_name("marching_cubes_emulator.cpp"))],
+        [GXX, "-std=c++20", "-O1", "-pthread", f"-DLABEL_KIND={mc.LABEL_KINDS[dtype]}", "-I", str(ROOT / "kernels"),
+         "-o", str(exe), str(Path(__file__).with_name("marching_cubes_emulator.cpp"))],
         capture_output=True, text=True, timeout=240, check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    return exe, wide
+    return exe, dtype
 
 
-def _run(exe: Path, wide: int, labels: np.ndarray, affine: np.ndarray, n_ids: int, tmp: Path) -> dict[str, np.ndarray]:
+def _run(exe: Path, labels: np.ndarray, affine: np.ndarray, n_ids: int, tmp: Path) -> dict[str, np.ndarray]:
     structures = phantoms.structures_for(n_ids)
     mc.validate_inputs(labels, affine, structures)
-    compact = mc.label_lut(structures)[labels].astype(np.uint16 if wide else np.uint8)
     src, dst = tmp / "in", tmp / "out"
     src.mkdir()
     dst.mkdir()
     (src / "meta.txt").write_text(" ".join(str(s) for s in labels.shape))
-    compact.tofile(src / "labels.bin")
+    np.ascontiguousarray(labels).tofile(src / "labels.bin")
+    mc.label_lut(structures).tofile(src / "lut.bin")
     np.ascontiguousarray(affine[:3, :4], dtype=np.float64).tofile(src / "affine.bin")
     table = case_table()
     table.n_triangles.astype(np.int32).tofile(src / "ntri.bin")
@@ -67,33 +67,37 @@ def _run(exe: Path, wide: int, labels: np.ndarray, affine: np.ndarray, n_ids: in
 def _oracle(labels: np.ndarray, affine: np.ndarray, n_ids: int) -> dict[str, np.ndarray]:
     structures = phantoms.structures_for(n_ids)
     aff, grid = mc.validate_inputs(labels, affine, structures)
-    padded = mc._compact_padded(labels, mc.label_lut(structures), grid)
+    lut = mc.label_lut(structures)
+    padded = mc.padded_cpu(labels, grid)
     edges = mc.edge_words_cpu(padded)
     cells = mc.cell_words_cpu(edges)
     prefix, _ = mc.edge_prefix(edges)
-    positions, lo, hi = mc.vertices_cpu(padded, edges, grid, aff)
-    tri_slots, tri_lab = mc.triangles_cpu(padded, edges, cells, grid, prefix, lo)
+    positions, lo, hi = mc.vertices_cpu(padded, edges, grid, aff, lut)
+    tri_slots, tri_lab = mc.triangles_cpu(padded, edges, cells, grid, prefix, lut)
     return {"edges": edges.reshape(-1), "cells": cells.reshape(-1), "positions": positions, "lo": lo, "hi": hi,
             "tri_slots": tri_slots, "tri_lab": tri_lab}
 
 
 @pytest.mark.req("REQ-FUNC-202")
 @pytest.mark.parametrize("case", ["phantom", "noise"])
-def test_cuda_source_matches_the_oracle_step_by_step(emulator: tuple[Path, int], case: str, tmp_path: Path) -> None:
-    exe, wide = emulator
-    if case == "phantom":
-        labels = phantoms.ellipsoids((21, 26, 70), 5, seed=11)  # 70 + 2 > 64: two words per row
+def test_cuda_source_matches_the_oracle_step_by_step(
+    emulator: tuple[Path, np.dtype], case: str, tmp_path: Path
+) -> None:
+    exe, dtype = emulator
+    if case == "phantom":  # labels 6 and 7 are not meshed (only 1..5 are structures)
+        labels = phantoms.ellipsoids((21, 26, 70), 7, seed=11).astype(dtype)  # 70 + 2 > 64: two words per row
         n_ids = 5
         affine = np.array([[0.0, 0.8, 0.1, -50.0], [-0.7, 0.0, 0.0, 12.0], [0.0, 0.05, 2.5, 300.0], [0, 0, 0, 1]])
     else:
-        labels = np.random.default_rng(5).integers(0, 4, size=(9, 12, 130)).astype(np.uint8)
+        low = -2 if dtype.kind == "i" else 0  # negative values: never meshed
+        labels = np.random.default_rng(5).integers(low, 5, size=(9, 12, 130)).astype(dtype)
         n_ids = 3
         affine = np.diag([1.0, 1.0, 1.0, 1.0])
-    got = _run(exe, wide, labels, affine, n_ids, tmp_path)
+    got = _run(exe, labels, affine, n_ids, tmp_path)
     want = _oracle(labels, affine, n_ids)
     np.testing.assert_array_equal(got["edges"], want["edges"])
     np.testing.assert_array_equal(got["cells"], want["cells"])
-    np.testing.assert_allclose(got["positions"], want["positions"], rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(got["positions"], want["positions"])  # same operations in the same order
     np.testing.assert_array_equal(got["lo"], want["lo"])
     np.testing.assert_array_equal(got["hi"], want["hi"])
     np.testing.assert_array_equal(got["tri_slots"], want["tri_slots"])
