@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -84,16 +85,26 @@ def build_uncompressed(source: Path, target: Path, n: int) -> None:
         ds.save_as(target / f"IM{k:05d}.dcm", enforce_file_format=True)
 
 
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def measure(name: str, fn: Callable[[Path], int], folder: Path, repeats: int) -> tuple[float, int]:
-    """Median seconds over ``repeats`` (after one warm-up that also fills the page cache)."""
+    """Median wall seconds over ``repeats`` (after one warm-up that also fills the page cache), and the median
+    CPU seconds (all threads and child processes): slices per CPU-second does not depend on how busy the
+    machine is, and bounds what 1 or 2 idle cores can do."""
     slices = fn(folder)
-    times = []
+    times, cpus = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = _cpu_seconds(), time.perf_counter()
         fn(folder)
         times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
-    print(f"  {name:<10} {med * 1000:9.1f} ms  {slices / med:9.0f} slices/s  (n={repeats}, {slices} slices)")
+        cpus.append(_cpu_seconds() - c0)
+    med, cpu = statistics.median(times), statistics.median(cpus)
+    print(f"  {name:<10} {med * 1000:9.1f} ms  {slices / med:9.0f} slices/s  "
+          f"{slices / max(cpu, 1e-9):9.0f} slices/CPU-s  (n={repeats}, {slices} slices)")
     return med, slices
 
 

@@ -102,6 +102,11 @@ def build_series(headers: Iterable[FileHeader], keepalive: Any = None) -> list[S
             tags["kind"] = kind
             tags["files"] = len({str(i.path) for i in insts})
             series = Series(stack_uid, first.study_uid, first.modality, first.description, tuple(insts), tags)
+            if keepalive is not None:
+                # Files unpacked from a zip live in a temporary folder: tie its lifetime to the Series itself
+                # (not to its tags, which callers may serialise), so later readers of the source files
+                # (DICOM SEG export) still find them.
+                object.__setattr__(series, "_keepalive", keepalive)
             out.append(ScannedSeries(series, found, kind, geometry if kind in ("image", "mosaic") else None,
                                      keepalive))
     return out
