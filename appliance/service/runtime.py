@@ -62,6 +62,7 @@ class ApplianceService:
         self.store = InstanceStore(
             self.data_dir, self.catalogue, self.audit, self.study_hash,
             quota_bytes=config.dicom.quota_bytes, min_free_bytes=config.dicom.min_free_bytes, alarm=self.alarm,
+            deidentify=self._deidentify_bytes if config.privacy.deidentify_on_ingest else None,
         )  # fmt: skip
         self.worker = Worker(
             self.catalogue, self.audit, self.data_dir, self.study_hash, reconstruct,
@@ -77,6 +78,21 @@ class ApplianceService:
     def study_hash(self, study_uid: str) -> str:
         """The study's keyed identity hash (what the audit trail records)."""
         return study_identity_hash(self.secret, study_uid)
+
+    def _deidentify_bytes(self, data: bytes) -> bytes:
+        """De-identify one received Part 10 file (``privacy.deidentify_on_ingest``)."""
+        import io
+
+        import pydicom
+
+        from appliance.service.export.job_export import deidentifier_for
+
+        ds = pydicom.dcmread(io.BytesIO(data))
+        out = deidentifier_for(self).deidentify(ds)
+        out.file_meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
+        buf = io.BytesIO()
+        out.save_as(buf, enforce_file_format=True)
+        return buf.getvalue()
 
     def secret_id(self) -> str:
         """A stable, non-secret identifier of this box (used as Device Serial Number of exported objects)."""

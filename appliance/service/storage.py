@@ -142,6 +142,7 @@ class InstanceStore:
         quota_bytes: int = 0,
         min_free_bytes: int = 0,
         alarm: Callable[[str, str], None] | None = None,
+        deidentify: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.studies_dir = self.data_dir / "studies"
@@ -152,6 +153,7 @@ class InstanceStore:
         self.quota_bytes = quota_bytes
         self.min_free_bytes = min_free_bytes
         self.alarm = alarm or (lambda code, msg: log.error("ALARM %s: %s", code, msg))
+        self.deidentify = deidentify
         self._lock = threading.Lock()
         self._pending = 0  # bytes being written right now (counted against the quota)
         self._stored = catalogue.stored_bytes()
@@ -184,7 +186,14 @@ class InstanceStore:
         raise StorageFull(f"{why}; free space by exporting and removing old studies in the service screen")
 
     def store(self, data: bytes, summary: InstanceSummary, source: str) -> StoreResult:
-        """Store one instance's Part 10 bytes (preamble zeroed); durable on disk and in the catalogue on return."""
+        """Store one instance's Part 10 bytes (preamble zeroed); durable on disk and in the catalogue on return.
+
+        With ``privacy.deidentify_on_ingest`` the stored copy is the de-identified one (UIDs remapped, so the
+        study is filed under its remapped UID).
+        """
+        if self.deidentify is not None:
+            data = self.deidentify(data)
+            summary = summarise(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
         data = with_zeroed_preamble(data)
         digest = hashlib.sha256(data).hexdigest()
         size = len(data)

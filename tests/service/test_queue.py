@@ -203,3 +203,18 @@ def test_retention_purge_is_audited(service_factory: Callable[..., ApplianceServ
     (rec,) = svc.audit.records(action="study.purged")
     assert rec.requirement == "REQ-PRIV-005" and rec.details["instances"] == 2
     assert svc.audit.verify() == []
+
+
+@pytest.mark.req("REQ-PRIV-006")
+def test_deidentify_on_ingest(service_factory: Callable[..., ApplianceService], shared_data: Path,
+                              tmp_path: Path) -> None:  # fmt: skip
+    svc = service_factory(privacy={"deidentify_on_ingest": True})
+    study_uid, files = prepare_ct_series(shared_data, tmp_path / "src", n=2)
+    for f in files:
+        assert svc.store.store_file(f, "test").outcome == "stored"
+    (study,) = svc.catalogue.studies()
+    assert study.study_uid != study_uid and study.study_uid.startswith("2.25.")
+    assert study.patient_name.startswith("ANON^")
+    for p in (svc.data_dir / "studies").rglob("*.dcm"):
+        raw = p.read_bytes()
+        assert PATIENT_NAME.encode() not in raw and b"DOE" not in raw and study_uid.encode() not in raw
