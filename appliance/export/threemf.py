@@ -29,6 +29,8 @@ MODEL_REL_TYPE = "http://schemas.microsoft.com/3dmanufacturing/2013/01/3dmodel"
 MODEL_PATH = "3D/3dmodel.model"
 #: ZIP entries carry this fixed time stamp, so identical meshes give identical bytes.
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+#: Deflate level: 1 is about 3x faster than the default 6 on mesh XML for files about 25% larger.
+ZIP_LEVEL = 1
 
 CONTENT_TYPES = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -95,11 +97,12 @@ def encode_model_xml(meshes: Sequence[Mesh], bodies: Sequence[str] | None = None
 
 
 def _write_package(model: str, path: Path) -> Path:
-    with atomic_output(path) as handle, zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with atomic_output(path) as handle, zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED,
+                                                         compresslevel=ZIP_LEVEL) as zf:
         for name, text in (("[Content_Types].xml", CONTENT_TYPES), ("_rels/.rels", RELS), (MODEL_PATH, model)):
             info = zipfile.ZipInfo(name, date_time=FIXED_ZIP_TIME)  # no run date in the package: reproducible
             info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, text)
+            zf.writestr(info, text, compresslevel=ZIP_LEVEL)
     return path
 
 
