@@ -266,6 +266,8 @@ def _read_header(path: Path) -> tuple[FileHeader | None, list[Finding]]:
         what = str(ds.get("Modality", "")) or "non-image object"
         return None, [fnd.non_image(path, f"{what} object without pixel data")]
     ts = _transfer_syntax(ds)
+    if _f(ds.get("Rows"), 0.0) <= 0 or _f(ds.get("Columns"), 0.0) <= 0:
+        return None, [fnd.decode_failed(path, "the image has no rows or columns (damaged header)")]
     try:
         pix, problem = _pixel_tags(ds, path, ts)
     except Exception as exc:
