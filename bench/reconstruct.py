@@ -33,6 +33,8 @@ from appliance.ingest import load_input  # noqa: E402
 from appliance.io.nifti import load_volume  # noqa: E402
 from appliance.pipeline import STAGES, reconstruct  # noqa: E402
 
+#: Requirements this benchmark gives evidence for (read by `appliance trace`).
+REQUIREMENTS = ("REQ-PERF-250",)
 DEFAULT_INPUT = ROOT.parent / "shared" / "data" / "ct" / "totalsegmentator" / "example_ct.nii.gz"
 TARGET_S = 60.0
 
