@@ -399,12 +399,15 @@ def find_pack(name: str, dirs: Iterable[Path | str] | None = None) -> ModelPack:
 def import_pack(source: Path | str, dest_dir: Path | str, trusted_keys: Sequence[bytes] = (),
                 replace: bool = False) -> ModelPack:
     """Validate and verify the pack at ``source`` and copy it to ``dest_dir/<name>``; returns the installed pack."""
-    pack = load_pack(source, verify=True, trusted_keys=trusted_keys)
-    target = Path(dest_dir) / pack.name
-    if target.exists():
-        if not replace:
-            raise PackError(f"a pack {pack.name!r} is already installed at {target}; pass replace to overwrite it")
-        shutil.rmtree(target)
-    shutil.copytree(pack.root, target)
+    source = Path(source)
+    with tempfile.TemporaryDirectory(prefix="pack-import-") as tmp:
+        root = _extract_zip(source, Path(tmp)) if source.is_file() and zipfile.is_zipfile(source) else source
+        pack = load_pack(root, verify=True, trusted_keys=trusted_keys)
+        target = Path(dest_dir) / pack.name
+        if target.exists():
+            if not replace:
+                raise PackError(f"a pack {pack.name!r} is already installed at {target}; pass replace to overwrite it")
+            shutil.rmtree(target)
+        shutil.copytree(pack.root, target)
     log.info("imported model pack %s %s into %s", pack.name, pack.version, target)
     return load_pack(target, verify=True, trusted_keys=trusted_keys)

@@ -68,6 +68,7 @@ class MrBrainPreset(Preset):
         from engines.conform import conform, unconform_labels
         from engines.inference import run_pack
         from engines.packs import pack_dirs
+        from kernels.device import device_description
 
         opts = dict(options or {})
         findings: list[Finding] = []
@@ -121,6 +122,7 @@ class MrBrainPreset(Preset):
         provenance = {
             "preset": self.name,
             **choice.as_dict(),
+            "device_name": device_description(choice.device),
             "precision": precision,
             "packs": [p.provenance() for p in packs.values() if p is not None],
             "timings": timings,

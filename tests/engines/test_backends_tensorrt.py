@@ -40,7 +40,7 @@ def _dev(a: Any, dtype: Any = None) -> DevArray:
     return np.ascontiguousarray(np.asarray(a, dtype=dtype)).view(DevArray)
 
 
-def _fake_cupy() -> types.ModuleType:
+def _fake_cupy() -> Any:
     cp: Any = types.ModuleType("cupy")
     cp.__spec__ = importlib.machinery.ModuleSpec("cupy", None)
     cp.float32 = np.float32

@@ -125,6 +125,8 @@ def test_round_trip_json_toml_and_zip(tmp_path: Path) -> None:
             zf.write(f, f"tiny/{f.name}")
     zipped = load_pack(zpath, verify=True)
     assert zipped.name == "tiny" and zipped.labels == first.labels
+    installed = import_pack(zpath, tmp_path / "from-zip")
+    assert installed.root == (tmp_path / "from-zip" / "tiny").resolve() and installed.sha256 == first.sha256
 
 
 @pytest.mark.req("REQ-SAFE-100")
