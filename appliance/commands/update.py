@@ -218,8 +218,13 @@ def _status(args: argparse.Namespace) -> int:
     from appliance.update.install import Installer
     from appliance.update.policy import BoxProfile
 
-    _repo, _meta, install_root, _audit, _opts = _box_paths(args)
+    repo, metadata_dir, install_root, _audit, _opts = _box_paths(args)
     status = Installer(install_root, BoxProfile(os_version=(0,))).status()
+    if repo:
+        from appliance.update.client import UpdateClient
+
+        mark = UpdateClient(repo, metadata_dir).high_water()
+        status["clock_high_water"] = mark.isoformat() if mark else None
     lines = [
         f"{k}: current {v['current']}, previous {v['previous']}" + (" (PENDING)" if v["pending"] else "")
         for k, v in status["kinds"].items()

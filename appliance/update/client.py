@@ -1,9 +1,12 @@
 """The box's side of TUF: refresh trusted metadata from a USB folder or LAN mirror, list and fetch releases.
 
 Trusted metadata lives on the persistent data partition (``[update] trusted_metadata_dir``). The clock guard
-runs before and after the refresh: the high-water mark is the newest signing time the box has accepted
-(persisted beside the metadata and re-derived from the trusted timestamp), so setting the clock back cannot
-make expired (frozen) metadata look fresh again.
+runs before and after the refresh: the high-water mark is the latest of the times the box checked for updates
+at and the newest signing time it accepted (persisted beside the metadata and re-derived from the trusted
+timestamp), so setting the clock back cannot make expired (frozen) metadata look fresh again. A clock wrongly
+set into the future and then corrected blocks updates (not the appliance) until real time passes the mark;
+``appliance update status`` shows it, and a service engineer removes ``clock-high-water.json`` after fixing the
+clock.
 """
 
 from __future__ import annotations
@@ -133,6 +136,9 @@ class UpdateClient:
         now = self.clock()
         check_clock(now, self.high_water(), None, self.tolerance)
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
+        # Time only goes forward on this box: every check that passed the guard moves the mark, so a clock set
+        # back later (to make a frozen repository look fresh again) is caught even when the check itself failed.
+        self._raise_high_water(now)
         bootstrap = None if (self.metadata_dir / "root.json").exists() else self.bootstrap_root
         if bootstrap is None and not (self.metadata_dir / "root.json").exists():
             raise UntrustedMetadata(

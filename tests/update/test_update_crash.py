@@ -6,7 +6,10 @@ matches its signed manifest.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -43,23 +46,51 @@ def _other(version: str) -> str:
     return VERSIONS[1] if version == VERSIONS[0] else VERSIONS[0]
 
 
-def _spawn(fleet: Fleet, version: str, step: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, str(CHILD), str(fleet.tmp), version, step],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )
+class ForkServer:
+    """``update_child.py``: forks one installer per request (see its docstring)."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(CHILD), str(fleet.tmp)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+
+    def start(self, version: str, step: str) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{version} {step}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline().split()
+        assert line and line[0] == "pid", f"fork server died: {self.proc.stderr.read() if self.proc.stderr else ''}"
+        return int(line[1])
+
+    def wait(self) -> int:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        assert line and line[0] == "exit", "fork server died"
+        return int(line[1])
+
+    def close(self) -> str:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        _out, err = self.proc.communicate(timeout=60)
+        return err
 
 
 @pytest.mark.req("REQ-UPD-012", "REQ-UPD-011", "REQ-SAFE-500")
 def test_installer_killed_at_every_step(fleet: Fleet) -> None:
     """Fault: power cut / SIGKILL right after each install step (download ... confirmation)."""
     _prepare(fleet)
+    server = ForkServer(fleet)
     for step in STEPS:
         before = _assert_complete(fleet)
         target = _other(before)
-        child = _spawn(fleet, target, step)
-        _out, err = child.communicate(timeout=60)
-        assert child.returncode == -9, f"step {step}: child did not die at the step: {err[-1500:]}"
+        server.start(target, step)
+        assert server.wait() == -9, f"step {step}: the installer did not die at the step"
         assert _assert_complete(fleet) in (before, target)
         fleet.installer().recover()
         after = _assert_complete(fleet)
@@ -70,38 +101,37 @@ def test_installer_killed_at_every_step(fleet: Fleet) -> None:
         else:
             assert after == target, step
         assert fleet.installer().status()["kinds"]["app"]["pending"] is None
+    server.close()
     assert "update.rolled_back" in fleet.audit_actions()
 
 
 @pytest.mark.req("REQ-UPD-012", "REQ-SAFE-500")
 def test_installer_killed_at_40_random_moments(fleet: Fleet) -> None:
-    """Fault: power cut at 40 random moments during installs (timed from the child's start of work)."""
+    """Fault: power cut (SIGKILL) at 40 random moments during installs."""
     _prepare(fleet)
-    child = _spawn(fleet, "2.0.0", "none")
-    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    server = ForkServer(fleet)
     t = time.monotonic()
-    _out, err = child.communicate(timeout=60)
-    assert child.returncode == 0, err[-1500:]
-    work = time.monotonic() - t  # one install, from the child's start of work to its end
+    server.start("2.0.0", "none")
+    assert server.wait() == 0, server.close()[-1500:]
+    work = time.monotonic() - t  # one complete install
     rng = random.Random(20261127)
     outcomes: dict[str, int] = {"killed": 0, "finished": 0}
     for _ in range(40):
         before = _assert_complete(fleet)
-        child = _spawn(fleet, _other(before), "none")
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "ready"
+        pid = server.start(_other(before), "none")
         time.sleep(rng.uniform(0.0, work))
-        child.kill()
-        child.communicate(timeout=60)
-        if child.returncode == -9:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        if server.wait() == -9:
             outcomes["killed"] += 1
         else:
             outcomes["finished"] += 1
-            work *= 0.8  # this machine is faster now than when measured: aim the next kills earlier
+            work *= 0.8  # the machine got faster than when measured: aim the next kills earlier
         _assert_complete(fleet)
         fleet.installer().recover()
         _assert_complete(fleet)
         leftovers = [p.name for p in (fleet.install_root / "app").rglob(".*")]
         assert leftovers == [], leftovers
+    server.close()
     assert outcomes["killed"] >= 20, outcomes  # most kills really interrupted an install
     assert len(list((fleet.install_root / ArtifactKind.APP.value / "releases").iterdir())) <= 2

@@ -176,18 +176,23 @@ def test_downgrade_with_authorisation_audited_but_never_below_signed_floor(fleet
 
 @pytest.mark.req("REQ-UPD-007", "REQ-UPD-003")
 def test_wrong_clock_cannot_reopen_freeze(fleet: Fleet, tmp_path: Path) -> None:
-    """Attack: the box's clock is set back so that a frozen (expired) repository would look fresh to TUF."""
+    """Attack: freeze + clock reset: the repository is frozen (expired) and the box's clock is set back to when it
+    was fresh, so that TUF's own expiry check would pass."""
     t0 = shift(-40)
-    fleet.publish(version="1.0.0", now=t0)
-    frozen = tmp_path / "frozen-usb"
-    shutil.copytree(fleet.repo.root_dir, frozen)
-    # at that time the repository was fresh: a box whose clock said t0+1d accepted it
-    assert fleet.update(clock=lambda: t0 + timedelta(days=1)).version == "1.0.0"
+    fleet.publish(version="1.0.0", now=t0)  # timestamp expired 10 days ago
+    assert fleet.update(clock=lambda: t0 + timedelta(days=1)).version == "1.0.0"  # back then it was fresh
+    with pytest.raises(UntrustedMetadata, match="expired"):
+        fleet.update()  # with the right clock TUF sees the freeze
+    with pytest.raises(ClockSkew, match="set the clock"):
+        fleet.update(clock=lambda: t0 + timedelta(days=2))  # clock set back: refused by the guard
+    # without the guard's memory (a fresh box) TUF alone would have accepted the frozen repository at that clock
+    fresh = Fleet(tmp_path / "fresh-box")
+    fresh.repo, fresh.trusted_root = fleet.repo, fleet.trusted_root
+    assert fresh.update(clock=lambda: t0 + timedelta(days=2)).version == "1.0.0"
+    assert fleet.current() == "1.0.0"
+    # once the publisher signs again and the clock is right, updates flow again
     fleet.publish(version="1.1.0")
-    assert fleet.update().version == "1.1.0"  # real clock: high-water mark is now 'now'
-    with pytest.raises(ClockSkew, match=r"set the clock"):
-        fleet.update(repository=str(frozen), clock=lambda: t0 + timedelta(days=1))
-    assert fleet.current() == "1.1.0"
+    assert fleet.update().version == "1.1.0"
 
 
 @pytest.mark.req("REQ-UPD-007")
