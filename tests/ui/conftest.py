@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import logging
+
 import pytest
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -44,6 +46,7 @@ STUDY_OK = "1.2.826.0.1.3680043.8.498.1001"
 STUDY_REFUSED = "1.2.826.0.1.3680043.8.498.1002"
 STUDY_DONE = "1.2.826.0.1.3680043.8.498.1003"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request drowns the failure reports
 
 
 @dataclass

@@ -228,7 +228,9 @@ async function start() {
   const s = study && (study.study || study);
   if (s) {
     study = s;
-    document.getElementById('case-title').textContent = [personName(s.patient_name), s.description].filter(Boolean).join(' · ') || t('viewer.title');
+    const title = document.getElementById('case-title');
+    const text = [personName(s.patient_name), s.description].filter(Boolean).join(' · ');
+    if (text) { title.textContent = text; delete title.dataset.i18n; }  // patient data, not a label
   }
   try { manifest = await getJSON(fileUrl('manifest.json'), { background: true }); } catch { manifest = {}; }
   for (const entry of manifest.structures || []) meta.set(entry.name, entry);
