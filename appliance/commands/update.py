@@ -22,9 +22,11 @@ from appliance.update.policy import ArtifactKind, parse_version
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from appliance.config import load_config
+    from appliance.config import DEFAULT_CONFIG_PATH, load_config
 
-    return load_config(Path(args.config) if getattr(args, "config", None) else None)
+    if getattr(args, "config", None):
+        return load_config(Path(args.config))
+    return load_config(DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None)
 
 
 def _out(args: argparse.Namespace, data: Any, line: str) -> None:
@@ -108,7 +110,9 @@ def _box_paths(args: argparse.Namespace) -> tuple[str, Path, Path, Path, dict[st
     install_root = (
         Path(args.install_root) if args.install_root else Path(opts.get("install_root", str(cfg.data_dir / "releases")))
     )
-    audit_path = Path(opts.get("audit_path", str(cfg.data_dir / "audit.sqlite3")))
+    from appliance.audit import AUDIT_FILENAME
+
+    audit_path = Path(opts.get("audit_path", str(cfg.data_dir / AUDIT_FILENAME)))
     return repo, metadata_dir, install_root, audit_path, opts
 
 
@@ -214,6 +218,19 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recover(args: argparse.Namespace) -> int:
+    from appliance.update.install import Installer
+    from appliance.update.policy import BoxProfile
+
+    _repo, _meta, install_root, audit_path, _opts = _box_paths(args)
+    from appliance.audit import AuditLog
+
+    installer = Installer(install_root, BoxProfile(os_version=(0,)), audit=AuditLog(audit_path), actor="service:boot")
+    done = installer.recover() if install_root.is_dir() else []
+    _out(args, done, "\n".join(done) or "nothing to recover")
+    return 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from appliance.update.install import Installer
     from appliance.update.policy import BoxProfile
@@ -245,7 +262,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     def box(q: argparse.ArgumentParser) -> None:
         common(q)
-        q.add_argument("--config", help="appliance.toml ([update], [storage])")
+        q.add_argument("--config", help="appliance.toml ([update], [storage]; default /etc/appliance/appliance.toml)")
         q.add_argument("--repo", help="repository folder (USB) or http(s) URL of the LAN mirror")
         q.add_argument("--metadata-dir", help="trusted TUF metadata folder (default from the configuration)")
         q.add_argument("--install-root", help="folder holding the releases (default <data_dir>/releases)")
@@ -298,6 +315,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--kind", required=True, choices=kinds)
     q.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     q.set_defaults(func=_rollback)
+
+    q = actions.add_parser("recover", help="clean up after a crash; roll back switches never confirmed (boot)")
+    box(q)
+    q.set_defaults(func=_recover)
 
     q = actions.add_parser("status", help="current/previous release per kind, pending installs, floors")
     box(q)

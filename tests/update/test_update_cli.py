@@ -92,6 +92,12 @@ def test_cli_publish_verify_install_rollback(tmp_path: Path, capsys: pytest.Capt
     actions = [(r.action, r.details.get("reason")) for r in AuditLog(tmp_path / "data" / "audit.sqlite3").records()]
     assert ("update.rollback", "surgeon report #12") in actions
     assert ("update.refused", None) not in actions
+    # boot-time recovery after a power cut left a staging folder and an unconfirmed switch
+    kind_dir = tmp_path / "data" / "releases" / "app"
+    (kind_dir / ".staging-9.9.9-1").mkdir()
+    capsys.readouterr()
+    assert main(["update", "recover", "--config", str(cfg)]) == 0
+    assert "removed .staging-9.9.9-1" in capsys.readouterr().out and not (kind_dir / ".staging-9.9.9-1").exists()
     # 1.1.0 again after the rollback: newer than the lowered local floor, so no authorisation needed
     assert main(["update", "install", "--config", str(cfg), "--kind", "app"]) == 0
     assert (tmp_path / "data" / "releases" / "app" / "current" / "VERSION").read_text() == "1.1.0"
