@@ -66,9 +66,9 @@ def _exclusive_prefix(cp: Any, counts: Any) -> tuple[Any, int]:
 
 def marching_cubes(
     labels: Any, affine: npt.NDArray[np.float64], grid: Any, lut: npt.NDArray[np.uint16]
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64],
-           npt.NDArray[np.int64]]:
-    """Steps 1-6 of :mod:`kernels.marching_cubes` on the device; host arrays for ``assemble``."""
+) -> tuple[Any, Any, Any, Any, Any]:
+    """Steps 1-6 of :mod:`kernels.marching_cubes` on the device; device arrays ``(positions, slot_vertex,
+    slot_offsets, faces, tri_offsets)`` as ``assemble`` takes them."""
     from kernels.marching_cubes import LABEL_KINDS, native_labels, split_by_label
     from kernels.tables import EDGE_AXIS, EDGE_OFFSET, case_table
 
@@ -133,5 +133,4 @@ def marching_cubes(
     tri_slots, tri_lab = tri_slots[:n_tris], tri_lab[:n_tris]
     # 6. split by label (same array code as the CPU oracle)
     slot_vertex, slot_off, faces, tri_off = split_by_label(tri_slots, tri_lab, lo, hi, grid.n_ids, xp=cp)
-    return (cp.asnumpy(positions), cp.asnumpy(slot_vertex), cp.asnumpy(slot_off), cp.asnumpy(faces),
-            cp.asnumpy(tri_off))
+    return positions, slot_vertex, slot_off, faces, tri_off

@@ -40,7 +40,7 @@ import numpy.typing as npt
 
 from appliance.core import Mesh, Structure
 from kernels.errors import KernelInputError
-from kernels.tables import CORNER_OFFSET, EDGE_AXIS, EDGE_BASE, EDGE_OFFSET, case_table
+from kernels.tables import CORNER_OFFSET, EDGE_AXIS, EDGE_OFFSET, case_table
 
 log = logging.getLogger(__name__)
 
@@ -264,20 +264,47 @@ def vertices_cpu(
     return np.concatenate(pos_parts), np.concatenate(lo_parts), np.concatenate(hi_parts)
 
 
+#: Bit reversal of a byte.
+_REVERSE = np.array([int(f"{b:08b}"[::-1], 2) for b in range(256)], dtype=np.uint8)
+#: Index of the lowest zero bit of a byte (8 for 255).
+_FIRST_ZERO = np.array([next((i for i in range(8) if not (b >> i) & 1), 8) for b in range(256)], dtype=np.int64)
+_BYTES_ONE = np.uint64(0x0101010101010101)
+_GATHER_MAGIC = np.uint64(0x8040201008040201)
+
+
+def byte_case(cells64: npt.NDArray[np.uint64], label: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint8]:
+    """Case bits of ``label`` in cells packed as 8 one-byte corner labels per uint64 (corner c = byte c)."""
+    x = cells64 ^ (label * _BYTES_ONE)  # zero bytes where the corner carries the label
+    x |= x >> np.uint64(4)
+    x |= x >> np.uint64(2)
+    x |= x >> np.uint64(1)
+    x &= _BYTES_ONE  # bit 8c: corner c differs
+    differs = _REVERSE[((x * _GATHER_MAGIC) >> np.uint64(56)).astype(np.uint8)]
+    case: npt.NDArray[np.uint8] = ~differs
+    return case
+
+
 def _cell_pairs(corner: npt.NDArray[Any], lut: npt.NDArray[np.uint16]) -> tuple[I64, I64, npt.NDArray[np.uint8]]:
     """(cell row, corner k, case) for each meshed label first seen at corner k of a cell, ordered by (cell, k).
 
-    ``corner`` is ``(8, N)``. Cells with two labels (nearly all) take a fast path; the others the general loop.
+    ``corner`` is ``(N, 8)``. Cells with two labels (nearly all) take a fast path (one-byte labels: eight corners
+    in one 64-bit word); cells with more labels the general loop.
     """
-    n = corner.shape[1]
+    n = corner.shape[0]
     cases = np.zeros((n, 8), dtype=np.uint8)
     valid = np.zeros((n, 8), dtype=bool)
     rows = np.arange(n)
-    eq0 = corner == corner[0]
-    case0 = np.packbits(eq0, axis=0, bitorder="little")[0]
-    k1 = np.argmin(eq0, axis=0)  # first corner with another label (a boundary cell has one)
-    eq1 = corner == corner[k1, rows]
-    case1 = np.packbits(eq1, axis=0, bitorder="little")[0]
+    if corner.dtype == np.uint8:
+        cells64 = corner.view(np.uint64)[:, 0]
+        case0 = byte_case(cells64, corner[:, 0].astype(np.uint64))
+        k1 = _FIRST_ZERO[case0]  # first corner with another label (a boundary cell has one)
+        l1 = (cells64 >> (np.uint64(8) * k1.astype(np.uint64))) & np.uint64(0xFF)
+        case1 = byte_case(cells64, l1)
+    else:
+        eq0 = corner == corner[:, :1]
+        case0 = np.packbits(eq0, axis=1, bitorder="little")[:, 0]
+        k1 = np.argmin(eq0, axis=1)
+        case1 = np.packbits(corner == corner[rows, k1][:, None], axis=1, bitorder="little")[:, 0]
     two = (case0 | case1) == 255
     cases[:, 0] = case0
     valid[:, 0] = True
@@ -285,18 +312,13 @@ def _cell_pairs(corner: npt.NDArray[Any], lut: npt.NDArray[np.uint16]) -> tuple[
     valid[rows[two], k1[two]] = True
     many = np.flatnonzero(~two)
     if many.size:
-        sub = corner[:, many]
-        for k in range(1, 8):
-            lab = sub[k]
-            eq = sub == lab
-            first = np.ones(many.size, dtype=bool)
-            for j in range(k):
-                first &= ~eq[j]
-            cases[many, k] = np.packbits(eq, axis=0, bitorder="little")[0]
-            valid[many, k] = first
+        sub = corner[many]
+        for kk in range(1, 8):
+            eq = sub == sub[:, kk : kk + 1]
+            cases[many, kk] = np.packbits(eq, axis=1, bitorder="little")[:, 0]
+            valid[many, kk] = ~eq[:, :kk].any(axis=1)
     r, k = np.nonzero(valid)
-    labels = corner[k, r]
-    keep = lut_lookup(labels, lut) != 0
+    keep = lut_lookup(corner[r, k], lut) != 0
     return r[keep].astype(np.int64), k[keep].astype(np.int64), cases[r[keep], k[keep]]
 
 
@@ -331,10 +353,10 @@ def triangles_cpu(
     small = padded.size < 2**31 and flat_edges.size < 2**31 and int(prefix[-1]) < 2**30
     itype = np.int32 if small else np.int64
     strides = np.asarray(grid.strides, dtype=np.int64)
-    geometry = (
+    geometry = (  # per corner; per code 2 * edge + side (so indexed by the table's codes directly)
         (CORNER_OFFSET @ strides).astype(itype),
-        (EDGE_OFFSET @ strides).astype(itype),
-        (EDGE_AXIS * (flat_edges.size // 3)).astype(itype),
+        np.repeat(EDGE_OFFSET @ strides, 2).astype(itype),
+        np.repeat(EDGE_AXIS * (flat_edges.size // 3), 2).astype(itype),
         prefix.astype(itype),
     )
     flat_pad = padded.reshape(-1)
@@ -345,7 +367,7 @@ def triangles_cpu(
     labs = [r[1] for r in results]
     if not slots:
         return np.zeros((0, 3), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(slots).astype(np.int64), np.concatenate(labs).astype(np.int64)
+    return np.concatenate(slots), np.concatenate(labs)
 
 
 def _triangles_chunk(
@@ -356,24 +378,23 @@ def _triangles_chunk(
     lut: npt.NDArray[np.uint16],
 ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     corner_off, edge_off, axis_words, prefix = geometry
-    corner = np.empty((8, base.size), dtype=flat_pad.dtype)
+    corner = np.empty((base.size, 8), dtype=flat_pad.dtype)
     for c in range(8):
-        corner[c] = flat_pad[base + corner_off[c]]
+        corner[:, c] = flat_pad[base + corner_off[c]]
     rows, ks, case = _cell_pairs(corner, lut)
     table = case_table()
     ntri = table.n_triangles[case]
     pair = np.repeat(np.arange(rows.size, dtype=base.dtype), ntri)
     first = np.cumsum(ntri, dtype=base.dtype) - ntri
     t = np.arange(pair.size, dtype=base.dtype) - first[pair]
-    tri_edges = table.triangles[case[pair], t].astype(np.intp)  # (T, 3) cube edge ids
-    tri_lab = lut_lookup(corner[ks, rows], lut).astype(np.int32)[pair]
-    p_edge = base[rows[pair]][:, None] + edge_off[tri_edges]
-    word = (p_edge >> 6) + axis_words[tri_edges]
+    # (T, 3) codes 2 * edge + side (side 1: the edge's base voxel does not carry the triangle's label)
+    code = table.codes[case[pair], t].astype(np.intp)
+    tri_lab = lut_lookup(corner[rows, ks], lut).astype(np.int32)[pair]
+    p_edge = base[rows[pair]][:, None] + edge_off[code]
+    word = (p_edge >> 6) + axis_words[code]
     below = flat_edges[word] & _BELOW[p_edge & 63]
     vertex = prefix[word] + np.bitwise_count(below).astype(base.dtype)
-    # side 1 when the edge's low voxel (its base corner) does not carry the triangle's label
-    side = 1 - ((case[pair][:, None] >> EDGE_BASE[tri_edges]) & 1).astype(base.dtype)
-    return 2 * vertex + side, tri_lab
+    return 2 * vertex + (code & 1).astype(base.dtype), tri_lab
 
 
 def _stable_label_order(ids: Any, xp: Any) -> Any:
@@ -381,7 +402,7 @@ def _stable_label_order(ids: Any, xp: Any) -> Any:
     composite keys on the GPU (so the result does not depend on the sort's stability). Same permutation."""
     if xp is np:
         return np.argsort(ids.astype(np.uint16), kind="stable")
-    return xp.argsort(ids * max(1, ids.shape[0]) + xp.arange(ids.shape[0], dtype=xp.int64))
+    return xp.argsort(ids.astype(xp.int64) * max(1, ids.shape[0]) + xp.arange(ids.shape[0], dtype=xp.int64))
 
 
 def split_by_label(
@@ -393,12 +414,13 @@ def split_by_label(
     (label after label), ``slot_offsets[id]..slot_offsets[id+1]``, faces renumbered per label, and
     ``tri_offsets`` likewise for the faces.
     """
-    slot_lab = xp.stack([lo, hi], axis=1).reshape(-1).astype(xp.int64)
+    slot_lab = xp.stack([lo, hi], axis=1).reshape(-1)
     order = _stable_label_order(slot_lab, xp)
     counts = xp.bincount(slot_lab, minlength=n_ids + 1)
     slot_offsets = xp.concatenate([xp.zeros(1, dtype=xp.int64), xp.cumsum(counts)])
-    inverse = xp.empty_like(order)
-    inverse[order] = xp.arange(order.size, dtype=order.dtype)
+    index_type = xp.int32 if order.size < 2**31 else xp.int64
+    inverse = xp.empty(order.size, dtype=index_type)
+    inverse[order] = xp.arange(order.size, dtype=index_type)
     tri_order = _stable_label_order(tri_lab, xp)
     faces = inverse[tri_slots[tri_order]] - slot_offsets[tri_lab[tri_order]][:, None]
     tcounts = xp.bincount(tri_lab, minlength=n_ids + 1)
@@ -449,18 +471,29 @@ def extract_cpu(labels: Any, affine: Any, structures: Sequence[Structure]) -> di
     edges = edge_words_cpu(padded)
     cells = cell_words_cpu(edges)
     prefix, _total = edge_prefix(edges)
-    positions, lo, hi = vertices_cpu(padded, edges, grid, aff, lut)
-    tri_slots, tri_lab = triangles_cpu(padded, edges, cells, grid, prefix, lut)
+    with ThreadPoolExecutor(max_workers=1) as side_thread:  # independent steps 4 and 5 overlap
+        vertices = side_thread.submit(vertices_cpu, padded, edges, grid, aff, lut)
+        tri_slots, tri_lab = triangles_cpu(padded, edges, cells, grid, prefix, lut)
+        positions, lo, hi = vertices.result()
     slot_vertex, slot_off, faces, tri_off = split_by_label(tri_slots, tri_lab, lo, hi, grid.n_ids)
     return assemble(positions, slot_vertex, slot_off, faces, tri_off, structures, aff)
 
 
-def extract_gpu(labels: Any, affine: Any, structures: Sequence[Structure]) -> dict[str, Mesh]:
-    """Same as :func:`extract_cpu` on the CUDA device (NumPy or CuPy labels in; NumPy Meshes out)."""
+def extract_gpu_arrays(labels: Any, affine: Any, structures: Sequence[Structure]) -> tuple[Any, ...]:
+    """Steps 1-6 on the CUDA device, results left there: ``(positions, slot_vertex, slot_offsets, faces,
+    tri_offsets)`` as CuPy arrays (for device-resident pipelines and the benchmark)."""
     from kernels import _cuda
 
     aff, grid = validate_inputs(labels, affine, structures)
+    return _cuda.marching_cubes(labels, aff, grid, label_lut(structures))
+
+
+def extract_gpu(labels: Any, affine: Any, structures: Sequence[Structure]) -> dict[str, Mesh]:
+    """Same as :func:`extract_cpu` on the CUDA device (NumPy or CuPy labels in; NumPy Meshes out)."""
+    import cupy
+
+    aff, _ = validate_inputs(labels, affine, structures)
     if not structures:
         return {}
-    positions, slot_vertex, slot_off, faces, tri_off = _cuda.marching_cubes(labels, aff, grid, label_lut(structures))
-    return assemble(positions, slot_vertex, slot_off, faces, tri_off, structures, aff)
+    host = [cupy.asnumpy(a) for a in extract_gpu_arrays(labels, aff, structures)]
+    return assemble(host[0], host[1], host[2], host[3], host[4], structures, aff)

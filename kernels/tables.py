@@ -51,10 +51,12 @@ MAX_TRIANGLES = 12
 
 
 class CaseTable(NamedTuple):
-    """``n_triangles[case]`` and ``triangles[case, t] = (edge, edge, edge)`` (-1 padded)."""
+    """``n_triangles[case]``, ``triangles[case, t] = (edge, edge, edge)`` (-1 padded) and ``codes`` = the same with
+    ``2 * edge + side``, where side is 1 when the edge's base corner is outside (the vertex slot's side)."""
 
     n_triangles: npt.NDArray[np.int32]
     triangles: npt.NDArray[np.int32]
+    codes: npt.NDArray[np.int8]
 
 
 def _edge_point(e: int) -> npt.NDArray[np.float64]:
@@ -159,4 +161,6 @@ def case_table() -> CaseTable:
         n[case] = len(t)
         if t:
             tri[case, : len(t)] = np.asarray(t, dtype=np.int32)
-    return CaseTable(n, tri)
+    side = 1 - ((np.arange(256)[:, None, None] >> EDGE_BASE[np.maximum(tri, 0)]) & 1)
+    codes = np.where(tri >= 0, 2 * tri + side, -1).astype(np.int8)
+    return CaseTable(n, tri, codes)
