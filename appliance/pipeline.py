@@ -64,8 +64,8 @@ SCENE_3MF = "scene.3mf"
 #: Extensions a previous run may have left in ``meshes/`` (removed before a new export).
 _MESH_EXTENSIONS = (*FORMATS, "mtl")
 #: Series tag names (any spelling) whose string values are identifying and must never reach an output.
-_IDENTIFYING_TAG = re.compile(r"patient|birth|date|time|name|uid|accession|institution|physician|operator|"
-                              r"station|study_?id|(^|_)id$", re.IGNORECASE)
+_IDENTIFYING_TAG = re.compile(r"patient|birth|date|time|uid|accession|institution|physician|operator|"
+                              r"station|study_?id|(^|_)id$|^other_?patient", re.IGNORECASE)
 
 ProgressCallback = Callable[[str, float], None]
 
@@ -374,6 +374,7 @@ def reconstruct(
         raise PipelineError("--margins needs a lesion: give --lesion FILE or --seed X,Y,Z --window LOW,HIGH")
     input_path = Path(input_path)
     out = Path(out_dir)
+    resolved = resolve_device(device)  # fail fast when --device cuda has no GPU
     tracker = _Progress(progress)
     records: list[dict[str, Any]] = []
 
@@ -384,7 +385,6 @@ def reconstruct(
     if refusals and not override:
         reasons = "; ".join(f.message for f in refusals)
         raise RefusedInput(f"input refused: {reasons}", list(refusals))
-    resolved = resolve_device(device)
     created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # never leave an old manifest beside new, partial outputs
