@@ -198,6 +198,8 @@ class UpdateClient:
             self._updater.download_target(info, str(dest))
         except (tuf_exc.RepositoryError, tuf_exc.DownloadError) as exc:
             raise _translate(exc, release.path) from exc
+        except OSError as exc:
+            raise RepositoryUnavailable(f"{release.path}: could not read or store it ({exc})") from exc
         size, sha = file_digest(dest)
         if (size, sha) != (release.length, release.sha256):
             raise TamperedTarget(f"{dest} changed on disk after verification; check the data partition")

@@ -6,6 +6,7 @@ they return, so a fetcher only has to deliver bytes or a clean error (404 -> ``D
 
 from __future__ import annotations
 
+import http.client
 import logging
 import urllib.error
 import urllib.parse
@@ -13,7 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tuf.api.exceptions import DownloadHTTPError
+from tuf.api.exceptions import DownloadError, DownloadHTTPError
 from tuf.ngclient import FetcherInterface  # type: ignore[attr-defined]
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,12 @@ class UsbFolderFetcher(FetcherInterface):
 
     @staticmethod
     def _chunks(path: Path) -> Iterator[bytes]:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                yield chunk
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    yield chunk
+        except OSError as exc:  # the stick was pulled or the medium failed mid-read
+            raise DownloadError(f"reading {path} failed: {exc}; check the USB stick") from exc
 
 
 class HttpMirrorFetcher(FetcherInterface):
@@ -68,6 +72,8 @@ class HttpMirrorFetcher(FetcherInterface):
         try:
             while chunk := response.read(_CHUNK):  # type: ignore[attr-defined]
                 yield chunk
+        except (OSError, http.client.HTTPException) as exc:  # connection reset, timeout, incomplete read
+            raise DownloadError(f"the mirror connection failed mid-download: {exc}") from exc
         finally:
             response.close()  # type: ignore[attr-defined]
 

@@ -3,6 +3,7 @@ a USB stick pulled or truncated mid-copy. Each names the fault; the running rele
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -273,3 +274,31 @@ def test_first_boot_factory_release_update_activation_and_rollback(fleet: Fleet,
     assert result.version == "factory-release" and os.readlink(kind_dir / "current") == str(factory)
     assert activated[-1] == "0.9.0"
     verify_release_dir(kind_dir / "current")
+
+
+@pytest.mark.req("REQ-UPD-008", "REQ-SAFE-500")
+def test_usb_read_error_mid_download(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault: the stick is pulled while the artifact is being read (I/O error after the first chunk)."""
+    from appliance.update import fetchers
+
+    fleet.publish(version="1.0.0")
+    fleet.update()
+    fleet.publish(version="1.1.0", files={"big.bin": os.urandom(300_000)})
+    class PulledStick(io.BufferedReader):
+        """A file on the stick whose reads fail after the first chunk (the stick was pulled)."""
+
+        def read(self, size: int | None = -1) -> bytes:
+            if self.tell() > 0 and str(self.name).endswith(".tar"):
+                raise OSError(5, "Input/output error")
+            return super().read(size)
+
+    def pulled_open(path: Path, mode: str = "r") -> io.BufferedReader:
+        return PulledStick(io.FileIO(path, mode.replace("b", "")))
+
+    monkeypatch.setattr(fetchers, "open", pulled_open, raising=False)
+    with pytest.raises(RepositoryUnavailable, match="check the USB stick"):
+        fleet.update()
+    assert fleet.current() == "1.0.0"
+    assert not (fleet.install_root / "app" / "downloads").exists() or not any(
+        (fleet.install_root / "app" / "downloads").iterdir()
+    )
