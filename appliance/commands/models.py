@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
 import logging
 import sys
@@ -46,11 +48,27 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trusted_keys(paths: list[str] | None) -> list[bytes]:
+    """Raw Ed25519 public keys from files holding them base64-encoded (one key per file)."""
+    keys = []
+    for path in paths or []:
+        try:
+            key = base64.b64decode(Path(path).read_text().strip(), validate=True)
+        except (OSError, binascii.Error) as exc:
+            raise PackError(f"trusted key {path} cannot be read as a base64 Ed25519 public key: {exc}") from exc
+        if len(key) != 32:
+            raise PackError(f"trusted key {path} holds {len(key)} bytes; an Ed25519 public key has 32")
+        keys.append(key)
+    return keys
+
+
 def _import(args: argparse.Namespace) -> int:
     dest = Path(args.dest) if args.dest else _dirs(args)[1]
     dest.mkdir(parents=True, exist_ok=True)
-    pack = import_pack(args.source, dest, replace=args.replace)
-    _out(f"imported {pack.name} {pack.version} into {pack.root} (sha256 verified)")
+    keys = _trusted_keys(args.trusted_key)
+    pack = import_pack(args.source, dest, trusted_keys=keys, replace=args.replace)
+    signed = ", signature verified" if keys else ""
+    _out(f"imported {pack.name} {pack.version} into {pack.root} (sha256 verified{signed})")
     return 0
 
 
@@ -106,6 +124,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("source")
     p.add_argument("--dest", help="install directory (default: APPLIANCE_MODEL_PACKS)")
     p.add_argument("--replace", action="store_true", help="overwrite an installed pack of the same name")
+    p.add_argument("--trusted-key", action="append",
+                   help="file with a base64 Ed25519 public key; when given, the pack must be signed by one")
     p.set_defaults(func=_import)
     p = msub.add_parser("verify", help="recompute each pack's ONNX sha256")
     p.add_argument("packs", nargs="*", help="pack names or folders (default: all installed)")

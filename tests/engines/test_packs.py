@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import zipfile
 from pathlib import Path
@@ -158,6 +159,14 @@ def test_signature_required_and_checked(tmp_path: Path) -> None:
     assert load_pack(folder, verify=True, trusted_keys=[public]).name == "tiny"
     with pytest.raises(PackIntegrityError, match="trusted key"):
         load_pack(folder, verify=True, trusted_keys=[other])
+    key_file = tmp_path / "vendor.pub"
+    key_file.write_text(base64.b64encode(public).decode())
+    other_file = tmp_path / "other.pub"
+    other_file.write_text(base64.b64encode(other).decode())
+    dest = tmp_path / "installed"
+    assert cli_main(["models", "import", str(folder), "--dest", str(dest), "--trusted-key", str(key_file)]) == 0
+    assert cli_main(["models", "import", str(folder), "--dest", str(dest), "--replace",
+                     "--trusted-key", str(other_file)]) == 1
     data = _manifest(folder)
     data["version"] = "9.9.9"  # any change to the signed manifest breaks the signature
     write_manifest(folder, data)
