@@ -201,3 +201,22 @@ def test_identifiers_injected_into_real_dicom_never_reach_outputs(tmp_path: Path
         for needle in needles:
             assert needle.encode() not in raw, f"{needle!r} found in {name}"
     shutil.rmtree(out)
+
+
+@pytest.mark.req("REQ-FUNC-253")
+def test_demo_serve_hook_starts_the_ui_on_the_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flask import Flask
+
+    from appliance.commands.demo import serve_outputs
+
+    started: dict[str, Any] = {}
+
+    def fake_run(self: Flask, host: str | None = None, port: int | None = None, **kwargs: Any) -> None:
+        started.update(app=self, host=host, port=port)
+
+    monkeypatch.setattr(Flask, "run", fake_run)  # do not block the test in a server loop
+    out = tmp_path / "demo"
+    out.mkdir()
+    assert serve_outputs(out, 8765) == 0
+    assert started["host"] == "127.0.0.1" and started["port"] == 8765
+    assert started["app"].config["DEMO_OUTPUT_DIR"] == str(out.resolve())

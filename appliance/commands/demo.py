@@ -4,8 +4,8 @@ The sample is ``samples/ct_abdomen_20slices/dicom`` (20 real CT slices, JPEG 200
 TotalSegmentator). The outputs go to ``out/demo`` under the current folder unless ``--out`` says otherwise: label
 map, one mesh per structure in every format, ``scene.glb``, ``report.html`` and ``manifest.json``.
 
-``--serve`` then starts the touchscreen UI (``ui.app.create_app``) on this machine with
-``DEMO_OUTPUT_DIR`` set to the output folder, when the UI is part of the build.
+``--serve`` then starts the touchscreen UI (``ui.app.create_app``) on 127.0.0.1 with ``DEMO_OUTPUT_DIR`` set to
+the output folder (the hook for the UI to show the demo model), when the UI is part of the build.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def serve_outputs(out_dir: Path, port: int) -> int:
         sys.stderr.write(f"appliance demo --serve: the touchscreen UI is not part of this build ({exc}); "
                          f"open {out_dir / 'report.html'} instead\n")
         return 1
-    app = create_app({"DEMO_OUTPUT_DIR": str(out_dir)})
+    ui_data = out_dir.parent / ".demo-ui"  # the UI's own state (sessions, audit) beside the outputs, not in /var
+    app = create_app({"DEMO_OUTPUT_DIR": str(out_dir.resolve()), "storage": {"data_dir": str(ui_data)}})
     sys.stderr.write(f"serving the UI on http://127.0.0.1:{port}/ (Ctrl+C to stop)\n")
     app.run(host="127.0.0.1", port=port)
     return 0
