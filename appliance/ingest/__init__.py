@@ -8,9 +8,10 @@ Public API::
     chosen = select_series(result)          # largest reconstructable series
     volume, findings = load_volume(chosen)  # raises SeriesRefused (RefusedInput) when refused
     volume, findings, series = load_input(path, series_uid=None, override=False)
+    chosen, findings = study_verdict(result)  # study-level decision: None + reasons when nothing qualifies
 """
 
-from appliance.ingest.api import load_input, scan, select_series
+from appliance.ingest.api import load_input, scan, select_series, study_verdict
 from appliance.ingest.errors import IngestError, NoSeriesFound, SeriesRefused, UnknownSeries
 from appliance.ingest.loader import load_volume
 from appliance.ingest.result import IngestResult, ScannedSeries
@@ -26,4 +27,5 @@ __all__ = [
     "load_volume",
     "scan",
     "select_series",
+    "study_verdict",
 ]

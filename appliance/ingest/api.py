@@ -7,7 +7,7 @@ from pathlib import Path
 
 from appliance.core import Finding, Series, Volume
 from appliance.ingest.errors import NoSeriesFound, SeriesRefused, UnknownSeries
-from appliance.ingest.findings import refusal_summary
+from appliance.ingest.findings import no_series, refusal_summary
 from appliance.ingest.headers import FileHeader, read_header
 from appliance.ingest.loader import load_volume
 from appliance.ingest.research import is_research_file, load_research
@@ -63,6 +63,22 @@ def select_series(result: IngestResult, override: bool = False) -> ScannedSeries
             f"no reconstructable image series in {result.source} ({len(result.series)} series, "
             f"{result.files_seen} file(s)); run 'appliance inspect' to see why", found)
     return max(candidates, key=lambda s: (_voxels(s), s.shape_xyz[2]))
+
+
+def study_verdict(result: IngestResult, override: bool = False) -> tuple[ScannedSeries | None, list[Finding]]:
+    """What a study-level decision (the service's auto-reconstruction) should use: the series that would be
+    chosen and the findings that apply to it. A localizer or a screen capture beside a good CT does not block
+    the study (their own ERROR findings describe those series only); when nothing qualifies the series is None
+    and the findings say why (``refusal``/``error`` severities).
+    """
+    try:
+        chosen = select_series(result, override)
+    except SeriesRefused as exc:
+        return None, list(exc.refusal_findings)
+    except NoSeriesFound as exc:
+        blocking = [f for f in exc.findings if f.blocks_reconstruction]
+        return None, blocking or [no_series(result.source)]
+    return chosen, list(chosen.findings)
 
 
 def load_input(path: Path, series_uid: str | None = None, override: bool = False,

@@ -212,6 +212,18 @@ def refusal_summary(found: list[Finding]) -> str:
     return f"refused ({', '.join(codes)}); see the findings"
 
 
+def no_series(source: str) -> Finding:
+    """An input with no image series at all."""
+    return Finding(
+        "no_image_series",
+        Severity.ERROR,
+        f"No image series was found in {Path(source).name or source}; check that the right folder or medium was "
+        "chosen.",
+        REQ_DISCOVERY,
+        {"source": source},
+    )
+
+
 def override_applied(codes: list[str], action: str) -> Finding:
     """Record that a refusal was overridden."""
     return Finding(

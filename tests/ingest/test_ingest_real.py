@@ -249,3 +249,27 @@ def test_fast_header_reader_agrees_with_pydicom(shared_data: Path, monkeypatch: 
     assert fast_count > 100  # the fast path is actually taken for most files
     for path, a, b in zip(files, fast, slow, strict=True):
         assert a == b, path.name
+
+
+@pytest.mark.req("REQ-ACQ-016", "REQ-ACQ-006")
+def test_study_verdict_ignores_excluded_series_but_reports_refusals(shared_data: Path, tmp_path: Path) -> None:
+    from appliance.ingest import study_verdict
+
+    philips = require(shared_data / EDGE / "dcm_qa_ct" / "In" / "Philips" / "S21610")
+    chosen, found = study_verdict(scan(philips))
+    assert chosen is None and {f.code for f in found} == {"gantry_tilt"}  # the tilt blocks, not the localizer
+    chosen, found = study_verdict(scan(philips), override=True)
+    assert chosen is not None and chosen.series.description == "STEREOTAXIS"
+    # a good series beside a localizer: not blocked
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    for f in (philips / "S1000").iterdir():
+        (stick / f"loc_{f.name}").symlink_to(f)
+    for f in require(shared_data / "dicom-edge" / "dcm_qa_decubitus" / "In" / "HFS" / "3_t1_fl2d_sag").iterdir():
+        (stick / f.name).symlink_to(f)
+    result = scan(stick)
+    assert any(f.code == "localizer_excluded" for s in result.series for f in s.findings)
+    chosen, found = study_verdict(result)
+    assert chosen is not None and not any(f.blocks_reconstruction for f in found)
+    chosen, found = study_verdict(scan(tmp_path / "empty-does-not-exist"))
+    assert chosen is None and found and all(f.blocks_reconstruction for f in found)
