@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,6 +108,7 @@ class Installer:
     audit: AuditSink | None = None
     actor: str = "service"
     progress: ProgressFn | None = None
+    _lock_depth: int = field(default=0, init=False, repr=False)
     #: Called after every switch of ``current`` (install, automatic or manual rollback) with the kind and the
     #: release now current, e.g. to restart the service so the health check sees the new release.
     activate: Callable[[ArtifactKind, Path], None] | None = None
@@ -199,6 +201,10 @@ class Installer:
     # ------------------------------------------------------------------------------------------- recovery
     def recover(self) -> list[str]:
         """Remove half-done work and roll back unconfirmed switches; returns what was done."""
+        with self._exclusive():
+            return self._recover()
+
+    def _recover(self) -> list[str]:
         done: list[str] = []
         if self.root.is_dir():
             for leftover in self.root.glob(".*.tmp"):  # a state file write cut short
@@ -241,6 +247,29 @@ class Installer:
         return done
 
     # ------------------------------------------------------------------------------------------- install
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One installer at a time per box (a lock file; a killed process releases it). Re-entrant."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".install.lock", "a+b") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise InstallError("another update is running on this box; wait for it to finish") from exc
+            self._lock_depth = 1
+            try:
+                yield
+            finally:
+                self._lock_depth = 0
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def install(
         self,
         release: ReleaseInfo,
@@ -249,6 +278,16 @@ class Installer:
         authorisation: str | None = None,
     ) -> InstallResult:
         """Install ``release`` (``fetch(dest_dir)`` downloads it verified); roll back if unhealthy."""
+        with self._exclusive():
+            return self._install(release, fetch, signed_floor, authorisation)
+
+    def _install(
+        self,
+        release: ReleaseInfo,
+        fetch: Callable[[Path], Path],
+        signed_floor: Version | None,
+        authorisation: str | None,
+    ) -> InstallResult:
         kind = release.kind
         kdir = self.kind_dir(kind)
         (kdir / "releases").mkdir(parents=True, exist_ok=True)
@@ -426,6 +465,10 @@ class Installer:
     # ------------------------------------------------------------------------------------------- rollback
     def rollback(self, kind: ArtifactKind, reason: str, actor: str | None = None) -> InstallResult:
         """Return to ``previous`` by hand: an explicit downgrade, audited; never below the signed floor."""
+        with self._exclusive():
+            return self._rollback(kind, reason, actor)
+
+    def _rollback(self, kind: ArtifactKind, reason: str, actor: str | None) -> InstallResult:
         if not reason.strip():
             raise DowngradeRefused("a rollback needs a reason (it is recorded in the audit trail)")
         self.recover()

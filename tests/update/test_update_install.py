@@ -302,3 +302,22 @@ def test_usb_read_error_mid_download(fleet: Fleet, monkeypatch: pytest.MonkeyPat
     assert not (fleet.install_root / "app" / "downloads").exists() or not any(
         (fleet.install_root / "app" / "downloads").iterdir()
     )
+
+
+@pytest.mark.req("REQ-UPD-012")
+def test_second_installer_at_the_same_time_refused(fleet: Fleet) -> None:
+    """Fault: a second update (UI and CLI at once) while one is running: refused, the first is unaffected."""
+    import fcntl
+
+    from appliance.update.errors import InstallError
+
+    fleet.publish(version="1.0.0")
+    fleet.update()
+    fleet.publish(version="1.1.0")
+    with open(fleet.install_root / ".install.lock", "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another installer holds the box
+        with pytest.raises(InstallError, match="another update is running"):
+            fleet.update()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert fleet.current() == "1.0.0"
+    assert fleet.update().version == "1.1.0"
