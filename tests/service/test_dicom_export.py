@@ -72,7 +72,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Ite
             {"name": "PACS", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc_dicom}]}),
         reconstruct=lambda: FakeReconstruct(), qa=lambda p: [],
     )  # fmt: skip
-    study_uid, files = prepare_ct_series(shared_data, tmp / "ct")
+    study_uid, files = prepare_ct_series(shared_data, tmp / "ct", n=10)
     for f in files:
         svc.store.store_file(f, "test")
     job_id = svc.request_reconstruction(study_uid, "test")
