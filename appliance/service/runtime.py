@@ -6,6 +6,8 @@ configuration and starts it. Tests build one with an injected ``reconstruct`` fu
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 import threading
@@ -17,7 +19,7 @@ from typing import Any
 
 from appliance import __version__
 from appliance.audit import AUDIT_FILENAME, AuditLog
-from appliance.config import ApplianceConfig
+from appliance.config import ApplianceConfig, config_to_mapping
 from appliance.privacy.secret import load_or_create_secret, study_identity_hash
 from appliance.service.catalogue import Catalogue
 from appliance.service.monitor import QaFn, StudyMonitor, ingest_qa
@@ -25,6 +27,23 @@ from appliance.service.storage import InstanceStore
 from appliance.service.worker import ReconstructFn, Worker, default_reconstruct
 
 log = logging.getLogger(__name__)
+
+
+def _flatten(mapping: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in mapping.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k not in ("pins", "options"):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _short_hash(value: Any) -> str:
+    """A short hash of a configuration value (values such as PIN hashes never enter the audit trail)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
 
 DB_FILENAME = "appliance.sqlite3"
 
@@ -66,7 +85,7 @@ class ApplianceService:
         )  # fmt: skip
         self.worker = Worker(
             self.catalogue, self.audit, self.data_dir, self.study_hash, reconstruct,
-            threads=config.reconstruction.workers,
+            threads=config.reconstruction.workers, on_done=self._after_job,
         )  # fmt: skip
         self.monitor = StudyMonitor(
             config, self.catalogue, self.audit, self.study_hash, lambda job_id: self.worker.wake(), qa
@@ -109,13 +128,48 @@ class ApplianceService:
         log.error("ALARM %s: %s", code, message)
         self.audit.append("service", "alarm", None, {"code": code, "message": message})
 
+    def _after_job(self, job_id: int) -> None:
+        """Automatic export to ``export.auto_destination`` after a finished reconstruction (failures: alarm)."""
+        dest = self.config.export.auto_destination
+        if not dest:
+            return
+        from appliance.service.export.job_export import export_job
+        from appliance.service.export.sources import ExportError
+
+        try:
+            export_job(self, job_id, "service:auto-export", dest)
+        except ExportError as exc:
+            self.alarm("export_failed", f"automatic export of job {job_id} to {dest} failed: {exc}")
+
+    def _audit_configuration(self) -> str:
+        """Audit a configuration change since the last start (which keys changed, never their values)."""
+        flat = _flatten(config_to_mapping(self.config))
+        digest = hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()
+        previous = self.audit.records(action="service.started")
+        if previous:
+            last = previous[-1].details
+            if last.get("config_sha256") not in (None, digest):
+                old_keys: dict[str, str] = last.get("config_keys", {})
+                new_keys = {k: _short_hash(v) for k, v in flat.items()}
+                changed = sorted(
+                    k for k in set(old_keys) | set(new_keys) if old_keys.get(k) != new_keys.get(k)
+                )
+                self.audit.append("service", "configuration.changed", None,
+                                  {"changed_keys": changed, "config_sha256": digest})  # fmt: skip
+        return digest
+
     def start(self, receiver: bool = True, importer: bool = True) -> None:
         """Recover from any interruption, then start worker, monitor and (when configured) receiver and import."""
         added = self.store.reconcile()
         requeued = self.catalogue.recover()
+        digest = self._audit_configuration()
         self.audit.append(
             "service", "service.started",
-            details={"version": __version__, "requeued_jobs": requeued, "reindexed_instances": added},
+            details={
+                "version": __version__, "requeued_jobs": requeued, "reindexed_instances": added,
+                "config_sha256": digest,
+                "config_keys": {k: _short_hash(v) for k, v in _flatten(config_to_mapping(self.config)).items()},
+            },
         )  # fmt: skip
         self.worker.start()
         self.monitor.start()

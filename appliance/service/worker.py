@@ -115,7 +115,9 @@ class Worker:
         reconstruct: Callable[[], ReconstructFn] = default_reconstruct,
         threads: int = 1,
         poll_s: float = 0.5,
+        on_done: Callable[[int], None] | None = None,
     ) -> None:
+        self.on_done = on_done
         self.catalogue = catalogue
         self.audit = audit
         self.outputs_dir = Path(data_dir) / "outputs"
@@ -209,9 +211,16 @@ class Worker:
             findings=findings_as_dicts(list(manifest.get("findings", []) or [])),
         )  # fmt: skip
         self.audit.append(
-            "service:worker", "reconstruction.finished", study_hash,
+            "service:worker",
+            "reconstruction.finished",
+            study_hash,
             {"job": job.id, "state": "done", "device": manifest.get("device")},
-        )  # fmt: skip
+        )
+        if self.on_done is not None:
+            try:
+                self.on_done(job.id)
+            except Exception:  # a follow-up (automatic export) never changes the job's result
+                log.exception("follow-up of job %d failed", job.id)  # fmt: skip
 
     def _fail(self, job: Job, exc: BaseException, notes: list[str], study_hash: str) -> None:
         if isinstance(exc, RefusedInput):

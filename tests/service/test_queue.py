@@ -218,3 +218,31 @@ def test_deidentify_on_ingest(service_factory: Callable[..., ApplianceService], 
     for p in (svc.data_dir / "studies").rglob("*.dcm"):
         raw = p.read_bytes()
         assert PATIENT_NAME.encode() not in raw and b"DOE" not in raw and study_uid.encode() not in raw
+
+
+@pytest.mark.req("REQ-TRACE-002")
+def test_configuration_change_is_audited(service_factory: Callable[..., ApplianceService]) -> None:
+    first = service_factory(reconstruction={"auto": True}, ui={"pins": {"nurse": "pbkdf2$secret-hash"}})
+    first.start(receiver=False, importer=False)
+    first.stop()
+    second = service_factory(reconstruction={"auto": False}, ui={"pins": {"nurse": "pbkdf2$other-hash"}})
+    second.start(receiver=False, importer=False)
+    (rec,) = second.audit.records(action="configuration.changed")
+    assert rec.details["changed_keys"] == ["reconstruction.auto", "ui.pins"]
+    assert "secret-hash" not in json.dumps([r.to_dict() for r in second.audit.records()])
+    third = service_factory(reconstruction={"auto": False}, ui={"pins": {"nurse": "pbkdf2$other-hash"}})
+    third.start(receiver=False, importer=False)
+    assert len(third.audit.records(action="configuration.changed")) == 1  # unchanged: nothing new
+
+
+@pytest.mark.req("REQ-FUNC-312")
+def test_automatic_export_failure_raises_alarm_but_job_stays_done(
+    service_factory: Callable[..., ApplianceService], shared_data: Path, tmp_path: Path
+) -> None:
+    svc = service_factory(export={"auto_destination": "PACS", "destinations": [
+        {"name": "PACS", "ae_title": "PACS", "host": "127.0.0.1", "port": 9}]})  # fmt: skip
+    study_uid = _store_study(svc, shared_data, tmp_path, n=2)
+    job_id = svc.request_reconstruction(study_uid, "ui:nurse")
+    svc.worker.run(svc.catalogue.claim_job())  # type: ignore[arg-type]
+    assert svc.catalogue.job(job_id).state == "done"
+    assert [a.code for a in svc.alarms] == ["export_failed"]
