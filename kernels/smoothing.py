@@ -70,7 +70,8 @@ def umbrella_operator(faces: Any, n_vertices: int, xp: Any, sparse: Any) -> Any:
     cols = key % n_vertices
     degree = xp.bincount(rows, minlength=n_vertices).astype(xp.float64)
     weights = 1.0 / xp.maximum(degree, 1.0)[rows]
-    return sparse.csr_matrix((weights, (rows, cols)), shape=(n_vertices, n_vertices))
+    # COO -> CSR: the constructor form that scipy.sparse and cupyx.scipy.sparse both accept
+    return sparse.coo_matrix((weights, (rows, cols)), shape=(n_vertices, n_vertices)).tocsr()
 
 
 def windowed_sinc(vertices: Any, faces: Any, iterations: int, passband: float, xp: Any, sparse: Any) -> Any:
