@@ -98,7 +98,11 @@ def _compile(args: argparse.Namespace) -> int:
         precision = "fp16" if (pack.fp16_allowed and not args.fp32) else "fp32"
         backend = cls(pack.onnx_path, "cuda", precision=precision,
                       cache_dir=Path(args.cache) if args.cache else None, sha256=pack.sha256)
-        shape = (1, 1, *(pack.patch_size or pack.shape or (128, 128, 128)))
+        if pack.size_policy == "fixed" and pack.shape is not None:  # crops of the fixed grid: one ranged engine
+            shape = (1, 1, *pack.shape)
+            backend.set_profile((1, 1, 32, 32, 32), (1, 1, 192, 192, 192), shape)  # type: ignore[attr-defined]
+        else:
+            shape = (1, 1, *(pack.patch_size or pack.shape or (128, 128, 128)))
         path = backend.compile(shape)  # type: ignore[attr-defined]
         _out(f"compiled {pack.name} {precision} {shape} → {path}")
     return 0

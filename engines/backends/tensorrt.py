@@ -2,8 +2,9 @@
 
 Written against the TensorRT Python API (8.6 / 10.x names): ``trt.Builder`` → ``create_network`` →
 ``trt.OnnxParser.parse`` → ``IBuilderConfig`` (workspace pool limit, ``BuilderFlag.FP16`` where the pack allows it,
-one optimisation profile with min = opt = max = the patch shape) → ``build_serialized_network``. The serialised
-plan is cached under a key made of (ONNX sha256, TensorRT version, GPU compute capability, precision, input shape),
+one optimisation profile: the caller's (min, opt, max) range, e.g. every crop of a 256^3 conformed volume, or the
+exact patch shape) → ``build_serialized_network``. The serialised plan is cached under a key made of (ONNX sha256,
+TensorRT version, GPU compute capability, precision, profile),
 loaded with ``trt.Runtime.deserialize_cuda_engine``, and executed with ``set_input_shape``, ``set_tensor_address``
 and ``execute_async_v3`` on a CuPy stream, so sliding-window tiles never leave the GPU.
 
@@ -38,10 +39,15 @@ def compute_capability() -> str:
     return f"{cc[:-1]}.{cc[-1]}"
 
 
+Shape = tuple[int, ...]
+#: (min, opt, max) input shapes of a TensorRT optimisation profile.
+Profile = tuple[Shape, Shape, Shape]
+
+
 def engine_cache_key(onnx_sha256: str, trt_version: str, capability: str, precision: str,
-                     shape: tuple[int, ...]) -> str:
-    """File stem of a cached engine: any change of network, TensorRT, GPU generation, precision or shape misses."""
-    text = json.dumps([onnx_sha256, trt_version, capability, precision, list(shape)])
+                     shape: Shape | Profile) -> str:
+    """File stem of a cached engine: any change of network, TensorRT, GPU generation, precision or shapes misses."""
+    text = json.dumps([onnx_sha256, trt_version, capability, precision, shape])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -51,8 +57,8 @@ def _trt() -> Any:
     return tensorrt
 
 
-def build_engine(onnx_path: Path, shape: tuple[int, ...], fp16: bool, input_name: str = "input") -> bytes:
-    """Parse the ONNX file and build a serialised engine for inputs of exactly ``shape``."""
+def build_engine(onnx_path: Path, profile: Profile, fp16: bool, input_name: str = "input") -> bytes:
+    """Parse the ONNX file and build a serialised engine for inputs within ``profile`` (min, opt, max)."""
     trt = _trt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -69,9 +75,9 @@ def build_engine(onnx_path: Path, shape: tuple[int, ...], fp16: bool, input_name
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, shape, shape, shape)
-    config.add_optimization_profile(profile)
+    opt_profile = builder.create_optimization_profile()
+    opt_profile.set_shape(input_name, *profile)
+    config.add_optimization_profile(opt_profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise BackendError(f"TensorRT failed to build an engine for {onnx_path} (see the TensorRT log above)")
@@ -80,7 +86,11 @@ def build_engine(onnx_path: Path, shape: tuple[int, ...], fp16: bool, input_name
 
 @register_backend
 class TensorRTBackend(Backend):
-    """TensorRT engine per (network, input shape), built once and cached on disk."""
+    """TensorRT engine per (network, optimisation profile), built once and cached on disk.
+
+    Without :meth:`set_profile` each new input shape gets its own exact-shape engine (right for sliding-window
+    patches); with it, one engine serves every shape inside the (min, opt, max) range (crops of a fixed grid).
+    """
 
     name: ClassVar[str] = "tensorrt"
     dependencies: ClassVar[tuple[str, ...]] = ("tensorrt", "cupy")
@@ -105,7 +115,8 @@ class TensorRTBackend(Backend):
         self.sha256 = sha256 or sha256_file(self.onnx_path)
         trt = _trt()
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self._engines: dict[tuple[int, ...], tuple[Any, Any]] = {}
+        self._engines: dict[Profile, tuple[Any, Any]] = {}
+        self.profile: Profile | None = None
         self.built: list[str] = []  # cache keys built (not loaded) by this instance
 
     @property
@@ -114,36 +125,51 @@ class TensorRTBackend(Backend):
 
         return cupy
 
-    def engine_path(self, shape: tuple[int, ...]) -> Path:
-        """Where the engine for ``shape`` is cached."""
-        key = engine_cache_key(self.sha256 or "", str(_trt().__version__), compute_capability(), self.precision, shape)
+    def set_profile(self, min_shape: Shape, opt_shape: Shape, max_shape: Shape) -> None:
+        """Build one engine for all input shapes between ``min_shape`` and ``max_shape`` (tuned for ``opt_shape``)."""
+        if not all(lo <= op <= hi for lo, op, hi in zip(min_shape, opt_shape, max_shape, strict=True)):
+            raise BackendError(f"profile needs min <= opt <= max per axis, got {min_shape}, {opt_shape}, {max_shape}")
+        self.profile = (tuple(min_shape), tuple(opt_shape), tuple(max_shape))
+
+    def profile_for(self, shape: Shape) -> Profile:
+        """The configured profile when it covers ``shape``, else an exact-shape profile."""
+        if self.profile is not None and len(shape) == len(self.profile[0]) and all(
+                lo <= s <= hi for lo, s, hi in zip(self.profile[0], shape, self.profile[2], strict=True)):
+            return self.profile
+        return (shape, shape, shape)
+
+    def engine_path(self, shape: Shape) -> Path:
+        """Where the engine that runs ``shape`` is cached."""
+        key = engine_cache_key(self.sha256 or "", str(_trt().__version__), compute_capability(), self.precision,
+                               self.profile_for(shape))
         return Path(self.cache_dir or DEFAULT_CACHE) / f"{key}.plan"
 
-    def _context(self, shape: tuple[int, ...]) -> tuple[Any, Any]:
-        if shape in self._engines:
-            return self._engines[shape]
+    def _context(self, shape: Shape) -> tuple[Any, Any]:
+        profile = self.profile_for(shape)
+        if profile in self._engines:
+            return self._engines[profile]
         path = self.engine_path(shape)
         if path.is_file():
             plan = path.read_bytes()
             log.info("TensorRT engine loaded from cache %s", path)
         else:
-            plan = build_engine(self.onnx_path, shape, fp16=self.precision == "fp16")
+            plan = build_engine(self.onnx_path, profile, fp16=self.precision == "fp16")
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(plan)
             tmp.replace(path)
             self.built.append(path.stem)
-            log.info("TensorRT engine built for %s %s and cached at %s", self.onnx_path.name, shape, path)
+            log.info("TensorRT engine built for %s %s and cached at %s", self.onnx_path.name, profile, path)
         engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
             path.unlink(missing_ok=True)
             raise BackendError(f"cached TensorRT engine {path} cannot be loaded; it was removed, run again to rebuild")
         context = engine.create_execution_context()
-        self._engines[shape] = (engine, context)
+        self._engines[profile] = (engine, context)
         return engine, context
 
-    def compile(self, shape: tuple[int, ...]) -> Path:
-        """Build (or find) the engine for ``shape``; returns the cache file."""
+    def compile(self, shape: Shape) -> Path:
+        """Build (or find) the engine that runs ``shape``; returns the cache file."""
         self._context(shape)
         return self.engine_path(shape)
 

@@ -140,7 +140,11 @@ class MrBrainPreset(Preset):
             precision = "fp32"
         if choice.name == "onnxruntime":
             precision = "fp32"
-        return create_backend(choice, pack.onnx_path, precision=precision, sha256=pack.sha256)
+        backend = create_backend(choice, pack.onnx_path, precision=precision, sha256=pack.sha256)
+        set_profile = getattr(backend, "set_profile", None)
+        if set_profile is not None and pack.shape is not None:  # TensorRT: one engine for every crop of the grid
+            set_profile((1, 1, 32, 32, 32), (1, 1, 192, 192, 192), (1, 1, *pack.shape))
+        return backend
 
     @staticmethod
     def _merge(outputs: Mapping[str, npt.NDArray[np.uint16]], packs: Mapping[str, ModelPack | None],

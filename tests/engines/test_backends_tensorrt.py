@@ -229,6 +229,23 @@ def test_build_cache_and_run_on_device_buffers(fake_trt: FakeTRT, gw5: Any, tmp_
 
 
 @pytest.mark.req("REQ-FUNC-104")
+def test_one_ranged_engine_serves_every_crop(fake_trt: FakeTRT, gw5: Any, tmp_path: Path) -> None:
+    backend = trt_backend.TensorRTBackend(gw5.onnx_path, "cuda", cache_dir=tmp_path)
+    backend.set_profile((1, 1, 8, 8, 8), (1, 1, 16, 16, 16), (1, 1, 32, 32, 32))
+    rng = np.random.default_rng(5)
+    session = ort.InferenceSession(str(gw5.onnx_path), providers=["CPUExecutionProvider"])
+    for shape in [(1, 1, 12, 20, 9), (1, 1, 32, 8, 30), (1, 1, 16, 16, 16)]:
+        x = rng.random(shape, dtype=np.float32)
+        np.testing.assert_allclose(np.asarray(backend.forward(x)), session.run(None, {"input": x})[0], rtol=1e-6)
+    assert fake_trt.builds == 1
+    assert fake_trt.last_profile.shape == ("input", (1, 1, 8, 8, 8), (1, 1, 16, 16, 16), (1, 1, 32, 32, 32))
+    backend.forward(np.zeros((1, 1, 40, 8, 8), np.float32))  # outside the range: its own exact engine
+    assert fake_trt.builds == 2
+    with pytest.raises(BackendError, match="min <= opt <= max"):
+        backend.set_profile((1, 1, 8, 8, 8), (1, 1, 4, 4, 4), (1, 1, 32, 32, 32))
+
+
+@pytest.mark.req("REQ-FUNC-104")
 def test_cache_key_covers_network_version_gpu_precision_shape() -> None:
     base = ("a" * 64, "10.3.0", "9.0", "fp16", (1, 1, 64, 64, 64))
     key = trt_backend.engine_cache_key(*base)
@@ -270,4 +287,5 @@ def test_cli_compile_with_tensorrt(fake_trt: FakeTRT, tmp_path: Path, capsys: py
     assert cli_main(["models", "compile", "brainchop-gw-5", "--cache", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "compiled brainchop-gw-5 fp16 (1, 1, 256, 256, 256)" in out
+    assert fake_trt.last_profile.shape[2:] == ((1, 1, 192, 192, 192), (1, 1, 256, 256, 256))
     assert len(list(tmp_path.glob("*.plan"))) == 1
