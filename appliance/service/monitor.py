@@ -12,7 +12,7 @@ import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,12 @@ QaFn = Callable[[Path], list[dict[str, Any]]]
 
 
 def ingest_qa(study_dir: Path) -> list[dict[str, Any]]:
-    """Geometry QA findings of a study folder through :mod:`appliance.ingest` (``scan``), as dicts.
+    """Geometry QA of a study folder through :mod:`appliance.ingest`, as finding dicts.
 
-    When ingest offers no ``scan`` function (older build), returns one ``info`` finding saying QA is left to
-    the reconstruction itself, which runs the same checks before it starts.
+    Uses ingest's ``study_verdict``: the findings of the series that would be reconstructed (a localizer or a
+    screen capture beside a good CT does not block the study), or the blocking findings when none qualifies.
+    When ingest offers no ``scan`` (older build), returns one ``info`` finding saying the checks are left to the
+    reconstruction itself, which runs them before it starts.
     """
     try:
         from appliance import ingest
@@ -42,12 +44,13 @@ def ingest_qa(study_dir: Path) -> list[dict[str, Any]]:
              "message": "Geometry checks run when the reconstruction starts."}
         ]  # fmt: skip
     result = scan(study_dir)
-    found: list[object] = []
-    items: Sequence[Any] = result if isinstance(result, list | tuple) else [result]
-    for item in items:
-        found += list(getattr(item, "findings", []) or [])
-        for series in getattr(item, "series", []) or []:
-            found += list(getattr(series, "findings", []) or [])
+    verdict: Callable[..., Any] | None = getattr(ingest, "study_verdict", None)
+    if verdict is not None:
+        _chosen, findings = verdict(result)
+        return findings_as_dicts(list(findings))
+    found: list[object] = list(getattr(result, "findings", []) or [])
+    for series in getattr(result, "series", []) or []:
+        found += list(getattr(series, "findings", []) or [])
     return findings_as_dicts(found)
 
 

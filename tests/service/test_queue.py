@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from svc_helpers import PATIENT_NAME, FakeReconstruct, prepare_ct_series
+from svc_helpers import PATIENT_NAME, FakeReconstruct, make_config, prepare_ct_series
 
 from appliance.service.runtime import ApplianceService
 
@@ -246,3 +246,30 @@ def test_automatic_export_failure_raises_alarm_but_job_stays_done(
     svc.worker.run(svc.catalogue.claim_job())  # type: ignore[arg-type]
     assert svc.catalogue.job(job_id).state == "done"
     assert [a.code for a in svc.alarms] == ["export_failed"]
+
+
+@pytest.mark.req("REQ-FUNC-304")
+def test_real_ingest_qa_refuses_tilted_gapped_study_and_accepts_real_ct(
+    service_factory: Callable[..., ApplianceService], shared_data: Path, tmp_path: Path
+) -> None:
+    """The monitor's default QA is ingest's study verdict: GE head CT (tilt 18.5 deg, gaps) refused, real CT not."""
+    from appliance.service.monitor import ingest_qa
+
+    fake = FakeReconstruct()
+    svc = ApplianceService(make_config(tmp_path / "data"), reconstruct=lambda: fake, qa=ingest_qa)
+    ge = sorted((shared_data / "dicom-edge/dcm_qa_ct/In/GE").glob("*.dcm"))
+    if not ge:
+        pytest.skip("dcm_qa_ct/In/GE absent")
+    for f in ge:
+        svc.store.store_file(f, "test")
+    ct_uid = _store_study(svc, shared_data, tmp_path, n=20)
+    svc.monitor.tick(now=time.time() + 5)
+    ge_study = next(s for s in svc.catalogue.studies() if s.study_uid != ct_uid)
+    (ge_job,) = svc.catalogue.jobs(study_uid=ge_study.study_uid)
+    codes = {f["code"] for f in ge_job.findings if f["severity"] in ("refusal", "error")}
+    assert ge_job.state == "refused" and codes & {"gantry_tilt", "slice_gap", "variable_spacing"}, (
+        ge_job.findings
+    )
+    (ct_job,) = svc.catalogue.jobs(study_uid=ct_uid)
+    assert ct_job.state == "queued", ct_job.findings
+    assert fake.calls == []
