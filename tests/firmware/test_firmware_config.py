@@ -269,6 +269,8 @@ def test_firewall_allows_only_configured_dicom_peers(tmp_path: Path) -> None:
     reason = _nft_check(tmp_path / "fw.nft")
     closed = _render_firewall(tmp_path, "[dicom]\nport = 0\n")
     assert "tcp dport" not in closed
+    broken = _render_firewall(tmp_path, "[dicom]\nport = 'eleven'\n")  # fails closed, never open
+    assert "# LOCKED DOWN:" in broken and "tcp dport" not in broken and "policy drop;" in broken
     if reason:
         pytest.skip(f"ruleset rendered and checked textually; {reason}")
     assert _nft_check(tmp_path / "fw.nft") is None
