@@ -24,6 +24,9 @@ from pathlib import Path
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+#: Requirement this benchmark measures (read by `appliance trace`).
+REQUIREMENTS = ("REQ-PERF-300",)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 CT = ROOT.parent / "shared" / "data" / "ct" / "totalsegmentator" / "example_ct_dicom"
