@@ -5,6 +5,8 @@ from :class:`ApplianceError`; messages say what to do. Nothing reaches the user 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class ApplianceError(Exception):
     """Base of every error the appliance raises on purpose. ``exit_code`` is what the CLI returns."""
@@ -21,6 +23,6 @@ class RefusedInput(ApplianceError):
 
     exit_code = 2
 
-    def __init__(self, message: str, findings: list[object] | None = None) -> None:
+    def __init__(self, message: str, findings: Sequence[object] | None = None) -> None:
         super().__init__(message)
         self.findings = list(findings or [])
