@@ -69,6 +69,10 @@ class TorchBackend(Backend):
             raise BackendError(f"torch backend cannot run {self.onnx_path.name}: unsupported ONNX ops {unsupported}")
         self._torch = torch
         self._device = torch.device("cuda" if device == "cuda" else "cpu")
+        if device == "cuda" and precision == "fp32":
+            # cuDNN would use TF32 tensor cores for fp32 convolutions by default (10-bit mantissa): not fp32
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self._dtype = torch.float16 if precision == "fp16" else torch.float32
         self.params: dict[str, Any] = {}
         for init in model.graph.initializer:

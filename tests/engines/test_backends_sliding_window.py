@@ -107,3 +107,25 @@ def test_resample_to_pack_spacing_and_back(tmp_path: Path) -> None:
     assert up.shape == (4, 4, 4)
     exact = resample_zoom(up, [1, 1, 1], order=0, output_shape=(3, 5, 4))
     assert exact.shape == (3, 5, 4)
+
+
+@pytest.mark.gpu
+@pytest.mark.req("REQ-FUNC-105")
+def test_gpu_sliding_window_matches_cpu_oracle(shared_data: Path) -> None:
+    """Tiles, weights and accumulators on the device (torch CUDA + CuPy) give the labels of the NumPy path."""
+    import cupy
+    import nibabel as nib
+
+    from engines.backends.torch import TorchBackend
+
+    pack = load_pack(ROOT / "model_packs" / "brainchop-gw-5")
+    data = np.asarray(nib.load(str(shared_data / "models/brainchop/public/t1_crop.nii.gz")).dataobj)
+    block = np.ascontiguousarray(data[60:180, 50:170, 70:190].astype(np.float32) / 255.0)
+    cpu = sliding_window_probabilities(TorchBackend(pack.onnx_path), block, (64, 64, 64), 0.5, pack.classes)
+    gpu_backend = TorchBackend(pack.onnx_path, "cuda")
+    gpu = sliding_window_probabilities(gpu_backend, block, (64, 64, 64), 0.5, pack.classes)
+    assert isinstance(gpu, cupy.ndarray)
+    assert np.array_equal(cupy.asnumpy(argmax_labels(gpu)), argmax_labels(cpu))
+    out = run_pack(pack, block * 255.0, gpu_backend)
+    oracle = run_pack(pack, block * 255.0, OnnxRuntimeBackend(pack.onnx_path))
+    assert np.array_equal(out.labels, oracle.labels)
