@@ -64,7 +64,11 @@ def _trusted_keys(paths: list[str] | None) -> list[bytes]:
 
 def _import(args: argparse.Namespace) -> int:
     dest = Path(args.dest) if args.dest else _dirs(args)[1]
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PackError(f"cannot create the pack directory {dest}: {exc}; pass --dest or set "
+                        "APPLIANCE_MODEL_PACKS to a writable folder") from exc
     keys = _trusted_keys(args.trusted_key)
     pack = import_pack(args.source, dest, trusted_keys=keys, replace=args.replace)
     signed = ", signature verified" if keys else ""
