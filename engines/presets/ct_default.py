@@ -62,7 +62,8 @@ class CtDefaultParameters:
     lung_hu: float = -400.0  # lung parenchyma (~-850) / soft tissue (~40) partial-volume midpoint
     lung_max_mean_hu: float = -600.0  # a lung component is mostly parenchyma
     gas_hu: float = -950.0  # pure gas (bowel, stomach); healthy lung is rarely below
-    lung_max_gas_fraction: float = 0.4  # bowel gas is mostly pure gas, lung is not
+    lung_max_gas_fraction: float = 0.25  # bowel gas interior: >= 40 % pure gas; lung interior: ~0 %
+    gas_core_mm: float = 3.0  # interior of an air space, past its partial-volume rim
     lung_min_ml: float = 10.0
     bone_strong_hu: float = 200.0  # cortical bone seeds
     bone_weak_hu: float = 120.0  # trabecular bone reached by hysteresis
@@ -180,17 +181,26 @@ def segment_contrast_vessels(hu: Array, hu_smooth: Array, body: Array, geo: Grid
     return vessel_cores | (reach & (blood | in_range))
 
 
-def select_lungs(air: Array, hu: Array, airway: Array, geo: GridGeometry, ndi: ModuleType,
+def select_lungs(air: Array, hu_smooth: Array, airway: Array, geo: GridGeometry, ndi: ModuleType,
                  p: CtDefaultParameters) -> Array:
-    """Air components that are lung: connected to the airway, or big, parenchymal and not pure gas."""
+    """Air components that are lung: connected to the airway, or big, parenchymal and not pure gas.
+
+    Bowel and stomach gas is told from lung by its interior (deeper than ``gas_core_mm`` inside the air space):
+    mostly pure gas below ``gas_hu``, where lung parenchyma, even emphysematous, is mostly above. The interior
+    is used because the partial-volume rim, whose share depends on the voxel size, would blur the fraction.
+    """
     xp = morph.array_module_of(air)
     lab, n, sizes = morph.component_table(air, ndi)
     if n == 0:
         return xp.zeros_like(air)
     flat = lab[air]
-    hu_in = hu[air].astype(xp.float64)
+    hu_in = hu_smooth[air].astype(xp.float64)
     mean_hu = xp.bincount(flat, weights=hu_in, minlength=n + 1) / xp.maximum(sizes, 1)
-    gas = xp.bincount(flat, weights=(hu_in < p.gas_hu).astype(xp.float64), minlength=n + 1) / xp.maximum(sizes, 1)
+    core = morph.erode_ball(air, ndi, p.gas_core_mm, geo.spacing)
+    core_flat = lab[core]
+    core_size = xp.bincount(core_flat, minlength=n + 1)
+    core_gas = xp.bincount(core_flat, weights=(hu_smooth[core] < p.gas_hu).astype(xp.float64), minlength=n + 1)
+    gas = core_gas / xp.maximum(core_size, 1)
     by_airway = xp.zeros(n + 1, dtype=bool)
     if bool(airway.any()):
         by_airway[lab[morph.dilate_cross(airway, ndi) & air]] = True
@@ -352,7 +362,7 @@ def segment_ct(
                 "REQ-FUNC-152", airway_info,
             ))
     t = stage("airway", 0.75, t)
-    lungs = select_lungs(air, hu, airway, sub, ndi, p)
+    lungs = select_lungs(air, hu_smooth, airway, sub, ndi, p)
     midline = sub.midline_x(xp, body)
     lung_left, lung_right = split_lungs(lungs, midline, sub, ndi)
     # vessels and bronchi inside each lung are lung (as in anatomical atlases): fill each side's holes in the
