@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -110,33 +111,40 @@ def _stored(data_dir: Path) -> dict[str, Path]:
 
 @pytest.mark.req("REQ-SAFE-303", "REQ-SAFE-301", "REQ-FUNC-305")
 def test_kill9_during_receive_loses_nothing(served: Any, shared_data: Path, tmp_path: Path) -> None:
+    """Two rounds, each a new study killed at a random point of its transfer."""
+    rng = random.Random(5)
     srv = served(auto=False)
-    srv.start()
-    study_uid, files = prepare_ct_series(shared_data, tmp_path / "ct")
-    sop = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files]
-    scu = _storescu(srv.dicom_port, files * 5)  # long enough to be killed in the middle
-    deadline = time.monotonic() + 60
-    while len(_stored(srv.data_dir)) < 8 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    srv.kill9()
-    out, _ = scu.communicate(timeout=60)
-    acknowledged = out.count("Received Store Response (Success)")
-    assert 1 <= acknowledged < 100, out[-2000:]  # killed mid-transfer (responses may trail the files)
-    srv.start()  # restart on the same data folder: re-indexes whatever was renamed but not recorded
-    stored = _stored(srv.data_dir)
-    for i in range(min(acknowledged, 20)):
-        assert sop[i] in stored, f"acknowledged instance {i} lost"
-        assert pydicom.dcmread(stored[sop[i]]).PixelData == pydicom.dcmread(files[i]).PixelData
-    assert not list((srv.data_dir / "studies").rglob(".*.tmp"))
-    resend = _storescu(srv.dicom_port, files)
-    assert resend.wait(60) == 0
-    assert set(_stored(srv.data_dir)) == set(sop)
-    assert not (srv.data_dir / "duplicates").exists() or not any((srv.data_dir / "duplicates").iterdir())
-    study = srv.get(f"/api/studies/{study_uid}")
-    assert study["n_instances"] == 20
-    srv.stop()
+    for round_ in range(2):
+        srv.start()  # restart on the same data folder: re-indexes whatever was renamed but not recorded
+        study_uid, files = prepare_ct_series(shared_data, tmp_path / f"ct{round_}")
+        sop = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files]
+        kill_at = rng.randint(1, 19)
+        scu = _storescu(srv.dicom_port, files)
+        deadline = time.monotonic() + 60
+        while sum(1 for u in sop if u in _stored(srv.data_dir)) < kill_at and time.monotonic() < deadline:
+            time.sleep(0.005)
+        srv.kill9()
+        out, _ = scu.communicate(timeout=60)
+        acknowledged = out.count("Received Store Response (Success)")
+        assert acknowledged < 20, out[-2000:]  # really killed mid-transfer
+        srv.start()
+        stored = _stored(srv.data_dir)
+        for i in range(acknowledged):  # storescu sends in order: the first `acknowledged` got a success
+            assert sop[i] in stored, f"round {round_}: acknowledged instance {i} lost (killed at {kill_at})"
+            assert pydicom.dcmread(stored[sop[i]]).PixelData == pydicom.dcmread(files[i]).PixelData
+        assert not list((srv.data_dir / "studies").rglob(".*.tmp"))
+        assert _storescu(srv.dicom_port, files).wait(60) == 0  # the sender retries the rest
+        assert sop_set(srv.data_dir, study_uid) == set(sop)
+        assert not (srv.data_dir / "duplicates").exists() or not any((srv.data_dir / "duplicates").iterdir())
+        assert srv.get(f"/api/studies/{study_uid}")["n_instances"] == 20
+        srv.stop()
     assert subprocess.run([*APPLIANCE, "audit", "verify", "--data-dir", str(srv.data_dir)], cwd=ROOT,
                           capture_output=True, check=False).returncode == 0  # fmt: skip
+
+
+def sop_set(data_dir: Path, study_uid: str) -> set[str]:
+    """SOP Instance UIDs stored for one study."""
+    return {p.stem for p in (data_dir / "studies" / study_uid).rglob("*.dcm")}
 
 
 @pytest.mark.req("REQ-SAFE-303", "REQ-FUNC-304", "REQ-FUNC-303", "REQ-PRIV-006")
