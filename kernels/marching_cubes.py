@@ -147,7 +147,7 @@ def lut_lookup(values: Any, lut: Any, xp: Any = np) -> Any:
 # ----------------------------------------------------------------------------------------------- CPU steps
 
 
-def apply_affine(points: npt.NDArray[np.float64], affine: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+def apply_affine(points: npt.NDArray[np.float64], affine: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
     """``affine`` applied to (N, 3) points, by explicit multiply-adds (the order the CUDA kernel uses; no BLAS,
     whose threads spin on a loaded machine)."""
     out = np.empty_like(points)

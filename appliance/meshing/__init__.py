@@ -44,8 +44,7 @@ def _bbox_crop(
     mesh: Mesh, labels: npt.NDArray[Any], label: int, affine: npt.NDArray[np.float64]
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
     """The structure's mask cropped to the mesh's voxel bounding box (+2), and the crop's affine."""
-    inv = np.linalg.inv(affine)
-    ijk = mesh.vertices @ inv[:3, :3].T + inv[:3, 3]
+    ijk = marching_cubes.apply_affine(mesh.vertices, np.linalg.inv(affine))
     lo = np.maximum(np.floor(ijk.min(axis=0)).astype(int) - 2, 0)
     hi = np.minimum(np.ceil(ijk.max(axis=0)).astype(int) + 3, np.asarray(labels.shape))
     crop = labels[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] == label

@@ -11,7 +11,7 @@ All figures are computed from the arrays, not trusted from the mesher:
   voxel and a non-mask voxel. For the mesh vertices and triangle centroids the exact distance to the nearest such
   face is taken (candidate faces from a k-d tree of face centres), in mm and in voxels. Exact for affines with
   orthogonal columns (every DICOM/NIfTI geometry without shear); for sheared affines the voxel-space closest face
-  is used.
+  is used. Large meshes are sampled (at most ``MAX_DISTANCE_SAMPLES`` points, evenly strided).
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from appliance.core import Mesh
+from kernels.marching_cubes import apply_affine
 
 #: Candidate boundary faces examined per sample point.
 _K_NEAREST = 8
+#: Largest number of surface points whose distance is measured (evenly strided subset beyond that).
+MAX_DISTANCE_SAMPLES = 200_000
 
 
 def topology(faces: npt.NDArray[np.int64], n_vertices: int) -> dict[str, Any]:
@@ -146,8 +149,10 @@ def mesh_qa(mesh: Mesh, mask: npt.NDArray[np.bool_], affine: npt.NDArray[np.floa
     )
     if mesh.n_triangles:
         samples = np.concatenate([mesh.vertices, mesh.vertices[mesh.faces].mean(axis=1)])
-        inv = np.linalg.inv(aff)
-        ijk = samples @ inv[:3, :3].T + inv[:3, 3]
+        if samples.shape[0] > MAX_DISTANCE_SAMPLES:
+            samples = samples[:: -(-samples.shape[0] // MAX_DISTANCE_SAMPLES)]
+        out["distance_samples"] = int(samples.shape[0])
+        ijk = apply_affine(samples, np.linalg.inv(aff))
         spacing = np.linalg.norm(aff[:3, :3], axis=0)
         d_mm, d_vox = distance_to_mask(ijk, m, spacing)
         out.update(
