@@ -24,8 +24,11 @@ except ModuleNotFoundError as exc:
 
 __all__ = ["NoPresetForVolume", "available_presets", "choose_preset", "ct_default", "get_preset"]
 
-#: Body-part words (DICOM BodyPartExamined, series description) that mean a head/brain MR.
-_BRAIN_WORDS = ("brain", "head", "skull", "neuro", "cerebr", "t1")
+#: Body-part words (DICOM BodyPartExamined, series description) that rule out the brain MR preset.
+_NOT_BRAIN_WORDS = ("knee", "spine", "lumbar", "thoracic", "cervical", "abdomen", "abd", "pelvis", "chest",
+                    "breast", "prostate", "liver", "cardiac", "heart", "shoulder", "hip", "ankle", "wrist",
+                    "elbow", "foot", "hand", "kidney", "renal", "leg", "arm")
+_REGION_KEYS = ("body_part", "BodyPartExamined", "description", "series_description")
 
 
 class NoPresetForVolume(EngineError):
@@ -43,15 +46,16 @@ def choose_preset(volume: Volume) -> tuple[str, str]:
             )
         return "ct-default", "modality CT in HU: classical CT preset (body, bone, lungs, airway, contrast vessels)"
     if modality == "MR":
-        region = " ".join(
-            str(volume.metadata.get(key, "")) for key in ("body_part", "BodyPartExamined", "series_description")
-        ).lower()
+        region = " ".join(str(volume.metadata.get(key, "")) for key in _REGION_KEYS).strip()
+        words = set(region.lower().replace("_", " ").replace("-", " ").split())
         if "mr-brain" not in presets:
             raise NoPresetForVolume(f"auto: MR volume but the mr-brain preset is not installed; presets: {presets}")
-        if region.strip() and not any(word in region for word in _BRAIN_WORDS):
+        hit = sorted(words & set(_NOT_BRAIN_WORDS))
+        if hit:
             raise NoPresetForVolume(
-                f"auto: MR of {region.strip()!r} is not a brain; no MR preset covers it (presets: {presets})"
+                f"auto: MR of {region!r} ({', '.join(hit)}) is not a brain; no MR preset covers it "
+                f"(presets: {presets})"
             )
-        why = f"body region {region.strip()!r}" if region.strip() else "no body region recorded, brain assumed"
+        why = f"series {region!r}, no other body part named" if region else "no body region recorded, brain assumed"
         return "mr-brain", f"modality MR, {why}: brain MR preset"
     raise NoPresetForVolume(f"auto: no preset for modality {volume.modality!r}; choose one of {presets}")

@@ -196,6 +196,8 @@ def test_auto_chooses_from_modality() -> None:
     if "mr-brain" in available_presets():
         mr = Volume(vol.array, vol.affine, "MR", "arbitrary", {"body_part": "BRAIN"})
         assert choose_preset(mr)[0] == "mr-brain"
+        name, reason = choose_preset(Volume(vol.array, vol.affine, "MR", "arbitrary", {"description": "AX T1 MPRAGE"}))
+        assert name == "mr-brain" and "AX T1 MPRAGE" in reason
         with pytest.raises(NoPresetForVolume, match="not a brain"):
             choose_preset(Volume(vol.array, vol.affine, "MR", "arbitrary", {"body_part": "KNEE"}))
 
