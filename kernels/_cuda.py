@@ -101,6 +101,10 @@ def marching_cubes(
     # 3. ranks
     eprefix, n_vert = _exclusive_prefix(cp, ecounts)
     cprefix, n_cells = _exclusive_prefix(cp, ccounts)
+    if n_vert == 0:  # no structure voxel at all
+        none = cp.zeros(grid.n_ids + 2, dtype=cp.int64)
+        return (cp.zeros((0, 3), dtype=cp.float64), cp.zeros(0, dtype=cp.int64), none,
+                cp.zeros((0, 3), dtype=cp.int64), none)
     # 4. vertices
     positions = cp.empty((n_vert, 3), dtype=cp.float64)
     lo = cp.empty(n_vert, dtype=cp.int32)
