@@ -355,3 +355,18 @@ def test_report_tables_pictures_and_no_external_resources(
     for stage in manifest["timings_s"]:
         assert f"<td>{stage}</td>" in html
     assert "test-threshold" in html and IDENTITY_HASH[:16] in html
+
+
+@pytest.mark.req("REQ-FUNC-255")
+def test_lesion_from_label_file(tmp_path: Path) -> None:
+    volume = phantom_volume()
+    lesion = (np.asarray(volume.array) == 120.0).astype(np.uint8)
+    path = tmp_path / "lesion.nii.gz"
+    nib.save(nib.Nifti1Image(lesion, volume.ras_affine()), str(path))
+    manifest = reconstruct(tmp_path / "in", tmp_path / "out", preset=PRESET, device="cpu", formats="glb",
+                           lesion=path, components=components())
+    entry = next(s for s in manifest["structures"] if s["name"] == "lesion")
+    assert entry["volume_ml"] == pytest.approx(int(lesion.sum()) * 0.9 * 0.9 * 2.0 / 1000.0, rel=1e-6)
+    assert entry["watertight"] and entry["files"] == {"glb": "meshes/lesion.glb"}
+    assert manifest["provenance"]["lesion"]["source"] == {"kind": "file", "file": "lesion.nii.gz", "label": None,
+                                                          "resampled": False}
