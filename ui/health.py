@@ -20,8 +20,20 @@ import appliance
 log = logging.getLogger(__name__)
 
 #: Python distributions whose versions the service screen lists.
-PACKAGES = ("flask", "numpy", "scipy", "pydicom", "nibabel", "onnxruntime", "torch", "trimesh", "pynetdicom",
-            "highdicom", "cupy-cuda13x", "nvidia-ml-py")
+PACKAGES = (
+    "flask",
+    "numpy",
+    "scipy",
+    "pydicom",
+    "nibabel",
+    "onnxruntime",
+    "torch",
+    "trimesh",
+    "pynetdicom",
+    "highdicom",
+    "cupy-cuda13x",
+    "nvidia-ml-py",
+)
 
 
 def gpu_health() -> list[dict[str, Any]]:

@@ -45,7 +45,9 @@ def test_catalogues_have_the_same_keys_and_cover_every_key_the_pages_use() -> No
     sources = [*UI_DIR.glob("templates/*.html"), *UI_DIR.glob("static/js/*.js")]
     namespaces = {k.split(".")[0] for k in en}
     for path in sources:
-        for key in re.findall(r"""(?<!url_for\()["'`]([a-z0-9_]+\.[a-z0-9_.]+)["'`]""", path.read_text(encoding="utf-8")):
+        for key in re.findall(
+            r"""(?<!url_for\()["'`]([a-z0-9_]+\.[a-z0-9_.]+)["'`]""", path.read_text(encoding="utf-8")
+        ):
             if key.split(".")[0] in namespaces and not key.endswith((".js", ".css", ".html", ".json", ".glb")):
                 used.add(key)
     missing = sorted(k for k in used if k not in en)
@@ -183,7 +185,9 @@ def test_idle_session_is_refused_by_the_server(tmp_path: Path) -> None:
     lock = client.post("/auth/lock", json={"reason": "idle"}).get_json()
     assert lock["redirect"] == "/login?locked=1" and client.get("/inbox").status_code == 302
     locks = AuditLog(tmp_path / "audit.sqlite3").records(action="session")
-    assert [(r.action, r.details["reason"], r.requirement) for r in locks] == [("session.locked", "idle", "REQ-PRIV-400")]
+    assert [(r.action, r.details["reason"], r.requirement) for r in locks] == [
+        ("session.locked", "idle", "REQ-PRIV-400")
+    ]
 
 
 @pytest.mark.req("REQ-HCI-040", "REQ-TRACE-401")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import Kiosk, Watch, login, new_page, screenshot, wait_js
+from ui_browser import Kiosk, Watch, login, new_page, screenshot, wait_js
 from ui_phantom import BOX_SIZE_MM, BOX_VOXELS
 from ui_pixels import bbox, changed_fraction, mask_dominant, non_background, rgb
 
@@ -26,7 +26,9 @@ def viewer(browser: Any, kiosk: Kiosk) -> Iterator[tuple[Any, Watch, Any]]:
     context, page, watch = new_page(browser)
     login(page, kiosk.base, "surgeon")
     response = page.goto(f"{kiosk.base}/cases/{kiosk.done_job}")
-    wait_js(page, "document.getElementById('viewer').dataset.loaded === '1' && window.viewer.firstFrameAt !== null")
+    wait_js(
+        page, "document.getElementById('case-viewer').dataset.loaded === '1' && window.viewer.firstFrameAt !== null"
+    )
     yield page, watch, response
     context.close()
 
@@ -44,8 +46,10 @@ def structure_toggle(page: Any, name: str) -> Any:
 def test_viewer_loads_with_webgl2_clean_csp_and_no_external_request(viewer: tuple[Any, Watch, Any]) -> None:
     page, watch, response = viewer
     csp = response.headers["content-security-policy"]
-    assert "default-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval'" not in csp.replace(
-        "'wasm-unsafe-eval'", ""
+    assert (
+        "default-src 'self'" in csp
+        and "unsafe-inline" not in csp
+        and "unsafe-eval'" not in csp.replace("'wasm-unsafe-eval'", "")
     )
     assert page.evaluate("window.viewer.renderer.capabilities.isWebGL2") is True
     assert page.evaluate("!!document.createElement('canvas').getContext('webgl2')") is True
@@ -90,6 +94,7 @@ def test_opacity_and_colour_change_pixels(viewer: tuple[Any, Watch, Any]) -> Non
     assert page.evaluate("window.viewer.opacity('phantom_box')") == pytest.approx(0.5)
     see_through = shot(page, "style-opacity-50")
     assert changed_fraction(before, see_through) > 0.01
+
     # the structures inside (yellow margin shell, green core) now show through the red box
     def warm(img: np.ndarray) -> int:  # yellow/orange/olive: red and green both lit
         return int(((img[..., 0] > 100) & (img[..., 1] > 100) & (img[..., 2] < 110)).sum())
@@ -176,7 +181,10 @@ def _camera(page: Any) -> dict[str, Any]:
 
 
 def _touch(cdp: Any, kind: str, points: list[tuple[float, float]]) -> None:
-    cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y, "id": i} for i, (x, y) in enumerate(points)]})
+    cdp.send(
+        "Input.dispatchTouchEvent",
+        {"type": kind, "touchPoints": [{"x": x, "y": y, "id": i} for i, (x, y) in enumerate(points)]},
+    )
 
 
 @pytest.mark.req("REQ-HCI-025")
@@ -224,13 +232,20 @@ def test_every_gesture_has_a_button(viewer: tuple[Any, Watch, Any]) -> None:
     page.locator('[data-zoom="out"]').tap()
     page.locator('[data-zoom="out"]').tap()
     assert _camera(page)["dist"] == pytest.approx(base["dist"] * 1.25 * 1.25 * 0.8, rel=1e-3)
-    expected = {"posterior": [0, 0, -1], "left": [1, 0, 0], "right": [-1, 0, 0], "superior": [0, 1, 0], "inferior": [0, -1, 0]}
+    expected = {
+        "posterior": [0, 0, -1],
+        "left": [1, 0, 0],
+        "right": [-1, 0, 0],
+        "superior": [0, 1, 0],
+        "inferior": [0, -1, 0],
+    }
     for view, direction in expected.items():
         page.locator(f'[data-view="{view}"]').tap()
         assert _camera(page)["dir"] == pytest.approx(direction, abs=1e-4), view  # OrbitControls keeps off the pole
     page.locator('[data-view="reset"]').tap()
     hover_rules = page.evaluate(
-        "[...document.styleSheets].flatMap(s => [...s.cssRules]).filter(r => (r.selectorText || '').includes(':hover')).length"
+        "[...document.styleSheets].flatMap(s => [...s.cssRules])"
+        ".filter(r => (r.selectorText || '').includes(':hover')).length"
     )
     assert hover_rules == 0
 
@@ -286,7 +301,8 @@ def test_approve_and_reject_are_audited_and_report_opens(viewer: tuple[Any, Watc
     log = AuditLog(kiosk.data_dir / "audit.sqlite3")
     decisions = [r for r in log.records(action="structure")]
     assert [(r.action, r.details["structure"]) for r in decisions] == [
-        ("structure.approved", "inner_core"), ("structure.rejected", "vessel_sphere")
+        ("structure.approved", "inner_core"),
+        ("structure.rejected", "vessel_sphere"),
     ]
     study_hash = kiosk.service.catalogue.study("1.2.826.0.1.3680043.8.498.1003").study_hash
     assert all(r.actor == "ui:surgeon" and r.study_hash == study_hash for r in decisions)

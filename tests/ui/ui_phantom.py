@@ -88,16 +88,28 @@ def write_case(folder: Path, sphere_subdivisions: int = 5, extra_spheres: int = 
     categories = {"phantom_box": "organ", "inner_core": "lesion", "core_margin_5mm": "margin"}
     structures = [
         {
-            "name": m.name, "label": n + 1, "category": categories.get(m.name, "vessel"), "color": list(m.color),
-            "volume_ml": round(abs(m.signed_volume_mm3()) / 1000, 3), "files": {"glb": "scene.glb"},
-            "triangles": m.n_triangles, "watertight": True, "manifold": True, "mean_distance_to_mask_mm": None,
+            "name": m.name,
+            "label": n + 1,
+            "category": categories.get(m.name, "vessel"),
+            "color": list(m.color),
+            "volume_ml": round(abs(m.signed_volume_mm3()) / 1000, 3),
+            "files": {"glb": "scene.glb"},
+            "triangles": m.n_triangles,
+            "watertight": True,
+            "manifold": True,
+            "mean_distance_to_mask_mm": None,
             **({"margin_mm": 5.0} if m.name == "core_margin_5mm" else {}),
         }
         for n, m in enumerate(meshes)
     ]
     manifest = {
-        "appliance_version": "test", "preset": "ct_default", "device": "cpu", "backend": "test",
-        "timings_s": {}, "findings": [], "provenance": {"fixture": "tests/ui/phantom.py"},
+        "appliance_version": "test",
+        "preset": "ct_default",
+        "device": "cpu",
+        "backend": "test",
+        "timings_s": {},
+        "findings": [],
+        "provenance": {"fixture": "tests/ui/phantom.py"},
         "input": {"identity_hash": "0" * 64, "modality": "CT", "shape": list(SHAPE), "spacing": list(SPACING)},
         "structures": structures,
         "files": {"glb": "scene.glb", "image": "image.nii.gz", "labels": "labels.nii.gz", "report": "report.html"},
@@ -110,6 +122,9 @@ def write_case(folder: Path, sphere_subdivisions: int = 5, extra_spheres: int = 
         encoding="utf-8",
     )
     return Phantom(
-        folder=folder, affine=affine, box_min_lps=tuple(float(v) for v in box_lo),
-        box_max_lps=tuple(float(v) for v in box_hi), triangles=sum(m.n_triangles for m in meshes),
+        folder=folder,
+        affine=affine,
+        box_min_lps=tuple(float(v) for v in box_lo),
+        box_max_lps=tuple(float(v) for v in box_hi),
+        triangles=sum(m.n_triangles for m in meshes),
     )

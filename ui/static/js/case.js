@@ -3,7 +3,7 @@ import { el, getJSON, postJSON, t, tOr } from './common.js';
 import { ModelViewer, toHex } from './viewer3d.js';
 import { SliceViewer } from './slices.js';
 
-const root = document.getElementById('viewer');
+const root = document.getElementById('case-viewer');
 const jobId = Number(root.dataset.jobId);
 const canReview = root.dataset.canReview === '1';
 const fileUrl = (p) => `/api/jobs/${jobId}/files/${p.split('/').map(encodeURIComponent).join('/')}`;
@@ -193,6 +193,7 @@ async function setMode(mode) {
   for (const id of ['wrap2d', 'toolbar2d']) document.getElementById(id).classList.toggle('hidden', is3d);
   if (is3d) { viewer.resize(); return; }
   if (!slices) {
+    await loadScript(root.dataset.niivue);  // NiiVue is only fetched when the slices are first shown
     slices = new SliceViewer(document.getElementById('canvas2d'), document.getElementById('overlay2d'));
     window.slices = slices;
     try {
@@ -203,6 +204,16 @@ async function setMode(mode) {
       console.info(err);
     }
   }
+}
+
+function loadScript(src) {
+  if (window.niivue) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const s = el('script', { src });
+    s.onload = resolve;
+    s.onerror = () => reject(new Error(`cannot load ${src}`));
+    document.head.append(s);
+  });
 }
 
 /** The image volume named by the manifest's files, else the label map. */

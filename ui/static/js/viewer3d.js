@@ -56,7 +56,9 @@ export class ModelViewer {
 
   // ---------------------------------------------------------------- loading
   async load(url) {
+    this.timings = { loadStart: performance.now() };
     const gltf = await new GLTFLoader().loadAsync(url);
+    this.timings.glbParsed = performance.now();
     this.root = gltf.scene.getObjectByName(MODEL_ROOT) || gltf.scene;
     gltf.scene.traverse((obj) => {
       if (!obj.isMesh) return;
@@ -107,7 +109,8 @@ export class ModelViewer {
     if (this.firstFrameAt === null && this.structures.size) {
       const gl = this.renderer.getContext();
       gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4));  // wait for the GPU to finish
-      this.firstFrameAt = performance.timeOrigin + performance.now();
+      this.timings.firstFrame = performance.now();
+      this.firstFrameAt = performance.timeOrigin + this.timings.firstFrame;
       window.dispatchEvent(new CustomEvent('viewer-first-frame', { detail: { epochMs: this.firstFrameAt } }));
     }
     this.onChange();
