@@ -181,7 +181,7 @@ def segment_contrast_vessels(hu: Array, hu_smooth: Array, body: Array, geo: Grid
     return vessel_cores | (reach & (blood | in_range))
 
 
-def select_lungs(air: Array, hu_smooth: Array, airway: Array, geo: GridGeometry, ndi: ModuleType,
+def select_lungs(air: Array, hu: Array, hu_smooth: Array, airway: Array, geo: GridGeometry, ndi: ModuleType,
                  p: CtDefaultParameters) -> Array:
     """Air components that are lung: connected to the airway, or big, parenchymal and not pure gas.
 
@@ -194,7 +194,7 @@ def select_lungs(air: Array, hu_smooth: Array, airway: Array, geo: GridGeometry,
     if n == 0:
         return xp.zeros_like(air)
     flat = lab[air]
-    hu_in = hu_smooth[air].astype(xp.float64)
+    hu_in = hu[air].astype(xp.float64)  # integer HU: the sums are exact in any order (CPU = GPU)
     mean_hu = xp.bincount(flat, weights=hu_in, minlength=n + 1) / xp.maximum(sizes, 1)
     core = morph.erode_ball(air, ndi, p.gas_core_mm, geo.spacing)
     core_flat = lab[core]
@@ -362,7 +362,7 @@ def segment_ct(
                 "REQ-FUNC-152", airway_info,
             ))
     t = stage("airway", 0.75, t)
-    lungs = select_lungs(air, hu_smooth, airway, sub, ndi, p)
+    lungs = select_lungs(air, hu, hu_smooth, airway, sub, ndi, p)
     midline = sub.midline_x(xp, body)
     lung_left, lung_right = split_lungs(lungs, midline, sub, ndi)
     # vessels and bronchi inside each lung are lung (as in anatomical atlases): fill each side's holes in the

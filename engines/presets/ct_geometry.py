@@ -68,7 +68,9 @@ class GridGeometry:
         """Mean LPS ``x`` of the body: the patient's left/right midline (0.0 for an empty body)."""
         if not bool(body.any()):
             return 0.0
-        return float(self.patient_x(xp, body).mean())
+        # rounded to 1 um: CPU and GPU sum in different orders, and a symmetric body puts the exact mean on a
+        # voxel column, whose side must not depend on the last bit
+        return round(float(self.patient_x(xp, body).mean()), 3)
 
     def bounding_box(self, mask: Array, margin: int = 0) -> tuple[slice, slice, slice]:
         """Slices of the smallest box holding ``mask`` grown by ``margin`` voxels (the full grid if empty)."""
