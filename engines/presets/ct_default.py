@@ -275,6 +275,16 @@ def _cut_joined(joined: Array, x: Array, midline_x: float, geo: GridGeometry,
     return joined & side_left, joined & ~side_left
 
 
+def _fill_in_box(mask: Array, geo: GridGeometry, ndi: ModuleType) -> Array:
+    """:func:`ct_morphology.fill_holes_planes` on the bounding box of ``mask`` only (same result, less work)."""
+    if not bool(mask.any()):
+        return mask
+    box = geo.bounding_box(mask, margin=1)
+    out = mask.copy()
+    out[box] = morph.fill_holes_planes(mask[box], ndi)
+    return out
+
+
 class CtDefaultPreset(Preset):
     """Classical CT preset (see module docstring)."""
 
@@ -367,8 +377,8 @@ def segment_ct(
     lung_left, lung_right = split_lungs(lungs, midline, sub, ndi)
     # vessels and bronchi inside each lung are lung (as in anatomical atlases): fill each side's holes in the
     # three planes; the airway label is written last, so the lumen keeps its own label
-    lung_left = morph.fill_holes_planes(lung_left, ndi) & body & ~bone
-    lung_right = morph.fill_holes_planes(lung_right, ndi) & body & ~bone & ~lung_left
+    lung_left = _fill_in_box(lung_left, sub, ndi) & body & ~bone
+    lung_right = _fill_in_box(lung_right, sub, ndi) & body & ~bone & ~lung_left
     t = stage("lungs", 0.9, t)
     lab = xp.zeros(hu.shape, dtype=xp.uint8)
     for name, mask in (("body", body), ("vessels_contrast", vessels), ("bone", bone),
