@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pydicom
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -108,3 +109,34 @@ def test_mutual_tls(service_factory: Callable[..., ApplianceService], pki: dict[
     failures = [r for r in svc.audit.records(action="association.rejected") if "TLS" in r.details["reason"]]
     assert len(failures) == 2 and all(r.requirement == "REQ-ACQ-302" for r in failures)
     assert len(svc.audit.records(action="association.accepted")) == 1
+
+
+@pytest.mark.req("REQ-ACQ-302", "REQ-FUNC-312")
+def test_export_over_mutual_tls(
+    service_factory: Callable[..., ApplianceService], pki: dict[str, Path], shared_data: Path, tmp_path: Path
+) -> None:
+    """The export SCU speaks mutual TLS to a TLS node (here: a second appliance receiver)."""
+    from svc_helpers import prepare_ct_series
+
+    from appliance.config import PacsDestination, TlsConfig
+    from appliance.service.export.scu import send_datasets
+    from appliance.service.export.sources import ExportError
+
+    port = free_port()
+    pacs = service_factory(
+        FakeReconstruct(),
+        dicom={"port": port, "allowed": [{"ae_title": "SENDER", "host": "127.0.0.1"}],
+               "tls": {"cert": str(pki["box"]), "key": str(pki["box_key"]), "ca": str(pki["ca"])}},
+    )  # fmt: skip
+    pacs.start(importer=False)
+    _, files = prepare_ct_series(shared_data, tmp_path / "ct", n=2)
+    datasets = [pydicom.dcmread(f) for f in files]
+    client = TlsConfig(cert=pki["scanner"], key=pki["scanner_key"], ca=pki["ca"])
+    dest = PacsDestination(name="TLSPACS", ae_title="EDGE3D", host="127.0.0.1", port=port, tls=True)
+    assert send_datasets(datasets, dest, "SENDER", client) == [0, 0]
+    assert len(list((pacs.data_dir / "studies").rglob("*.dcm"))) == 2
+    with pytest.raises(ExportError, match="needs TLS"):
+        send_datasets(datasets, dest, "SENDER", None)
+    plain = PacsDestination(name="PLAIN", ae_title="EDGE3D", host="127.0.0.1", port=port, tls=False)
+    with pytest.raises(ExportError, match="refused or did not answer"):
+        send_datasets(datasets, plain, "SENDER", None)

@@ -126,7 +126,7 @@ def export_job(
         if not matches:
             raise ExportError(f"no export destination named {destination_name!r} in the configuration")
         dest = matches[0]
-        statuses = send_datasets(objects, dest, service.config.dicom.ae_title)
+        statuses = send_datasets(objects, dest, service.config.dicom.ae_title, service.config.dicom.tls)
     service.audit.append(
         actor, "export", service.study_hash(job.study_uid),
         {"job": job_id, "objects": [o.Modality for o in objects], "destination": destination_name,
