@@ -248,7 +248,7 @@ class Catalogue:
                 "INSERT INTO studies (study_uid, study_hash, patient_name, patient_id, study_date, description,"
                 " source, state, first_received, last_received) VALUES (?,?,?,?,?,?,?,'receiving',?,?)"
                 " ON CONFLICT(study_uid) DO UPDATE SET last_received=excluded.last_received,"
-                " state=CASE WHEN studies.state='purged' THEN 'receiving' ELSE studies.state END",
+                " state='receiving'",
                 (
                     study_uid, study_hash, study_tags.get("patient_name", ""), study_tags.get("patient_id", ""),
                     study_tags.get("study_date", ""), study_tags.get("description", ""), source, now, now,

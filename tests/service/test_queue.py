@@ -273,3 +273,22 @@ def test_real_ingest_qa_refuses_tilted_gapped_study_and_accepts_real_ct(
     (ct_job,) = svc.catalogue.jobs(study_uid=ct_uid)
     assert ct_job.state == "queued", ct_job.findings
     assert fake.calls == []
+
+
+@pytest.mark.req("REQ-FUNC-304")
+def test_late_series_makes_study_unstable_again(
+    service_factory: Callable[..., ApplianceService], shared_data: Path, tmp_path: Path
+) -> None:
+    svc = service_factory()
+    study_uid, files = prepare_ct_series(shared_data, tmp_path / "src", n=4)
+    for f in files[:2]:
+        svc.store.store_file(f, "test")
+    svc.monitor.tick(now=time.time() + 1)
+    assert len(svc.catalogue.jobs(study_uid=study_uid)) == 1
+    svc.store.store_file(files[0], "test")  # a resent, identical instance changes nothing
+    assert svc.catalogue.study(study_uid).state == "complete"
+    for f in files[2:]:  # new instances: the study is receiving again, then complete again with a new job
+        svc.store.store_file(f, "test")
+    assert svc.catalogue.study(study_uid).state == "receiving"
+    svc.monitor.tick(now=time.time() + 1)
+    assert len(svc.catalogue.jobs(study_uid=study_uid)) == 2
