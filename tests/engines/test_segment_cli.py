@@ -90,3 +90,17 @@ def test_real_dicom_series(shared_data: Path, tmp_path: Path) -> None:
     assert "lung_left" not in {s.name for s in lm.structures}
     rec = json.loads((tmp_path / "segment.json").read_text())
     assert rec["input"]["spacing_mm"][2] == pytest.approx(2.0, abs=0.01)  # from positions, not SliceThickness
+
+
+@pytest.mark.gpu
+@pytest.mark.req("REQ-FUNC-155", "REQ-OUT-151")
+def test_cuda_run_matches_cpu_and_is_recorded(shared_data: Path, tmp_path: Path, ct_run: Path) -> None:
+    ct = require(shared_data / "ct/totalsegmentator/example_ct.nii.gz")
+    out = tmp_path / "gpu"
+    assert main(["segment", str(ct), "--modality", "CT", "--out", str(out), "--device", "cuda",
+                 "--seed", "112.9,-122.7,394.8", "--window", "30,70", "--max-radius", "30", "--margins", "5,10"]) == 0
+    rec = json.loads((out / "segment.json").read_text())
+    assert rec["device"]["used"] == "cuda" and rec["provenance"]["backend"] == "classical-cupy"
+    gpu = read_labelmap(out / "labels.nii.gz", out / "structures.json")
+    cpu = read_labelmap(ct_run / "labels.nii.gz", ct_run / "structures.json")
+    assert np.array_equal(gpu.labels, cpu.labels)
