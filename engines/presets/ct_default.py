@@ -307,6 +307,7 @@ class CtDefaultPreset(Preset):
             "device": dev,
             "device_name": device_description(dev),
             "timings_s": timings,
+            "packs": [],  # classical methods: no model pack, nothing to hash
             "parameters": dataclasses.asdict(params),
         }
         labelmap = LabelMap.on(volume, labels, present, {"preset": PRESET_NAME, "device": dev})
