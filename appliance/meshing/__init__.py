@@ -112,7 +112,7 @@ def mesh_labelmap(
     Args:
         labelmap: labels, affine (voxel -> LPS mm) and structures.
         device: ``auto`` | ``cpu`` | ``cuda`` (resolved by :func:`kernels.device.resolve_device`).
-        smoothing_iterations: windowed-sinc iterations (0 = raw marching-cubes surface).
+        smoothing_iterations: windowed-sinc iterations (0 = no smoothing; the volume-restoring offset still applies).
         target_triangles: triangle budget per structure (None = no decimation).
         progress: ``progress(stage, fraction)`` callback.
 
@@ -147,7 +147,7 @@ def mesh_labelmap(
         t_post = time.perf_counter() - t1
         after = mesh_qa(post, mask, crop_affine)
         qa = {**after, **done, "before": before, "method": marching_cubes.METHOD, "device": dev,
-              "timings_s": {"postprocess": t_post}}
+              "timings_s": {"postprocess": t_post, "extraction_all_structures": t_extract}}
         out.append(post.with_qa(qa))
     report("meshing done", 1.0)
     log.info("meshed %d structures on %s in %.2f s (extraction %.2f s)", len(out), dev,
