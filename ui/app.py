@@ -49,18 +49,37 @@ def _register_service_api(app: Flask) -> bool:
     return True
 
 
+def _demo(out_dir: Path, settings: UiSettings) -> tuple[object, UiSettings]:
+    """Demo mode: a throw-away catalogue publishing ``out_dir``, and the demo PIN when none is configured."""
+    import dataclasses
+    import tempfile
+
+    from ui.demo import DEMO_PIN, demo_service
+
+    data_dir = Path(tempfile.mkdtemp(prefix="appliance-demo-"))
+    service = demo_service(out_dir, data_dir)
+    pins = dict(settings.pin_hashes)
+    if not any(pins.values()):
+        pins = {"nurse": auth.hash_pin(DEMO_PIN), "surgeon": auth.hash_pin(DEMO_PIN), "service": ""}
+    return service, dataclasses.replace(settings, pin_hashes=pins, data_dir=data_dir, log_dir=data_dir / "logs")
+
+
 def create_app(config: Mapping[str, Any] | None = None, service: object | None = None) -> Flask:
     """Build the kiosk app.
 
     Args:
         config: upper-case keys are Flask settings (``SECRET_KEY``, ``TESTING``; ``APPLIANCE_CONFIG`` an
             already loaded configuration, ``CONFIG_PATH`` a TOML file, ``UI_SERVICE_API`` False to leave the
-            service API out, e.g. when a test registers its own); lower-case keys are appliance configuration
+            service API out, e.g. when a test registers its own; ``DEMO_OUTPUT_DIR`` a reconstruct output folder
+            shown without the service, for ``appliance demo --serve``); lower-case keys are appliance configuration
             overrides such as ``{"ui": {"pins": {...}}, "storage": {"data_dir": ...}}``.
         service: the running service object, handed to the API blueprint through ``APPLIANCE_SERVICE``.
     """
     flask_settings, appliance_config = split_config(config)
+    demo_dir = flask_settings.pop("DEMO_OUTPUT_DIR", None)
     settings = settings_from_config(appliance_config)
+    if demo_dir is not None:
+        service, settings = _demo(Path(demo_dir), settings)
     app = Flask(__name__, static_folder=str(UI_DIR / "static"), template_folder=str(UI_DIR / "templates"))
     app.config.update(
         SECRET_KEY=secrets.token_hex(32),
@@ -74,6 +93,7 @@ def create_app(config: Mapping[str, Any] | None = None, service: object | None =
     app.config["APPLIANCE_SERVICE"] = service
     app.config["APPLIANCE_CONFIG"] = appliance_config
     app.extensions["ui_settings"] = settings
+    app.extensions["ui_demo"] = demo_dir is not None
     app.extensions["ui_pin_gate"] = auth.PinGate(settings)
     app.extensions["ui_audit"] = UiAudit(settings.data_dir)
     if not (VENDOR_DIR / "manifest.json").is_file():

@@ -220,7 +220,23 @@ def test_service_endpoints_report_health_versions_logs_and_update(tmp_path: Path
     tail = client.get("/ui/api/logs?lines=50").get_json()
     assert tail["file"] == "appliance.log" and tail["lines"][-1] == "line 499" and len(tail["lines"]) == 50
     update = client.get("/ui/api/update").get_json()
-    assert update == {"mechanism": update["mechanism"], "repository": "", "can_check": False}
+    assert update["mechanism"] is True and update["repository"] == "" and update["can_check"] is False
+    assert client.post("/ui/api/update/check").status_code == 409
+
+
+@pytest.mark.req("REQ-HCI-050")
+def test_update_check_drives_the_update_client_and_reports_its_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-usb-stick"
+    app = create_app({"TESTING": True, "UI_SERVICE_API": False, "storage": {"data_dir": str(tmp_path)},
+                      "ui": {"pins": dict(HASHES)}, "update": {"repository": str(missing),
+                      "trusted_metadata_dir": str(tmp_path / "tuf")}})  # fmt: skip
+    client = app.test_client()
+    login(client, "service")
+    assert client.get("/ui/api/update").get_json()["can_check"] is True
+    answer = client.post("/ui/api/update/check")
+    assert answer.status_code == 502 and answer.get_json()["error"]  # the update client's own message
+    (rec,) = AuditLog(tmp_path / "audit.sqlite3").records(action="update")
+    assert rec.action == "update.check_failed" and rec.actor == "ui:service"
 
 
 def test_configuration_errors_name_the_key(tmp_path: Path) -> None:
@@ -236,3 +252,22 @@ def test_language_switch_is_kept_in_the_session(tmp_path: Path) -> None:
     assert client.post("/ui/lang", json={"lang": "zh-CN"}).status_code == 200
     page = client.get("/login").get_data(as_text=True)
     assert '<html lang="zh-CN">' in page and catalogue("zh-CN")["login.title"] in page
+
+
+@pytest.mark.req("REQ-HCI-020", "REQ-HCI-030")
+def test_demo_mode_publishes_an_output_folder_behind_the_demo_pin(tmp_path: Path) -> None:
+    from ui_phantom import write_case
+
+    pytest.importorskip("appliance.service.api", reason="the service JSON API (issue 5) is not in this tree")
+    from ui.demo import DEMO_PIN
+
+    case = tmp_path / "out"
+    write_case(case, sphere_subdivisions=1)
+    client = create_app({"TESTING": True, "DEMO_OUTPUT_DIR": str(case)}).test_client()
+    assert "Demo mode: the PIN is 0000." in client.get("/login").get_data(as_text=True)
+    assert login(client, "surgeon", DEMO_PIN).status_code == 200
+    (job,) = client.get("/api/jobs").get_json()["jobs"]
+    assert job["state"] == "done" and client.get(f"/cases/{job['id']}").status_code == 200
+    glb = client.get(f"/api/jobs/{job['id']}/files/scene.glb")
+    assert glb.status_code == 200 and glb.get_data() == (case / "scene.glb").read_bytes()
+    assert client.get("/api/studies").get_json()["studies"][0]["description"] == "Demo: bundled CT sample"

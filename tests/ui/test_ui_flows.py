@@ -23,6 +23,7 @@ from ui_browser import (
     start_kiosk,
     wait_js,
 )
+from ui_service_double import ALARM
 
 from appliance.audit import AuditLog
 from ui.app import UI_DIR
@@ -85,6 +86,7 @@ def test_inbox_lists_studies_series_findings_and_usb_status(nurse: tuple[Any, Wa
     assert card(page, STUDY_DONE).locator(".open-case").is_visible()
     status = page.locator("#import-status")
     assert "USB import: finished" in status.inner_text() and "20 files imported, 1 skipped" in status.inner_text()
+    assert page.locator("#alarms li").inner_text() == ALARM
     screenshot(page, "inbox")
     watch.assert_clean(page)
 

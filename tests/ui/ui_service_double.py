@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance.service.catalogue import Catalogue
+from ui.demo import FolderService
 
+ALARM = "Disk space is low (5 GB free); ask the service engineer to archive studies."
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 #: Stages the scripted worker walks through, with the progress reported at each.
 STAGES = (("loading", 0.1), ("segment", 0.35), ("mesh", 0.6), ("export", 0.85))
@@ -25,11 +26,11 @@ REFUSAL = {
 }
 
 
-class ScriptedService:
+class ScriptedService(FolderService):
     """What ``appliance.service.api`` needs: ``catalogue``, ``health()``, ``request_reconstruction()``."""
 
     def __init__(self, data_dir: Path, case_dir: Path, step_s: float = 0.6) -> None:
-        self.catalogue = Catalogue(data_dir / "appliance.sqlite3")
+        super().__init__(data_dir)
         self.case_dir = case_dir
         self.step_s = step_s
         self.threads: list[threading.Thread] = []
@@ -50,16 +51,20 @@ class ScriptedService:
     def add_done_job(self, uid: str) -> int:
         """A finished job whose outputs are the phantom case."""
         job_id = self.catalogue.add_job(uid, preset="ct_default", requested_by="test")
-        self.catalogue.update_job(
-            job_id, state="done", stage="done", progress=1.0, output_dir=str(self.case_dir),
-            manifest_path=str(self.case_dir / "manifest.json"), finished_at=time.time(),
-        )  # fmt: skip
+        self.finish_job(job_id, self.case_dir)
         return job_id
 
     def health(self) -> dict[str, Any]:
-        """Like the real service's health, with the USB import status the inbox shows."""
-        counts = {s: len(self.catalogue.jobs(state=s)) for s in ("queued", "running", "done", "failed")}
-        return {"status": "ok", "queue": counts, "import": dict(self.import_state)}
+        """The real service's health keys (appliance.service.runtime), with import counts and one alarm."""
+        counts: dict[str, int] = {}
+        for job in self.catalogue.jobs():
+            counts[job.state] = counts.get(job.state, 0) + 1
+        return {
+            "status": "alarm", "version": "test", "dicom": {"enabled": True, "ae_title": "EDGE3D", "port": 11112},
+            "import": {"enabled": True, **self.import_state}, "jobs": counts,
+            "storage": {"stored_bytes": 9000, "quota_bytes": 0, "free_bytes": 5 * 10**9, "total_bytes": 10**10},
+            "alarms": [{"code": "storage_low", "message": ALARM, "at": 0.0}],
+        }  # fmt: skip
 
     def request_reconstruction(self, uid: str, actor: str, **options: Any) -> int:
         """Queue a job and run the scripted worker for it in a thread."""
@@ -82,7 +87,4 @@ class ScriptedService:
             time.sleep(self.step_s)
             self.catalogue.update_job(job_id, stage=stage, progress=progress)
         time.sleep(self.step_s)
-        self.catalogue.update_job(
-            job_id, state="done", stage="done", progress=1.0, output_dir=str(self.case_dir),
-            manifest_path=str(self.case_dir / "manifest.json"), finished_at=time.time(),
-        )  # fmt: skip
+        self.finish_job(job_id, self.case_dir)

@@ -43,6 +43,7 @@ def login() -> str:
     return render_template(
         "login.html",
         roles=gate.enabled_roles(),
+        demo=bool(current_app.extensions.get("ui_demo")),
         locked=request.args.get("locked") == "1",
         next_path=nxt if nxt.startswith("/") and not nxt.startswith("//") else "",
     )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
+from typing import cast
 
-from flask import Blueprint, jsonify, render_template, request
+from flask import Blueprint, current_app, jsonify, render_template, request
 from werkzeug.wrappers import Response
 
-from ui import auth, health
+from appliance.config import ApplianceConfig
+from appliance.errors import ApplianceError
+from ui import auth, health, updates
+from ui.audit_sink import UiAudit
 
 log = logging.getLogger(__name__)
 bp = Blueprint("service", __name__)
@@ -48,11 +51,27 @@ def logs() -> Response:
 @bp.get("/ui/api/update")
 @auth.require_area("service")
 def update_status() -> Response:
-    """What the update screen can do on this box: whether the update mechanism and a repository exist."""
+    """Whether the update mechanism and a repository exist, and what is installed."""
+    return jsonify(updates.update_status(_config()))
+
+
+@bp.post("/ui/api/update/check")
+@auth.require_area("service")
+def update_check() -> tuple[Response, int] | Response:
+    """Verify the configured repository (TUF) and list its releases; audited."""
+    cfg = _config()
+    status = updates.update_status(cfg)
+    if not status["can_check"]:
+        return jsonify({"error": "no update mechanism or repository configured (update.repository)"}), 409
+    audit = cast(UiAudit, current_app.extensions["ui_audit"])
     try:
-        importlib.import_module("appliance.update.client")
-        mechanism = True
-    except ImportError:
-        mechanism = False
-    repository = auth.settings().update_repository
-    return jsonify({"mechanism": mechanism, "repository": repository, "can_check": mechanism and bool(repository)})
+        summary = updates.check_repository(cfg)
+    except ApplianceError as exc:
+        audit.record("service", "update.check_failed", details={"error": str(exc)[:500]}, requirement="REQ-HCI-050")
+        return jsonify({"error": str(exc)}), 502
+    audit.record("service", "update.checked", details={"releases": len(summary["releases"])}, requirement="REQ-HCI-050")
+    return jsonify(summary)
+
+
+def _config() -> ApplianceConfig:
+    return cast(ApplianceConfig, current_app.config["APPLIANCE_CONFIG"])

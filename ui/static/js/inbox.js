@@ -87,14 +87,18 @@ function showError(text) {
 
 async function showImportStatus() {
   const box = document.getElementById('import-status');
+  const alarms = document.getElementById('alarms');
   try {
     const health = await getJSON('/api/health', { background: true });
     const imp = health.import || health.usb;
-    if (!imp) { box.classList.add('hidden'); return; }
-    const parts = [t('inbox.import_status', { state: tOr(`import.${imp.state}`, imp.state || '') })];
-    if (imp.imported !== undefined) parts.push(t('inbox.import_counts', { imported: imp.imported, skipped: imp.skipped ?? 0 }));
-    box.textContent = parts.join(' ');
-    box.classList.remove('hidden');
+    if (imp) {
+      const state = imp.state || (imp.enabled === false ? 'off' : 'idle');
+      const parts = [t('inbox.import_status', { state: tOr(`import.${state}`, state) })];
+      if (imp.imported !== undefined) parts.push(t('inbox.import_counts', { imported: imp.imported, skipped: imp.skipped ?? 0 }));
+      box.textContent = parts.join(' ');
+    }
+    box.classList.toggle('hidden', !imp);
+    alarms.replaceChildren(...(health.alarms || []).map((a) => el('li', { class: 'refusal' }, tOr(`alarm.${a.code}`, a.message || a.code))));
   } catch { box.classList.add('hidden'); }
 }
 

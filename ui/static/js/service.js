@@ -1,5 +1,5 @@
 // Service screen: machine health, queue, versions, update mechanism, log tail (no patient data).
-import { el, getJSON, t } from './common.js';
+import { el, getJSON, postJSON, t } from './common.js';
 
 function fill(dl, rows) {
   dl.replaceChildren();
@@ -24,6 +24,15 @@ async function refresh() {
     fill(document.getElementById('health'), rows);
   } catch { fill(document.getElementById('health'), [['health.unavailable', '—']]); }
   try {
+    const s = await getJSON('/api/health', { background: true });
+    const rows = [['service.status', `${s.status} · ${s.version || ''}`]];
+    if (s.dicom) rows.push(['service.dicom', s.dicom.enabled ? `${s.dicom.ae_title} :${s.dicom.port}` : t('service.off')]);
+    if (s.import) rows.push(['service.import', s.import.enabled === false ? t('service.off') : t('service.on')]);
+    if (s.storage) rows.push(['service.storage', `${(s.storage.stored_bytes / 1e9).toFixed(1)} GB · ${(s.storage.free_bytes / 1e9).toFixed(1)} GB`]);
+    for (const a of s.alarms || []) rows.push(['service.alarm', a.message || a.code]);
+    fill(document.getElementById('service-state'), rows);
+  } catch { fill(document.getElementById('service-state'), [['service.api_unavailable', '—']]); }
+  try {
     const { jobs } = await getJSON('/api/jobs', { background: true });
     const count = (s) => jobs.filter((j) => j.state === s).length;
     document.getElementById('queue').textContent = t('service.queue_counts', { queued: count('queued'), running: count('running'), failed: count('failed') });
@@ -39,8 +48,11 @@ async function refresh() {
   } catch { /* shown as empty */ }
   try {
     const u = await getJSON('/ui/api/update', { background: true });
-    document.getElementById('update-status').textContent = !u.mechanism ? t('update.no_mechanism')
-      : u.repository ? t('update.repository', { repository: u.repository }) : t('update.no_repository');
+    const parts = [!u.mechanism ? t('update.no_mechanism')
+      : u.repository ? t('update.repository', { repository: u.repository }) : t('update.no_repository')];
+    for (const [kind, v] of Object.entries(u.installed || {})) parts.push(t('update.installed', { kind, current: v.current || '—', previous: v.previous || '—' }));
+    document.getElementById('update-status').textContent = parts.join(' ');
+    document.getElementById('update-check').classList.toggle('hidden', !u.can_check);
   } catch { /* shown as empty */ }
   try {
     const logs = await getJSON('/ui/api/logs?lines=200', { background: true });
@@ -48,5 +60,14 @@ async function refresh() {
   } catch { /* shown as empty */ }
 }
 
+document.getElementById('update-check').addEventListener('click', async () => {
+  const list = document.getElementById('update-releases');
+  list.replaceChildren(el('li', {}, t('update.checking')));
+  const r = await postJSON('/ui/api/update/check');
+  list.replaceChildren();
+  if (!r.ok) { list.append(el('li', {}, t('update.check_failed', { error: r.data.error || r.status }))); return; }
+  if (!r.data.releases.length) list.append(el('li', {}, t('update.no_releases')));
+  for (const rel of r.data.releases) list.append(el('li', {}, `${rel.kind} ${rel.name} ${rel.version}`));
+});
 document.getElementById('service-refresh').addEventListener('click', refresh);
 refresh();
