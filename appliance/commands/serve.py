@@ -21,6 +21,7 @@ from typing import Any
 from appliance.config import ApplianceConfig, load_config
 from appliance.service.runtime import ApplianceService
 from appliance.service.storage import atomic_write
+from appliance.service.systemd import Watchdog, sd_notify
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,9 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _shutdown)
     signal.signal(signal.SIGINT, _shutdown)
     run_file = write_run_file(config, int(server.server_port), service)
+    watchdog = Watchdog(service.is_healthy)
+    sd_notify("READY=1")
+    watchdog.start()
     log.info(
         "serving: web http://%s:%d, DICOM %s, data %s (ports in %s)", config.http.host, server.server_port,
         f"{config.dicom.ae_title}@{service.receiver.port}" if service.receiver else "disabled",
@@ -119,6 +123,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         server.serve_forever()
     finally:
+        sd_notify("STOPPING=1")
+        watchdog.stop()
         service.stop()
         run_file.unlink(missing_ok=True)
     return 0

@@ -216,6 +216,14 @@ class ApplianceService:
         self.worker.wake()
         return job_id
 
+    def is_healthy(self) -> bool:
+        """Liveness for the systemd watchdog: worker and monitor threads alive, database answering."""
+        threads = [*self.worker._threads, self.monitor._thread]
+        if not all(t is not None and t.is_alive() for t in threads):
+            return False
+        self.catalogue.stored_bytes()
+        return True
+
     def health(self) -> dict[str, Any]:
         """Status for ``/api/health``: version, parts running, queue counts, disk, alarms."""
         usage = shutil.disk_usage(self.data_dir)

@@ -40,6 +40,7 @@ class Served:
         self.data_dir, self.config, self.dicom_port = data_dir, config, dicom_port
         self.proc: subprocess.Popen[bytes] | None = None
         self.http_port = 0
+        self.env: dict[str, str] | None = None
 
     def start(self) -> None:
         run_file = self.data_dir / "run" / "serve.json"
@@ -48,7 +49,7 @@ class Served:
         self.proc = subprocess.Popen(
             [*APPLIANCE, "-v", "serve", "--data-dir", str(self.data_dir), "--http-port", "0",
              "--dicom-port", str(self.dicom_port), "--config", str(self.config)],
-            cwd=ROOT, stdout=log, stderr=log,
+            cwd=ROOT, stdout=log, stderr=log, env=self.env,
         )  # fmt: skip
         deadline = time.monotonic() + 60
         while not run_file.exists():
@@ -211,3 +212,32 @@ def _audit_actions(data_dir: Path) -> list[str]:
     from appliance.audit import AUDIT_FILENAME, AuditLog
 
     return [r.action for r in AuditLog(data_dir / AUDIT_FILENAME).records()]
+
+
+@pytest.mark.req("REQ-FUNC-305")
+def test_systemd_notify_ready_watchdog_stopping(served: Any, tmp_path: Path) -> None:
+    """`Type=notify` with a watchdog, as firmware_config's unit runs it: READY=1, WATCHDOG=1 pets, STOPPING=1."""
+    import socket
+
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(30)
+    srv = served(auto=False)
+    srv.dicom_port = 0
+    srv.env = dict(os.environ, NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="400000")
+    srv.start()
+    messages = [sock.recv(256).decode() for _ in range(3)]
+    assert messages[0] == "READY=1" and messages[1:] == ["WATCHDOG=1", "WATCHDOG=1"]
+    srv.stop()
+    sock.settimeout(5)
+    rest = []
+    while True:
+        try:
+            rest.append(sock.recv(256).decode())
+        except TimeoutError:
+            break
+        if rest[-1] == "STOPPING=1":
+            break
+    assert rest[-1] == "STOPPING=1"
+    sock.close()
