@@ -204,7 +204,7 @@ def test_identifiers_injected_into_real_dicom_never_reach_outputs(tmp_path: Path
 
 
 @pytest.mark.req("REQ-FUNC-253")
-def test_demo_serve_hook_starts_the_ui_on_the_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_serve_hook_starts_the_ui_on_the_outputs(demo: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
     from flask import Flask
 
     from appliance.commands.demo import serve_outputs
@@ -215,8 +215,7 @@ def test_demo_serve_hook_starts_the_ui_on_the_outputs(tmp_path: Path, monkeypatc
         started.update(app=self, host=host, port=port)
 
     monkeypatch.setattr(Flask, "run", fake_run)  # do not block the test in a server loop
-    out = tmp_path / "demo"
-    out.mkdir()
+    out, _ = demo
     assert serve_outputs(out, 8765) == 0
     assert started["host"] == "127.0.0.1" and started["port"] == 8765
-    assert started["app"].config["DEMO_OUTPUT_DIR"] == str(out.resolve())
+    assert started["app"].extensions["ui_demo"] is True  # the UI publishes the folder as a finished job
