@@ -73,13 +73,13 @@ def main() -> int:
 
     per_sphere = 20 * 4**SPHERE_SUBDIVISIONS
     extra = max(0, math.ceil(args.triangles / per_sphere) - 1)
-    rows = []
+    rows: list[tuple[str, int, float, list[dict[str, float]], dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        heavy = {"sphere_subdivisions": SPHERE_SUBDIVISIONS, "extra_spheres": extra}
+        heavy: dict[str, int] = {"sphere_subdivisions": SPHERE_SUBDIVISIONS, "extra_spheres": extra}
         for label, kwargs in (("anchor: 20k phantom", {}), ("1M-triangle scene", heavy)):
             case = Path(tmp) / label.split(":")[0].replace(" ", "_")
-            phantom = write_case(case, **kwargs)  # type: ignore[arg-type]
+            phantom = write_case(case, **kwargs)
             kiosk = start_kiosk(Path(tmp) / f"kiosk_{len(rows)}", case)
             try:
                 warm, cold = measure(browser, kiosk.base, args.runs)

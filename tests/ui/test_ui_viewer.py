@@ -173,11 +173,12 @@ def _box_corners(kiosk: Kiosk) -> tuple[list[float], list[float]]:
 
 
 def _camera(page: Any) -> dict[str, Any]:
-    return page.evaluate(
+    camera: dict[str, Any] = page.evaluate(
         "(() => { const v = window.viewer; const d = v.camera.position.clone().sub(v.controls.target);"
         " return {dist: d.length(), dir: d.normalize().toArray(), scrollY: window.scrollY,"
         " scrollTop: document.scrollingElement.scrollTop, side: document.querySelector('.side').scrollTop}; })()"
     )
+    return camera
 
 
 def _touch(cdp: Any, kind: str, points: list[tuple[float, float]]) -> None:
@@ -239,9 +240,9 @@ def test_every_gesture_has_a_button(viewer: tuple[Any, Watch, Any]) -> None:
         "superior": [0, 1, 0],
         "inferior": [0, -1, 0],
     }
-    for view, direction in expected.items():
+    for view, towards in expected.items():
         page.locator(f'[data-view="{view}"]').tap()
-        assert _camera(page)["dir"] == pytest.approx(direction, abs=1e-4), view  # OrbitControls keeps off the pole
+        assert _camera(page)["dir"] == pytest.approx(towards, abs=1e-4), view  # OrbitControls keeps off the pole
     page.locator('[data-view="reset"]').tap()
     hover_rules = page.evaluate(
         "[...document.styleSheets].flatMap(s => [...s.cssRules])"

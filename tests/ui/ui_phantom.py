@@ -124,7 +124,7 @@ def write_case(folder: Path, sphere_subdivisions: int = 5, extra_spheres: int = 
     return Phantom(
         folder=folder,
         affine=affine,
-        box_min_lps=tuple(float(v) for v in box_lo),
-        box_max_lps=tuple(float(v) for v in box_hi),
+        box_min_lps=(float(box_lo[0]), float(box_lo[1]), float(box_lo[2])),
+        box_max_lps=(float(box_hi[0]), float(box_hi[1]), float(box_hi[2])),
         triangles=sum(m.n_triangles for m in meshes),
     )

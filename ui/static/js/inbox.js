@@ -8,8 +8,10 @@ const errorBox = document.getElementById('inbox-error');
 const trackers = new Map();  // job id -> JobTracker
 const cards = new Map();     // study uid -> card element
 
+// The service's sentence is the most specific; other languages get the catalogue's sentence for the code.
+const LANG = document.documentElement.lang;
 function findingText(f) {
-  return tOr(`finding.${f.code}`, f.message || f.code);
+  return LANG === 'en' ? (f.message || tOr(`finding.${f.code}`, f.code)) : tOr(`finding.${f.code}`, f.message || f.code);
 }
 
 function stageText(stage) {
