@@ -13,7 +13,7 @@ import hashlib
 import itertools
 import json
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,14 @@ class PhantomPreset(Preset):
                                   {"backend": "test-threshold", "device": device})
 
 
-register_preset(PRESET, PhantomPreset)
+@pytest.fixture(scope="module", autouse=True)
+def _phantom_preset() -> Iterator[None]:
+    """The test preset is registered for this module only."""
+    from engines.presets import base
+
+    register_preset(PRESET, PhantomPreset)
+    yield
+    base._REGISTRY.pop(PRESET, None)
 
 
 def phantom_volume() -> Volume:
