@@ -78,8 +78,7 @@ def segment_volume(volume: Volume, preset: str = "auto", device: str = "auto",
         labelmap = add_lesion(labelmap, les)
         findings.extend(les.findings)
         record["lesion"] = {"name": les.name, "source": les.source,
-                            "volume_ml": round(float(les.mask.sum()) * volume.spacing[0] * volume.spacing[1]
-                                               * volume.spacing[2] / 1000.0, 3)}
+                            "volume_ml": round(float(les.mask.sum()) * labelmap.voxel_volume_ml, 3)}
         timings["lesion"] = round(time.perf_counter() - t0, 4)
         if margins_mm:
             t0 = time.perf_counter()
