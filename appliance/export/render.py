@@ -141,16 +141,23 @@ def to_lps_grid(array: npt.NDArray[Any], affine: npt.NDArray[np.float64]) -> npt
     return out
 
 
-def window_image(volume: Volume) -> npt.NDArray[np.float64]:
-    """Grey values 0..1: soft-tissue window (W 400, L 40) for CT in HU, 1-99th percentiles otherwise."""
-    data = np.asarray(volume.array, dtype=np.float64)
+def grey_window(volume: Volume) -> tuple[float, float]:
+    """(low, high) grey window: soft tissue (W 400, L 40) for CT in HU, 1st-99th percentile otherwise.
+
+    Percentiles come from a strided sample of at most about a million voxels, so large volumes stay cheap.
+    """
     if volume.modality == "CT" and volume.units == "HU":
-        low, high = 40.0 - 200.0, 40.0 + 200.0
-    else:
-        low, high = (float(v) for v in np.percentile(data, [1.0, 99.0]))
-        if high <= low:
-            high = low + 1.0
-    return np.clip((data - low) / (high - low), 0.0, 1.0)
+        return 40.0 - 200.0, 40.0 + 200.0
+    data = np.asarray(volume.array)
+    step = max(1, round((data.size / 1e6) ** (1 / 3)))
+    sample = np.asarray(data[::step, ::step, ::step], dtype=np.float64)
+    low, high = (float(v) for v in np.percentile(sample, [1.0, 99.0]))
+    return low, (high if high > low else low + 1.0)
+
+
+def _grey(values: npt.NDArray[Any], window: tuple[float, float]) -> npt.NDArray[np.float64]:
+    low, high = window
+    return np.clip((np.asarray(values, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
 
 
 def _outline(labels2d: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.bool_]:
@@ -198,7 +205,8 @@ def label_lut(labelmap: LabelMap) -> npt.NDArray[np.uint8]:
 
 def render_slices(volume: Volume, labelmap: LabelMap, n_axial: int = 3) -> list[tuple[str, RGBImage]]:
     """Axial slices through the labelled region and one coronal slice, each with outlines; (caption, image)."""
-    grey = to_lps_grid(window_image(volume), volume.affine)
+    grey = to_lps_grid(np.asarray(volume.array), volume.affine)  # a view: only drawn slices are windowed
+    window = grey_window(volume)
     labels = to_lps_grid(np.asarray(labelmap.labels), labelmap.affine)
     order, _ = canonical_axes(volume.affine)
     spacing = np.asarray(volume.spacing)[list(order)]  # mm along x (left), y (posterior), z (superior)
@@ -213,11 +221,12 @@ def render_slices(volume: Volume, labelmap: LabelMap, n_axial: int = 3) -> list[
     out: list[tuple[str, RGBImage]] = []
     for k in picks[:n_axial]:
         # axial: rows = posterior direction (anterior at top), columns = patient left (right on the image left)
-        image = render_slice(grey[:, :, k].T, labels[:, :, k].T, lut, (float(spacing[1]), float(spacing[0])))
+        image = render_slice(_grey(grey[:, :, k].T, window), labels[:, :, k].T, lut,
+                             (float(spacing[1]), float(spacing[0])))
         out.append((f"axial slice {k + 1} of {labels.shape[2]} (from inferior)", image))
     per_y = np.count_nonzero(labels, axis=(0, 2))
     j = int(np.argmax(per_y)) if per_y.any() else labels.shape[1] // 2
-    coronal_grey = grey[:, j, ::-1].T  # rows: superior at top
+    coronal_grey = _grey(grey[:, j, ::-1].T, window)  # rows: superior at top
     coronal_labels = labels[:, j, ::-1].T
     image = render_slice(coronal_grey, coronal_labels, lut, (float(spacing[2]), float(spacing[0])))
     out.append((f"coronal slice {j + 1} of {labels.shape[1]} (from anterior)", image))
