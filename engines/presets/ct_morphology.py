@@ -180,10 +180,12 @@ def closing_ball(mask: Array, ndi: ModuleType, radius_mm: float, spacing: Spacin
 
 def ring_labels(labels: Array, mask: Array, ndi: ModuleType, inner_mm: float, outer_mm: float,
                 spacing: Spacing) -> Array:
-    """Label of the component owning each voxel of the shell ``inner_mm < distance <= outer_mm`` around ``mask``.
+    """Owner label of each voxel of the shell ``inner_mm < distance <= outer_mm`` around ``mask`` (0 elsewhere).
 
-    Labels spread outward in 6-neighbour steps and the larger label wins where two meet, so the owner is a
-    deterministic function of the input (no nearest-voxel ties left to the implementation); 0 off the shell.
+    Labels spread outward in 6-neighbour steps through the band within ``outer_mm`` of ``mask``; where two
+    components' spread meets, the larger label wins. The owner is thus a deterministic function of the input
+    (no nearest-voxel ties left to the implementation), at the price of giving a shared band between two close
+    components to one of them.
     """
     xp = array_module_of(mask)
     if not bool(mask.any()):

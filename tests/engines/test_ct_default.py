@@ -240,3 +240,26 @@ def test_ball_morphology_structuring_element_equals_edt(monkeypatch: pytest.Monk
         monkeypatch.undo()
         for a, b, c in zip(small, large, forced, strict=True):
             assert np.array_equal(a, b) and np.array_equal(b, c)
+
+
+@pytest.mark.req("REQ-FUNC-155")
+def test_order_independent_reductions() -> None:
+    """label_max and ring_labels are defined without ties left to the implementation."""
+    from engines.presets import ct_morphology as morph
+    from engines.presets.ct_airway import label_max
+
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 6, 500)
+    values = rng.integers(0, 1000, 500)
+    expected = np.array([values[labels == k].max() if (labels == k).any() else 0 for k in range(8)])
+    assert np.array_equal(label_max(labels, values, 7), expected)
+    cores = np.zeros((30, 12, 12), bool)
+    cores[5:8, 4:8, 4:8] = True
+    cores[14:17, 4:8, 4:8] = True  # 6 voxels (6 mm) apart: their 1..4 mm rings meet in between
+    lab, _ = ndimage.label(cores)
+    ring = morph.ring_labels(lab, cores, ndimage, 1.0, 4.0, (1.0, 1.0, 1.0))
+    assert set(np.unique(ring)) == {0, 1, 2}
+    assert ring[11, 5, 5] == 2  # equidistant (3 mm from both): the larger label wins, on every device
+    assert ring[9, 5, 5] == 2 and ring[12, 5, 5] == 2  # in the band both spread through: larger label
+    assert ring[2, 5, 5] == 1 and ring[20, 5, 5] == 2
+    assert not ring[cores].any() and ring[8, 5, 5] == 0  # the 1 mm rim next to a core is skipped
