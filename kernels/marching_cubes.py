@@ -452,8 +452,37 @@ def assemble(
     return out
 
 
+def numpy_steps(
+    labels: npt.NDArray[Any], grid: Grid, affine: npt.NDArray[np.float64], lut: npt.NDArray[np.uint16]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[Any], npt.NDArray[Any]]:
+    """Steps 0-5 in NumPy (the oracle): ``(positions, lo, hi, tri_slots, tri_lab)``."""
+    padded = padded_cpu(labels, grid)
+    edges = edge_words_cpu(padded)
+    cells = cell_words_cpu(edges)
+    prefix, _total = edge_prefix(edges)
+    with ThreadPoolExecutor(max_workers=1) as side_thread:  # independent steps 4 and 5 overlap
+        vertices = side_thread.submit(vertices_cpu, padded, edges, grid, affine, lut)
+        tri_slots, tri_lab = triangles_cpu(padded, edges, cells, grid, prefix, lut)
+        positions, lo, hi = vertices.result()
+    return positions, lo, hi, tri_slots, tri_lab
+
+
+def extract_numpy(labels: Any, affine: Any, structures: Sequence[Structure]) -> dict[str, Mesh]:
+    """:func:`extract_cpu` forced onto the NumPy steps (the oracle of every other path)."""
+    aff, grid = validate_inputs(labels, affine, structures)
+    if not structures:
+        return {}
+    lut = label_lut(structures)
+    positions, lo, hi, tri_slots, tri_lab = numpy_steps(native_labels(np.asarray(labels)), grid, aff, lut)
+    slot_vertex, slot_off, faces, tri_off = split_by_label(tri_slots, tri_lab, lo, hi, grid.n_ids)
+    return assemble(positions, slot_vertex, slot_off, faces, tri_off, structures, aff)
+
+
 def extract_cpu(labels: Any, affine: Any, structures: Sequence[Structure]) -> dict[str, Mesh]:
-    """Mesh every structure of ``labels`` (NumPy, vectorised). Structures without voxels are left out.
+    """Mesh every structure of ``labels`` on the CPU. Structures without voxels are left out.
+
+    Steps 1-5 run compiled (``marching_cubes_cpu.cpp``: the CUDA kernels built as C++ with OpenMP) where a C++
+    compiler is available, else in vectorised NumPy (:func:`extract_numpy`); both give identical results.
 
     Args:
         labels: integer array ``(n0, n1, n2)``; values not among ``structures`` are background.
@@ -463,19 +492,20 @@ def extract_cpu(labels: Any, affine: Any, structures: Sequence[Structure]) -> di
     Returns:
         ``{structure name: Mesh}``: closed, manifold, indexed, wound outward, vertices in LPS mm.
     """
+    from kernels import _native
+
     aff, grid = validate_inputs(labels, affine, structures)
     if not structures:
         return {}
     lut = label_lut(structures)
-    padded = padded_cpu(native_labels(np.asarray(labels)), grid)
-    edges = edge_words_cpu(padded)
-    cells = cell_words_cpu(edges)
-    prefix, _total = edge_prefix(edges)
-    with ThreadPoolExecutor(max_workers=1) as side_thread:  # independent steps 4 and 5 overlap
-        vertices = side_thread.submit(vertices_cpu, padded, edges, grid, aff, lut)
-        tri_slots, tri_lab = triangles_cpu(padded, edges, cells, grid, prefix, lut)
-        positions, lo, hi = vertices.result()
-    slot_vertex, slot_off, faces, tri_off = split_by_label(tri_slots, tri_lab, lo, hi, grid.n_ids)
+    lab = native_labels(np.asarray(labels))
+    kind = LABEL_KINDS[np.dtype(lab.dtype)]
+    if _native.available(kind):
+        positions, lo, hi, tri_slots, tri_lab = _native.marching_cubes(lab, kind, aff, lut)
+        slot_vertex, slot_off, faces, tri_off = _native.split_by_label(tri_slots, tri_lab, lo, hi, grid.n_ids, kind)
+    else:
+        positions, lo, hi, tri_slots, tri_lab = numpy_steps(lab, grid, aff, lut)
+        slot_vertex, slot_off, faces, tri_off = split_by_label(tri_slots, tri_lab, lo, hi, grid.n_ids)
     return assemble(positions, slot_vertex, slot_off, faces, tri_off, structures, aff)
 
 
