@@ -108,6 +108,7 @@ def test_refuses_ct_and_missing_packs(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 @pytest.mark.req("REQ-FUNC-107")
 def test_real_networks_on_real_t1(shared_data: Path) -> None:
     """The shipped brainchop packs on t1_crop.nii.gz (several minutes on 2 CPU cores)."""
