@@ -271,3 +271,21 @@ def test_demo_mode_publishes_an_output_folder_behind_the_demo_pin(tmp_path: Path
     glb = client.get(f"/api/jobs/{job['id']}/files/scene.glb")
     assert glb.status_code == 200 and glb.get_data() == (case / "scene.glb").read_bytes()
     assert client.get("/api/studies").get_json()["studies"][0]["description"] == "Demo: bundled CT sample"
+
+
+@pytest.mark.req("REQ-HCI-010", "REQ-HCI-030")
+def test_appliance_serve_builds_the_kiosk_over_the_real_service(tmp_path: Path) -> None:
+    serve = pytest.importorskip("appliance.commands.serve", reason="appliance serve (issue 5) is not in this tree")
+    from appliance.config import load_config
+    from appliance.service.runtime import ApplianceService
+
+    cfg = load_config(None, overrides={"storage": {"data_dir": str(tmp_path)}, "dicom": {"port": 0},
+                                      "ui": {"pins": {"nurse": HASHES["nurse"]}, "language": "zh-CN"}})  # fmt: skip
+    app = serve.create_web_app(cfg, ApplianceService(cfg))
+    client = app.test_client()
+    assert app.config["UI_SERVICE_API_REGISTERED"] is True
+    assert '<html lang="zh-CN">' in client.get("/login").get_data(as_text=True)
+    assert client.get("/api/health").get_json()["status"] == "ok"
+    assert "Content-Security-Policy" in client.get("/api/health").headers
+    assert login(client, "nurse").status_code == 200 and client.get("/inbox").status_code == 200
+    assert client.get("/api/studies").get_json() == {"studies": []}

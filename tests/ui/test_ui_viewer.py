@@ -110,6 +110,19 @@ def test_opacity_and_colour_change_pixels(viewer: tuple[Any, Watch, Any]) -> Non
     assert changed_fraction(before, shot(page, "style-restored")) < 0.002
 
 
+@pytest.mark.req("REQ-HCI-022")
+def test_tapping_the_model_selects_the_structure_under_the_finger(viewer: tuple[Any, Watch, Any], kiosk: Kiosk) -> None:
+    page, _, _ = viewer
+    page.locator('[data-view="reset"]').tap()
+    lo, hi = _box_corners(kiosk)
+    # ui_phantom puts the sphere 45 mm to the right of the box centre
+    sphere = [(lo[0] + hi[0]) / 2 - 45.0, (lo[1] + hi[1]) / 2, (lo[2] + hi[2]) / 2]
+    centre = page.evaluate("p => window.viewer.projectModelPoint(p)", sphere)
+    page.touchscreen.tap(centre["x"], centre["y"])
+    assert page.locator("#editor-title").inner_text() == "vessel sphere"
+    assert page.locator("#editor").is_visible()
+
+
 @pytest.mark.req("REQ-HCI-023")
 def test_clip_plane_reveals_inner_structure(viewer: tuple[Any, Watch, Any]) -> None:
     page, _, _ = viewer

@@ -25,6 +25,7 @@ function say(text, kind = 'bad') {
 }
 
 const viewer = new ModelViewer(document.getElementById('canvas3d'), {
+  onSelect: (name) => { if (name) select(name); },
   onMeasure: (mm) => {
     if (mm === null) readout.textContent = '';
     else if (mm === undefined) readout.textContent = t('measure.second_point');

@@ -17,9 +17,10 @@ const TAP_MOVE_PX = 10;
 const TAP_MS = 600;
 
 export class ModelViewer {
-  constructor(canvas, { onMeasure = () => {}, onChange = () => {} } = {}) {
+  constructor(canvas, { onMeasure = () => {}, onChange = () => {}, onSelect = () => {} } = {}) {
     this.canvas = canvas;
     this.onMeasure = onMeasure;
+    this.onSelect = onSelect;
     this.onChange = onChange;
     this.renderer = new THREE.WebGLRenderer({ canvas, antialias: true });
     this.renderer.setPixelRatio(Math.min(window.devicePixelRatio || 1, 2));
@@ -225,6 +226,7 @@ export class ModelViewer {
       const tap = !down.multi && moved < TAP_MOVE_PX && quick;
       down = null;
       if (tap && this.measureMode) this.pick(e.clientX, e.clientY);
+      else if (tap) { const hit = this.hitAt(e.clientX, e.clientY); if (hit) this.onSelect(this.nameOf(hit.object)); }
     });
   }
 
@@ -235,15 +237,26 @@ export class ModelViewer {
     return { x: rect.left + (p.x + 1) / 2 * rect.width, y: rect.top + (1 - p.y) / 2 * rect.height };
   }
 
-  pick(clientX, clientY) {
+  /** The nearest visible, unclipped surface under a screen point (or null). */
+  hitAt(clientX, clientY) {
     const rect = this.canvas.getBoundingClientRect();
     const ndc = new THREE.Vector2((clientX - rect.left) / rect.width * 2 - 1, -((clientY - rect.top) / rect.height) * 2 + 1);
     this.raycaster.setFromCamera(ndc, this.camera);
-    const targets = [...this.structures.values()].filter((s) => s.mesh.visible).map((s) => s.mesh);
+    const targets = [...this.structures.values()].filter((s) => s.mesh.visible && s.material.opacity > 0.05).map((s) => s.mesh);
     const hits = this.raycaster.intersectObjects(targets, false)
       .filter((h) => !this.clip.enabled || this.clipPlane.distanceToPoint(h.point) >= 0);
-    if (!hits.length) return null;
-    const hit = hits[0];
+    return hits[0] || null;
+  }
+
+  nameOf(mesh) {
+    for (const [name, s] of this.structures) if (s.mesh === mesh) return name;
+    return null;
+  }
+
+  pick(clientX, clientY) {
+    const rect = this.canvas.getBoundingClientRect();
+    const hit = this.hitAt(clientX, clientY);
+    if (!hit) return null;
     let world = hit.point.clone();
     // snap to the nearest vertex of the hit triangle when it is within a fingertip of the tap
     const pos = hit.object.geometry.attributes.position;
