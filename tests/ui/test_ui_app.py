@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from werkzeug.security import generate_password_hash
 
 from appliance.audit import AuditLog
 from appliance.service.catalogue import JOB_STATES
@@ -24,7 +25,7 @@ from ui.security import IMPORT_MAP
 from ui.settings import UiSettings
 
 PINS = {"nurse": "1111", "surgeon": "2222", "service": "3333"}
-HASHES = {role: hash_pin(pin) for role, pin in PINS.items()}
+HASHES = {role: generate_password_hash(pin, method="pbkdf2:sha256:1000") for role, pin in PINS.items()}
 
 
 def make_app(tmp_path: Path, **ui: Any) -> Any:
@@ -126,7 +127,9 @@ def test_vendored_files_match_the_lock_and_are_what_the_app_serves(tmp_path: Pat
 @pytest.mark.req("REQ-HCI-030", "REQ-PRIV-402", "REQ-TRACE-400")
 def test_pins_are_hashed_roles_see_only_their_screens_and_logins_are_audited(tmp_path: Path) -> None:
     h = hash_pin("2468")
-    assert "2468" not in h and h.startswith("pbkdf2:sha256:600000$")
+    assert "2468" not in h and h.startswith("pbkdf2:sha256:600000$") and h != hash_pin("2468")  # salted
+    gate = PinGate(UiSettings(pin_hashes={"nurse": h}))
+    assert gate.attempt("nurse", "2468").ok and not gate.attempt("nurse", "2469").ok
     with pytest.raises(ValueError):
         hash_pin("12")
     app = make_app(tmp_path)

@@ -14,10 +14,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from werkzeug.security import generate_password_hash
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from ui.app import create_app
-from ui.auth import hash_pin
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -38,7 +38,8 @@ CHROMIUM_ARGS = [
     "--ignore-gpu-blocklist",
 ]
 PINS = {"nurse": "1111", "surgeon": "2222", "service": "3333"}
-PIN_HASHES = {role: hash_pin(pin) for role, pin in PINS.items()}
+# Cheap hashes keep the many test logins fast; ui.auth.hash_pin (600 000 iterations) is tested in test_ui_app.py.
+PIN_HASHES = {role: generate_password_hash(pin, method="pbkdf2:sha256:1000") for role, pin in PINS.items()}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "ui-screenshots"
 STUDY_OK = "1.2.826.0.1.3680043.8.498.1001"
 STUDY_REFUSED = "1.2.826.0.1.3680043.8.498.1002"
