@@ -25,6 +25,12 @@ export class SliceViewer {
   /** Load the volume; `meshes` are in the model frame (LPS mm) and are converted to NiiVue's RAS mm. */
   async load(volumeUrl, meshes) {
     await this.nv.attachToCanvas(this.canvas);
+    // Gestures limited to those with buttons: a tap/drag places the crosshair, a pinch scrolls slices (as the
+    // previous/next buttons and the slider do); no windowing or panning by drag.
+    const { DRAG_MODE } = niivue;
+    this.nv.setTouchEventConfig({ singleTouch: DRAG_MODE.crosshair, doubleTouch: DRAG_MODE.none });
+    this.nv.setMouseEventConfig({ leftButton: { primary: DRAG_MODE.crosshair }, rightButton: DRAG_MODE.none,
+      centerButton: DRAG_MODE.none });
     await this.nv.loadVolumes([{ url: volumeUrl, colormap: 'gray' }]);
     this.nv.setInterpolation(true);  // nearest neighbour: voxel edges stay where they are
     const vol = this.nv.volumes[0];

@@ -36,7 +36,10 @@ export class ModelViewer {
     this.controls = new OrbitControls(this.camera, canvas);
     this.controls.enableDamping = false;
     this.controls.rotateSpeed = 0.8;
-    this.controls.touches = { ONE: THREE.TOUCH.ROTATE, TWO: THREE.TOUCH.DOLLY_PAN };
+    // Only gestures that have buttons: one finger rotates, two fingers pinch-zoom (and rotate); no panning
+    // (the view stays centred on the model; "Reset view" re-centres after zooming).
+    this.controls.enablePan = false;
+    this.controls.touches = { ONE: THREE.TOUCH.ROTATE, TWO: THREE.TOUCH.DOLLY_ROTATE };
     this.controls.addEventListener('change', () => this.requestRender());
     this.structures = new Map();  // name -> { mesh, material, srgb }
     this.root = null;
