@@ -5,6 +5,7 @@
 // The NumPy oracle (kernels/marching_cubes.py) is what the tests compare it with.
 
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 struct Dim {
@@ -30,11 +31,25 @@ static inline double __dmul_rn(double a, double b) { return a * b; }
 #include "marching_cubes.cu"
 
 // Padded row (i, j) of the label volume into buf[0..P2] (buf[P2] = 0 as the +k neighbour of the last voxel).
-static void fill_row(const label_t* lab, int i, int j, int n0, int n1, int n2, int* buf, int P2) {
-    for (int k = 0; k <= P2; ++k) buf[k] = 0;
-    if (i < 1 || j < 1 || i > n0 || j > n1) return;
-    const label_t* src = lab + (static_cast<long long>(i - 1) * n1 + (j - 1)) * n2;
-    for (int k = 0; k < n2; ++k) buf[k + 1] = static_cast<int>(src[k]);
+static void fill_row(const label_t* lab, int i, int j, int n0, int n1, int n2, label_t* buf, int P2) {
+    if (i < 1 || j < 1 || i > n0 || j > n1) {
+        std::memset(buf, 0, sizeof(label_t) * (P2 + 1));
+        return;
+    }
+    buf[0] = 0;
+    std::memcpy(buf + 1, lab + (static_cast<long long>(i - 1) * n1 + (j - 1)) * n2, sizeof(label_t) * n2);
+    std::memset(buf + 1 + n2, 0, sizeof(label_t) * (P2 - n2));
+}
+
+// 64 flags (bytes 0/1) -> bits, flag t at bit t (each 8 flags gathered with one multiply).
+static inline u64 pack64(const unsigned char* f) {
+    u64 out = 0;
+    for (int q = 0; q < 8; ++q) {
+        u64 x;
+        std::memcpy(&x, f + 8 * q, 8);
+        out |= ((__builtin_bswap64(x) * 0x8040201008040201ull) >> 56) << (8 * q);
+    }
+    return out;
 }
 
 template <typename F>
@@ -64,10 +79,12 @@ int mc_cpu_words(const label_t* lab, int n0, int n1, int n2, u64* edges, long lo
                  long long* cprefix, long long* counts_scratch, long long* totals) {
     const int P0 = n0 + 2, P1 = n1 + 2, W = (n2 + 2 + 63) / 64, P2 = 64 * W;
     const long long nw = static_cast<long long>(P0) * P1 * W;
-    // one padded row (i, j) at a time: the row and its +i / +j neighbours copied into padded buffers
+    // one padded row (i, j) at a time: the row and its +i / +j neighbours copied into padded buffers, per-voxel
+    // flags computed in vectorisable loops, then packed 8 at a time
 #pragma omp parallel
     {
-        std::vector<int> cur(P2 + 1), ni(P2 + 1), nj(P2 + 1);
+        std::vector<label_t> cur(P2 + 1), ni(P2 + 1), nj(P2 + 1);
+        std::vector<unsigned char> f0(P2), f1(P2), f2(P2);
 #pragma omp for schedule(static)
         for (long long row = 0; row < static_cast<long long>(P0) * P1; ++row) {
             const int j = static_cast<int>(row % P1);
@@ -75,20 +92,19 @@ int mc_cpu_words(const label_t* lab, int n0, int n1, int n2, u64* edges, long lo
             fill_row(lab, i, j, n0, n1, n2, cur.data(), P2);
             fill_row(lab, i + 1, j, n0, n1, n2, ni.data(), P2);
             fill_row(lab, i, j + 1, n0, n1, n2, nj.data(), P2);
+            const label_t* c = cur.data();
+            const label_t* a = ni.data();
+            const label_t* b = nj.data();
+            for (int k = 0; k < P2; ++k) {
+                f0[k] = c[k] != a[k];
+                f1[k] = c[k] != b[k];
+                f2[k] = c[k] != c[k + 1];  // c[P2] = 0 = c[P2 - 1] (padding): the last voxel gets no +k edge
+            }
             const bool has_i = i + 1 < P0, has_j = j + 1 < P1;
             for (int w = 0; w < W; ++w) {
-                u64 b0 = 0, b1 = 0, b2 = 0;
-                const int* c = cur.data() + 64 * w;
-                const int* a = ni.data() + 64 * w;
-                const int* b = nj.data() + 64 * w;
-                for (int t = 0; t < 64; ++t) {
-                    b0 |= static_cast<u64>(c[t] != a[t]) << t;
-                    b1 |= static_cast<u64>(c[t] != b[t]) << t;
-                    b2 |= static_cast<u64>(c[t] != c[t + 1]) << t;
-                }
-                if (!has_i) b0 = 0;
-                if (!has_j) b1 = 0;
-                if (w == W - 1) b2 &= ~(1ull << 63);  // the last voxel of the row has no +k neighbour
+                const u64 b0 = has_i ? pack64(f0.data() + 64 * w) : 0ull;
+                const u64 b1 = has_j ? pack64(f1.data() + 64 * w) : 0ull;
+                const u64 b2 = pack64(f2.data() + 64 * w);
                 const long long word = row * W + w;
                 edges[word] = b0;
                 edges[nw + word] = b1;
