@@ -32,6 +32,10 @@ ENV_SWITCH = "APPLIANCE_NATIVE_CPU"
 
 
 def _cache_dir() -> Path:
+    """``$APPLIANCE_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/or-appliance/native`` (``~/.cache/...``)."""
+    explicit = os.environ.get("APPLIANCE_NATIVE_CACHE")
+    if explicit:
+        return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "or-appliance" / "native"
 
@@ -50,16 +54,20 @@ def library(kind: int) -> ctypes.CDLL | None:
         digest.update((SOURCE_DIR / name).read_bytes())
     target = _cache_dir() / f"mc_{digest.hexdigest()[:16]}_{kind}.so"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            built = Path(tmp) / target.name
-            cmd = [compiler, "-O3", "-fopenmp", "-shared", "-fPIC", f"-DLABEL_KIND={kind}", "-I", str(SOURCE_DIR),
-                   str(SOURCE_DIR / "marching_cubes_cpu.cpp"), "-o", str(built)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-            if proc.returncode != 0:
-                log.warning("native marching cubes did not build (NumPy path used): %s", proc.stderr[-2000:])
-                return None
-            os.replace(built, target)  # atomic: concurrent builders agree
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+                built = Path(tmp) / target.name
+                cmd = [compiler, "-O3", "-fopenmp", "-shared", "-fPIC", f"-DLABEL_KIND={kind}", "-I",
+                       str(SOURCE_DIR), str(SOURCE_DIR / "marching_cubes_cpu.cpp"), "-o", str(built)]
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+                if proc.returncode != 0:
+                    log.warning("native marching cubes did not build (NumPy path used): %s", proc.stderr[-2000:])
+                    return None
+                os.replace(built, target)  # atomic: concurrent builders agree
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("native marching cubes cannot be built here (NumPy path used): %s", exc)
+            return None
     try:
         return ctypes.CDLL(str(target))
     except OSError as exc:

@@ -60,3 +60,17 @@ def test_switch_off_falls_back_to_numpy(monkeypatch: pytest.MonkeyPatch) -> None
     finally:
         monkeypatch.delenv(_native.ENV_SWITCH)
         _native.library.cache_clear()
+
+
+def test_unwritable_cache_falls_back_to_numpy(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    monkeypatch.setenv("APPLIANCE_NATIVE_CACHE", str(blocker / "cache"))
+    _native.library.cache_clear()
+    try:
+        assert not _native.available(2)
+        labels = phantoms.ellipsoids((16, 17, 18), 2, seed=2).astype(np.int16)
+        assert set(mc.extract_cpu(labels, np.eye(4), phantoms.structures_for(2))) <= {"s1", "s2"}
+    finally:
+        monkeypatch.delenv("APPLIANCE_NATIVE_CACHE")
+        _native.library.cache_clear()
