@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(dcm2niix dcmtk dicom3tools orthanc chromium fonts-noto-cjk xvfb)
+APT_PACKAGES=(dcm2niix dcmtk dicom3tools orthanc chromium fonts-noto-cjk xvfb
+  nftables logrotate shellcheck squashfs-tools erofs-utils mmdebstrap)
+# node and npm build the vendored UI assets; the image usually ships them (nodejs from its own repository).
+command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 if command -v apt-get >/dev/null; then
