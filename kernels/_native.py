@@ -49,6 +49,10 @@ def library(kind: int) -> ctypes.CDLL | None:
     if compiler is None:
         log.info("no C++ compiler: the NumPy marching cubes is used")
         return None
+    missing = [name for name in SOURCES if not (SOURCE_DIR / name).is_file()]
+    if missing:
+        log.info("native marching cubes sources %s not installed: the NumPy marching cubes is used", missing)
+        return None
     digest = hashlib.sha256()
     for name in SOURCES:
         digest.update((SOURCE_DIR / name).read_bytes())
