@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+#: Requirements this benchmark verifies (read by `appliance trace`).
+REQUIREMENTS = ("REQ-PERF-150", "REQ-PERF-151", "REQ-PERF-152")
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 

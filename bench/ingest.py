@@ -30,6 +30,9 @@ import numpy as np
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+#: Requirements this benchmark verifies (read by `appliance trace`).
+REQUIREMENTS = ("REQ-ACQ-019",)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 

@@ -37,6 +37,9 @@ from typing import Any
 
 import numpy as np
 
+#: Requirements this benchmark verifies (read by `appliance trace`).
+REQUIREMENTS = ("REQ-PERF-200", "REQ-PERF-201", "REQ-PERF-202")
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 

@@ -21,6 +21,9 @@ from typing import Any
 
 import numpy as np
 
+#: Requirements this benchmark verifies (read by `appliance trace`).
+REQUIREMENTS = ("REQ-PERF-101",)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 

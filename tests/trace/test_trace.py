@@ -121,3 +121,37 @@ def test_cli_json_and_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFix
     assert "<table>" in (out / "trace.html").read_text()
     bad = _tree(tmp_path / "bad", test_outcome="failed")
     assert main(["trace", "--root", str(bad), "--junit", str(bad / "junit.xml"), "--out", str(out), "--check"]) == 1
+
+
+@pytest.mark.req("REQ-TRACE-201")
+def test_unknown_requirement_id_fails_the_pytest_run(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "conftest.py").write_text(textwrap.dedent("""
+        from appliance.trace.pytest_support import check_requirement_marks
+
+        def pytest_configure(config):
+            config.addinivalue_line("markers", "req(*ids): requirement IDs")
+
+        def pytest_collection_modifyitems(config, items):
+            check_requirement_marks(items, {"REQ-ACQ-001": object()})
+    """))
+    (tmp_path / "test_x.py").write_text(textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.req("REQ-ACQ-001")
+        def test_known(): pass
+
+        @pytest.mark.req("REQ-ACQ-999")
+        def test_unknown(): pass
+    """))
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)]
+    bad = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 4, bad.stdout + bad.stderr  # pytest's usage-error exit code
+    assert "REQ-ACQ-999" in bad.stdout + bad.stderr
+    (tmp_path / "test_x.py").write_text(
+        'import pytest\n\n@pytest.mark.req("REQ-ACQ-001")\ndef test_known(): pass\n'
+    )
+    good = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0, good.stdout + good.stderr
