@@ -9,8 +9,6 @@ hashes, findings with their requirement IDs, per-structure volumes, lesion and m
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import numpy as np
 
 from appliance import __version__
 from appliance.core import LabelMap, Structure
+from appliance.fsio import atomic_write_text
 from appliance.io.nifti import load_volume, save_labelmap
 from engines.presets.base import EngineError, SegmentationResult
 
@@ -32,16 +31,8 @@ class LabelMapFileError(EngineError):
 
 
 def _write_json_atomic(path: Path, data: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False, default=_json_default)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
+    atomic_write_text(path, text, mode=0o644)
     return path
 
 

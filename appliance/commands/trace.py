@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from appliance.fsio import atomic_write_text
 from appliance.trace.matrix import build_matrix, check, render_html, render_markdown, summary
 
 
 def _root() -> Path:
     return Path(__file__).resolve().parents[2]
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,8 +25,8 @@ def run(args: argparse.Namespace) -> int:
     matrix = build_matrix(root, junit)
     problems = check(matrix, root)
     out = Path(args.out)
-    _write_atomic(out / "trace.md", render_markdown(matrix, problems))
-    _write_atomic(out / "trace.html", render_html(matrix, problems))
+    atomic_write_text(out / "trace.md", render_markdown(matrix, problems))
+    atomic_write_text(out / "trace.html", render_html(matrix, problems))
     result = summary(matrix, problems)
     if args.json:
         sys.stdout.write(json.dumps({k: v for k, v in result.items() if k != "problems"}) + "\n")

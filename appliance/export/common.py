@@ -11,8 +11,6 @@ Exports carry geometry only. Their headers name the product, the units (millimet
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -20,6 +18,7 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing as npt
 
+from appliance import fsio
 from appliance.core import Mesh
 from appliance.errors import ApplianceError
 
@@ -41,26 +40,16 @@ class ExportError(ApplianceError):
 def atomic_output(path: Path) -> Iterator[BinaryIO]:
     """Open a temporary file beside ``path`` for binary writing; rename it over ``path`` on success.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was (:mod:`appliance.fsio`).
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"cannot create output folder {path.parent}: {exc}; choose a writable --out") from exc
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, FILE_MODE)  # mkstemp makes 0600; outputs are meant to be read by the UI and USB export
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    # outputs are meant to be read by the UI and USB export, hence FILE_MODE instead of mkstemp's 0600
+    with fsio.atomic_output(path, mode=FILE_MODE, sync_dir=False) as handle:
+        yield handle
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:

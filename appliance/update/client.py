@@ -23,6 +23,7 @@ from tuf.api import exceptions as tuf_exc
 from tuf.api.metadata import Metadata
 from tuf.ngclient import Updater  # type: ignore[attr-defined]
 
+from appliance.fsio import atomic_write_bytes
 from appliance.update.errors import (
     RepositoryUnavailable,
     TamperedTarget,
@@ -30,7 +31,6 @@ from appliance.update.errors import (
     UpdateError,
 )
 from appliance.update.fetchers import fetcher_for
-from appliance.update.fsio import atomic_write_bytes
 from appliance.update.packs import file_digest
 from appliance.update.policy import (
     ArtifactKind,

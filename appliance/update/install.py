@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from appliance.fsio import atomic_symlink, atomic_write_bytes, fsync_dir, fsync_tree
 from appliance.update.errors import (
     DowngradeRefused,
     HealthCheckFailed,
@@ -35,7 +36,6 @@ from appliance.update.errors import (
     TamperedTarget,
     UpdateError,
 )
-from appliance.update.fsio import atomic_symlink, atomic_write_bytes, fsync_dir, fsync_tree
 from appliance.update.health import HealthCheck
 from appliance.update.packs import extract_pack, verify_release_dir
 from appliance.update.policy import (

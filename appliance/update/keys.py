@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner, Signer, SSlibKey  # type: ignore[attr-defined]
 
+from appliance.fsio import atomic_write_bytes
 from appliance.update.errors import KeyMaterialError
-from appliance.update.fsio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from appliance.fsio import atomic_write_bytes
 from appliance.update.errors import UntrustedMetadata, UpdateError
-from appliance.update.fsio import atomic_write_bytes
 from appliance.update.keys import ROLES
 from appliance.update.packs import file_digest
 from appliance.update.policy import (

@@ -1,11 +1,17 @@
-"""Crash-safe file operations: temp file + fsync + ``os.replace``, directory fsync, atomic symlink switch."""
+"""Crash-safe file operations, the one implementation the whole box uses.
+
+Temporary file in the target's folder + fsync + ``os.replace`` (+ directory fsync), so a reader or a box that
+loses power sees the old content or the new, never a mix; atomic symlink switch; fsync of whole trees.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_dir(path: Path) -> None:
@@ -17,21 +23,41 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix."""
+@contextlib.contextmanager
+def atomic_output(path: Path, mode: int | None = None, sync_dir: bool = True) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path`` for binary writing; on success fsync it and rename it over ``path``.
+
+    ``mode`` sets the final permission bits (the temporary file is created 0600, which suits keys). On any
+    exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new content, never a mix."""
+    with atomic_output(path, mode) as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
+    """UTF-8 text version of :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"), mode)
 
 
 def atomic_symlink(link: Path, target: str) -> None:
