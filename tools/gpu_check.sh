@@ -9,6 +9,8 @@ OUT="${OUT:-build/gpu_check}"
 mkdir -p "$OUT"
 PY=".venv/bin/python"
 [ -x "$PY" ] || PY="$(command -v python3)"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the lent machine has no .venv: import the tree directly
+export PYTHONUNBUFFERED=1
 summary="$OUT/summary.txt"
 : > "$summary"
 status=0
@@ -16,8 +18,9 @@ note() { echo "$*" | tee -a "$summary"; }
 
 note "python: $PY ($("$PY" --version 2>&1))"
 if compgen -G ".whl/*.whl" > /dev/null; then
-  "$PY" -m pip install --no-index --find-links .whl .whl/*.whl > "$OUT/pip.log" 2>&1
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl > "$OUT/pip.log" 2>&1
   note "carried wheels installed: rc=$?"
+  export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || note "nvidia-smi failed"
 "$PY" - >> "$summary" 2>&1 <<'PYEOF'
@@ -41,4 +44,11 @@ for bench in bench/*.py; do
   note "bench $name --gpu: rc=$rc"
   [ $rc -eq 0 ] || { [ $status -ne 0 ] || status=$rc; }
 done
+# Benches with their own GPU options (CPU anchors measured in the same run).
+timeout 90 "$PY" bench/segment.py --skip-cpu-large --repeats 3 --json "$OUT/bench-segment.json" \
+  > "$OUT/bench-segment.txt" 2>&1
+note "bench segment: rc=$?"
+timeout 90 "$PY" bench/networks.py --size 256 --cpu-size 64 --repeats 3 --packs brainchop-gw-5 brainchop-mindgrab \
+  --json "$OUT/bench-networks.json" > "$OUT/bench-networks.txt" 2>&1
+note "bench networks: rc=$?"
 exit $status
