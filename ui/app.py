@@ -46,6 +46,7 @@ def _register_service_api(app: Flask) -> bool:
         log.warning("service JSON API not available (%s); the UI pages will show no studies", exc)
         return False
     app.register_blueprint(module.api_blueprint)
+    app.config[module.AUTHORISER_KEY] = auth.service_api_access
     return True
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from flask import abort, current_app, jsonify, redirect, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -29,6 +29,7 @@ AREA_ROLES: dict[str, frozenset[str]] = {
     "viewer": frozenset({"surgeon", "nurse"}),
     "review": frozenset({"surgeon"}),
     "service": frozenset({"service"}),
+    "patient_data": frozenset({"nurse", "surgeon"}),
 }
 
 
@@ -121,6 +122,18 @@ def end_session() -> None:
     session.clear()
     if lang:
         session["lang"] = lang
+
+
+def service_api_access() -> Literal["allowed", "unauthenticated", "forbidden"]:
+    """The kiosk's authoriser of the service JSON API (``appliance.service.api``, REQ-PRIV-007).
+
+    ``"allowed"`` for an unlocked session of a role that may see patient data, ``"forbidden"`` for an unlocked
+    service-engineer session, ``"unauthenticated"`` when logged out, locked or idle past the lock time.
+    """
+    role = current_role()
+    if role is None:
+        return "unauthenticated"
+    return "allowed" if role in AREA_ROLES["patient_data"] else "forbidden"
 
 
 def home_for(role: str) -> str:

@@ -2,7 +2,8 @@
 
 ``appliance serve --data-dir D [--http-port P] [--dicom-port Q] [--ae-title AET] [--config FILE]``;
 ``--dicom-port 0`` disables the receiver, ``--http-port 0`` picks a free port. Once listening, the ports are
-written to ``D/run/serve.json`` (for supervisors and tests). Logs go to stderr and ``D/logs/appliance.log``
+written to ``D/run/serve.json`` (for supervisors and tests) and a fresh JSON API token to ``D/run/api_token``
+(mode 0600; send it as ``Authorization: Bearer <token>``). Logs go to stderr and ``D/logs/appliance.log``
 (rotating). SIGTERM/SIGINT stop it cleanly; a kill -9 loses nothing (see the job queue).
 """
 
@@ -59,11 +60,15 @@ def setup_logging(config: ApplianceConfig) -> None:
             h.setFormatter(logging.Formatter(fmt))
 
 
-def create_web_app(config: ApplianceConfig, service: ApplianceService) -> Any:
-    """The UI's app (``ui.app.create_app``) when installed, else a minimal Flask app with only the JSON API."""
+def create_web_app(config: ApplianceConfig, service: ApplianceService, api_token: str | None = None) -> Any:
+    """The UI's app (``ui.app.create_app``) when installed, else a minimal Flask app with only the JSON API.
+
+    ``api_token`` is the bearer token the JSON API accepts (None: only what the UI's session authoriser allows;
+    the app without the UI then refuses every protected endpoint).
+    """
     from flask import Flask
 
-    from appliance.service.api import api_blueprint
+    from appliance.service.api import API_TOKEN_KEY, api_blueprint
 
     app: Any
     try:
@@ -74,6 +79,7 @@ def create_web_app(config: ApplianceConfig, service: ApplianceService) -> Any:
     else:
         app = create_app({"APPLIANCE_CONFIG": config}, service=service)
     app.config["APPLIANCE_SERVICE"] = service
+    app.config[API_TOKEN_KEY] = api_token
     if "appliance_api" not in app.blueprints:
         app.register_blueprint(api_blueprint)
     return app
@@ -96,11 +102,13 @@ def write_run_file(config: ApplianceConfig, http_port: int, service: ApplianceSe
 def _serve(args: argparse.Namespace) -> int:
     from werkzeug.serving import make_server
 
+    from appliance.service.api import issue_api_token
+
     config = build_config(args)
     setup_logging(config)
     service = ApplianceService(config)
     service.start()
-    app = create_web_app(config, service)
+    app = create_web_app(config, service, api_token=issue_api_token(config.storage.data_dir))
     server = make_server(config.http.host, config.http.port, app, threaded=True)
     stop = threading.Event()
 

@@ -3,19 +3,29 @@
 The blueprint finds the running :class:`~appliance.service.runtime.ApplianceService` at
 ``current_app.config["APPLIANCE_SERVICE"]``. Its OpenAPI description is the static file ``openapi.json`` beside
 this module, served at ``/api/openapi.json``.
+
+Access (REQ-PRIV-007): every endpoint except ``GET /api/health`` and ``GET /api/openapi.json`` needs either
+``Authorization: Bearer <token>`` with the service API token (``appliance serve`` writes a fresh one at each start
+to ``<data_dir>/run/api_token``, mode 0600; the app holds it at ``app.config["APPLIANCE_API_TOKEN"]``) or what the
+pluggable authoriser at ``app.config["APPLIANCE_API_AUTHORISER"]`` allows (the kiosk UI installs one that accepts
+an unlocked nurse/surgeon session). Without an authoriser only the token is accepted. The check is
+:func:`_authorise`, the blueprint's one ``before_request``.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
+import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file, stream_with_context
 
+from appliance.fsio import atomic_write_text
 from appliance.service.catalogue import FINAL_STATES
 from appliance.service.errors import UnknownJob, UnknownStudy
 
@@ -25,6 +35,62 @@ api_blueprint = Blueprint("appliance_api", __name__, url_prefix="/api")
 SSE_POLL_S = 0.25
 SSE_MAX_S = 3600.0
 SSE_KEEPALIVE_S = 15.0
+
+#: ``app.config`` keys: the service API token, and the authoriser asked when no bearer token is sent.
+API_TOKEN_KEY = "APPLIANCE_API_TOKEN"
+AUTHORISER_KEY = "APPLIANCE_API_AUTHORISER"
+#: Where ``appliance serve`` writes the token, relative to the data folder.
+API_TOKEN_FILE = Path("run") / "api_token"
+#: Endpoints anyone on the box may call (no patient data).
+OPEN_ENDPOINTS = frozenset({"appliance_api.health", "appliance_api.openapi"})
+
+#: What an authoriser says about the current request: allowed, not authenticated (401), or role refused (403).
+Access = Literal["allowed", "unauthenticated", "forbidden"]
+Authoriser = Callable[[], Access]
+
+_HOW_TO_AUTHENTICATE = (
+    "authentication required: log in on the kiosk (an unlocked nurse or surgeon session) or send "
+    "'Authorization: Bearer <token>' with the service API token from <data_dir>/run/api_token"
+)
+
+
+def issue_api_token(data_dir: Path) -> str:
+    """A fresh service API token, written atomically (mode 0600) to ``<data_dir>/run/api_token``."""
+    token = secrets.token_urlsafe(32)
+    atomic_write_text(Path(data_dir) / API_TOKEN_FILE, token + "\n", mode=0o600)
+    return token
+
+
+def read_api_token(data_dir: Path) -> str:
+    """The token the running ``appliance serve`` on ``data_dir`` accepts (for local tools and tests)."""
+    return (Path(data_dir) / API_TOKEN_FILE).read_text(encoding="utf-8").strip()
+
+
+def _bearer_token() -> str | None:
+    """The token of an ``Authorization: Bearer`` header, or None when the header is absent or of another kind."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else None
+
+
+@api_blueprint.before_request
+def _authorise() -> tuple[Response, int] | None:
+    """The one access check of the API (REQ-PRIV-007); None lets the request through."""
+    if request.endpoint in OPEN_ENDPOINTS:
+        return None
+    sent = _bearer_token()
+    if sent is not None:
+        expected = current_app.config.get(API_TOKEN_KEY)
+        if isinstance(expected, str) and expected and hmac.compare_digest(sent.encode(), expected.encode()):
+            return None
+        return _error(401, "the bearer token is not this service's API token; " + _HOW_TO_AUTHENTICATE)
+    authoriser: Authoriser | None = current_app.config.get(AUTHORISER_KEY)
+    access: Access = authoriser() if authoriser is not None else "unauthenticated"
+    if access == "allowed":
+        return None
+    if access == "forbidden":
+        return _error(403, "this role sees no patient data (studies, jobs, files); log in as nurse or surgeon")
+    return _error(401, _HOW_TO_AUTHENTICATE)
 
 
 def _service() -> Any:

@@ -96,7 +96,9 @@ class FakeReconstruct:
         (out_dir / "meshes" / "body.stl").write_bytes(b"\0" * 84)
         report = "<html>report</html>" if self.behaviour != "leak" else f"<html>{PATIENT_NAME}</html>"
         (out_dir / "report.html").write_text(report)
-        manifest = {"device": "cpu" if device != "cuda" else "cuda", "n_files": len(files), "findings": []}
+        manifest: dict[str, Any] = {
+            "device": "cpu" if device != "cuda" else "cuda", "n_files": len(files), "findings": [],
+        }  # fmt: skip
         (out_dir / "manifest.json").write_text(json.dumps(manifest))
         if progress:
             progress("export", 1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,15 +14,20 @@ import pytest
 from flask import Flask
 from svc_helpers import FakeReconstruct, prepare_ct_series
 
-from appliance.service.api import api_blueprint
+from appliance.service.api import API_TOKEN_FILE, API_TOKEN_KEY, api_blueprint, issue_api_token, read_api_token
 from appliance.service.runtime import ApplianceService
 
 
-def _client(svc: ApplianceService) -> Any:
+def _client(svc: ApplianceService, authenticated: bool = True) -> Any:
+    """The API alone (as ``appliance serve`` builds it without the UI): bearer token from the data folder."""
     app = Flask("test")
     app.config["APPLIANCE_SERVICE"] = svc
+    app.config[API_TOKEN_KEY] = issue_api_token(svc.data_dir)
     app.register_blueprint(api_blueprint)
-    return app.test_client()
+    client = app.test_client()
+    if authenticated:
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {read_api_token(svc.data_dir)}"
+    return client
 
 
 def _schema(client: Any, name: str) -> dict[str, Any]:
@@ -115,3 +121,48 @@ def test_export_and_imports_endpoints(served: Any) -> None:
     assert r.status_code == 409 and "only finished reconstructions" in r.get_json()["error"]
     assert client.post(f"/api/jobs/{job_id}/export", json={"destination": 3}).status_code == 400
     assert client.get("/api/imports").get_json() == {"enabled": False, "imports": []}
+
+
+@pytest.mark.req("REQ-PRIV-007")
+def test_patient_data_needs_the_service_api_token(served: Any) -> None:
+    svc, client, study_uid = served
+    job_id = svc.request_reconstruction(study_uid, "test", device="cpu")
+    svc.worker.run(svc.catalogue.claim_job())
+    assert client.get(f"/api/jobs/{job_id}").get_json()["state"] == "done"
+    anonymous = _client(svc, authenticated=False)  # issues a fresh token, as each start of `appliance serve`
+    token_file = svc.data_dir / API_TOKEN_FILE
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = read_api_token(svc.data_dir)
+    assert len(token) >= 32 and token == anonymous.application.config[API_TOKEN_KEY]
+    protected = ["/api/studies", f"/api/studies/{study_uid}", "/api/jobs", f"/api/jobs/{job_id}",
+                 f"/api/jobs/{job_id}/files", f"/api/jobs/{job_id}/files/meshes/body.stl",
+                 f"/api/jobs/{job_id}/events", "/api/imports"]  # fmt: skip
+    for path in protected:
+        r = anonymous.get(path)
+        assert r.status_code == 401, path
+        assert "Authorization: Bearer" in r.get_json()["error"] and "run/api_token" in r.get_json()["error"]
+    assert anonymous.post(f"/api/studies/{study_uid}/reconstruct", json={}).status_code == 401
+    assert anonymous.post(f"/api/jobs/{job_id}/export", json={}).status_code == 401
+    assert len(svc.catalogue.jobs()) == 1  # the refused reconstruction queued nothing
+    for path in ("/api/health", "/api/openapi.json"):
+        assert anonymous.get(path).status_code == 200, path
+    wrong = {"Authorization": "Bearer " + token[:-1] + ("A" if token[-1] != "A" else "B")}
+    assert anonymous.get("/api/studies", headers=wrong).status_code == 401
+    assert anonymous.get("/api/studies", headers={"Authorization": f"Basic {token}"}).status_code == 401
+    right = {"Authorization": f"Bearer {token}"}
+    studies = anonymous.get("/api/studies", headers=right)
+    assert studies.status_code == 200 and studies.get_json()["studies"][0]["patient_name"] == "DOE^JANE"
+    body = anonymous.get(f"/api/jobs/{job_id}/files/meshes/body.stl", headers=right)
+    assert body.status_code == 200 and body.data == b"\0" * 84
+
+
+@pytest.mark.req("REQ-PRIV-007")
+def test_without_a_configured_token_every_bearer_is_refused(served: Any) -> None:
+    svc, _client_with_token, _ = served
+    app = Flask("no-token")
+    app.config["APPLIANCE_SERVICE"] = svc
+    app.register_blueprint(api_blueprint)
+    client = app.test_client()
+    assert client.get("/api/studies", headers={"Authorization": "Bearer "}).status_code == 401
+    assert client.get("/api/studies", headers={"Authorization": "Bearer None"}).status_code == 401
+    assert client.get("/api/health").status_code == 200

@@ -12,9 +12,11 @@ import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,8 +75,14 @@ class Served:
             except subprocess.TimeoutExpired:
                 self.kill9()
 
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
+    def get(self, path: str, token: str | None = "") -> Any:
+        """GET with the service API token this start wrote (``token=None``: no Authorization header)."""
+        from appliance.service.api import read_api_token
+
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token or read_api_token(self.data_dir)}")
+        with urllib.request.urlopen(req, timeout=10) as r:
             body = r.read()
             return json.loads(body) if r.headers.get_content_type() == "application/json" else body
 
@@ -192,13 +200,19 @@ def test_end_to_end_with_kill9_during_reconstruction(served: Any, shared_data: P
             assert PATIENT_NAME not in text and PATIENT_ID not in text, p
 
 
-@pytest.mark.req("REQ-FUNC-305")
+@pytest.mark.req("REQ-FUNC-305", "REQ-PRIV-007")
 def test_serve_without_receiver_logs_to_file(served: Any) -> None:
     srv = served(auto=False)
     srv.dicom_port = 0
     srv.start()
-    health = srv.get("/api/health")
+    health = srv.get("/api/health", token=None)  # open without a token
     assert health["dicom"]["enabled"] is False and health["status"] == "ok"
+    assert stat.S_IMODE((srv.data_dir / "run" / "api_token").stat().st_mode) == 0o600
+    assert srv.get("/api/studies") == {"studies": []}
+    for token in (None, "not-the-token"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            srv.get("/api/studies", token=token)
+        assert refused.value.code == 401 and "api_token" in json.loads(refused.value.read())["error"]
     assert json.loads((srv.data_dir / "run" / "serve.json").read_text())["dicom_port"] == 0
     spec = srv.get("/api/openapi.json")
     assert "/api/jobs/{id}/events" in spec["paths"]

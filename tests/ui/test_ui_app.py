@@ -292,3 +292,39 @@ def test_appliance_serve_builds_the_kiosk_over_the_real_service(tmp_path: Path) 
     assert "Content-Security-Policy" in client.get("/api/health").headers
     assert login(client, "nurse").status_code == 200 and client.get("/inbox").status_code == 200
     assert client.get("/api/studies").get_json() == {"studies": []}
+
+
+@pytest.mark.req("REQ-PRIV-007")
+def test_service_api_answers_unlocked_patient_data_roles_and_the_token_only(tmp_path: Path) -> None:
+    serve = pytest.importorskip("appliance.commands.serve", reason="appliance serve (issue 5) is not in this tree")
+    from appliance.config import load_config
+    from appliance.service.api import issue_api_token, read_api_token
+    from appliance.service.runtime import ApplianceService
+
+    cfg = load_config(None, overrides={"storage": {"data_dir": str(tmp_path)}, "dicom": {"port": 0},
+                                      "ui": {"pins": dict(HASHES), "idle_lock_seconds": 60}})  # fmt: skip
+    app = serve.create_web_app(cfg, ApplianceService(cfg), api_token=issue_api_token(tmp_path))
+    client = app.test_client()
+    protected = ["/api/studies", "/api/jobs", "/api/jobs/1", "/api/jobs/1/files/report.html", "/api/imports"]
+    for path in protected:  # logged out
+        r = client.get(path)
+        assert r.status_code == 401 and "log in on the kiosk" in r.get_json()["error"], path
+    assert client.get("/api/health").status_code == 200 and client.get("/api/openapi.json").status_code == 200
+    assert login(client, "nurse").status_code == 200
+    assert client.get("/api/studies").get_json() == {"studies": []}
+    assert client.get("/api/jobs/1").status_code == 404  # through the check, unknown job
+    client.post("/auth/lock", json={"reason": "manual"})
+    assert client.get("/api/studies").status_code == 401  # locked
+    assert login(client, "surgeon").status_code == 200 and client.get("/api/jobs").status_code == 200
+    with client.session_transaction() as sess:  # idle past the lock time, the page's timer did not run
+        sess["last_activity"] = time.time() - 61
+    assert client.get("/api/jobs").status_code == 401
+    assert login(client, "service").status_code == 200
+    for path in protected:
+        r = client.get(path)
+        assert r.status_code == 403 and "no patient data" in r.get_json()["error"], path
+    assert client.get("/api/health").status_code == 200  # the service screen's queue counts come from here
+    token = {"Authorization": f"Bearer {read_api_token(tmp_path)}"}
+    anonymous = app.test_client()
+    assert anonymous.get("/api/studies", headers=token).status_code == 200
+    assert anonymous.get("/api/studies", headers={"Authorization": "Bearer wrong"}).status_code == 401

@@ -31,12 +31,13 @@ async function refresh() {
     if (s.storage) rows.push(['service.storage', `${(s.storage.stored_bytes / 1e9).toFixed(1)} GB · ${(s.storage.free_bytes / 1e9).toFixed(1)} GB`]);
     for (const a of s.alarms || []) rows.push(['service.alarm', a.message || a.code]);
     fill(document.getElementById('service-state'), rows);
-  } catch { fill(document.getElementById('service-state'), [['service.api_unavailable', '—']]); }
-  try {
-    const { jobs } = await getJSON('/api/jobs', { background: true });
-    const count = (s) => jobs.filter((j) => j.state === s).length;
+    // Queue counts come from /api/health: the job list itself is patient data, refused to this role.
+    const count = (state) => (s.jobs && s.jobs[state]) || 0;
     document.getElementById('queue').textContent = t('service.queue_counts', { queued: count('queued'), running: count('running'), failed: count('failed') });
-  } catch { document.getElementById('queue').textContent = t('service.api_unavailable'); }
+  } catch {
+    fill(document.getElementById('service-state'), [['service.api_unavailable', '—']]);
+    document.getElementById('queue').textContent = t('service.api_unavailable');
+  }
   try {
     const v = await getJSON('/ui/api/versions', { background: true });
     const rows = [['versions.appliance', v.appliance], ['versions.python', v.python], ['versions.os', v.os],
