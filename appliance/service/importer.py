@@ -13,7 +13,6 @@ import io
 import logging
 import os
 import stat
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pydicom
 
 from appliance.service.errors import ImportRefused, StorageError, StorageFull
+from appliance.service.polling import PollingThread
 from appliance.service.storage import summarise, with_zeroed_preamble
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ def import_medium(
     return report
 
 
-class ImportWatcher:
+class ImportWatcher(PollingThread):
     """Polls ``import.watch_dir``; each new medium (sub-folder, or loose files) is imported once."""
 
     def __init__(self, service: ApplianceService) -> None:
@@ -219,27 +219,13 @@ class ImportWatcher:
         self.poll_s = service.config.import_.poll_seconds
         self.reports: list[ImportReport] = []
         self._done: dict[str, tuple[int, int]] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        """Start polling."""
-        self._thread = threading.Thread(target=self._loop, name="usb-import", daemon=True)
-        self._thread.start()
+    thread_name = "usb-import"
+    poll_first = True
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop polling."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.scan_once()
-            except Exception:
-                log.exception("import watcher step failed; retrying")
-            self._stop.wait(self.poll_s)
+    def poll_step(self) -> object:
+        """One polling step: :meth:`scan_once`."""
+        return self.scan_once()
 
     def scan_once(self) -> list[ImportReport]:
         """Import every medium not imported yet; forget media that were removed."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 from appliance.audit import AuditLog
 from appliance.config import ApplianceConfig
 from appliance.service.catalogue import Catalogue
+from appliance.service.polling import PollingThread
 from appliance.service.worker import findings_as_dicts
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def _blocking(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [f for f in findings if f.get("severity") in ("refusal", "error")]
 
 
-class StudyMonitor:
+class StudyMonitor(PollingThread):
     """Background thread: completes stable studies, queues reconstructions, purges expired studies."""
 
     def __init__(
@@ -79,27 +79,13 @@ class StudyMonitor:
         self.qa = qa
         self.poll_s = poll_s
         self.data_dir = config.storage.data_dir
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._last_purge = 0.0
 
-    def start(self) -> None:
-        """Start the background thread."""
-        self._thread = threading.Thread(target=self._loop, name="study-monitor", daemon=True)
-        self._thread.start()
+    thread_name = "study-monitor"
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the background thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.poll_s):
-            try:
-                self.tick()
-            except Exception:
-                log.exception("study monitor step failed; retrying")
+    def poll_step(self) -> object:
+        """One polling step: :meth:`tick`."""
+        return self.tick()
 
     def tick(self, now: float | None = None) -> list[str]:
         """One step: complete every stable study (returns their UIDs); purge hourly."""
