@@ -149,7 +149,20 @@ class AuditLog:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        # WAL is persistent in the file; switching to it takes a lock that SQLite's busy timeout does not cover,
+        # so processes opening a new trail at the same moment retry instead of failing with "database is locked".
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    conn.close()
+                    raise
+                time.sleep(0.01)
         conn.execute("PRAGMA synchronous=FULL")
         return conn
 
