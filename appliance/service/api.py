@@ -6,17 +6,19 @@ this module, served at ``/api/openapi.json``.
 
 Access (REQ-PRIV-007): every endpoint except ``GET /api/health`` and ``GET /api/openapi.json`` needs either
 ``Authorization: Bearer <token>`` with the service API token (``appliance serve`` writes a fresh one at each start
-to ``<data_dir>/run/api_token``, mode 0600; the app holds it at ``app.config["APPLIANCE_API_TOKEN"]``) or what the
+to ``<data_dir>/run/api_token``, mode 0600, removed again at an orderly stop, see :mod:`appliance.service.api_token`;
+the app holds it at ``app.config["APPLIANCE_API_TOKEN"]``) or what the
 pluggable authoriser at ``app.config["APPLIANCE_API_AUTHORISER"]`` allows (the kiosk UI installs one that accepts
 an unlocked nurse/surgeon session). Without an authoriser only the token is accepted. The check is
-:func:`_authorise`, the blueprint's one ``before_request``.
+:func:`_authorise`, the blueprint's one ``before_request``. ``openapi.json`` declares both ways in
+``components.securitySchemes`` (``apiToken``: HTTP bearer; ``kioskSession``: the UI's session cookie) with a
+top-level ``security`` requirement, and ``security: []`` on the :data:`OPEN_ENDPOINTS`.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from importlib import resources
@@ -25,7 +27,9 @@ from typing import Any, Literal
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file, stream_with_context
 
-from appliance.fsio import atomic_write_text
+from appliance.service.api_token import API_TOKEN_FILE as API_TOKEN_FILE
+from appliance.service.api_token import issue_api_token as issue_api_token
+from appliance.service.api_token import read_api_token as read_api_token
 from appliance.service.catalogue import FINAL_STATES
 from appliance.service.errors import UnknownJob, UnknownStudy
 
@@ -39,8 +43,6 @@ SSE_KEEPALIVE_S = 15.0
 #: ``app.config`` keys: the service API token, and the authoriser asked when no bearer token is sent.
 API_TOKEN_KEY = "APPLIANCE_API_TOKEN"
 AUTHORISER_KEY = "APPLIANCE_API_AUTHORISER"
-#: Where ``appliance serve`` writes the token, relative to the data folder.
-API_TOKEN_FILE = Path("run") / "api_token"
 #: Endpoints anyone on the box may call (no patient data).
 OPEN_ENDPOINTS = frozenset({"appliance_api.health", "appliance_api.openapi"})
 
@@ -50,20 +52,8 @@ Authoriser = Callable[[], Access]
 
 _HOW_TO_AUTHENTICATE = (
     "authentication required: log in on the kiosk (an unlocked nurse or surgeon session) or send "
-    "'Authorization: Bearer <token>' with the service API token from <data_dir>/run/api_token"
+    f"'Authorization: Bearer <token>' with the service API token from <data_dir>/{API_TOKEN_FILE.as_posix()}"
 )
-
-
-def issue_api_token(data_dir: Path) -> str:
-    """A fresh service API token, written atomically (mode 0600) to ``<data_dir>/run/api_token``."""
-    token = secrets.token_urlsafe(32)
-    atomic_write_text(Path(data_dir) / API_TOKEN_FILE, token + "\n", mode=0o600)
-    return token
-
-
-def read_api_token(data_dir: Path) -> str:
-    """The token the running ``appliance serve`` on ``data_dir`` accepts (for local tools and tests)."""
-    return (Path(data_dir) / API_TOKEN_FILE).read_text(encoding="utf-8").strip()
 
 
 def _bearer_token() -> str | None:

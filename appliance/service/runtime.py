@@ -21,6 +21,7 @@ from appliance import __version__
 from appliance.audit import AUDIT_FILENAME, AuditLog
 from appliance.config import ApplianceConfig, config_to_mapping
 from appliance.privacy.secret import load_or_create_secret, study_identity_hash
+from appliance.service.api_token import revoke_api_token
 from appliance.service.catalogue import Catalogue
 from appliance.service.monitor import QaFn, StudyMonitor, ingest_qa
 from appliance.service.storage import InstanceStore
@@ -186,12 +187,13 @@ class ApplianceService:
         self.started_at = time.time()
 
     def stop(self) -> None:
-        """Stop every part (running jobs are re-run at the next start)."""
+        """Stop every part (running jobs are re-run at the next start) and revoke the JSON API token file."""
         for part in (self.receiver, self.importer):
             if part is not None:
                 part.stop()
         self.monitor.stop()
         self.worker.stop()
+        revoke_api_token(self.data_dir)
         self.audit.append("service", "service.stopped")
 
     def request_reconstruction(

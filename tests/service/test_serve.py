@@ -204,10 +204,16 @@ def test_end_to_end_with_kill9_during_reconstruction(served: Any, shared_data: P
 def test_serve_without_receiver_logs_to_file(served: Any) -> None:
     srv = served(auto=False)
     srv.dicom_port = 0
+    token_file = srv.data_dir / "run" / "api_token"
+    token_file.parent.mkdir(parents=True)
+    token_file.write_text("stale-token-a-kill-9-left-behind\n")  # world-readable, from a run that crashed
     srv.start()
     health = srv.get("/api/health", token=None)  # open without a token
     assert health["dicom"]["enabled"] is False and health["status"] == "ok"
-    assert stat.S_IMODE((srv.data_dir / "run" / "api_token").stat().st_mode) == 0o600
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    with pytest.raises(urllib.error.HTTPError) as stale:
+        srv.get("/api/studies", token="stale-token-a-kill-9-left-behind")
+    assert stale.value.code == 401
     assert srv.get("/api/studies") == {"studies": []}
     for token in (None, "not-the-token"):
         with pytest.raises(urllib.error.HTTPError) as refused:
@@ -217,6 +223,8 @@ def test_serve_without_receiver_logs_to_file(served: Any) -> None:
     spec = srv.get("/api/openapi.json")
     assert "/api/jobs/{id}/events" in spec["paths"]
     srv.stop()
+    assert srv.proc is not None and srv.proc.returncode == 0
+    assert not token_file.exists()  # SIGTERM: orderly stop revokes the token
     log = (srv.data_dir / "logs" / "appliance.log").read_text()
     assert "DICOM disabled" in log and "service.stopped" not in log
     assert [r for r in _audit_actions(srv.data_dir)][-2:] == ["service.started", "service.stopped"]
