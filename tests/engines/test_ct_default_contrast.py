@@ -23,7 +23,8 @@ SHAPE = (100, 80, 64)
 def _ball(grid: tuple[np.ndarray, np.ndarray, np.ndarray], centre: tuple[float, float, float],
           radii: tuple[float, float, float]) -> np.ndarray:
     i, j, k = grid
-    return ((i - centre[0]) / radii[0]) ** 2 + ((j - centre[1]) / radii[1]) ** 2 + ((k - centre[2]) / radii[2]) ** 2 <= 1
+    d2 = ((i - centre[0]) / radii[0]) ** 2 + ((j - centre[1]) / radii[1]) ** 2 + ((k - centre[2]) / radii[2]) ** 2
+    return np.asarray(d2 <= 1)
 
 
 def _arterial_phantom(contrast: bool) -> tuple[Volume, dict[str, np.ndarray]]:
@@ -137,7 +138,9 @@ def test_enhanced_lung_vessels_are_lung(phantom: tuple[bool, dict[str, np.ndarra
 
 
 @pytest.mark.req("REQ-FUNC-151")
-def test_colon_gas_mixed_with_stool_is_not_lung(phantom: tuple[bool, dict[str, np.ndarray], SegmentationResult]) -> None:
+def test_colon_gas_mixed_with_stool_is_not_lung(
+    phantom: tuple[bool, dict[str, np.ndarray], SegmentationResult],
+) -> None:
     _, truth, res = phantom
     lm = res.labelmap
     lungs = lm.mask("lung_left") | lm.mask("lung_right")
