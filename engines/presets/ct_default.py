@@ -26,6 +26,7 @@ from appliance.core import Finding, LabelMap, Severity, Structure, StructureCate
 from engines.presets import ct_morphology as morph
 from engines.presets.base import EngineError, Preset, ProgressCallback, SegmentationResult, register_preset
 from engines.presets.ct_airway import find_trachea_seed, grow_airway
+from engines.presets.ct_contrast import clean_bone, local_texture, segment_contrast_vessels
 from engines.presets.ct_geometry import GridGeometry
 from kernels.device import Device, array_module, device_description, resolve_device
 
@@ -45,10 +46,6 @@ STRUCTURES: dict[str, Structure] = {
     "airway": Structure(5, "airway", (184, 225, 250), StructureCategory.AIRWAY, None),
     "vessels_contrast": Structure(6, "vessels_contrast", (216, 101, 79), StructureCategory.VESSEL, "59820001"),
 }
-
-
-#: Lowest noise (HU) assumed by the smoothness test (real scans have 10-100 HU).
-NOISE_FLOOR_HU = 5.0
 
 
 class CtInputError(EngineError):
@@ -89,11 +86,14 @@ class CtDefaultParameters:
     contrast_high_hu: float = 800.0  # arterial-phase blood pool reaches ~650 HU; cortex is denser
     vessel_core_radius_mm: float = 4.0  # vessels at least 8 mm across seed the vessel tree
     vessel_grow_mm: float = 3.0
+    vessel_split_mm: float = 6.0  # erosion that parts a vessel from the vertebra it lies on (coarse grids)...
+    vessel_split_drop_hu: float = 250.0  # ...whose parts need a stronger drop to their ring (arterial blood has)
+    vessel_split_smooth_share: float = 0.3  # and may be a little less smooth (3 mm slabs average the texture)
     vessel_ring_drop_hu: float = 150.0  # contrast blood is much brighter than the tissue around it...
     vessel_bright_ring_hu: float = 100.0  # ...all around: at most this share of its ring is less than
     vessel_max_bright_ring_share: float = 0.2  # vessel_bright_ring_hu darker (bone cores touch their cortex)
     vessel_texture_ratio: float = 2.5  # blood is smooth: its local standard deviation is about the scan's noise...
-    vessel_min_smooth_share: float = 0.35  # ...in >= this share of a core (blood 0.40-0.62; bone <= 0.15, 0.29 blurred)
+    vessel_min_smooth_share: float = 0.35  # ...in >= this share of a core (parenchyma; bone <= 0.15, 0.29 blurred)
     vessel_ring_inner_mm: float = 1.0  # the ring skips the partial-volume rim of the vessel wall...
     vessel_ring_mm: float = 3.0  # ...and reaches this far out
     contrast_min_ml: float = 10.0
@@ -141,37 +141,6 @@ def segment_body(hu: Array, geo: GridGeometry, ndi: ModuleType, p: CtDefaultPara
     return morph.fill_holes(keep[lab], ndi, geo.axial_axis)
 
 
-@dataclass(frozen=True)
-class Texture:
-    """Local standard deviation (3x3x3, HU) per voxel and the scan's noise (HU) it is judged against."""
-
-    local_std: Array
-    noise_hu: float
-
-    def smooth(self, mask: Array, ratio: float) -> Array:
-        """Voxels of ``mask`` (as a flat selection) whose local deviation is below ``ratio`` x the noise."""
-        return self.local_std[mask] < ratio * self.noise_hu
-
-
-def local_texture(hu: Array, hu_smooth: Array, body: Array, ndi: ModuleType) -> Texture:
-    """Local standard deviation in each voxel's 3x3x3 neighbourhood, with the scan's noise in HU.
-
-    The noise is the robust spread (1.4826 x median absolute deviation) of the residual from the 3x3x3 mean in
-    soft tissue and fat (-150..100 HU after smoothing), floored at ``NOISE_FLOOR_HU`` so that noise-free
-    synthetic volumes do not divide by zero.
-    """
-    xp = morph.array_module_of(hu)
-    values = hu.astype(xp.float32)
-    mean = ndi.uniform_filter(values, size=3, mode="nearest")
-    mean_sq = ndi.uniform_filter(values * values, size=3, mode="nearest")
-    texture = xp.sqrt(xp.maximum(mean_sq - mean * mean, 0.0))
-    tissue = (hu_smooth > -150.0) & (hu_smooth < 100.0) & body
-    noise = NOISE_FLOOR_HU
-    if bool(tissue.any()):
-        noise = max(NOISE_FLOOR_HU, 1.4826 * float(xp.median(xp.abs(values - mean)[tissue])))
-    return Texture(texture, noise)
-
-
 def segment_bone(hu: Array, body: Array, exclude: Array, geo: GridGeometry, ndi: ModuleType,
                  p: CtDefaultParameters) -> Array:
     """Cortex by hysteresis, marrow by closing and hole filling in the three planes (see :func:`clean_bone`)."""
@@ -179,123 +148,6 @@ def segment_bone(hu: Array, body: Array, exclude: Array, geo: GridGeometry, ndi:
     hyst = morph.hysteresis((hu > p.bone_strong_hu) & allowed, (hu > p.bone_weak_hu) & allowed, ndi)
     closed = morph.closing_ball(hyst, ndi, p.bone_closing_mm, geo.spacing)
     return morph.fill_holes_planes(closed, ndi) & allowed
-
-
-def clean_bone(bone: Array, hu: Array, texture: Texture, contrast: bool, geo: GridGeometry, ndi: ModuleType,
-               p: CtDefaultParameters) -> Array:
-    """Bone without isolated calcifications and without the enhancing soft tissue the hysteresis reached.
-
-    Contrast lifts kidneys, spleen and veins above the bone thresholds, and where they touch a bone the
-    hysteresis joins them to it. The bone is therefore split into cores (deeper than ``bone_core_mm``), each
-    judged on its own: a core that is smooth like soft tissue (see :func:`segment_contrast_vessels`) and holds no
-    cortex (less than ``bone_min_cortex_share`` of its voxels above ``bone_cortex_hu``) is soft tissue. Bone
-    voxels go to the nearer kind of core (6-neighbour steps, ties to bone); voxels no core reaches (thin bone such
-    as ribs) stay bone. A core that mixes a vessel with the bone it touches holds cortex and stays bone. On a scan
-    with ``contrast`` whole parts are judged first (without contrast nothing but bone reaches the thresholds, and
-    smooth-looking bone from soft kernels on fine grids must stay bone). Run on the final bone (after the lungs
-    took back their enhanced vessels), so the parts are judged as they are labelled.
-    """
-    bone = morph.remove_small(bone, ndi, geo.voxels_for_ml(p.bone_min_ml))
-    if contrast:  # whole parts first: thin ones (bowel wall, small veins) have no core to be judged by
-        bone &= ~_soft_tissue_parts(bone, bone, hu, texture, geo, ndi, p, with_shell=False)
-    cores = morph.erode_ball(bone, ndi, p.bone_core_mm, geo.spacing)
-    soft_side = _soft_tissue_parts(cores, bone, hu, texture, geo, ndi, p, with_shell=True)
-    if not bool(soft_side.any()):
-        return morph.remove_small(bone, ndi, geo.voxels_for_ml(p.bone_min_ml))
-    bone_side = cores & ~soft_side
-    cross = morph.array_module_of(hu).asarray(ndi.generate_binary_structure(3, 1))
-    for _ in range(int(np.ceil(p.bone_core_mm / min(geo.spacing))) + 1):
-        free = bone & ~bone_side & ~soft_side
-        grow_bone = ndi.binary_dilation(bone_side, structure=cross) & free
-        soft_side |= ndi.binary_dilation(soft_side, structure=cross) & free & ~grow_bone
-        bone_side |= grow_bone
-    return morph.remove_small(bone & ~soft_side, ndi, geo.voxels_for_ml(p.bone_min_ml))
-
-
-def _soft_tissue_parts(parts: Array, bone: Array, hu: Array, texture: Texture, geo: GridGeometry, ndi: ModuleType,
-                       p: CtDefaultParameters, with_shell: bool) -> Array:
-    """The components of ``parts`` that are smooth and hold no cortex (see :func:`clean_bone`).
-
-    ``with_shell``: the cortex is looked for in the part and in the bone within ``bone_core_mm`` around it (a
-    marrow core's cortex lies in that shell; an organ's shell is its own rim).
-    """
-    xp = morph.array_module_of(hu)
-    lab, n, sizes = morph.component_table(parts, ndi)
-    if n == 0:
-        return xp.zeros_like(bone)
-    flat = lab[parts]
-    smooth_share = xp.bincount(flat, weights=texture.smooth(parts, p.vessel_texture_ratio).astype(xp.float64),
-                               minlength=n + 1) / xp.maximum(sizes, 1)
-    owner = lab
-    if with_shell:
-        owner = xp.where(parts, lab, morph.ring_labels(lab, parts, ndi, 0.0, p.bone_core_mm, geo.spacing) * bone)
-    owned = owner > 0
-    cortex_share = (xp.bincount(owner[owned], weights=(hu[owned] > p.bone_cortex_hu).astype(xp.float64),
-                                minlength=n + 1) / xp.maximum(xp.bincount(owner[owned], minlength=n + 1), 1))
-    soft = (smooth_share >= p.vessel_min_smooth_share) & (cortex_share < p.bone_min_cortex_share)
-    soft &= sizes >= geo.voxels_for_ml(p.bone_min_ml)
-    soft[0] = False
-    return soft[lab]
-
-
-def segment_contrast_vessels(hu: Array, hu_smooth: Array, body: Array, texture: Texture, geo: GridGeometry,
-                             ndi: ModuleType, p: CtDefaultParameters) -> tuple[Array, Array]:
-    """``(blood pool, other enhancing soft tissue)``: contrast-filled vessels and chambers, and what is not bone.
-
-    Cores are the parts of the ``contrast_low_hu..contrast_high_hu`` range thick enough to hold a ball of
-    ``vessel_core_radius_mm``. Contrast-filled blood and enhancing parenchyma (spleen and kidney cortex in the
-    arterial phase, liver in the portal phase) are smooth; trabecular bone is textured and ringed by cortex.
-    Smoothness is measured against the scan's own noise (see :func:`local_texture`), so it does not depend on
-    dose, kernel or voxel size: a core is smooth when at least ``vessel_min_smooth_share`` of its voxels have a
-    local standard deviation below ``vessel_texture_ratio`` times the noise. One blood pool can hold chambers of
-    different enhancement (left and right heart), so the test is local rather than one deviation per core.
-
-    A smooth core is then told apart by its ring (``vessel_ring_inner_mm..vessel_ring_mm`` outside it): blood is
-    darker all around, by ``vessel_ring_drop_hu`` on average and with at most ``vessel_max_bright_ring_share``
-    of the ring within ``vessel_bright_ring_hu`` of the core (a bone core touches its cortex somewhere). When
-    blood is found the scan has contrast, and the other smooth cores with a darker ring are enhancing parenchyma;
-    brighter-ringed ones are marrow inside a cortex, left to the bone stage. Both kinds grow by
-    ``vessel_grow_mm`` within the contrast range and are kept out of bone; only the blood pool is labelled.
-    Both are empty on a scan without contrast. The aorta is not separated yet (a wrong aorta is worse than none).
-    """
-    xp = morph.array_module_of(hu)
-    blood = (hu_smooth > p.contrast_low_hu) & (hu_smooth < p.contrast_high_hu) & body
-    cores = morph.opening_ball(blood, ndi, p.vessel_core_radius_mm, geo.spacing)
-    empty = xp.zeros_like(body)
-    if not bool(cores.any()):
-        return empty, empty
-    lab, n, sizes = morph.component_table(cores, ndi)
-    ring_lab = morph.ring_labels(lab, cores, ndi, p.vessel_ring_inner_mm, p.vessel_ring_mm, geo.spacing)
-    ring = ring_lab > 0
-    ring_total = xp.bincount(ring_lab[ring], minlength=n + 1)
-    ring_sum = xp.bincount(ring_lab[ring], weights=hu[ring].astype(xp.float64), minlength=n + 1)
-    core_hu = hu[cores].astype(xp.float64)
-    core_sum = xp.bincount(lab[cores], weights=core_hu, minlength=n + 1)
-    ring_mean = ring_sum / xp.maximum(ring_total, 1)
-    core_mean = core_sum / xp.maximum(sizes, 1)
-    smooth = texture.smooth(cores, p.vessel_texture_ratio).astype(xp.float64)
-    smooth_share = xp.bincount(lab[cores], weights=smooth, minlength=n + 1) / xp.maximum(sizes, 1)
-    soft = (smooth_share >= p.vessel_min_smooth_share) & (sizes >= geo.voxels_for_ml(1.0))
-    soft[0] = False
-    ring_owner = ring_lab[ring]
-    bright = (hu[ring] > (core_mean - p.vessel_bright_ring_hu)[ring_owner]).astype(xp.float64)
-    bright_share = xp.bincount(ring_owner, weights=bright, minlength=n + 1) / xp.maximum(ring_total, 1)
-    is_blood = (soft & (ring_mean < core_mean - p.vessel_ring_drop_hu)
-                & (bright_share <= p.vessel_max_bright_ring_share))
-    vessel_cores = is_blood[lab]
-    if float(xp.count_nonzero(vessel_cores)) * geo.voxel_ml < p.contrast_min_ml:
-        return empty, empty  # no contrast: nothing enhances, so nothing is smooth soft tissue above 150 HU
-    is_parenchyma = soft & ~is_blood & (ring_mean < core_mean)
-    # grow on the unsmoothed values: next to cortex the smoothed blood is pushed above the contrast range
-    in_range = blood | ((hu > p.bone_weak_hu) & (hu < p.contrast_high_hu) & body)
-
-    def grown(cores_kept: Array) -> Array:
-        if not bool(cores_kept.any()):
-            return empty
-        return cores_kept | (morph.dilate_ball(cores_kept, ndi, p.vessel_grow_mm, geo.spacing) & in_range)
-
-    vessels = grown(vessel_cores)
-    return vessels, grown(is_parenchyma[lab]) & ~vessels
 
 
 def select_lungs(air: Array, hu: Array, hu_smooth: Array, airway: Array, geo: GridGeometry, ndi: ModuleType,

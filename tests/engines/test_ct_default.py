@@ -23,7 +23,7 @@ def _phantom(contrast: bool = False, seed: int = 0, joined: bool = False) -> tup
     """Chest phantom: array axis i = patient left (+x LPS), j = posterior (+y), k = superior (+z).
 
     Body (40 HU), lungs (-850 HU with vessels) left and right, trachea from the top to a carina at 2/3 height
-    with two bronchi into the lungs, a spine (cortex 800 HU, marrow 250 HU) and, with ``contrast``, an aorta
+    with two bronchi into the lungs, a spine (cortex 800 HU, textured marrow 250 +- 120 HU) and, with ``contrast``, an aorta
     (320 HU) in front of the spine.
     """
     rng = np.random.default_rng(seed)
@@ -58,7 +58,8 @@ def _phantom(contrast: bool = False, seed: int = 0, joined: bool = False) -> tup
     spine = ((i - cx) ** 2 + (j - (cy + 45)) ** 2) <= 14.0**2
     marrow = ((i - cx) ** 2 + (j - (cy + 45)) ** 2) <= 10.0**2
     hu[spine] = 800.0
-    hu[marrow] = 250.0
+    trabeculae = ndimage.gaussian_filter(rng.normal(0, 1, SHAPE), 0.8)  # real marrow is textured, blood is not
+    hu[marrow] = 250.0 + 120.0 * trabeculae[marrow] / trabeculae.std()
     aorta = ((i - (cx + 15)) ** 2 + (j - (cy + 22)) ** 2) <= 10.0**2
     if contrast:
         hu[aorta] = 320.0
