@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mask", action="append", default=[], metavar="NAME=PATH", help="reference mask (repeatable)")
     ap.add_argument("--preset", default="ct-default")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="preset parameter override (repeatable), e.g. contrast_high_hu=600")
     args = ap.parse_args(argv)
+    options = {k: float(v) for k, _, v in (item.partition("=") for item in args.param)}
     masks: dict[str, Path] = {}
     for item in args.mask:
         name, sep, path = item.partition("=")
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ct = load_volume(args.ct, "CT", "HU")
     t0 = time.perf_counter()
-    result = get_preset(args.preset).run(ct, args.device)
+    result = get_preset(args.preset).run(ct, args.device, options=options)
     seconds = time.perf_counter() - t0
     lm = result.labelmap
     names = {s.label: s.name for s in lm.structures}

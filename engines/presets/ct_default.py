@@ -87,7 +87,7 @@ class CtDefaultParameters:
     vessel_core_radius_mm: float = 4.0  # vessels at least 8 mm across seed the vessel tree
     vessel_grow_mm: float = 3.0
     vessel_split_mm: float = 6.0  # erosion that parts a vessel from the vertebra it lies on (coarse grids)...
-    vessel_split_drop_hu: float = 250.0  # ...whose parts need a stronger drop to their ring (arterial blood has)
+    vessel_split_drop_hu: float = 200.0  # ...whose parts need a stronger drop to their ring (arterial blood has)
     vessel_split_smooth_share: float = 0.3  # and may be a little less smooth (3 mm slabs average the texture)
     vessel_ring_drop_hu: float = 150.0  # contrast blood is much brighter than the tissue around it...
     vessel_bright_ring_hu: float = 100.0  # ...all around: at most this share of its ring is less than

@@ -127,7 +127,7 @@ def test_enhancing_spleen_is_neither_bone_nor_vessel(
     assert _mask(res, "vessels_contrast")[truth["spleen"]].mean() < 0.02
 
 
-@pytest.mark.req("REQ-FUNC-151")
+@pytest.mark.req("REQ-FUNC-171")
 def test_enhanced_lung_vessels_are_lung(phantom: tuple[bool, dict[str, np.ndarray], SegmentationResult]) -> None:
     _, truth, res = phantom
     lm = res.labelmap
@@ -137,7 +137,7 @@ def test_enhanced_lung_vessels_are_lung(phantom: tuple[bool, dict[str, np.ndarra
     assert _dice(lungs, truth["lungs"]) > 0.95
 
 
-@pytest.mark.req("REQ-FUNC-151")
+@pytest.mark.req("REQ-FUNC-171")
 def test_colon_gas_mixed_with_stool_is_not_lung(
     phantom: tuple[bool, dict[str, np.ndarray], SegmentationResult],
 ) -> None:
