@@ -25,4 +25,7 @@ if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e '.[dev]'
 if [ -f ui/package-lock.json ] && [ -x tools/build_ui_vendor.sh ]; then bash tools/build_ui_vendor.sh; fi
+# Build the compiled CPU meshing kernels now rather than on the first reconstruction (g++ + OpenMP, cached).
+.venv/bin/python -c "from kernels import _native; from kernels.marching_cubes import LABEL_KINDS; \
+print('native meshing kernels:', sum(_native.library(k) is not None for k in sorted(set(LABEL_KINDS.values()))), 'built')"
 echo "set up: .venv/bin/appliance $(.venv/bin/appliance --version)"
