@@ -65,7 +65,8 @@ def clean_bone(bone: Array, hu: Array, texture: Texture, contrast: bool, geo: Gr
     Contrast lifts kidneys, spleen and veins above the bone thresholds, and where they touch a bone the
     hysteresis joins them to it. The bone is therefore split into cores (deeper than ``bone_core_mm``), each
     judged on its own: a core that is smooth like soft tissue (see :func:`segment_contrast_vessels`) and holds no
-    cortex (less than ``bone_min_cortex_share`` of its voxels above ``bone_cortex_hu``) is soft tissue. Bone
+    cortex (less than ``bone_min_cortex_share`` of the voxels in it and in the bone within ``bone_core_mm`` around
+    it above ``bone_cortex_hu``) is soft tissue. Bone
     voxels go to the nearer kind of core (6-neighbour steps, ties to bone); voxels no core reaches (thin bone such
     as ribs) stay bone. A core that mixes a vessel with the bone it touches holds cortex and stays bone. On a scan
     with ``contrast`` whole parts are judged first (without contrast nothing but bone reaches the thresholds, and
@@ -131,7 +132,9 @@ def segment_contrast_vessels(hu: Array, hu_smooth: Array, body: Array, texture: 
     darker all around, by ``vessel_ring_drop_hu`` on average and with at most ``vessel_max_bright_ring_share``
     of the ring within ``vessel_bright_ring_hu`` of the core (a bone core touches its cortex somewhere). When
     blood is found the scan has contrast, and the other smooth cores with a darker ring are enhancing parenchyma;
-    brighter-ringed ones are marrow inside a cortex, left to the bone stage. Both kinds grow by
+    brighter-ringed ones are marrow inside a cortex, left to the bone stage. Cores that are neither are judged
+    again in the parts a ``vessel_split_mm`` erosion separates (on a 3 mm grid a blood pool lying on a vertebra
+    shares one core with it), a part needing ``vessel_split_drop_hu`` to its ring. Both kinds grow by
     ``vessel_grow_mm`` within the contrast range and are kept out of bone; only the blood pool is labelled.
     Both are empty on a scan without contrast. The aorta is not separated yet (a wrong aorta is worse than none).
     """
