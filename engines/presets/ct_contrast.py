@@ -75,11 +75,11 @@ def clean_bone(bone: Array, hu: Array, texture: Texture, contrast: bool, geo: Gr
     """
     bone = morph.remove_small(bone, ndi, geo.voxels_for_ml(p.bone_min_ml))
     if contrast:  # whole parts first: thin ones (bowel wall, small veins) have no core to be judged by
-        bone &= ~_soft_tissue_parts(bone, bone, hu, texture, geo, ndi, p, with_shell=False)
+        bone &= ~_soft_tissue(bone, bone, hu, texture, geo, ndi, p, with_shell=False)
     cores = morph.erode_ball(bone, ndi, p.bone_core_mm, geo.spacing)
-    soft_side = _soft_tissue_parts(cores, bone, hu, texture, geo, ndi, p, with_shell=True)
+    soft_side = _soft_tissue(cores, bone, hu, texture, geo, ndi, p, with_shell=True)
     if not bool(soft_side.any()):
-        return morph.remove_small(bone, ndi, geo.voxels_for_ml(p.bone_min_ml))
+        return bone
     bone_side = cores & ~soft_side
     cross = morph.array_module_of(hu).asarray(ndi.generate_binary_structure(3, 1))
     for _ in range(int(np.ceil(p.bone_core_mm / min(geo.spacing))) + 1):
@@ -90,30 +90,51 @@ def clean_bone(bone: Array, hu: Array, texture: Texture, contrast: bool, geo: Gr
     return morph.remove_small(bone & ~soft_side, ndi, geo.voxels_for_ml(p.bone_min_ml))
 
 
-def _soft_tissue_parts(parts: Array, bone: Array, hu: Array, texture: Texture, geo: GridGeometry, ndi: ModuleType,
-                       p: CtDefaultParameters, with_shell: bool) -> Array:
-    """The components of ``parts`` that are smooth and hold no cortex (see :func:`clean_bone`).
+def smooth_bone_share(bone: Array, hu_smooth: Array, texture: Texture, p: CtDefaultParameters) -> float:
+    """Share of the bone label that is smooth like soft tissue and above ``contrast_low_hu``.
+
+    Bone is textured: 3-4 % on the real CTs measured (13 % on a 3 mm CT interpolated to 1.5 mm). A quarter means a
+    contrast-filled blood pool or organ that lies broadly on a bone was left in it.
+    """
+    xp = morph.array_module_of(hu_smooth)
+    total = int(xp.count_nonzero(bone))
+    if total == 0:
+        return 0.0
+    smooth_hot = texture.smooth(bone, p.vessel_texture_ratio) & (hu_smooth[bone] > p.contrast_low_hu)
+    return float(xp.count_nonzero(smooth_hot)) / total
+
+
+def _soft_tissue(parts: Array, bone: Array, hu: Array, texture: Texture, geo: GridGeometry, ndi: ModuleType,
+                 p: CtDefaultParameters, with_shell: bool) -> Array:
+    """The connected components of ``parts`` that are smooth and hold no cortex (see :func:`_soft_flags`)."""
+    lab, n, _ = morph.component_table(parts, ndi)
+    return _soft_flags(lab, n, parts, bone, hu, texture, geo, ndi, p, with_shell)[lab] & parts
+
+
+def _soft_flags(lab: Array, n: int, parts: Array, bone: Array, hu: Array, texture: Texture, geo: GridGeometry,
+                ndi: ModuleType, p: CtDefaultParameters, with_shell: bool) -> Array:
+    """Per label of ``lab`` (0..n): smooth and without cortex (see :func:`clean_bone`).
 
     ``with_shell``: the cortex is looked for in the part and in the bone within ``bone_core_mm`` around it (a
     marrow core's cortex lies in that shell; an organ's shell is its own rim).
     """
     xp = morph.array_module_of(hu)
-    lab, n, sizes = morph.component_table(parts, ndi)
     if n == 0:
-        return xp.zeros_like(bone)
+        return xp.zeros(1, dtype=bool)
     flat = lab[parts]
+    sizes = xp.bincount(flat, minlength=n + 1)
     smooth_share = xp.bincount(flat, weights=texture.smooth(parts, p.vessel_texture_ratio).astype(xp.float64),
                                minlength=n + 1) / xp.maximum(sizes, 1)
-    owner = lab
+    owner = xp.where(parts, lab, 0)
     if with_shell:
-        owner = xp.where(parts, lab, morph.ring_labels(lab, parts, ndi, 0.0, p.bone_core_mm, geo.spacing) * bone)
+        owner = xp.where(parts, lab, morph.ring_labels(owner, parts, ndi, 0.0, p.bone_core_mm, geo.spacing) * bone)
     owned = owner > 0
     cortex_share = (xp.bincount(owner[owned], weights=(hu[owned] > p.bone_cortex_hu).astype(xp.float64),
                                 minlength=n + 1) / xp.maximum(xp.bincount(owner[owned], minlength=n + 1), 1))
     soft = (smooth_share >= p.vessel_min_smooth_share) & (cortex_share < p.bone_min_cortex_share)
     soft &= sizes >= geo.voxels_for_ml(p.bone_min_ml)
     soft[0] = False
-    return soft[lab]
+    return soft
 
 
 def segment_contrast_vessels(hu: Array, hu_smooth: Array, body: Array, texture: Texture, geo: GridGeometry,

@@ -26,7 +26,7 @@ from appliance.core import Finding, LabelMap, Severity, Structure, StructureCate
 from engines.presets import ct_morphology as morph
 from engines.presets.base import EngineError, Preset, ProgressCallback, SegmentationResult, register_preset
 from engines.presets.ct_airway import find_trachea_seed, grow_airway
-from engines.presets.ct_contrast import clean_bone, local_texture, segment_contrast_vessels
+from engines.presets.ct_contrast import clean_bone, local_texture, segment_contrast_vessels, smooth_bone_share
 from engines.presets.ct_geometry import GridGeometry
 from kernels.device import Device, array_module, device_description, resolve_device
 
@@ -72,6 +72,7 @@ class CtDefaultParameters:
     bone_min_ml: float = 0.2  # drops isolated calcifications
     bone_cortex_hu: float = 400.0  # cortical bone; enhancing soft tissue stays below
     bone_min_cortex_share: float = 0.05
+    bone_max_smooth_share: float = 0.18  # above: warn that enhanced soft tissue was left in bone (bone 0.03-0.13)
     bone_core_mm: float = 4.0  # bone is judged in parts deeper than this (splits soft tissue off where it touches)
     airway_start_hu: float = -950.0
     airway_stop_hu: float = -775.0
@@ -353,6 +354,15 @@ def segment_ct(
     lung_left = _fill_in_box(lung_left, sub, ndi) & body
     lung_right = _fill_in_box(lung_right, sub, ndi) & body & ~lung_left
     bone = clean_bone(bone & ~(lung_left | lung_right), hu, texture, bool(vessels.any()), sub, ndi, p)
+    soft_share = smooth_bone_share(bone, hu_smooth, texture, p)
+    if soft_share > p.bone_max_smooth_share:
+        findings.append(Finding(
+            "ct_bone_holds_soft_tissue", Severity.WARNING,
+            f"{100 * soft_share:.0f} % of the bone label is smooth like contrast-enhanced blood or organ, not bone: a "
+            "contrast-filled vessel or the heart lying on the spine was probably left in it. Check the bone model "
+            "against the images before using it.",
+            "REQ-SAFE-152", {"smooth_share": round(soft_share, 3)},
+        ))
     t = stage("lungs", 0.9, t)
     lab = xp.zeros(hu.shape, dtype=xp.uint8)
     for name, mask in (("body", body), ("vessels_contrast", vessels), ("bone", bone),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from appliance.core import Volume
+from appliance.core import Severity, Volume
 from engines.presets import get_preset
 from engines.presets.base import SegmentationResult
 
@@ -115,6 +115,7 @@ def test_textured_bone_stays_bone_with_and_without_contrast(
     bone = res.labelmap.mask("bone")
     assert _dice(bone, truth["bone"]) > 0.85
     assert not _mask(res, "vessels_contrast")[truth["bone"]].any()
+    assert not any(f.code == "ct_bone_holds_soft_tissue" for f in res.findings)  # textured bone: no warning
 
 
 @pytest.mark.req("REQ-FUNC-153")
@@ -145,3 +146,31 @@ def test_colon_gas_mixed_with_stool_is_not_lung(
     lm = res.labelmap
     lungs = lm.mask("lung_left") | lm.mask("lung_right")
     assert not lungs[truth["colon"]].any()
+
+
+@pytest.mark.req("REQ-SAFE-152")
+def test_venous_vessel_lying_on_the_spine_left_in_bone_is_warned() -> None:
+    """Portal-venous blood (170 HU) in a vessel that lies broadly on a vertebra: too little brighter than its
+    surroundings to be told from marrow, so it stays in bone; the finding must say so."""
+    rng = np.random.default_rng(3)
+    grid = np.meshgrid(*[np.arange(n) * s for n, s in zip(SHAPE, SPACING, strict=True)], indexing="ij")
+    i, j, _ = grid
+    cx, cy = SHAPE[0] * SPACING[0] / 2, SHAPE[1] * SPACING[1] / 2
+    hu = np.full(SHAPE, -1000.0)
+    body = ((i - cx) / 95) ** 2 + ((j - cy) / 72) ** 2 <= 1
+    hu[body] = 40.0
+    spine = (i - cx) ** 2 + (j - (cy + 40)) ** 2 <= 16.0**2
+    marrow = (i - cx) ** 2 + (j - (cy + 40)) ** 2 <= 13.0**2
+    trabeculae = ndimage.gaussian_filter(rng.normal(0, 1, SHAPE), 0.8)
+    hu[spine] = 850.0
+    hu[marrow] = 230.0 + 120.0 * trabeculae[marrow] / trabeculae.std()
+    vessel = ((i - (cx + 8)) ** 2 + (j - (cy + 14)) ** 2 <= 14.0**2) & ~spine  # lies on the vertebra's front
+    hu[vessel] = 170.0
+    hu += ndimage.gaussian_filter(rng.normal(0, 1, SHAPE), 0.5) * 60.0
+    affine = np.diag([*SPACING, 1.0])
+    affine[:3, 3] = (-cx, -cy, -100.0)
+    res = get_preset("ct-default").run(Volume(np.rint(hu).astype(np.int16), affine, "CT", "HU"), "cpu")
+    warned = [f for f in res.findings if f.code == "ct_bone_holds_soft_tissue"]
+    assert warned and warned[0].severity is Severity.WARNING and warned[0].requirement == "REQ-SAFE-152"
+    assert warned[0].details["smooth_share"] > 0.18
+    assert "images" in warned[0].message
