@@ -26,7 +26,13 @@ from appliance.core import Finding, LabelMap, Severity, Structure, StructureCate
 from engines.presets import ct_morphology as morph
 from engines.presets.base import EngineError, Preset, ProgressCallback, SegmentationResult, register_preset
 from engines.presets.ct_airway import find_trachea_seed, grow_airway
-from engines.presets.ct_contrast import clean_bone, local_texture, segment_contrast_vessels, smooth_bone_share
+from engines.presets.ct_contrast import (
+    clean_bone,
+    local_texture,
+    release_unenclosed_soft_tissue,
+    segment_contrast_vessels,
+    smooth_bone_share,
+)
 from engines.presets.ct_geometry import GridGeometry
 from kernels.device import Device, array_module, device_description, resolve_device
 
@@ -73,6 +79,10 @@ class CtDefaultParameters:
     bone_cortex_hu: float = 400.0  # cortical bone; enhancing soft tissue stays below
     bone_min_cortex_share: float = 0.05
     bone_max_smooth_share: float = 0.18  # above: warn that enhanced soft tissue was left in bone (bone 0.03-0.13)
+    release_cortex_hu: float = 300.0  # when bone looks soft: cortex whose envelope (closed by release_closing_mm,
+    release_closing_mm: float = 5.0  # filled in three planes) holds the marrow; outside it, regions with a
+    release_window_mm: float = 7.5  # neighbourhood this wide at least release_smooth_fraction smooth are
+    release_smooth_fraction: float = 0.5  # soft tissue and leave the bone
     bone_core_mm: float = 4.0  # bone is judged in parts deeper than this (splits soft tissue off where it touches)
     airway_start_hu: float = -950.0
     airway_stop_hu: float = -775.0
@@ -356,12 +366,16 @@ def segment_ct(
     bone = clean_bone(bone & ~(lung_left | lung_right), hu, texture, bool(vessels.any()), sub, ndi, p)
     soft_share = smooth_bone_share(bone, hu_smooth, texture, p)
     if soft_share > p.bone_max_smooth_share:
+        before = float(xp.count_nonzero(bone))
+        bone = release_unenclosed_soft_tissue(bone, hu, hu_smooth, texture, sub, ndi, p)
+        released_ml = (before - float(xp.count_nonzero(bone))) * sub.voxel_ml
         findings.append(Finding(
             "ct_bone_holds_soft_tissue", Severity.WARNING,
-            f"{100 * soft_share:.0f} % of the bone label is smooth like contrast-enhanced blood or organ, not bone: a "
-            "contrast-filled vessel or the heart lying on the spine was probably left in it. Check the bone model "
-            "against the images before using it.",
-            "REQ-SAFE-152", {"smooth_share": round(soft_share, 3)},
+            f"{100 * soft_share:.0f} % of the bone label was smooth like contrast-enhanced blood or organ, not bone "
+            f"(a contrast-filled vessel or the heart lying on the spine); {released_ml:.0f} ml that no cortex "
+            "encloses was taken out of bone. Check the bone model against the images before using it.",
+            "REQ-SAFE-152", {"smooth_share": round(soft_share, 3), "released_ml": round(released_ml, 1),
+                             "smooth_share_after": round(smooth_bone_share(bone, hu_smooth, texture, p), 3)},
         ))
     t = stage("lungs", 0.9, t)
     lab = xp.zeros(hu.shape, dtype=xp.uint8)
