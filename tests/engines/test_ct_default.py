@@ -23,8 +23,8 @@ def _phantom(contrast: bool = False, seed: int = 0, joined: bool = False) -> tup
     """Chest phantom: array axis i = patient left (+x LPS), j = posterior (+y), k = superior (+z).
 
     Body (40 HU), lungs (-850 HU with vessels) left and right, trachea from the top to a carina at 2/3 height
-    with two bronchi into the lungs, a spine (cortex 800 HU, textured marrow 250 +- 120 HU) and, with ``contrast``, an aorta
-    (320 HU) in front of the spine.
+    with two bronchi into the lungs, a spine (cortex 800 HU, textured marrow 250 +- 120 HU) and, with
+    ``contrast``, an aorta (320 HU) in front of the spine.
     """
     rng = np.random.default_rng(seed)
     i, j, k = np.meshgrid(*[np.arange(n) * s for n, s in zip(SHAPE, SPACING, strict=True)], indexing="ij")
