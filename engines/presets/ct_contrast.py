@@ -80,13 +80,8 @@ def clean_bone(bone: Array, hu: Array, texture: Texture, contrast: bool, geo: Gr
     soft_side = _soft_tissue(cores, bone, hu, texture, geo, ndi, p, with_shell=True)
     if not bool(soft_side.any()):
         return bone
-    bone_side = cores & ~soft_side
-    cross = morph.array_module_of(hu).asarray(ndi.generate_binary_structure(3, 1))
-    for _ in range(int(np.ceil(p.bone_core_mm / min(geo.spacing))) + 1):
-        free = bone & ~bone_side & ~soft_side
-        grow_bone = ndi.binary_dilation(bone_side, structure=cross) & free
-        soft_side |= ndi.binary_dilation(soft_side, structure=cross) & free & ~grow_bone
-        bone_side |= grow_bone
+    steps = int(np.ceil(p.bone_core_mm / min(geo.spacing))) + 1
+    _, soft_side = morph.grow_competing(cores & ~soft_side, soft_side, bone, ndi, True, steps)
     return morph.remove_small(bone & ~soft_side, ndi, geo.voxels_for_ml(p.bone_min_ml))
 
 
@@ -131,35 +126,28 @@ def release_unenclosed_soft_tissue(bone: Array, hu: Array, hu_smooth: Array, tex
 
 def _soft_tissue(parts: Array, bone: Array, hu: Array, texture: Texture, geo: GridGeometry, ndi: ModuleType,
                  p: CtDefaultParameters, with_shell: bool) -> Array:
-    """The connected components of ``parts`` that are smooth and hold no cortex (see :func:`_soft_flags`)."""
-    lab, n, _ = morph.component_table(parts, ndi)
-    return _soft_flags(lab, n, parts, bone, hu, texture, geo, ndi, p, with_shell)[lab] & parts
-
-
-def _soft_flags(lab: Array, n: int, parts: Array, bone: Array, hu: Array, texture: Texture, geo: GridGeometry,
-                ndi: ModuleType, p: CtDefaultParameters, with_shell: bool) -> Array:
-    """Per label of ``lab`` (0..n): smooth and without cortex (see :func:`clean_bone`).
+    """The connected components of ``parts`` that are smooth and hold no cortex (see :func:`clean_bone`).
 
     ``with_shell``: the cortex is looked for in the part and in the bone within ``bone_core_mm`` around it (a
     marrow core's cortex lies in that shell; an organ's shell is its own rim).
     """
     xp = morph.array_module_of(hu)
+    lab, n, sizes = morph.component_table(parts, ndi)
     if n == 0:
-        return xp.zeros(1, dtype=bool)
+        return xp.zeros_like(parts)
     flat = lab[parts]
-    sizes = xp.bincount(flat, minlength=n + 1)
     smooth_share = xp.bincount(flat, weights=texture.smooth(parts, p.vessel_texture_ratio).astype(xp.float64),
                                minlength=n + 1) / xp.maximum(sizes, 1)
-    owner = xp.where(parts, lab, 0)
+    owner = lab
     if with_shell:
-        owner = xp.where(parts, lab, morph.ring_labels(owner, parts, ndi, 0.0, p.bone_core_mm, geo.spacing) * bone)
+        owner = xp.where(parts, lab, morph.ring_labels(lab, parts, ndi, 0.0, p.bone_core_mm, geo.spacing) * bone)
     owned = owner > 0
     cortex_share = (xp.bincount(owner[owned], weights=(hu[owned] > p.bone_cortex_hu).astype(xp.float64),
                                 minlength=n + 1) / xp.maximum(xp.bincount(owner[owned], minlength=n + 1), 1))
     soft = (smooth_share >= p.vessel_min_smooth_share) & (cortex_share < p.bone_min_cortex_share)
     soft &= sizes >= geo.voxels_for_ml(p.bone_min_ml)
     soft[0] = False
-    return soft
+    return soft[lab]
 
 
 def segment_contrast_vessels(hu: Array, hu_smooth: Array, body: Array, texture: Texture, geo: GridGeometry,

@@ -218,9 +218,8 @@ def _cut_joined(joined: Array, x: Array, midline_x: float, geo: GridGeometry,
                 ndi: ModuleType) -> tuple[Array, Array]:
     """Erode until the joined lungs fall apart into a left and a right part, then grow both parts back.
 
-    The parts grow one 6-neighbour step at a time inside ``joined``; a voxel reached by both in the same step goes
-    to the side of the midline it lies on. Unlike nearest-seed assignment this has no ties left to chance, so
-    the CPU and GPU give identical voxels.
+    The parts grow back inside ``joined`` with :func:`ct_morphology.grow_competing`; a voxel reached by both in the
+    same step goes to the side of the midline it lies on.
     """
     xp = morph.array_module_of(joined)
     st = xp.asarray(ndi.generate_binary_structure(3, 1))
@@ -240,17 +239,7 @@ def _cut_joined(joined: Array, x: Array, midline_x: float, geo: GridGeometry,
         big[0] = False
         on_left = mean_x > midline_x
         if bool((big & on_left).any()) and bool((big & ~on_left).any()):
-            left = (big & on_left)[lab]
-            right = (big & ~on_left)[lab]
-            while True:
-                free = joined & ~left & ~right
-                grow_l = ndi.binary_dilation(left, structure=st) & free
-                grow_r = ndi.binary_dilation(right, structure=st) & free
-                if not bool(grow_l.any()) and not bool(grow_r.any()):
-                    break
-                tie = grow_l & grow_r
-                left |= grow_l & ~(tie & ~side_left)
-                right |= grow_r & ~(tie & side_left)
+            left, right = morph.grow_competing((big & on_left)[lab], (big & ~on_left)[lab], joined, ndi, side_left)
             rest = joined & ~left & ~right  # parts no seed reached: by side
             return left | (rest & side_left), right | (rest & ~side_left)
     return joined & side_left, joined & ~side_left

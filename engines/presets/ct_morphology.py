@@ -200,6 +200,29 @@ def ring_labels(labels: Array, mask: Array, ndi: ModuleType, inner_mm: float, ou
     return xp.where(shell, grown, 0)
 
 
+def grow_competing(first: Array, second: Array, within: Array, ndi: ModuleType, first_wins: Array | bool,
+                   steps: int | None = None) -> tuple[Array, Array]:
+    """Grow two disjoint seeds through ``within`` one 6-neighbour step at a time, each voxel to the first to reach it.
+
+    A voxel reached by both in the same step goes to ``first`` where ``first_wins`` (a mask, or one answer for all)
+    and to ``second`` elsewhere, so no tie is left to the implementation (CPU and GPU give the same voxels). Stops
+    after ``steps`` steps, or when neither grows. Voxels neither reaches stay with neither.
+    """
+    cross = array_module_of(within).asarray(ndi.generate_binary_structure(3, 1))
+    done = 0
+    while steps is None or done < steps:
+        free = within & ~first & ~second
+        grow_first = ndi.binary_dilation(first, structure=cross) & free
+        grow_second = ndi.binary_dilation(second, structure=cross) & free
+        if not bool(grow_first.any()) and not bool(grow_second.any()):
+            break
+        tie = grow_first & grow_second
+        first = first | (grow_first & ~(tie & ~first_wins))
+        second = second | (grow_second & ~(tie & first_wins))
+        done += 1
+    return first, second
+
+
 def split_by_erosion(mask: Array, ndi: ModuleType, depth_mm: float, spacing: Spacing) -> tuple[Array, int]:
     """``(labels, count)``: ``mask`` cut into the parts that erosion by ``depth_mm`` separates, grown back.
 
