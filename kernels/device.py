@@ -9,15 +9,17 @@ from __future__ import annotations
 import functools
 import logging
 from types import ModuleType
-from typing import Literal
 
 import numpy as np
 
 from appliance.errors import ApplianceError
+from appliance.typed import Device
 
 log = logging.getLogger(__name__)
 
-Device = Literal["cpu", "cuda"]
+__all__ = ["DEVICE_CHOICES", "Device", "DeviceUnavailable", "array_module", "cuda_available", "device_description",
+           "resolve_device"]
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 

@@ -8,18 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.core import Finding, LabelMap, Volume
-from appliance.errors import ApplianceError
-
-#: progress(stage, fraction 0..1)
-ProgressCallback = Callable[[str, float], None]
-
-
-class EngineError(ApplianceError):
-    """Base of the engines' errors (packs, backends, presets)."""
-
-
-class UnknownPreset(EngineError):
-    """``--preset`` named a preset that is not registered."""
+from appliance.typed import ProgressCallback
+from engines.errors import EngineError, UnknownPreset
 
 
 @dataclass
@@ -68,3 +58,6 @@ def get_preset(name: str) -> Preset:
     except KeyError:
         raise UnknownPreset(f"no preset {name!r}; choose one of {available_presets()} or 'auto'") from None
     return factory()
+
+
+__all__ = ["EngineError", "Preset", "ProgressCallback", "SegmentationResult", "UnknownPreset", "available_presets", "get_preset", "register_preset"]
