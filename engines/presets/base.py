@@ -60,4 +60,5 @@ def get_preset(name: str) -> Preset:
     return factory()
 
 
-__all__ = ["EngineError", "Preset", "ProgressCallback", "SegmentationResult", "UnknownPreset", "available_presets", "get_preset", "register_preset"]
+__all__ = ["EngineError", "Preset", "ProgressCallback", "SegmentationResult", "UnknownPreset", "available_presets",
+           "get_preset", "register_preset"]
