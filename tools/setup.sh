@@ -24,6 +24,13 @@ if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e '.[dev]'
+# nnU-Net's own predictor is the test oracle for imported networks (tests/engines/nnunet). Its architectures package
+# pins timm, which drags in torchvision and a CUDA build of torch: install the oracle without those (the U-Nets it
+# builds need neither), then its remaining dependencies with the CPU torch pinned.
+.venv/bin/python -m pip install -q --no-deps nnunetv2==2.8.1 dynamic-network-architectures==0.4.4 \
+  batchgeneratorsv2==0.3.6 acvl-utils==0.2.6
+.venv/bin/python -m pip install -q "torch==2.13.0" batchgenerators==0.25.5 einops simpleitk pandas scikit-learn tqdm \
+  tifffile graphviz yacs blosc2 imagecodecs matplotlib seaborn requests connected-components-3d
 if [ -f ui/package-lock.json ] && [ -x tools/build_ui_vendor.sh ]; then bash tools/build_ui_vendor.sh; fi
 # Build the compiled CPU meshing kernels now rather than on the first reconstruction (g++ + OpenMP, cached).
 .venv/bin/python -c "from kernels import _native; from kernels.marching_cubes import LABEL_KINDS; \
