@@ -39,14 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        modname = f"appliance.commands.{name}"
-        try:
-            module = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if exc.name == modname:
-                continue  # command not built into this release
-            raise
-        module.register(sub)
+        importlib.import_module(f"appliance.commands.{name}").register(sub)
     return parser
 
 

@@ -521,7 +521,7 @@ def _toml_value(value: Any) -> str:
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {value!r} as TOML")  # pragma: no cover
+    raise ConfigurationError(f"cannot write {value!r} as TOML")  # pragma: no cover
 
 
 _EXAMPLES: dict[str, str] = {

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.core.errors import InvalidFinding
+
 
 class Severity(enum.StrEnum):
     """How a finding affects reconstruction.
@@ -46,9 +48,9 @@ class Finding:
 
     def __post_init__(self) -> None:
         if not self.code or not self.code.replace("_", "").isalnum() or self.code != self.code.lower():
-            raise ValueError(f"Finding code {self.code!r} must be a non-empty lower_snake_case word")
+            raise InvalidFinding(f"Finding code {self.code!r} must be a non-empty lower_snake_case word")
         if not self.message.strip():
-            raise ValueError(f"Finding {self.code!r} needs a message a nurse can read")
+            raise InvalidFinding(f"Finding {self.code!r} needs a message a nurse can read")
         object.__setattr__(self, "severity", Severity(self.severity))
 
     @property

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from appliance.core.errors import InvalidLabelMap, UnknownStructure
 from appliance.core.volume import Volume
 
 
@@ -50,12 +51,12 @@ class Structure:
 
     def __post_init__(self) -> None:
         if not 0 < int(self.label) < 65536:
-            raise ValueError(f"Structure {self.name!r}: label {self.label} must be in 1..65535 (0 is background)")
+            raise InvalidLabelMap(f"Structure {self.name!r}: label {self.label} must be in 1..65535 (0 is background)")
         safe = self.name.replace("_", "").replace("-", "")
         if not self.name or not safe.isalnum() or not self.name.isascii():
-            raise ValueError(f"Structure name {self.name!r} must be ASCII letters, digits, '_' or '-'")
+            raise InvalidLabelMap(f"Structure name {self.name!r} must be ASCII letters, digits, '_' or '-'")
         if len(self.color) != 3 or any(not 0 <= int(c) <= 255 for c in self.color):
-            raise ValueError(f"Structure {self.name!r}: color {self.color} must be three values in 0..255")
+            raise InvalidLabelMap(f"Structure {self.name!r}: color {self.color} must be three values in 0..255")
         object.__setattr__(self, "label", int(self.label))
         object.__setattr__(self, "color", tuple(int(c) for c in self.color))
         object.__setattr__(self, "category", StructureCategory(self.category))
@@ -101,20 +102,20 @@ class LabelMap:
 
     def __post_init__(self) -> None:
         if self.labels.ndim != 3:
-            raise ValueError(f"LabelMap needs a 3-D array, got shape {self.labels.shape}")
+            raise InvalidLabelMap(f"LabelMap needs a 3-D array, got shape {self.labels.shape}")
         if not np.issubdtype(self.labels.dtype, np.integer):
-            raise ValueError(f"LabelMap labels must be integers, got {self.labels.dtype}; round or cast first")
+            raise InvalidLabelMap(f"LabelMap labels must be integers, got {self.labels.dtype}; round or cast first")
         aff = np.asarray(self.affine, dtype=np.float64)
         if aff.shape != (4, 4):
-            raise ValueError(f"LabelMap affine must be 4x4, got {aff.shape}")
+            raise InvalidLabelMap(f"LabelMap affine must be 4x4, got {aff.shape}")
         object.__setattr__(self, "affine", aff)
         seen_labels: set[int] = set()
         seen_names: set[str] = set()
         for s in self.structures:
             if s.label in seen_labels:
-                raise ValueError(f"label {s.label} is used by two structures")
+                raise InvalidLabelMap(f"label {s.label} is used by two structures")
             if s.name in seen_names:
-                raise ValueError(f"structure name {s.name!r} is used twice")
+                raise InvalidLabelMap(f"structure name {s.name!r} is used twice")
             seen_labels.add(s.label)
             seen_names.add(s.name)
 
@@ -123,7 +124,7 @@ class LabelMap:
            metadata: Mapping[str, Any] | None = None) -> LabelMap:
         """A label map on ``volume``'s grid (shapes must match)."""
         if labels.shape != volume.shape:
-            raise ValueError(f"labels shape {labels.shape} does not match the volume grid {volume.shape}")
+            raise InvalidLabelMap(f"labels shape {labels.shape} does not match the volume grid {volume.shape}")
         return cls(labels, volume.affine, tuple(structures), metadata or {})
 
     @property
@@ -147,11 +148,11 @@ class LabelMap:
         return iter(self.structures)
 
     def structure(self, name: str) -> Structure:
-        """The structure called ``name``; KeyError naming the known ones otherwise."""
+        """The structure called ``name``; :class:`UnknownStructure` (a ``KeyError``) naming the known ones otherwise."""
         for s in self.structures:
             if s.name == name:
                 return s
-        raise KeyError(f"no structure {name!r}; known: {[s.name for s in self.structures]}")
+        raise UnknownStructure(f"no structure {name!r}; known: {[s.name for s in self.structures]}")
 
     def mask(self, name: str) -> npt.NDArray[np.bool_]:
         """Boolean mask of one structure."""

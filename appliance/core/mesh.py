@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from appliance.core.errors import InvalidMesh
+
 
 @dataclass(frozen=True, eq=False)
 class Mesh:
@@ -32,14 +34,14 @@ class Mesh:
         v = np.asarray(self.vertices, dtype=np.float64)
         f = np.asarray(self.faces, dtype=np.int64)
         if v.ndim != 2 or v.shape[1] != 3:
-            raise ValueError(f"Mesh {self.name!r}: vertices must be (V, 3), got {v.shape}")
+            raise InvalidMesh(f"Mesh {self.name!r}: vertices must be (V, 3), got {v.shape}")
         if f.ndim != 2 or f.shape[1] != 3:
             if f.size == 0:
                 f = f.reshape(0, 3)
             else:
-                raise ValueError(f"Mesh {self.name!r}: faces must be (F, 3), got {f.shape}")
+                raise InvalidMesh(f"Mesh {self.name!r}: faces must be (F, 3), got {f.shape}")
         if f.size and (f.min() < 0 or f.max() >= len(v)):
-            raise ValueError(f"Mesh {self.name!r}: face indices out of range 0..{len(v) - 1}")
+            raise InvalidMesh(f"Mesh {self.name!r}: face indices out of range 0..{len(v) - 1}")
         object.__setattr__(self, "vertices", v)
         object.__setattr__(self, "faces", f)
 

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from appliance.core.errors import InvalidVolume
+
 #: Diagonal flip between LPS and RAS (x and y change sign).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -38,16 +40,16 @@ class Volume:
 
     def __post_init__(self) -> None:
         if self.array.ndim != 3:
-            raise ValueError(f"Volume needs a 3-D array, got shape {self.array.shape}; split 4-D data first")
+            raise InvalidVolume(f"Volume needs a 3-D array, got shape {self.array.shape}; split 4-D data first")
         aff = np.asarray(self.affine, dtype=np.float64)
         if aff.shape != (4, 4):
-            raise ValueError(f"Volume affine must be 4x4, got {aff.shape}")
+            raise InvalidVolume(f"Volume affine must be 4x4, got {aff.shape}")
         if not np.all(np.isfinite(aff)):
-            raise ValueError("Volume affine contains NaN or infinity; the geometry tags are broken")
+            raise InvalidVolume("Volume affine contains NaN or infinity; the geometry tags are broken")
         if not np.allclose(aff[3], [0, 0, 0, 1]):
-            raise ValueError(f"Volume affine's last row must be [0, 0, 0, 1], got {aff[3].tolist()}")
+            raise InvalidVolume(f"Volume affine's last row must be [0, 0, 0, 1], got {aff[3].tolist()}")
         if abs(np.linalg.det(aff[:3, :3])) < 1e-9:
-            raise ValueError("Volume affine is singular (zero spacing or parallel axes)")
+            raise InvalidVolume("Volume affine is singular (zero spacing or parallel axes)")
         object.__setattr__(self, "affine", aff)
 
     @property
@@ -105,5 +107,5 @@ class Volume:
     def with_array(self, array: npt.NDArray[Any], units: str | None = None) -> Volume:
         """A volume on the same grid with other voxel values."""
         if array.shape != self.array.shape:
-            raise ValueError(f"array shape {array.shape} does not match the grid {self.array.shape}")
+            raise InvalidVolume(f"array shape {array.shape} does not match the grid {self.array.shape}")
         return Volume(array, self.affine, self.modality, units or self.units, dict(self.metadata))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from appliance.core import Mesh
-from appliance.export.common import ExportError
+from appliance.export.errors import ExportError
 from appliance.export.glb import write_glb
 from appliance.export.obj import write_obj
 from appliance.export.ply import write_ply

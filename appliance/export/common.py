@@ -1,4 +1,4 @@
-"""What every exporter shares: the export error, atomic file writes, mesh checks and colour conversion.
+"""What every exporter shares: atomic file writes, mesh checks and colour conversion.
 
 Every file the appliance writes goes through :func:`atomic_write_bytes` (or :func:`atomic_output`): the bytes go to
 a temporary file in the destination folder, are flushed to disk and then renamed over the target with
@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from appliance import fsio
 from appliance.core import Mesh
-from appliance.errors import ApplianceError
+from appliance.export.errors import ExportError
 
 #: Product name written into file headers (the only free text an export header carries).
 PRODUCT = "OR-appliance"
@@ -30,10 +30,6 @@ UNITS_NOTE = "units: millimetre; coordinates: DICOM patient LPS (x to patient le
 
 #: Permissions of written files (owner read/write, others read).
 FILE_MODE = 0o644
-
-
-class ExportError(ApplianceError):
-    """An export could not be written (empty mesh, non-finite vertices, unwritable folder)."""
 
 
 @contextlib.contextmanager

@@ -20,7 +20,8 @@ from typing import Any
 import jsonschema
 import numpy as np
 
-from appliance.export.common import ExportError, atomic_write_text
+from appliance.export.common import atomic_write_text
+from appliance.export.errors import ManifestError
 
 MANIFEST_NAME = "manifest.json"
 #: Replaces any identifying string that reached a manifest or report field.
@@ -81,10 +82,6 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "files": {"type": "object", "additionalProperties": {"type": "string"}},
     },
 }
-
-
-class ManifestError(ExportError):
-    """A manifest does not satisfy the schema (a bug: the message names the field)."""
 
 
 def json_safe(value: Any) -> Any:

@@ -15,11 +15,11 @@ from appliance.core import Mesh
 from appliance.export.common import (
     PRODUCT,
     UNITS_NOTE,
-    ExportError,
     atomic_write_bytes,
     check_meshes,
     concatenate,
 )
+from appliance.export.errors import ExportError
 
 _VERTEX = np.dtype([("xyz", "<f4", (3,)), ("rgb", "u1", (3,))])
 _FACE = np.dtype([("n", "u1"), ("idx", "<i4", (3,))])

@@ -18,6 +18,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from appliance.core import LabelMap, Mesh, Volume
+from appliance.export.errors import InvalidImage
 
 RGBImage = npt.NDArray[np.uint8]
 
@@ -33,7 +34,7 @@ BACKGROUND = np.array([250, 250, 250], dtype=np.uint8)
 def encode_png(image: RGBImage) -> bytes:
     """8-bit RGB image (H, W, 3) as PNG bytes."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"encode_png needs an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+        raise InvalidImage(f"encode_png needs an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
     height, width = int(image.shape[0]), int(image.shape[1])
     rows = np.concatenate([np.zeros((height, 1), dtype=np.uint8), image.reshape(height, width * 3)], axis=1)
 

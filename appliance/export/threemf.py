@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from appliance.core import Mesh
 from appliance.export.common import PRODUCT, UNITS_NOTE, atomic_output, check_meshes, format_rows
+from appliance.export.errors import MismatchedParts
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def encode_model_xml(meshes: Sequence[Mesh], bodies: Sequence[str] | None = None
     """The ``3D/3dmodel.model`` part; ``bodies`` are the meshes' :func:`mesh_body_xml` when already made."""
     check_meshes(meshes, "3MF")
     if bodies is not None and len(bodies) != len(meshes):
-        raise ValueError("encode_model_xml: one body per mesh is needed")
+        raise MismatchedParts("encode_model_xml: one body per mesh is needed")
     parts = [
         '<?xml version="1.0" encoding="UTF-8"?>\n',
         f'<model unit="millimeter" xml:lang="en-US" xmlns="{CORE_NS}">\n',
@@ -115,7 +116,7 @@ def write_3mf_parts_and_scene(meshes: Sequence[Mesh], part_paths: Sequence[Path]
     """One package per structure (``part_paths``, same order) and one with every structure, each mesh's XML
     made once. Returns the parts' paths, then the scene's."""
     if len(part_paths) != len(meshes):
-        raise ValueError("write_3mf_parts_and_scene: one path per mesh is needed")
+        raise MismatchedParts("write_3mf_parts_and_scene: one path per mesh is needed")
     check_meshes(meshes, "3MF")
     bodies = [mesh_body_xml(m) for m in meshes]
     written = [_write_package(encode_model_xml([m], [b]), Path(p))

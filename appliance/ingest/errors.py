@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from appliance.core import Finding
 from appliance.errors import ApplianceError, RefusedInput
@@ -22,6 +23,23 @@ class NoSeriesFound(IngestError):
 
 class UnknownSeries(IngestError):
     """The series UID asked for is not in the input."""
+
+
+class PixelDecodeError(IngestError):
+    """One file's pixels could not be decoded; ``path`` names it."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path.name}: {why}")
+        self.path = path
+        self.why = why
+
+
+class InvalidGeometry(IngestError, ValueError):
+    """A stack's geometry tags cannot place it in space (missing tags, zero direction vector)."""
+
+
+class InvalidSliceSpacing(IngestError, ValueError):
+    """A resampling slice spacing that is not positive."""
 
 
 class SeriesRefused(RefusedInput):

@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from appliance.core import Finding, Instance
 from appliance.ingest import findings as fnd
+from appliance.ingest.errors import InvalidGeometry, InvalidSliceSpacing
 
 #: Positions closer than this along the normal are the same slice (mm).
 DUPLICATE_TOLERANCE_MM = 0.01
@@ -95,7 +96,7 @@ class StackGeometry:
 def _unit(v: F64) -> F64:
     n = float(np.linalg.norm(v))
     if n == 0.0:
-        raise ValueError("ImageOrientationPatient has a zero direction vector")
+        raise InvalidGeometry("ImageOrientationPatient has a zero direction vector")
     return v / n
 
 
@@ -107,7 +108,7 @@ def analyse_stack(instances: Sequence[Instance], gantry_tag_deg: float | None = 
     iop = instances[0].orientation
     spacing_tag = instances[0].tags.get("pixel_spacing")
     if iop is None or not spacing_tag or any(i.position is None for i in instances):
-        raise ValueError("analyse_stack needs ImageOrientationPatient, ImagePositionPatient and PixelSpacing")
+        raise InvalidGeometry("analyse_stack needs ImageOrientationPatient, ImagePositionPatient and PixelSpacing")
     r = _unit(np.asarray(iop[:3], dtype=np.float64))
     c = _unit(np.asarray(iop[3:], dtype=np.float64))
     n = _unit(np.cross(r, c))
@@ -173,7 +174,7 @@ def regular_grid(distances: F64, spacing: float) -> tuple[F64, list[SliceWeights
     """Target slice positions from the first to the last source slice at ``spacing``, and for each the two
     source slices around it with the linear weight of the upper one."""
     if spacing <= 0:
-        raise ValueError("slice spacing must be positive")
+        raise InvalidSliceSpacing("slice spacing must be positive")
     span = float(distances[-1] - distances[0])
     count = int(np.floor(span / spacing + 1e-3)) + 1
     targets = distances[0] + spacing * np.arange(count)

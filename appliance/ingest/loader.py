@@ -13,9 +13,9 @@ from scipy import ndimage
 
 from appliance.core import Finding, Series, Severity, Volume
 from appliance.ingest import findings as fnd
-from appliance.ingest.errors import SeriesRefused
+from appliance.ingest.errors import PixelDecodeError, SeriesRefused
 from appliance.ingest.geometry import StackGeometry, analyse_stack, regular_grid
-from appliance.ingest.pixels import PixelDecodeError, load_pixels
+from appliance.ingest.pixels import load_pixels
 from appliance.ingest.result import ScannedSeries
 
 log = logging.getLogger(__name__)

@@ -20,19 +20,10 @@ import pydicom
 from pydicom.dataset import FileMetaDataset
 
 from appliance.core import Instance
-from appliance.ingest.errors import IngestError
+from appliance.ingest.errors import PixelDecodeError
 from appliance.ingest.headers import EXPLICIT_BE, NATIVE_SYNTAXES
 
 log = logging.getLogger(__name__)
-
-
-class PixelDecodeError(IngestError):
-    """One file's pixels could not be decoded; ``path`` names it."""
-
-    def __init__(self, path: Path, why: str) -> None:
-        super().__init__(f"{path.name}: {why}")
-        self.path = path
-        self.why = why
 
 
 def _workers() -> int:

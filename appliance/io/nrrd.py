@@ -9,7 +9,7 @@ import nrrd
 import numpy as np
 
 from appliance.core import Volume
-from appliance.errors import ApplianceError
+from appliance.io.errors import NrrdError
 
 #: Sign flips from each NRRD ``space`` to LPS.
 _TO_LPS: dict[str, tuple[float, float, float]] = {
@@ -21,10 +21,6 @@ _TO_LPS: dict[str, tuple[float, float, float]] = {
     "las": (1.0, -1.0, 1.0),
     "scanner-xyz": (1.0, 1.0, 1.0),
 }
-
-
-class NrrdError(ApplianceError):
-    """The NRRD header cannot be placed in patient space; the message names the field."""
 
 
 def nrrd_affine(header: dict[str, Any]) -> np.ndarray:

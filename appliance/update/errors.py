@@ -45,6 +45,10 @@ class HealthCheckFailed(UpdateError):
     """The new release did not pass its health check within the window; the previous release was restored."""
 
 
+class HealthCommandFailed(UpdateError):
+    """A command health check (golden reconstruction, engine smoke test) exited non-zero; one failed check."""
+
+
 class InstallError(UpdateError):
     """The install could not be staged or switched (disk full, unwritable release folder, broken layout)."""
 

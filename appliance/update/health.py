@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.update.errors import HealthCommandFailed
+
 log = logging.getLogger(__name__)
 
 CheckFn = Callable[[Path], object]
@@ -82,7 +84,8 @@ def command_ok(argv: Sequence[str], timeout_s: float = 300.0) -> CheckFn:
         cmd = [a.replace("{release}", str(release)) for a in argv]
         done = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"{cmd[0]} exited {done.returncode}: {done.stderr.decode(errors='replace')[-300:]}")
+            tail = done.stderr.decode(errors="replace")[-300:]
+            raise HealthCommandFailed(f"{cmd[0]} exited {done.returncode}: {tail}")
         return True
 
     return check

@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from appliance.errors import ApplianceError
 from appliance.ingest import load_volume, scan
+from appliance.ingest.errors import PixelDecodeError
 from appliance.ingest.headers import read_header
-from appliance.ingest.pixels import PixelDecodeError, read_stored
+from appliance.ingest.pixels import read_stored
 
 SOURCE = SHARED_DATA / "dicom-edge" / "pydicom-data" / "pydicom_bundled_test_files" / "CT_small.dcm"
 ORIGINAL = SOURCE.read_bytes() if SOURCE.is_file() else b""

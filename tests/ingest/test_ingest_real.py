@@ -12,7 +12,8 @@ from scipy import ndimage
 
 from appliance.core import Severity
 from appliance.ingest import SeriesRefused, load_input, load_volume, scan, select_series
-from appliance.ingest.pixels import PixelDecodeError, decode_file, read_stored
+from appliance.ingest.errors import PixelDecodeError
+from appliance.ingest.pixels import decode_file, read_stored
 from appliance.io.nifti import save_volume
 
 EDGE = "dicom-edge"
