@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import phantoms
 
-from appliance.meshing import phantoms
 from kernels import layout
 from kernels import marching_cubes as mc
 from kernels.tables import EDGE_AXIS, EDGE_OFFSET, case_table

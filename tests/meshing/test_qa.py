@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require
+from helpers import phantoms
 
 from appliance.core import LabelMap, Mesh, Structure
 from appliance.io.nifti import load_volume
-from appliance.meshing import MeshingError, mesh_labelmap, phantoms
+from appliance.meshing import MeshingError, mesh_labelmap
 from appliance.meshing.qa import mesh_qa, topology
 
 REAL_SEG = Path("ct/totalsegmentator/example_seg_fast_force_split.nii.gz")
