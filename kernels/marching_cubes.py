@@ -24,6 +24,8 @@ and the same triangles in the same order:
 
 ``extract_cpu`` runs the steps with NumPy (vectorised; no Python loop over voxels); ``extract_gpu`` runs steps
 1-5 as CUDA kernels (``marching_cubes.cu``) and step 6 with the same array code on CuPy.
+The grid geometry, label lookup and step 6, which every path (NumPy, compiled CPU in :mod:`kernels._native`, CUDA
+in :mod:`kernels._cuda`) shares, are in :mod:`kernels.layout`.
 """
 
 from __future__ import annotations
