@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from appliance.core import Structure  # noqa: E402
-from appliance.meshing import phantoms  # noqa: E402
 from kernels.marching_cubes import extract_cpu, extract_numpy  # noqa: E402
+from tests.helpers import phantoms  # noqa: E402
 
 REAL_SEG = Path(os.environ.get("APPLIANCE_SHARED_DATA", ROOT.parent / "shared" / "data")) / (
     "ct/totalsegmentator/example_seg_fast_force_split.nii.gz"
@@ -90,10 +90,10 @@ def real_label_map(quick: bool) -> tuple[np.ndarray, np.ndarray] | None:
 
 def cpu_contenders(labels: np.ndarray, values: list[int], structures: list[Structure], affine: np.ndarray,
                    heavy: bool) -> dict[str, Callable[[], Any]]:
-    from appliance.meshing import anchors
+    from tests.helpers import anchors
 
     threads = _cores()
-    image = anchors._vtk_image(labels)
+    image = anchors.vtk_image(labels)
 
     def vtk_sn_filter_only() -> Any:
         from vtkmodules.vtkCommonCore import vtkSMPTools

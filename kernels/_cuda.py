@@ -16,6 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from kernels.errors import KernelInputError, KernelUnavailable
+from kernels.layout import LABEL_KINDS, Grid, native_labels, split_by_label
+from kernels.tables import EDGE_AXIS, EDGE_OFFSET, case_table
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +67,10 @@ def _exclusive_prefix(cp: Any, counts: Any) -> tuple[Any, int]:
 
 
 def marching_cubes(
-    labels: Any, affine: npt.NDArray[np.float64], grid: Any, lut: npt.NDArray[np.uint16]
+    labels: Any, affine: npt.NDArray[np.float64], grid: Grid, lut: npt.NDArray[np.uint16]
 ) -> tuple[Any, Any, Any, Any, Any]:
     """Steps 1-6 of :mod:`kernels.marching_cubes` on the device; device arrays ``(positions, slot_vertex,
     slot_offsets, faces, tri_offsets)`` as ``assemble`` takes them."""
-    from kernels.marching_cubes import LABEL_KINDS, native_labels, split_by_label
-    from kernels.tables import EDGE_AXIS, EDGE_OFFSET, case_table
-
     cp = _cupy()
     if max(grid.padded) >= MAX_EXTENT:
         raise KernelInputError(f"label map {grid.shape} is too large for the GPU kernel; crop or downsample it")

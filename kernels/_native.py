@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from kernels.errors import NativeUnavailable
+from kernels.layout import Grid
 from kernels.tables import EDGE_AXIS, EDGE_OFFSET, case_table
 
 log = logging.getLogger(__name__)
@@ -95,10 +97,12 @@ def marching_cubes(
     """Steps 1-5 compiled: ``(positions, lo, hi, tri_slots, tri_lab)`` exactly as the NumPy steps give them."""
     lib = library(kind)
     if lib is None:
-        raise RuntimeError("native marching cubes unavailable; call available() first")
+        raise NativeUnavailable("native marching cubes unavailable; call available() first")
     lab = np.ascontiguousarray(labels)
     n0, n1, n2 = (ctypes.c_int(int(s)) for s in lab.shape)
-    p0, p1, w = lab.shape[0] + 2, lab.shape[1] + 2, (lab.shape[2] + 2 + 63) // 64
+    grid = Grid.for_shape(lab.shape, 0)
+    p0, p1, _ = grid.padded
+    w = grid.words
     nw = p0 * p1 * w
     n_cw = (p0 - 1) * (p1 - 1) * w
     edges = np.empty(3 * nw, dtype=np.uint64)
@@ -143,7 +147,7 @@ def split_by_label(
     """Step 6 compiled (a counting sort; same result as ``kernels.marching_cubes.split_by_label``)."""
     lib = library(kind)
     if lib is None:
-        raise RuntimeError("native marching cubes unavailable; call available() first")
+        raise NativeUnavailable("native marching cubes unavailable; call available() first")
     n_vert, n_tris = lo.shape[0], tri_lab.shape[0]
     slot_vertex = np.empty(2 * n_vert, dtype=np.int64)
     slot_offsets = np.empty(n_ids + 2, dtype=np.int64)

@@ -12,19 +12,14 @@ from types import ModuleType
 
 import numpy as np
 
-from appliance.errors import ApplianceError
 from appliance.typed import Device
+from kernels.errors import DeviceUnavailable, UnknownDevice
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEVICE_CHOICES", "Device", "DeviceUnavailable", "array_module", "cuda_available", "device_description",
-           "resolve_device"]
+__all__ = ["DEVICE_CHOICES", "Device", "array_module", "cuda_available", "device_description", "resolve_device"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-
-
-class DeviceUnavailable(ApplianceError):
-    """``cuda`` was asked for but no CUDA device is usable."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,9 +37,10 @@ def cuda_available() -> bool:
 
 
 def resolve_device(requested: str = "auto") -> Device:
-    """Map ``auto|cpu|cuda`` to the device that will run; ``cuda`` without a GPU raises DeviceUnavailable."""
+    """Map ``auto|cpu|cuda`` to the device that will run; ``cuda`` without a GPU raises DeviceUnavailable,
+    any other name UnknownDevice."""
     if requested not in DEVICE_CHOICES:
-        raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {requested!r}")
+        raise UnknownDevice(f"device must be one of {DEVICE_CHOICES}, got {requested!r}")
     if requested == "cpu":
         return "cpu"
     if cuda_available():

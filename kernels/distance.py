@@ -15,15 +15,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from appliance.errors import ApplianceError
-from kernels.device import Device, array_module
+from appliance.typed import Device
+from kernels.device import array_module
+from kernels.errors import DistanceError
 
 #: Slack (mm) when comparing distances with a threshold, covering float rounding between CPU and GPU.
 TOLERANCE_MM = 1e-6
-
-
-class DistanceError(ApplianceError):
-    """The distance transform was called with an empty mask or a bad spacing."""
 
 
 def _check(mask: Any, spacing: Sequence[float]) -> tuple[float, float, float]:

@@ -1,4 +1,4 @@
-"""Errors raised by the kernels (surface extraction, smoothing, decimation) before or instead of a launch."""
+"""Errors raised by the kernels (device choice, surface extraction, smoothing, decimation, distance transform)."""
 
 from __future__ import annotations
 
@@ -14,4 +14,24 @@ class KernelInputError(KernelError, ValueError):
 
 
 class KernelUnavailable(KernelError):
-    """A GPU kernel cannot run here (no CuPy, no device, or the CUDA source failed to compile)."""
+    """A kernel cannot run here (no CuPy, no device, the CUDA source failed to compile, or no native CPU build)."""
+
+
+class NativeUnavailable(KernelUnavailable):
+    """The compiled CPU marching cubes was called although it could not be built or loaded here."""
+
+
+class CaseTableError(KernelError):
+    """The marching-cubes case table could not be derived consistently (a defect of the table generator)."""
+
+
+class UnknownDevice(KernelError, ValueError):
+    """A device name other than ``auto``, ``cpu`` or ``cuda`` was given."""
+
+
+class DeviceUnavailable(KernelError):
+    """``cuda`` was asked for but no CUDA device is usable."""
+
+
+class DistanceError(KernelError):
+    """The distance transform was called with an empty mask or a bad spacing."""

@@ -24,6 +24,8 @@ and the same triangles in the same order:
 
 ``extract_cpu`` runs the steps with NumPy (vectorised; no Python loop over voxels); ``extract_gpu`` runs steps
 1-5 as CUDA kernels (``marching_cubes.cu``) and step 6 with the same array code on CuPy.
+The grid geometry, label lookup and step 6, which every path (NumPy, compiled CPU in :mod:`kernels._native`, CUDA
+in :mod:`kernels._cuda`) shares, are in :mod:`kernels.layout`.
 """
 
 from __future__ import annotations
@@ -32,14 +34,15 @@ import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from appliance.core import Mesh, Structure
+from kernels import _cuda, _native
 from kernels.errors import KernelInputError
+from kernels.layout import LABEL_KINDS, Grid, label_lut, lut_lookup, native_labels, split_by_label
 from kernels.tables import CORNER_OFFSET, EDGE_AXIS, EDGE_OFFSET, case_table
 
 log = logging.getLogger(__name__)
@@ -53,34 +56,6 @@ U64 = npt.NDArray[np.uint64]
 
 
 # ----------------------------------------------------------------------------------------------- validation
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Padded grid geometry shared by both implementations."""
-
-    shape: tuple[int, int, int]  # data shape (n0, n1, n2)
-    padded: tuple[int, int, int]  # (P0, P1, P2); P2 a multiple of 64
-    n_ids: int  # compact label ids 1..n_ids (0 = background / not meshed)
-
-    @property
-    def words(self) -> int:
-        """64-voxel words per row."""
-        return self.padded[2] // 64
-
-    @property
-    def strides(self) -> tuple[int, int, int]:
-        """Flat-index strides of the padded grid."""
-        _, p1, p2 = self.padded
-        return (p1 * p2, p2, 1)
-
-
-def _workers() -> int:
-    """Threads for the CPU path (the cores this process may use)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def validate_inputs(labels: Any, affine: Any, structures: Sequence[Structure]) -> tuple[npt.NDArray[np.float64], Grid]:
@@ -105,46 +80,18 @@ def validate_inputs(labels: Any, affine: Any, structures: Sequence[Structure]) -
         if s.label in seen:
             raise KernelInputError(f"label {s.label} is given by two structures")
         seen.add(s.label)
-    p2 = -(-(shape[2] + 2) // 64) * 64
-    grid = Grid((shape[0], shape[1], shape[2]), (shape[0] + 2, shape[1] + 2, p2), len(structures))
-    return aff, grid
-
-
-def label_lut(structures: Sequence[Structure]) -> npt.NDArray[np.uint16]:
-    """Raw label value (0..65535) -> compact id (1..K in the order of ``structures``; 0 = not meshed)."""
-    lut = np.zeros(65536, dtype=np.uint16)
-    for i, s in enumerate(structures):
-        lut[s.label] = i + 1
-    return lut
-
-
-#: Label dtypes the kernels read as they are -> ``LABEL_KIND`` of ``marching_cubes.cu``.
-LABEL_KINDS: dict[np.dtype[Any], int] = {
-    np.dtype(np.uint8): 0,
-    np.dtype(np.uint16): 1,
-    np.dtype(np.int16): 2,
-    np.dtype(np.int32): 3,
-}
-
-
-def native_labels(labels: Any, xp: Any = np) -> Any:
-    """Labels in a dtype the kernels read: uint8/uint16/int16/int32 unchanged; any other integer type as int32,
-    with values outside 0..65535 (which no structure can carry) set to background."""
-    if np.dtype(labels.dtype) in LABEL_KINDS:
-        return labels
-    wide = labels.astype(xp.int64)
-    return xp.where((wide < 0) | (wide > 65535), 0, wide).astype(xp.int32)
-
-
-def lut_lookup(values: Any, lut: Any, xp: Any = np) -> Any:
-    """Compact ids of raw label values (0 for values outside 0..65535)."""
-    if values.dtype in (xp.uint8, xp.uint16):
-        return lut[values]
-    v = values.astype(xp.int64)
-    return xp.where((v >= 0) & (v < 65536), lut[xp.clip(v, 0, 65535)], 0)
+    return aff, Grid.for_shape(shape, len(structures))
 
 
 # ----------------------------------------------------------------------------------------------- CPU steps
+
+
+def _workers() -> int:
+    """Threads for the CPU path (the cores this process may use)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def apply_affine(points: npt.NDArray[np.float64], affine: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float64]:
@@ -397,37 +344,6 @@ def _triangles_chunk(
     return 2 * vertex + (code & 1).astype(base.dtype), tri_lab
 
 
-def _stable_label_order(ids: Any, xp: Any) -> Any:
-    """Permutation sorting by label id, ties in index order: a radix sort of 16-bit keys on the CPU; unique
-    composite keys on the GPU (so the result does not depend on the sort's stability). Same permutation."""
-    if xp is np:
-        return np.argsort(ids.astype(np.uint16), kind="stable")
-    return xp.argsort(ids.astype(xp.int64) * max(1, ids.shape[0]) + xp.arange(ids.shape[0], dtype=xp.int64))
-
-
-def split_by_label(
-    tri_slots: Any, tri_lab: Any, lo: Any, hi: Any, n_ids: int, xp: Any = np
-) -> tuple[Any, Any, Any, Any]:
-    """Step 6 (array code shared by NumPy and CuPy): group slots and triangles by label id.
-
-    Returns ``(slot_vertex, slot_offsets, local_faces, tri_offsets)``: the global vertex of each label's slots
-    (label after label), ``slot_offsets[id]..slot_offsets[id+1]``, faces renumbered per label, and
-    ``tri_offsets`` likewise for the faces.
-    """
-    slot_lab = xp.stack([lo, hi], axis=1).reshape(-1)
-    order = _stable_label_order(slot_lab, xp)
-    counts = xp.bincount(slot_lab, minlength=n_ids + 1)
-    slot_offsets = xp.concatenate([xp.zeros(1, dtype=xp.int64), xp.cumsum(counts)])
-    index_type = xp.int32 if order.size < 2**31 else xp.int64
-    inverse = xp.empty(order.size, dtype=index_type)
-    inverse[order] = xp.arange(order.size, dtype=index_type)
-    tri_order = _stable_label_order(tri_lab, xp)
-    faces = inverse[tri_slots[tri_order]] - slot_offsets[tri_lab[tri_order]][:, None]
-    tcounts = xp.bincount(tri_lab, minlength=n_ids + 1)
-    tri_offsets = xp.concatenate([xp.zeros(1, dtype=xp.int64), xp.cumsum(tcounts)])
-    return order // 2, slot_offsets, faces, tri_offsets
-
-
 def assemble(
     positions: npt.NDArray[np.float64],
     slot_vertex: I64,
@@ -492,8 +408,6 @@ def extract_cpu(labels: Any, affine: Any, structures: Sequence[Structure]) -> di
     Returns:
         ``{structure name: Mesh}``: closed, manifold, indexed, wound outward, vertices in LPS mm.
     """
-    from kernels import _native
-
     aff, grid = validate_inputs(labels, affine, structures)
     if not structures:
         return {}
@@ -512,8 +426,6 @@ def extract_cpu(labels: Any, affine: Any, structures: Sequence[Structure]) -> di
 def extract_gpu_arrays(labels: Any, affine: Any, structures: Sequence[Structure]) -> tuple[Any, ...]:
     """Steps 1-6 on the CUDA device, results left there: ``(positions, slot_vertex, slot_offsets, faces,
     tri_offsets)`` as CuPy arrays (for device-resident pipelines and the benchmark)."""
-    from kernels import _cuda
-
     aff, grid = validate_inputs(labels, affine, structures)
     return _cuda.marching_cubes(labels, aff, grid, label_lut(structures))
 

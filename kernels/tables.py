@@ -27,6 +27,8 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from kernels.errors import CaseTableError
+
 #: Offset of each cube corner along the three array axes.
 CORNER_OFFSET = np.array([[c & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)], dtype=np.int64)
 
@@ -126,7 +128,7 @@ def _case_triangles(case: int) -> list[tuple[int, int, int]]:
         else:
             nxt[e1] = e0
     if len(nxt) != len(segments):
-        raise RuntimeError(f"marching-cubes case {case}: inconsistent loop orientation")
+        raise CaseTableError(f"marching-cubes case {case}: inconsistent loop orientation")
     triangles: list[tuple[int, int, int]] = []
     todo = set(nxt)
     while todo:
@@ -144,7 +146,7 @@ def _case_triangles(case: int) -> list[tuple[int, int, int]]:
             fan = [(rot[0], rot[i], rot[i + 1]) for i in range(1, n - 1)]
             candidates.append((-round(_fan_area(fan), 9), r, fan))
         if not candidates:
-            raise RuntimeError(f"marching-cubes case {case}: no fan without a face diagonal")
+            raise CaseTableError(f"marching-cubes case {case}: no fan without a face diagonal")
         triangles.extend(min(candidates)[2])
     return triangles
 
@@ -157,7 +159,7 @@ def case_table() -> CaseTable:
     for case in range(256):
         t = _case_triangles(case)
         if len(t) > MAX_TRIANGLES:
-            raise RuntimeError(f"marching-cubes case {case} needs {len(t)} triangles")
+            raise CaseTableError(f"marching-cubes case {case} needs {len(t)} triangles")
         n[case] = len(t)
         if t:
             tri[case, : len(t)] = np.asarray(t, dtype=np.int32)

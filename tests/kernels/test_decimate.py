@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import phantoms
 
 from appliance.core import Mesh, Structure
-from appliance.meshing import phantoms
 from appliance.meshing.qa import topology
 from kernels.decimate import decimate, surface_error_mm
 from kernels.errors import KernelInputError

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from kernels.distance import DistanceError, distance_to, distance_to_cpu
+from kernels.distance import distance_to, distance_to_cpu
+from kernels.errors import DistanceError
 
 SPACING = (0.7, 1.3, 3.1)
 

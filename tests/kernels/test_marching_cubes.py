@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require
+from helpers import anchors, phantoms
 
 from appliance.core import Structure
 from appliance.io.nifti import load_volume
-from appliance.meshing import anchors, phantoms
 from appliance.meshing.qa import topology
 from kernels.errors import KernelInputError
 from kernels.marching_cubes import extract_cpu

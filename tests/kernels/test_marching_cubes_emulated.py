@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import phantoms
 
-from appliance.meshing import phantoms
+from kernels import layout
 from kernels import marching_cubes as mc
 from kernels.tables import EDGE_AXIS, EDGE_OFFSET, case_table
 
@@ -28,7 +29,7 @@ def emulator(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     dtype = np.dtype(request.param)
     exe = tmp_path_factory.mktemp("emu") / "mc_emulator"
     proc = subprocess.run(
-        [GXX, "-std=c++20", "-O1", "-pthread", f"-DLABEL_KIND={mc.LABEL_KINDS[dtype]}", "-I", str(ROOT / "kernels"),
+        [GXX, "-std=c++20", "-O1", "-pthread", f"-DLABEL_KIND={layout.LABEL_KINDS[dtype]}", "-I", str(ROOT / "kernels"),
          "-o", str(exe), str(Path(__file__).with_name("marching_cubes_emulator.cpp"))],
         capture_output=True, text=True, timeout=240, check=False,
     )
@@ -44,7 +45,7 @@ def _run(exe: Path, labels: np.ndarray, affine: np.ndarray, n_ids: int, tmp: Pat
     dst.mkdir()
     (src / "meta.txt").write_text(" ".join(str(s) for s in labels.shape))
     np.ascontiguousarray(labels).tofile(src / "labels.bin")
-    mc.label_lut(structures).tofile(src / "lut.bin")
+    layout.label_lut(structures).tofile(src / "lut.bin")
     np.ascontiguousarray(affine[:3, :4], dtype=np.float64).tofile(src / "affine.bin")
     table = case_table()
     table.n_triangles.astype(np.int32).tofile(src / "ntri.bin")
@@ -67,7 +68,7 @@ def _run(exe: Path, labels: np.ndarray, affine: np.ndarray, n_ids: int, tmp: Pat
 def _oracle(labels: np.ndarray, affine: np.ndarray, n_ids: int) -> dict[str, np.ndarray]:
     structures = phantoms.structures_for(n_ids)
     aff, grid = mc.validate_inputs(labels, affine, structures)
-    lut = mc.label_lut(structures)
+    lut = layout.label_lut(structures)
     padded = mc.padded_cpu(labels, grid)
     edges = mc.edge_words_cpu(padded)
     cells = mc.cell_words_cpu(edges)

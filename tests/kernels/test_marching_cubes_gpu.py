@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require
+from helpers import phantoms
 
 from appliance.core import Mesh, Structure
 from appliance.io.nifti import load_volume
-from appliance.meshing import phantoms
 from kernels.marching_cubes import extract_cpu, extract_gpu
 
 pytestmark = pytest.mark.gpu

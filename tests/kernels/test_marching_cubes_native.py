@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require
+from helpers import phantoms
 
 from appliance.core import Mesh, Structure
 from appliance.io.nifti import load_volume
-from appliance.meshing import phantoms
-from kernels import _native
+from kernels import _native, layout
 from kernels import marching_cubes as mc
 
 REAL_SEG = Path("ct/totalsegmentator/example_seg_fast_force_split.nii.gz")
@@ -27,7 +27,7 @@ def _same(a: dict[str, Mesh], b: dict[str, Mesh]) -> None:
 @pytest.mark.req("REQ-FUNC-202")
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.int64])
 def test_compiled_path_equals_the_numpy_oracle(dtype: type) -> None:
-    kind = mc.LABEL_KINDS.get(np.dtype(dtype), 3)
+    kind = layout.LABEL_KINDS.get(np.dtype(dtype), 3)
     if not _native.available(kind):
         pytest.skip("no C++ compiler with OpenMP here; extract_cpu runs the NumPy path")
     labels = phantoms.ellipsoids((41, 52, 70), 7, seed=3).astype(dtype)  # labels 6, 7 not meshed

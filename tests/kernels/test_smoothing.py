@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse
+from helpers import phantoms
 
 from appliance.core import Mesh, Structure
-from appliance.meshing import phantoms
 from kernels.errors import KernelInputError
 from kernels.marching_cubes import extract_cpu
 from kernels.smoothing import sinc_coefficients, smooth_cpu, smooth_gpu, umbrella_operator, vertex_normals

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require
+from helpers import phantoms
 
 from appliance.core import LabelMap, Mesh, Structure
 from appliance.io.nifti import load_volume
-from appliance.meshing import MeshingError, mesh_labelmap, phantoms
+from appliance.meshing import MeshingError, mesh_labelmap
 from appliance.meshing.qa import mesh_qa, topology
 
 REAL_SEG = Path("ct/totalsegmentator/example_seg_fast_force_split.nii.gz")
@@ -94,6 +95,8 @@ def test_mesh_labelmap_rejects_bad_options() -> None:
         mesh_labelmap(lm, device="cpu", smoothing_iterations=-1)
     with pytest.raises(MeshingError, match="target_triangles"):
         mesh_labelmap(lm, device="cpu", target_triangles=2)
+    with pytest.raises(MeshingError, match="resolved device"):
+        mesh_labelmap(lm, device="auto")  # type: ignore[arg-type]  # the caller resolves "auto" first
 
 
 @pytest.mark.req("REQ-OUT-200")
@@ -121,12 +124,12 @@ def test_real_reference_label_map_meets_the_qa_targets(shared_data: Path) -> Non
 
 @pytest.mark.req("REQ-SAFE-201")
 def test_a_decimation_that_breaks_the_mesh_is_discarded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from appliance import meshing
+    from appliance.meshing import postprocessing
 
     def broken(mesh: Mesh, target: int | None, max_error_mm: float | None = None) -> Mesh:
         return Mesh(mesh.vertices, mesh.faces[: target or 4], mesh.name, mesh.color)  # open: holes
 
-    monkeypatch.setattr(meshing.decimation, "decimate", broken)
+    monkeypatch.setattr(postprocessing.decimation, "decimate", broken)
     labels = phantoms.ellipsoids((24, 24, 24), 1, seed=4)
     lm = LabelMap(labels, np.eye(4), phantoms.structures_for(1))
     (mesh,) = mesh_labelmap(lm, device="cpu", smoothing_iterations=5, target_triangles=50)

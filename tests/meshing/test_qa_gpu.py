@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import phantoms
 
 from appliance.core import LabelMap
-from appliance.meshing import mesh_labelmap, phantoms
+from appliance.meshing import mesh_labelmap
 
 pytestmark = pytest.mark.gpu
 

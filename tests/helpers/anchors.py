@@ -2,7 +2,8 @@
 
 These are dev-time anchors, imported lazily: ``vtk`` and ``zmesh`` are development dependencies. Every function
 returns ``{structure label: (vertices in index space, faces)}`` or a Mesh in patient space, so results can be
-compared with :func:`kernels.marching_cubes.extract_cpu` figure by figure.
+compared with :func:`kernels.marching_cubes.extract_cpu` figure by figure. Used by the kernels tests
+(``from helpers import anchors``) and ``bench/mesh.py`` (``from tests.helpers import anchors``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from appliance.core import Mesh
 Triangles = tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]
 
 
-def _vtk_image(labels: npt.NDArray[Any]) -> Any:
+def vtk_image(labels: npt.NDArray[Any]) -> Any:
     """Padded label array as vtkImageData (index space: spacing 1, origin -1 so indices match ours)."""
     from vtkmodules.util import numpy_support
     from vtkmodules.vtkCommonDataModel import vtkImageData
@@ -55,7 +56,7 @@ def vtk_flying_edges(
 
     if threads:
         vtkSMPTools.Initialize(threads)
-    image = _vtk_image(labels)
+    image = vtk_image(labels)
     out: dict[int, Triangles] = {}
     for v in values:
         f = vtkDiscreteFlyingEdges3D()
@@ -78,7 +79,7 @@ def vtk_surface_nets(labels: npt.NDArray[Any], values: Sequence[int], smoothing:
     if threads:
         vtkSMPTools.Initialize(threads)
     f = vtkSurfaceNets3D()
-    f.SetInputData(_vtk_image(labels))
+    f.SetInputData(vtk_image(labels))
     for i, v in enumerate(values):
         f.SetValue(i, float(v))
     if smoothing:

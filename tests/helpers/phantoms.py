@@ -1,4 +1,8 @@
-"""Synthetic label maps with known geometry, for the meshing tests and benchmarks (not for clinical use)."""
+"""Synthetic label maps with known geometry for the meshing tests and benchmarks (not for clinical use).
+
+Tests import ``from helpers import phantoms`` (``tests/`` is on sys.path); bench scripts import
+``from tests.helpers import phantoms`` (they put the repository root on sys.path).
+"""
 
 from __future__ import annotations
 
