@@ -33,6 +33,6 @@ if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
   tifffile graphviz yacs blosc2 imagecodecs matplotlib seaborn requests connected-components-3d
 if [ -f ui/package-lock.json ] && [ -x tools/build_ui_vendor.sh ]; then bash tools/build_ui_vendor.sh; fi
 # Build the compiled CPU meshing kernels now rather than on the first reconstruction (g++ + OpenMP, cached).
-.venv/bin/python -c "from kernels import _native; from kernels.marching_cubes import LABEL_KINDS; \
+.venv/bin/python -c "from kernels import _native; from kernels.layout import LABEL_KINDS; \
 print('native meshing kernels:', sum(_native.library(k) is not None for k in sorted(set(LABEL_KINDS.values()))), 'built')"
 echo "set up: .venv/bin/appliance $(.venv/bin/appliance --version)"
