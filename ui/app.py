@@ -18,6 +18,7 @@ from typing import Any
 from flask import Flask, session
 
 from ui import auth
+from ui.assets import STATIC_DIR, TEMPLATE_DIR, VENDOR_MANIFEST
 from ui.audit_sink import UiAudit
 from ui.i18n import catalogue, translate
 from ui.security import IMPORT_MAP, add_security_headers
@@ -25,8 +26,6 @@ from ui.settings import LANGUAGES, UiSettings, settings_from_config, split_confi
 
 log = logging.getLogger(__name__)
 
-UI_DIR = Path(__file__).resolve().parent
-VENDOR_DIR = UI_DIR / "static" / "vendor"
 
 
 def current_language() -> str:
@@ -81,7 +80,7 @@ def create_app(config: Mapping[str, Any] | None = None, service: object | None =
     settings = settings_from_config(appliance_config)
     if demo_dir is not None:
         service, settings = _demo(Path(demo_dir), settings)
-    app = Flask(__name__, static_folder=str(UI_DIR / "static"), template_folder=str(UI_DIR / "templates"))
+    app = Flask(__name__, static_folder=str(STATIC_DIR), template_folder=str(TEMPLATE_DIR))
     app.config.update(
         SECRET_KEY=secrets.token_hex(32),
         SESSION_COOKIE_HTTPONLY=True,
@@ -97,7 +96,7 @@ def create_app(config: Mapping[str, Any] | None = None, service: object | None =
     app.extensions["ui_demo"] = demo_dir is not None
     app.extensions["ui_pin_gate"] = auth.PinGate(settings)
     app.extensions["ui_audit"] = UiAudit(settings.data_dir)
-    if not (VENDOR_DIR / "manifest.json").is_file():
+    if not VENDOR_MANIFEST.is_file():
         log.warning("ui/static/vendor/ is not built: run `bash tools/build_ui_vendor.sh`; the viewers cannot load")
 
     from ui.views.auth import bp as auth_bp

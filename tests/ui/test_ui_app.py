@@ -17,7 +17,8 @@ from werkzeug.security import generate_password_hash
 
 from appliance.audit import AuditLog
 from appliance.service.catalogue import JOB_STATES
-from ui.app import UI_DIR, VENDOR_DIR, create_app
+from ui.app import create_app
+from ui.assets import UI_DIR, VENDOR_DIR
 from ui.auth import PinGate, hash_pin
 from ui.errors import UiConfigurationError
 from ui.i18n import catalogue, check_catalogues

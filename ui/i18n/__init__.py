@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 
+from ui.assets import CATALOGUE_DIR
 from ui.errors import UiError
 from ui.settings import LANGUAGES
-
-CATALOGUE_DIR = Path(__file__).resolve().parent
 
 
 class CatalogueError(UiError):
