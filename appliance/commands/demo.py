@@ -5,7 +5,7 @@ TotalSegmentator). The outputs go to ``out/demo`` under the current folder unles
 map, one mesh per structure in every format, ``scene.glb``, ``report.html`` and ``manifest.json``.
 
 ``--serve`` then starts the touchscreen UI (``ui.app.create_app``) on 127.0.0.1 with ``DEMO_OUTPUT_DIR`` set to
-the output folder (the hook for the UI to show the demo model), when the UI is part of the build.
+the output folder (the hook for the UI to show the demo model).
 """
 
 from __future__ import annotations
@@ -38,13 +38,9 @@ def sample_path() -> Path:
 
 
 def serve_outputs(out_dir: Path, port: int) -> int:
-    """Start the touchscreen UI showing ``out_dir`` (hook for ``--serve``); 1 when the UI is not built in."""
-    try:
-        from ui.app import create_app
-    except ImportError as exc:
-        sys.stderr.write(f"appliance demo --serve: the touchscreen UI is not part of this build ({exc}); "
-                         f"open {out_dir / 'report.html'} instead\n")
-        return 1
+    """Start the touchscreen UI showing ``out_dir`` (hook for ``--serve``)."""
+    from ui.app import create_app  # the UI (Flask app, its blueprints) is loaded only for --serve
+
     ui_data = out_dir.parent / ".demo-ui"  # the UI's own state (sessions, audit) beside the outputs, not in /var
     app = create_app({"DEMO_OUTPUT_DIR": str(out_dir.resolve()), "storage": {"data_dir": str(ui_data)}})
     sys.stderr.write(f"serving the UI on http://127.0.0.1:{port}/ (Ctrl+C to stop)\n")
