@@ -14,14 +14,10 @@ from typing import Any
 
 import yaml
 
-from appliance.errors import ApplianceError
+from appliance.trace.errors import RegisterError
 
 ID_RE = re.compile(r"^REQ-(ACQ|OUT|PERF|FUNC|HCI|TRACE|PRIV|SAFE|UPD)-\d{3}$")
 VERIFICATION_KINDS = frozenset({"test", "benchmark", "inspection"})
-
-
-class RegisterError(ApplianceError):
-    """The requirement register is malformed."""
 
 
 @dataclass(frozen=True)

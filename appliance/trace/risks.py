@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from appliance.trace.register import RegisterError
+from appliance.trace.errors import RegisterError
 
 RISK_ID_RE = re.compile(r"^RISK-\d{3}$")
 

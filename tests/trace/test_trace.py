@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from appliance.cli import main
+from appliance.trace.errors import RegisterError
 from appliance.trace.matrix import build_matrix, check, summary
-from appliance.trace.register import RegisterError, load_register
+from appliance.trace.register import load_register
 from appliance.trace.risks import load_risks
 
 ROOT = Path(__file__).resolve().parents[2]

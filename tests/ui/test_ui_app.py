@@ -21,7 +21,7 @@ from appliance.service.catalogue import JOB_STATES
 from ui.app import create_app
 from ui.assets import UI_DIR, VENDOR_DIR
 from ui.auth import PinGate, hash_pin
-from ui.errors import UiConfigurationError
+from ui.errors import InvalidPin, UiConfigurationError
 from ui.i18n import catalogue, check_catalogues
 from ui.security import IMPORT_MAP
 from ui.settings import UiSettings
@@ -132,7 +132,7 @@ def test_pins_are_hashed_roles_see_only_their_screens_and_logins_are_audited(tmp
     assert "2468" not in h and h.startswith("pbkdf2:sha256:600000$") and h != hash_pin("2468")  # salted
     gate = PinGate(UiSettings(pin_hashes={"nurse": h}))
     assert gate.attempt("nurse", "2468").ok and not gate.attempt("nurse", "2469").ok
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidPin, match="4 to 12 digits"):
         hash_pin("12")
     app = make_app(tmp_path)
     client = app.test_client()

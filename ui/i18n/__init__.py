@@ -10,12 +10,8 @@ import json
 from functools import cache
 
 from ui.assets import CATALOGUE_DIR
-from ui.errors import UiError
+from ui.errors import CatalogueError
 from ui.settings import LANGUAGES
-
-
-class CatalogueError(UiError):
-    """A message catalogue is missing, malformed or out of step with the other."""
 
 
 @cache
