@@ -27,5 +27,6 @@ def check_requirement_marks(items: Iterable[pytest.Item], known: Mapping[str, An
                     unknown.append(f"{item.nodeid}: {rid}")
     if unknown:
         raise pytest.UsageError(
-            "tests name requirement IDs missing from docs/requirements/*.yaml:\n  " + "\n  ".join(unknown)
+            "tests name requirement IDs missing from appliance/trace/data/requirements/*.yaml:\n  "
+            + "\n  ".join(unknown)
         )
