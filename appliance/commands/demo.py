@@ -1,6 +1,6 @@
 """``appliance demo [--out DIR] [--serve]``: reconstruct the bundled real CT sample end to end.
 
-The sample is ``samples/ct_abdomen_20slices/dicom`` (20 real CT slices, JPEG 2000, Apache-2.0, from
+The sample is ``appliance/samples/ct_abdomen_20slices/dicom``, package data (20 real CT slices, JPEG 2000, Apache-2.0, from
 TotalSegmentator). The outputs go to ``out/demo`` under the current folder unless ``--out`` says otherwise: label
 map, one mesh per structure in every format, ``scene.glb``, ``report.html`` and ``manifest.json``.
 
@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 from appliance.commands.reconstruct import add_pipeline_options, run_reconstruction
@@ -23,16 +24,16 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RELATIVE = Path("samples") / "ct_abdomen_20slices" / "dicom"
 DEFAULT_OUT = Path("out") / "demo"
-#: Folder holding ``samples/`` (the source tree); APPLIANCE_SAMPLES_ROOT overrides it for installed copies.
-SOURCE_ROOT = Path(__file__).resolve().parents[2]
+#: Folder holding ``samples/``: the ``appliance`` package (its data); APPLIANCE_SAMPLES_ROOT overrides it.
+PACKAGE_SAMPLES_ROOT = Path(str(files("appliance")))
 
 
 def sample_path() -> Path:
     """The bundled DICOM sample; ConfigurationError saying where it was looked for when absent."""
-    root = Path(os.environ.get("APPLIANCE_SAMPLES_ROOT", SOURCE_ROOT))
+    root = Path(os.environ.get("APPLIANCE_SAMPLES_ROOT", PACKAGE_SAMPLES_ROOT))
     path = root / SAMPLE_RELATIVE
     if not path.is_dir() or not any(path.iterdir()):
-        raise ConfigurationError(f"the bundled sample {path} is missing; run from the source tree or set "
+        raise ConfigurationError(f"the bundled sample {path} is missing; reinstall the appliance or set "
                                  "APPLIANCE_SAMPLES_ROOT to the folder that holds samples/")
     return path
 
