@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -147,7 +148,7 @@ def test_unknown_requirement_id_fails_the_pytest_run(tmp_path: Path) -> None:
     import sys
 
     (tmp_path / "conftest.py").write_text(textwrap.dedent("""
-        from appliance.trace.pytest_support import check_requirement_marks
+        from helpers.trace_marks import check_requirement_marks
 
         def pytest_configure(config):
             config.addinivalue_line("markers", "req(*ids): requirement IDs")
@@ -165,11 +166,13 @@ def test_unknown_requirement_id_fails_the_pytest_run(tmp_path: Path) -> None:
         def test_unknown(): pass
     """))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)]
-    bad = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    tests_dir = str(Path(__file__).resolve().parents[1])  # holds helpers/
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))}
+    bad = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode == 4, bad.stdout + bad.stderr  # pytest's usage-error exit code
     assert "REQ-ACQ-999" in bad.stdout + bad.stderr
     (tmp_path / "test_x.py").write_text(
         'import pytest\n\n@pytest.mark.req("REQ-ACQ-001")\ndef test_known(): pass\n'
     )
-    good = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    good = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert good.returncode == 0, good.stdout + good.stderr
