@@ -1,8 +1,8 @@
 """``appliance demo [--out DIR] [--serve]``: reconstruct the bundled real CT sample end to end.
 
-The sample is ``appliance/samples/ct_abdomen_20slices/dicom``, package data (20 real CT slices, JPEG 2000, Apache-2.0, from
-TotalSegmentator). The outputs go to ``out/demo`` under the current folder unless ``--out`` says otherwise: label
-map, one mesh per structure in every format, ``scene.glb``, ``report.html`` and ``manifest.json``.
+The sample is ``appliance/samples/ct_abdomen_20slices/dicom``, package data (20 real CT slices, JPEG 2000,
+Apache-2.0, from TotalSegmentator). The outputs go to ``out/demo`` under the current folder unless ``--out`` says
+otherwise: label map, one mesh per structure in every format, ``scene.glb``, ``report.html`` and ``manifest.json``.
 
 ``--serve`` then starts the touchscreen UI (``ui.app.create_app``) on 127.0.0.1 with ``DEMO_OUTPUT_DIR`` set to
 the output folder (the hook for the UI to show the demo model).
