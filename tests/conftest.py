@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers.trace_marks import check_requirement_marks
 
-from appliance.trace.pytest_support import check_requirement_marks
 from appliance.trace.register import load_register
 from kernels.device import cuda_available
 

@@ -24,13 +24,13 @@ import pytest
 import trimesh
 
 from appliance.cli import build_parser, main
-from appliance.commands.demo import DEFAULT_OUT, SAMPLE_RELATIVE, SOURCE_ROOT
+from appliance.commands.demo import DEFAULT_OUT, PACKAGE_SAMPLES_ROOT, SAMPLE_RELATIVE
 from appliance.commands.reconstruct import ProgressBar
 from appliance.export.manifest import read_manifest
 from appliance.ingest import load_input
 from appliance.meshing.qa import distance_to_mask
 
-SAMPLE = SOURCE_ROOT / SAMPLE_RELATIVE
+SAMPLE = PACKAGE_SAMPLES_ROOT / SAMPLE_RELATIVE
 
 
 @pytest.fixture(scope="module")

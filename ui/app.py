@@ -1,14 +1,13 @@
 """Flask app factory of the touchscreen OR UI.
 
 ``create_app(config, service)`` builds the kiosk: the UI's blueprints (login/lock, nurse inbox, surgeon viewer,
-service screen), the security headers, the message catalogues and, when importable, the service's JSON API
+service screen), the security headers, the message catalogues and the service's JSON API
 blueprint (``appliance.service.api.api_blueprint``), which finds ``service`` at
 ``app.config["APPLIANCE_SERVICE"]``. ``appliance serve`` calls this; tests call it with their own configuration.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import secrets
 from collections.abc import Mapping
@@ -17,7 +16,9 @@ from typing import Any
 
 from flask import Flask, session
 
+from appliance.service.api import AUTHORISER_KEY, api_blueprint
 from ui import auth
+from ui.assets import STATIC_DIR, TEMPLATE_DIR, VENDOR_MANIFEST
 from ui.audit_sink import UiAudit
 from ui.i18n import catalogue, translate
 from ui.security import IMPORT_MAP, add_security_headers
@@ -25,8 +26,6 @@ from ui.settings import LANGUAGES, UiSettings, settings_from_config, split_confi
 
 log = logging.getLogger(__name__)
 
-UI_DIR = Path(__file__).resolve().parent
-VENDOR_DIR = UI_DIR / "static" / "vendor"
 
 
 def current_language() -> str:
@@ -38,16 +37,10 @@ def current_language() -> str:
     return settings.language
 
 
-def _register_service_api(app: Flask) -> bool:
-    """Register the service's JSON API blueprint when it exists; False when it is not importable."""
-    try:
-        module = importlib.import_module("appliance.service.api")
-    except ImportError as exc:
-        log.warning("service JSON API not available (%s); the UI pages will show no studies", exc)
-        return False
-    app.register_blueprint(module.api_blueprint)
-    app.config[module.AUTHORISER_KEY] = auth.service_api_access
-    return True
+def _register_service_api(app: Flask) -> None:
+    """Register the service's JSON API blueprint with the kiosk's authoriser."""
+    app.register_blueprint(api_blueprint)
+    app.config[AUTHORISER_KEY] = auth.service_api_access
 
 
 def _demo(out_dir: Path, settings: UiSettings) -> tuple[object, UiSettings]:
@@ -81,7 +74,7 @@ def create_app(config: Mapping[str, Any] | None = None, service: object | None =
     settings = settings_from_config(appliance_config)
     if demo_dir is not None:
         service, settings = _demo(Path(demo_dir), settings)
-    app = Flask(__name__, static_folder=str(UI_DIR / "static"), template_folder=str(UI_DIR / "templates"))
+    app = Flask(__name__, static_folder=str(STATIC_DIR), template_folder=str(TEMPLATE_DIR))
     app.config.update(
         SECRET_KEY=secrets.token_hex(32),
         SESSION_COOKIE_HTTPONLY=True,
@@ -97,7 +90,7 @@ def create_app(config: Mapping[str, Any] | None = None, service: object | None =
     app.extensions["ui_demo"] = demo_dir is not None
     app.extensions["ui_pin_gate"] = auth.PinGate(settings)
     app.extensions["ui_audit"] = UiAudit(settings.data_dir)
-    if not (VENDOR_DIR / "manifest.json").is_file():
+    if not VENDOR_MANIFEST.is_file():
         log.warning("ui/static/vendor/ is not built: run `bash tools/build_ui_vendor.sh`; the viewers cannot load")
 
     from ui.views.auth import bp as auth_bp
@@ -107,7 +100,9 @@ def create_app(config: Mapping[str, Any] | None = None, service: object | None =
 
     for bp in (auth_bp, nurse_bp, surgeon_bp, service_bp):
         app.register_blueprint(bp)
-    app.config["UI_SERVICE_API_REGISTERED"] = _register_service_api(app) if register_api else False
+    if register_api:
+        _register_service_api(app)
+    app.config["UI_SERVICE_API_REGISTERED"] = register_api
 
     app.after_request(add_security_headers)
 

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar, cast
 from flask import abort, current_app, jsonify, redirect, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from ui.errors import InvalidPin
 from ui.settings import ROLES, UiSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,9 +35,13 @@ AREA_ROLES: dict[str, frozenset[str]] = {
 
 
 def hash_pin(pin: str) -> str:
-    """Hash a PIN for ``[ui] pins`` in appliance.toml (PBKDF2-SHA256, salted, werkzeug format)."""
+    """Hash a PIN for ``[ui] pins`` in appliance.toml (PBKDF2-SHA256, salted, werkzeug format).
+
+    Raises:
+        InvalidPin: ``pin`` is not 4 to 12 digits.
+    """
     if not pin.isdigit() or not 4 <= len(pin) <= 12:
-        raise ValueError("a PIN is 4 to 12 digits")
+        raise InvalidPin("a PIN is 4 to 12 digits")
     return generate_password_hash(pin, method="pbkdf2:sha256:600000")
 
 

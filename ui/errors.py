@@ -13,5 +13,13 @@ class UiConfigurationError(UiError):
     """The UI configuration is unusable; the message names the key to fix."""
 
 
+class CatalogueError(UiError):
+    """A message catalogue is missing, malformed or out of step with the other."""
+
+
+class InvalidPin(UiError, ValueError):
+    """A PIN that is not 4 to 12 digits (a ``ValueError`` too, as callers of ``hash_pin`` expect)."""
+
+
 class VendorMissing(UiError):
     """ui/static/vendor/ has not been built; run ``bash tools/build_ui_vendor.sh``."""

@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 
 import appliance
+from engines.packs import list_packs
 
 log = logging.getLogger(__name__)
 
@@ -109,16 +110,9 @@ def versions(vendor_manifest: Path) -> dict[str, Any]:
 
 
 def model_packs() -> list[dict[str, Any]]:
-    """Installed model packs when the engines expose them (``engines.packs.installed_packs``); else []."""
+    """Installed model packs (``engines.packs.list_packs``): name, version and licence of each."""
     try:
-        packs = importlib.import_module("engines.packs")
-    except ImportError:
-        return []
-    lister = getattr(packs, "installed_packs", None)
-    if lister is None:
-        return []
-    try:
-        return [p if isinstance(p, dict) else {"name": str(p)} for p in lister()]
+        return [{"name": p.name, "version": p.version, "licence": p.licence} for p in list_packs()]
     except Exception:  # a broken pack must not take the service screen down
         log.exception("listing model packs failed")
         return []

@@ -5,12 +5,14 @@ checks, automatic rollback); the screen shows the command and the verified relea
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from typing import Any
 
 from appliance.config import ApplianceConfig
+from appliance.update.client import UpdateClient, release_summary
+from appliance.update.install import Installer
+from appliance.update.policy import BoxProfile
 
 log = logging.getLogger(__name__)
 
@@ -19,24 +21,12 @@ def _install_root(cfg: ApplianceConfig) -> Path:
     return Path(cfg.update.options.get("install_root", str(cfg.data_dir / "releases")))
 
 
-def mechanism_available() -> bool:
-    """True when the update client and installer are part of this build."""
-    try:
-        importlib.import_module("appliance.update.client")
-        importlib.import_module("appliance.update.install")
-    except ImportError:
-        return False
-    return True
-
-
 def update_status(cfg: ApplianceConfig) -> dict[str, Any]:
-    """Mechanism present?, configured repository, installed releases per kind (current/previous/pending)."""
-    out: dict[str, Any] = {"mechanism": mechanism_available(), "repository": cfg.update.repository, "installed": {}}
-    out["can_check"] = bool(out["mechanism"] and cfg.update.repository)
-    if out["mechanism"] and _install_root(cfg).is_dir():
-        from appliance.update.install import Installer
-        from appliance.update.policy import BoxProfile
-
+    """Mechanism present (always, it is part of the appliance), configured repository, installed releases per kind
+    (current/previous/pending)."""
+    out: dict[str, Any] = {"mechanism": True, "repository": cfg.update.repository, "installed": {}}
+    out["can_check"] = bool(cfg.update.repository)
+    if _install_root(cfg).is_dir():
         status = Installer(_install_root(cfg), BoxProfile(os_version=(0,))).status()
         out["installed"] = {k: {"current": v["current"], "previous": v["previous"], "pending": v["pending"]}
                             for k, v in status["kinds"].items()}  # fmt: skip
@@ -45,7 +35,5 @@ def update_status(cfg: ApplianceConfig) -> dict[str, Any]:
 
 def check_repository(cfg: ApplianceConfig) -> dict[str, Any]:
     """Refresh the repository's metadata through TUF and list its releases (raises ``UpdateError``)."""
-    from appliance.update.client import UpdateClient, release_summary
-
     client = UpdateClient(cfg.update.repository, Path(cfg.update.trusted_metadata_dir))
     return release_summary(client.refresh())

@@ -1,11 +1,11 @@
 """``appliance demo [--out DIR] [--serve]``: reconstruct the bundled real CT sample end to end.
 
-The sample is ``samples/ct_abdomen_20slices/dicom`` (20 real CT slices, JPEG 2000, Apache-2.0, from
-TotalSegmentator). The outputs go to ``out/demo`` under the current folder unless ``--out`` says otherwise: label
-map, one mesh per structure in every format, ``scene.glb``, ``report.html`` and ``manifest.json``.
+The sample is ``appliance/samples/ct_abdomen_20slices/dicom``, package data (20 real CT slices, JPEG 2000,
+Apache-2.0, from TotalSegmentator). The outputs go to ``out/demo`` under the current folder unless ``--out`` says
+otherwise: label map, one mesh per structure in every format, ``scene.glb``, ``report.html`` and ``manifest.json``.
 
 ``--serve`` then starts the touchscreen UI (``ui.app.create_app``) on 127.0.0.1 with ``DEMO_OUTPUT_DIR`` set to
-the output folder (the hook for the UI to show the demo model), when the UI is part of the build.
+the output folder (the hook for the UI to show the demo model).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 from appliance.commands.reconstruct import add_pipeline_options, run_reconstruction
@@ -23,28 +24,24 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RELATIVE = Path("samples") / "ct_abdomen_20slices" / "dicom"
 DEFAULT_OUT = Path("out") / "demo"
-#: Folder holding ``samples/`` (the source tree); APPLIANCE_SAMPLES_ROOT overrides it for installed copies.
-SOURCE_ROOT = Path(__file__).resolve().parents[2]
+#: Folder holding ``samples/``: the ``appliance`` package (its data); APPLIANCE_SAMPLES_ROOT overrides it.
+PACKAGE_SAMPLES_ROOT = Path(str(files("appliance")))
 
 
 def sample_path() -> Path:
     """The bundled DICOM sample; ConfigurationError saying where it was looked for when absent."""
-    root = Path(os.environ.get("APPLIANCE_SAMPLES_ROOT", SOURCE_ROOT))
+    root = Path(os.environ.get("APPLIANCE_SAMPLES_ROOT", PACKAGE_SAMPLES_ROOT))
     path = root / SAMPLE_RELATIVE
     if not path.is_dir() or not any(path.iterdir()):
-        raise ConfigurationError(f"the bundled sample {path} is missing; run from the source tree or set "
+        raise ConfigurationError(f"the bundled sample {path} is missing; reinstall the appliance or set "
                                  "APPLIANCE_SAMPLES_ROOT to the folder that holds samples/")
     return path
 
 
 def serve_outputs(out_dir: Path, port: int) -> int:
-    """Start the touchscreen UI showing ``out_dir`` (hook for ``--serve``); 1 when the UI is not built in."""
-    try:
-        from ui.app import create_app
-    except ImportError as exc:
-        sys.stderr.write(f"appliance demo --serve: the touchscreen UI is not part of this build ({exc}); "
-                         f"open {out_dir / 'report.html'} instead\n")
-        return 1
+    """Start the touchscreen UI showing ``out_dir`` (hook for ``--serve``)."""
+    from ui.app import create_app  # the UI (Flask app, its blueprints) is loaded only for --serve
+
     ui_data = out_dir.parent / ".demo-ui"  # the UI's own state (sessions, audit) beside the outputs, not in /var
     app = create_app({"DEMO_OUTPUT_DIR": str(out_dir.resolve()), "storage": {"data_dir": str(ui_data)}})
     sys.stderr.write(f"serving the UI on http://127.0.0.1:{port}/ (Ctrl+C to stop)\n")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 from collections import defaultdict
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +62,12 @@ def _effective_outcome(t: TestOutcome) -> str:
     return t.outcome
 
 
-def build_matrix(root: Path, junit: Path | None = None, register_dir: Path | None = None,
-                 risk_file: Path | None = None) -> TraceMatrix:
-    """Gather the register, risk file and evidence of the tree at ``root``."""
-    register = load_register(register_dir or root / "docs" / "requirements")
-    risks = load_risks(risk_file or root / "docs" / "risks.yaml")
+def build_matrix(root: Path, junit: Path | None = None, register_dir: Traversable | None = None,
+                 risk_file: Traversable | None = None) -> TraceMatrix:
+    """Gather the register, the risk file (default: those shipped in ``appliance/trace/data``) and the evidence
+    of the source tree at ``root``."""
+    register = load_register(register_dir)
+    risks = load_risks(risk_file)
     rows = {rid: RequirementRow(req) for rid, req in register.items()}
     for rid, mods in scan_code(root).items():
         if rid in rows:

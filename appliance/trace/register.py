@@ -1,4 +1,4 @@
-"""Load the requirement register: every ``docs/requirements/*.yaml`` file.
+"""Load the requirement register: every ``*.yaml`` file of ``appliance/trace/data/requirements`` (package data).
 
 Each file is a YAML list of ``{id, clause, text, verification: [test|benchmark|inspection], inspection: [paths]}``
 (``inspection`` names the files a reviewer reads, relative to the repository root).
@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import yaml
 
-from appliance.errors import ApplianceError
+from appliance.trace.errors import RegisterError
 
 ID_RE = re.compile(r"^REQ-(ACQ|OUT|PERF|FUNC|HCI|TRACE|PRIV|SAFE|UPD)-\d{3}$")
 VERIFICATION_KINDS = frozenset({"test", "benchmark", "inspection"})
-
-
-class RegisterError(ApplianceError):
-    """The requirement register is malformed."""
 
 
 @dataclass(frozen=True)
@@ -36,18 +33,24 @@ class Requirement:
     inspection: tuple[str, ...] = ()
 
 
-def default_register_dir() -> Path:
-    """``docs/requirements`` of the source tree."""
-    return Path(__file__).resolve().parents[2] / "docs" / "requirements"
+def default_register_dir() -> Traversable:
+    """The register shipped with the package: ``appliance/trace/data/requirements``."""
+    return files("appliance.trace") / "data" / "requirements"
 
 
-def load_register(directory: Path | None = None) -> dict[str, Requirement]:
-    """All requirements by ID, from every YAML file in ``directory``."""
+def _yaml_files(directory: Traversable) -> list[Traversable]:
+    """The ``*.yaml`` files of ``directory`` by name (as ``glob("*.yaml")``: no hidden files)."""
+    found = [p for p in directory.iterdir() if p.name.endswith(".yaml") and not p.name.startswith(".") and p.is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def load_register(directory: Traversable | None = None) -> dict[str, Requirement]:
+    """All requirements by ID, from every YAML file in ``directory`` (default: the shipped register)."""
     directory = directory or default_register_dir()
     if not directory.is_dir():
         raise RegisterError(f"requirement register folder {directory} is missing")
     out: dict[str, Requirement] = {}
-    for path in sorted(directory.glob("*.yaml")):
+    for path in _yaml_files(directory):
         data: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or []
         if not isinstance(data, list):
             raise RegisterError(f"{path.name}: expected a YAML list of requirements")

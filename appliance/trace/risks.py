@@ -1,15 +1,17 @@
-"""Load the risk file ``docs/risks.yaml`` (ISO 14971 style): hazards, their ratings and mitigating requirements."""
+"""Load the risk file ``appliance/trace/data/risks.yaml`` (package data, ISO 14971 style): hazards, their ratings
+and mitigating requirements."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import yaml
 
-from appliance.trace.register import RegisterError
+from appliance.trace.errors import RegisterError
 
 RISK_ID_RE = re.compile(r"^RISK-\d{3}$")
 
@@ -42,13 +44,13 @@ class Risk:
         return self.severity * self.probability
 
 
-def default_risk_file() -> Path:
-    """``docs/risks.yaml`` of the source tree."""
-    return Path(__file__).resolve().parents[2] / "docs" / "risks.yaml"
+def default_risk_file() -> Traversable:
+    """The risk file shipped with the package: ``appliance/trace/data/risks.yaml``."""
+    return files("appliance.trace") / "data" / "risks.yaml"
 
 
-def load_risks(path: Path | None = None) -> dict[str, Risk]:
-    """All risks by ID; malformed entries raise RegisterError naming the entry."""
+def load_risks(path: Traversable | None = None) -> dict[str, Risk]:
+    """All risks by ID (default: the shipped risk file); malformed entries raise RegisterError naming the entry."""
     path = path or default_risk_file()
     if not path.is_file():
         raise RegisterError(f"risk file {path} is missing")

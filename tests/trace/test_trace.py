@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from appliance.cli import main
-from appliance.trace.matrix import build_matrix, check, summary
-from appliance.trace.register import RegisterError, load_register
+from appliance.trace.errors import RegisterError
+from appliance.trace.matrix import TraceMatrix, build_matrix, check, summary
+from appliance.trace.register import load_register
 from appliance.trace.risks import load_risks
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tree(tmp_path: Path, *, test_outcome: str = "passed", risk_mitigation: str = "REQ-ACQ-001") -> Path:
+    """A source tree with its own register (``docs/requirements``) and risk file (``docs/risks.yaml``)."""
     (tmp_path / "docs" / "requirements").mkdir(parents=True)
     (tmp_path / "docs" / "requirements" / "a.yaml").write_text(textwrap.dedent("""
         - id: REQ-ACQ-001
@@ -53,6 +54,16 @@ def _tree(tmp_path: Path, *, test_outcome: str = "passed", risk_mitigation: str 
     return tmp_path
 
 
+def _matrix(root: Path) -> TraceMatrix:
+    return build_matrix(root, root / "junit.xml", root / "docs" / "requirements", root / "docs" / "risks.yaml")
+
+
+def _cli(root: Path, out: Path, *flags: str) -> int:
+    return main(["trace", "--root", str(root), "--junit", str(root / "junit.xml"), "--out", str(out),
+                 "--register", str(root / "docs" / "requirements"), "--risks", str(root / "docs" / "risks.yaml"),
+                 *flags])  # fmt: skip
+
+
 @pytest.mark.req("REQ-TRACE-200")
 def test_register_refuses_malformed_and_duplicate_ids(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("- {id: REQ-ACQ-1, clause: c, text: t, verification: [test]}\n")
@@ -79,7 +90,7 @@ def test_project_register_and_risk_file_load() -> None:
 @pytest.mark.req("REQ-TRACE-202")
 def test_matrix_links_code_tests_benchmarks_and_risks(tmp_path: Path) -> None:
     root = _tree(tmp_path)
-    m = build_matrix(root, root / "junit.xml")
+    m = _matrix(root)
     row = m.rows["REQ-ACQ-001"]
     assert row.code == ["appliance/geo.py"]
     assert row.test_files == ["tests/test_geo.py"]
@@ -95,7 +106,7 @@ def test_matrix_links_code_tests_benchmarks_and_risks(tmp_path: Path) -> None:
 @pytest.mark.parametrize("outcome", ["failed", "skipped"])
 def test_check_fails_when_mitigating_test_fails_or_skips(tmp_path: Path, outcome: str) -> None:
     root = _tree(tmp_path, test_outcome=outcome)
-    problems = check(build_matrix(root, root / "junit.xml"), root)
+    problems = check(_matrix(root), root)
     assert any(p.startswith("RISK-001") for p in problems), problems
 
 
@@ -103,7 +114,7 @@ def test_check_fails_when_mitigating_test_fails_or_skips(tmp_path: Path, outcome
 def test_check_fails_on_unknown_mitigation_and_missing_benchmark(tmp_path: Path) -> None:
     root = _tree(tmp_path, risk_mitigation="REQ-SAFE-999")
     (root / "bench" / "speed.py").write_text("# nothing declared\n")
-    problems = check(build_matrix(root, root / "junit.xml"), root)
+    problems = check(_matrix(root), root)
     assert any("REQ-SAFE-999 is not in the register" in p for p in problems)
     assert any(p.startswith("REQ-PERF-001") and "benchmark" in p for p in problems)
 
@@ -112,15 +123,23 @@ def test_check_fails_on_unknown_mitigation_and_missing_benchmark(tmp_path: Path)
 def test_cli_json_and_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = _tree(tmp_path)
     out = tmp_path / "build"
-    rc = main(["trace", "--root", str(root), "--junit", str(root / "junit.xml"), "--out", str(out), "--json",
-               "--check"])
-    assert rc == 0
+    assert _cli(root, out, "--json", "--check") == 0
     data = json.loads(capsys.readouterr().out)
     assert data == {"requirements": 2, "verified": 2, "unverified": [], "risks": 1, "unmitigated": []}
     assert "REQ-ACQ-001" in (out / "trace.md").read_text()
     assert "<table>" in (out / "trace.html").read_text()
     bad = _tree(tmp_path / "bad", test_outcome="failed")
-    assert main(["trace", "--root", str(bad), "--junit", str(bad / "junit.xml"), "--out", str(out), "--check"]) == 1
+    assert _cli(bad, out, "--check") == 1
+
+
+@pytest.mark.req("REQ-TRACE-202")
+def test_cli_reads_the_shipped_register_and_risk_file_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(["trace", "--root", str(tmp_path), "--out", str(tmp_path / "build"), "--json"])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["requirements"], data["risks"]) == (len(load_register()), len(load_risks()))
 
 
 @pytest.mark.req("REQ-TRACE-201")
@@ -129,7 +148,7 @@ def test_unknown_requirement_id_fails_the_pytest_run(tmp_path: Path) -> None:
     import sys
 
     (tmp_path / "conftest.py").write_text(textwrap.dedent("""
-        from appliance.trace.pytest_support import check_requirement_marks
+        from helpers.trace_marks import check_requirement_marks
 
         def pytest_configure(config):
             config.addinivalue_line("markers", "req(*ids): requirement IDs")
@@ -147,11 +166,13 @@ def test_unknown_requirement_id_fails_the_pytest_run(tmp_path: Path) -> None:
         def test_unknown(): pass
     """))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)]
-    bad = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    tests_dir = str(Path(__file__).resolve().parents[1])  # holds helpers/
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))}
+    bad = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode == 4, bad.stdout + bad.stderr  # pytest's usage-error exit code
     assert "REQ-ACQ-999" in bad.stdout + bad.stderr
     (tmp_path / "test_x.py").write_text(
         'import pytest\n\n@pytest.mark.req("REQ-ACQ-001")\ndef test_known(): pass\n'
     )
-    good = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    good = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
     assert good.returncode == 0, good.stdout + good.stderr

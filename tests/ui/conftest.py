@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ui_browser import CHROMIUM, CHROMIUM_ARGS, Kiosk, start_kiosk
 
-from ui.app import VENDOR_DIR
+from ui.assets import VENDOR_DIR
 
 
 @pytest.fixture(scope="module")

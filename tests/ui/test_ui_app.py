@@ -16,10 +16,12 @@ from flask.testing import FlaskClient
 from werkzeug.security import generate_password_hash
 
 from appliance.audit import AuditLog
+from appliance.commands.serve import create_web_app
 from appliance.service.catalogue import JOB_STATES
-from ui.app import UI_DIR, VENDOR_DIR, create_app
+from ui.app import create_app
+from ui.assets import UI_DIR, VENDOR_DIR
 from ui.auth import PinGate, hash_pin
-from ui.errors import UiConfigurationError
+from ui.errors import InvalidPin, UiConfigurationError
 from ui.i18n import catalogue, check_catalogues
 from ui.security import IMPORT_MAP
 from ui.settings import UiSettings
@@ -130,7 +132,7 @@ def test_pins_are_hashed_roles_see_only_their_screens_and_logins_are_audited(tmp
     assert "2468" not in h and h.startswith("pbkdf2:sha256:600000$") and h != hash_pin("2468")  # salted
     gate = PinGate(UiSettings(pin_hashes={"nurse": h}))
     assert gate.attempt("nurse", "2468").ok and not gate.attempt("nurse", "2469").ok
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidPin, match="4 to 12 digits"):
         hash_pin("12")
     app = make_app(tmp_path)
     client = app.test_client()
@@ -261,7 +263,6 @@ def test_language_switch_is_kept_in_the_session(tmp_path: Path) -> None:
 def test_demo_mode_publishes_an_output_folder_behind_the_demo_pin(tmp_path: Path) -> None:
     from ui_phantom import write_case
 
-    pytest.importorskip("appliance.service.api", reason="the service JSON API (issue 5) is not in this tree")
     from ui.demo import DEMO_PIN
 
     case = tmp_path / "out"
@@ -278,13 +279,12 @@ def test_demo_mode_publishes_an_output_folder_behind_the_demo_pin(tmp_path: Path
 
 @pytest.mark.req("REQ-HCI-010", "REQ-HCI-030")
 def test_appliance_serve_builds_the_kiosk_over_the_real_service(tmp_path: Path) -> None:
-    serve = pytest.importorskip("appliance.commands.serve", reason="appliance serve (issue 5) is not in this tree")
     from appliance.config import load_config
     from appliance.service.runtime import ApplianceService
 
     cfg = load_config(None, overrides={"storage": {"data_dir": str(tmp_path)}, "dicom": {"port": 0},
                                       "ui": {"pins": {"nurse": HASHES["nurse"]}, "language": "zh-CN"}})  # fmt: skip
-    app = serve.create_web_app(cfg, ApplianceService(cfg))
+    app = create_web_app(cfg, ApplianceService(cfg))
     client = app.test_client()
     assert app.config["UI_SERVICE_API_REGISTERED"] is True
     assert '<html lang="zh-CN">' in client.get("/login").get_data(as_text=True)
@@ -296,14 +296,13 @@ def test_appliance_serve_builds_the_kiosk_over_the_real_service(tmp_path: Path) 
 
 @pytest.mark.req("REQ-PRIV-007")
 def test_service_api_answers_unlocked_patient_data_roles_and_the_token_only(tmp_path: Path) -> None:
-    serve = pytest.importorskip("appliance.commands.serve", reason="appliance serve (issue 5) is not in this tree")
     from appliance.config import load_config
     from appliance.service.api import issue_api_token, read_api_token
     from appliance.service.runtime import ApplianceService
 
     cfg = load_config(None, overrides={"storage": {"data_dir": str(tmp_path)}, "dicom": {"port": 0},
                                       "ui": {"pins": dict(HASHES), "idle_lock_seconds": 60}})  # fmt: skip
-    app = serve.create_web_app(cfg, ApplianceService(cfg), api_token=issue_api_token(tmp_path))
+    app = create_web_app(cfg, ApplianceService(cfg), api_token=issue_api_token(tmp_path))
     client = app.test_client()
     protected = ["/api/studies", "/api/jobs", "/api/jobs/1", "/api/jobs/1/files/report.html", "/api/imports"]
     for path in protected:  # logged out

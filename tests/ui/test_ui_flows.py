@@ -26,7 +26,7 @@ from ui_browser import (
 from ui_service_double import ALARM
 
 from appliance.audit import AuditLog
-from ui.app import UI_DIR
+from ui.assets import UI_DIR
 from ui.i18n import catalogue
 
 AXE = UI_DIR / "node_modules" / "axe-core" / "axe.min.js"

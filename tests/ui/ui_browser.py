@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 from werkzeug.security import generate_password_hash
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -66,7 +65,6 @@ class Kiosk:
 
 def start_kiosk(tmp: Path, case_dir: Path, ui: dict[str, Any] | None = None, step_s: float = 0.6) -> Kiosk:
     """The kiosk app with H6's API over a scripted service, served on a free port of 127.0.0.1."""
-    pytest.importorskip("appliance.service.api", reason="the service JSON API (issue 5) is not in this tree")
     from ui_service_double import ScriptedService
 
     data_dir = tmp / "data"

@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 
-from ui.errors import UiError
+from ui.assets import CATALOGUE_DIR
+from ui.errors import CatalogueError
 from ui.settings import LANGUAGES
-
-CATALOGUE_DIR = Path(__file__).resolve().parent
-
-
-class CatalogueError(UiError):
-    """A message catalogue is missing, malformed or out of step with the other."""
 
 
 @cache

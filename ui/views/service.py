@@ -11,6 +11,7 @@ from werkzeug.wrappers import Response
 from appliance.config import ApplianceConfig
 from appliance.errors import ApplianceError
 from ui import auth, health, updates
+from ui.assets import VENDOR_MANIFEST
 from ui.audit_sink import UiAudit
 
 log = logging.getLogger(__name__)
@@ -35,9 +36,7 @@ def machine() -> Response:
 @auth.require_area("service")
 def versions() -> Response:
     """Software, vendored front-end and model-pack versions."""
-    from ui.app import VENDOR_DIR
-
-    return jsonify(health.versions(VENDOR_DIR / "manifest.json"))
+    return jsonify(health.versions(VENDOR_MANIFEST))
 
 
 @bp.get("/ui/api/logs")

@@ -1,4 +1,4 @@
-"""The requirement-ID rule for pytest: tests name only IDs that exist in the register.
+"""The requirement-ID rule for pytest (test support, not shipped): tests name only IDs that exist in the register.
 
 ``tests/conftest.py`` calls :func:`check_requirement_marks` from ``pytest_collection_modifyitems``; an unknown ID
 stops the whole run with a usage error listing every offending test. The IDs are also copied into each test's
@@ -27,5 +27,6 @@ def check_requirement_marks(items: Iterable[pytest.Item], known: Mapping[str, An
                     unknown.append(f"{item.nodeid}: {rid}")
     if unknown:
         raise pytest.UsageError(
-            "tests name requirement IDs missing from docs/requirements/*.yaml:\n  " + "\n  ".join(unknown)
+            "tests name requirement IDs missing from appliance/trace/data/requirements/*.yaml:\n  "
+            + "\n  ".join(unknown)
         )
