@@ -68,7 +68,7 @@ def create_web_app(config: ApplianceConfig, service: ApplianceService, api_token
     """
     from flask import Flask
 
-    from appliance.service.api import API_TOKEN_KEY, api_blueprint
+    from appliance.service.api import API_TOKEN_KEY, ApiService, api_blueprint
 
     app: Any
     try:
@@ -78,7 +78,8 @@ def create_web_app(config: ApplianceConfig, service: ApplianceService, api_token
         app = Flask("appliance")
     else:
         app = create_app({"APPLIANCE_CONFIG": config}, service=service)
-    app.config["APPLIANCE_SERVICE"] = service
+    api_service: ApiService = service  # the API's view of the service
+    app.config["APPLIANCE_SERVICE"] = api_service
     app.config[API_TOKEN_KEY] = api_token
     if "appliance_api" not in app.blueprints:
         app.register_blueprint(api_blueprint)
