@@ -46,10 +46,13 @@ class ReconstructFn(Protocol):
 
 
 def default_reconstruct() -> ReconstructFn:
-    """:func:`appliance.pipeline.reconstruct`, imported when first needed."""
-    from appliance import pipeline  # type: ignore[attr-defined,unused-ignore]
+    """:func:`appliance.pipeline.reconstruct`, imported when the first job runs.
 
-    fn: ReconstructFn = pipeline.reconstruct
+    Engines and kernels load then, not when the service or its JSON API is imported.
+    """
+    from appliance.pipeline import reconstruct
+
+    fn: ReconstructFn = reconstruct
     return fn
 
 
