@@ -31,9 +31,8 @@ from appliance.service.api_token import API_TOKEN_FILE as API_TOKEN_FILE
 from appliance.service.api_token import issue_api_token as issue_api_token
 from appliance.service.api_token import read_api_token as read_api_token
 from appliance.service.catalogue import FINAL_STATES, Catalogue
-from appliance.service.errors import UnknownJob, UnknownStudy
+from appliance.service.errors import DicomExportError, UnknownJob, UnknownStudy
 from appliance.service.export.job_export import ExportContext, export_job
-from appliance.service.export.sources import ExportError
 from appliance.service.importer import ImportWatcher
 
 api_blueprint = Blueprint("appliance_api", __name__, url_prefix="/api")
@@ -253,7 +252,7 @@ def export(job_id: int) -> tuple[Response, int]:
     actor = "ui:" + str(body.get("actor") or "unknown") if isinstance(body, dict) else "ui:unknown"
     try:
         result = export_job(svc.export_context, job_id, actor, destination)
-    except ExportError as exc:
+    except DicomExportError as exc:
         return _error(409, str(exc))
     folder = Path(svc.catalogue.job(job_id).output_dir or "")
     return jsonify({

@@ -27,8 +27,8 @@ from appliance.privacy.deidentify import deidentifier_for
 from appliance.privacy.secret import load_or_create_secret, study_identity_hash
 from appliance.service.api_token import revoke_api_token
 from appliance.service.catalogue import Catalogue
+from appliance.service.errors import DicomExportError
 from appliance.service.export.job_export import ExportContext, export_job
-from appliance.service.export.sources import ExportError
 from appliance.service.importer import ImportContext, ImportWatcher
 from appliance.service.monitor import QaFn, StudyMonitor, ingest_qa
 from appliance.service.receiver.server import DicomReceiver, ReceiverContext
@@ -144,7 +144,7 @@ class ApplianceService:
             return
         try:
             export_job(self.export_context, job_id, "service:auto-export", dest)
-        except ExportError as exc:
+        except DicomExportError as exc:
             self.alarm("export_failed", f"automatic export of job {job_id} to {dest} failed: {exc}")
 
     def _audit_configuration(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from appliance.audit import AuditLog
 from appliance.errors import RefusedInput
 from appliance.service.catalogue import Catalogue, Job
-from appliance.service.errors import ServiceError
+from appliance.service.errors import PatientDataInOutputs
 
 log = logging.getLogger(__name__)
 
@@ -283,10 +283,6 @@ class Worker:
             return manifest
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-class PatientDataInOutputs(ServiceError):
-    """An output file carries the patient's name or ID: the job fails instead of publishing it."""
 
 
 def _parse_progress(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[str, float]:

@@ -19,9 +19,10 @@ from appliance.config import ExportConfig, TlsConfig
 from appliance.io.nifti import load_volume
 from appliance.privacy.deidentify import Deidentifier
 from appliance.service.catalogue import Catalogue
+from appliance.service.errors import DicomExportError
 from appliance.service.export.scu import send_datasets
 from appliance.service.export.seg import build_seg
-from appliance.service.export.sources import ExportError, labels_on_sources, source_series
+from appliance.service.export.sources import labels_on_sources, source_series
 from appliance.service.export.stl import build_encapsulated_stl
 from appliance.service.storage import atomic_write
 
@@ -79,12 +80,12 @@ def build_export(context: ExportContext, job_id: int) -> list[Dataset]:
     """SEG + one Encapsulated STL per structure of a finished job, de-identified, in memory."""
     job = context.catalogue.job(job_id)
     if job.state != "done" or not job.output_dir:
-        raise ExportError(f"job {job_id} is {job.state}; only finished reconstructions can be exported")
+        raise DicomExportError(f"job {job_id} is {job.state}; only finished reconstructions can be exported")
     out = Path(job.output_dir)
     manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     labels_path = out / "labels.nii.gz"
     if not labels_path.is_file():
-        raise ExportError(f"job {job_id} has no labels.nii.gz; it cannot be exported as SEG")
+        raise DicomExportError(f"job {job_id} has no labels.nii.gz; it cannot be exported as SEG")
     labels = load_volume(labels_path, "SEG", "label")
     sources = source_series(context.studies_dir / job.study_uid, labels)
     structures = _structures(out, manifest)
@@ -143,7 +144,7 @@ def export_job(
     if destination_name:
         matches = [d for d in context.settings.destinations if d.name == destination_name]
         if not matches:
-            raise ExportError(f"no export destination named {destination_name!r} in the configuration")
+            raise DicomExportError(f"no export destination named {destination_name!r} in the configuration")
         dest = matches[0]
         statuses = send_datasets(objects, dest, context.ae_title, context.tls)
     context.audit.append(
@@ -153,5 +154,5 @@ def export_job(
         "REQ-FUNC-312" if destination_name else "REQ-FUNC-310",
     )  # fmt: skip
     if statuses and any(s != 0 for s in statuses):
-        raise ExportError(f"PACS {destination_name} refused some objects: {[hex(s) for s in statuses]}")
+        raise DicomExportError(f"PACS {destination_name} refused some objects: {[hex(s) for s in statuses]}")
     return ExportResult(files, statuses, destination_name)
