@@ -22,6 +22,7 @@ from appliance.audit import AuditLog
 from appliance.errors import RefusedInput
 from appliance.service.catalogue import Catalogue, Job
 from appliance.service.errors import PatientDataInOutputs
+from appliance.typed import ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class ReconstructFn(Protocol):
         preset: str = ...,
         device: str = ...,
         formats: Sequence[str] = ...,
-        progress: Callable[..., None] | None = ...,
+        progress: ProgressCallback | None = ...,
         override: bool = ...,
     ) -> Mapping[str, Any]: ...
 
