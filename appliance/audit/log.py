@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import ApplianceError
+from appliance.audit.errors import AuditError
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,6 @@ BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 """
-
-
-class AuditError(ApplianceError):
-    """The audit trail could not be written or read."""
 
 
 @dataclass(frozen=True)

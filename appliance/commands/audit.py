@@ -11,16 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from appliance.audit import AUDIT_FILENAME, AuditLog
+from appliance.audit import AUDIT_FILENAME, AuditLog, AuditTrailMissing
 from appliance.config import load_config
-from appliance.errors import ApplianceError
 
 #: Exit status of ``audit verify`` when the trail was tampered with.
 EXIT_TAMPERED = 3
-
-
-class AuditTrailMissing(ApplianceError):
-    """There is no audit trail where one was expected."""
 
 
 def _audit_path(args: argparse.Namespace) -> Path:

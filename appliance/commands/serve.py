@@ -17,12 +17,15 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.config import ApplianceConfig, load_config
 from appliance.service.runtime import ApplianceService
 from appliance.service.storage import atomic_write
 from appliance.service.systemd import Watchdog, sd_notify
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 log = logging.getLogger(__name__)
 
@@ -60,25 +63,17 @@ def setup_logging(config: ApplianceConfig) -> None:
             h.setFormatter(logging.Formatter(fmt))
 
 
-def create_web_app(config: ApplianceConfig, service: ApplianceService, api_token: str | None = None) -> Any:
-    """The UI's app (``ui.app.create_app``) when installed, else a minimal Flask app with only the JSON API.
+def create_web_app(config: ApplianceConfig, service: ApplianceService, api_token: str | None = None) -> Flask:
+    """The kiosk UI's app (``ui.app.create_app``) with the service's JSON API.
 
-    ``api_token`` is the bearer token the JSON API accepts (None: only what the UI's session authoriser allows;
-    the app without the UI then refuses every protected endpoint).
+    ``api_token`` is the bearer token the JSON API accepts (None: only what the UI's session authoriser allows).
     """
-    from flask import Flask
+    from appliance.service.api import API_TOKEN_KEY, ApiService, api_blueprint
+    from ui.app import create_app
 
-    from appliance.service.api import API_TOKEN_KEY, api_blueprint
-
-    app: Any
-    try:
-        from ui.app import create_app  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        log.warning("touchscreen UI not available (%s); serving the JSON API only", exc)
-        app = Flask("appliance")
-    else:
-        app = create_app({"APPLIANCE_CONFIG": config}, service=service)
-    app.config["APPLIANCE_SERVICE"] = service
+    app = create_app({"APPLIANCE_CONFIG": config}, service=service)
+    api_service: ApiService = service  # the API's view of the service
+    app.config["APPLIANCE_SERVICE"] = api_service
     app.config[API_TOKEN_KEY] = api_token
     if "appliance_api" not in app.blueprints:
         app.register_blueprint(api_blueprint)

@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
+from appliance.config import PrivacyConfig
 from appliance.privacy.profile import PROFILE_EDITION, Profile, load_profile
 from appliance.privacy.secret import keyed_hash
 
@@ -191,6 +192,16 @@ class Deidentifier:
                 elem.value = b"" if elem.VR in ("OB", "OW", "UN", "OB or OW") else None
             else:  # D, Z/D, X/D, X/Z/D: a dummy value keeps type 1 attributes valid
                 elem.value = _DUMMY.get(elem.VR, "")
+
+
+def deidentifier_for(privacy: PrivacyConfig, secret: bytes) -> Deidentifier:
+    """The box's de-identifier with the options of the ``privacy`` configuration, keyed by the box ``secret``."""
+    return Deidentifier(
+        secret,
+        DeidOptions(
+            privacy.retain_longitudinal_temporal_modified_dates, privacy.clean_descriptors, privacy.retain_uids
+        ),
+    )
 
 
 def _map_values(value: Any, fn: Any) -> Any:

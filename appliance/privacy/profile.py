@@ -10,14 +10,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from appliance.errors import ApplianceError
+from appliance.privacy.errors import ProfileError
 
 #: The edition of DICOM PS3.15 whose Table E.1-1 is applied.
 PROFILE_EDITION = "2026c"
-
-
-class ProfileError(ApplianceError):
-    """The shipped attribute table is missing or malformed (reinstall the appliance)."""
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,9 @@ import os
 import secrets
 from pathlib import Path
 
-from appliance.errors import ApplianceError
+from appliance.privacy.errors import SecretError
 
 SECRET_BYTES = 32
-
-
-class SecretError(ApplianceError):
-    """The box secret cannot be read or created."""
 
 
 def load_or_create_secret(path: Path) -> bytes:

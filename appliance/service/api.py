@@ -23,15 +23,17 @@ import time
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file, stream_with_context
 
 from appliance.service.api_token import API_TOKEN_FILE as API_TOKEN_FILE
 from appliance.service.api_token import issue_api_token as issue_api_token
 from appliance.service.api_token import read_api_token as read_api_token
-from appliance.service.catalogue import FINAL_STATES
-from appliance.service.errors import UnknownJob, UnknownStudy
+from appliance.service.catalogue import FINAL_STATES, Catalogue
+from appliance.service.errors import DicomExportError, UnknownJob, UnknownStudy
+from appliance.service.export.job_export import ExportContext, export_job
+from appliance.service.importer import ImportWatcher
 
 api_blueprint = Blueprint("appliance_api", __name__, url_prefix="/api")
 
@@ -49,6 +51,33 @@ OPEN_ENDPOINTS = frozenset({"appliance_api.health", "appliance_api.openapi"})
 #: What an authoriser says about the current request: allowed, not authenticated (401), or role refused (403).
 Access = Literal["allowed", "unauthenticated", "forbidden"]
 Authoriser = Callable[[], Access]
+
+
+class ApiService(Protocol):
+    """What the API uses of the service found at ``APPLIANCE_SERVICE``.
+
+    :class:`~appliance.service.runtime.ApplianceService` offers all of it; the UI's demo stand-in
+    (``ui.demo.FolderService``) only the catalogue and health, which is all the demo's pages call.
+    """
+
+    catalogue: Catalogue
+    importer: ImportWatcher | None
+    export_context: ExportContext
+
+    def health(self) -> dict[str, Any]:
+        """Status for ``/api/health``."""
+
+    def request_reconstruction(
+        self,
+        study_uid: str,
+        requested_by: str,
+        preset: str | None = None,
+        device: str | None = None,
+        formats: list[str] | None = None,
+        override: bool = False,
+    ) -> int:
+        """Queue a reconstruction of a study; returns the job id."""
+
 
 _HOW_TO_AUTHENTICATE = (
     "authentication required: log in on the kiosk (an unlocked nurse or surgeon session) or send "
@@ -83,8 +112,9 @@ def _authorise() -> tuple[Response, int] | None:
     return _error(401, _HOW_TO_AUTHENTICATE)
 
 
-def _service() -> Any:
-    service = current_app.config.get("APPLIANCE_SERVICE")
+def _service() -> ApiService:
+    """The running service (503 when the app has none)."""
+    service: ApiService | None = current_app.config.get("APPLIANCE_SERVICE")
     if service is None:
         abort(503, description="the appliance service is not running")
     return service
@@ -172,7 +202,7 @@ def job(job_id: int) -> Response:
     return jsonify(data)
 
 
-def _output_dir(svc: Any, job_id: int) -> Path | None:
+def _output_dir(svc: ApiService, job_id: int) -> Path | None:
     j = svc.catalogue.job(job_id)
     if j.state != "done" or not j.output_dir:
         return None
@@ -180,7 +210,7 @@ def _output_dir(svc: Any, job_id: int) -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def _files(svc: Any, job_id: int) -> list[dict[str, Any]]:
+def _files(svc: ApiService, job_id: int) -> list[dict[str, Any]]:
     folder = _output_dir(svc, job_id)
     if folder is None:
         return []
@@ -214,9 +244,6 @@ def file(job_id: int, relpath: str) -> Response | tuple[Response, int]:
 @api_blueprint.post("/jobs/<int:job_id>/export")
 def export(job_id: int) -> tuple[Response, int]:
     """De-identified DICOM SEG + Encapsulated STL of a finished job; C-STORE to ``destination`` when given."""
-    from appliance.service.export.job_export import export_job
-    from appliance.service.export.sources import ExportError
-
     svc = _service()
     body = request.get_json(silent=True) or {}
     destination = body.get("destination") if isinstance(body, dict) else None
@@ -224,8 +251,8 @@ def export(job_id: int) -> tuple[Response, int]:
         return _error(400, "'destination' must be the name of a configured export destination")
     actor = "ui:" + str(body.get("actor") or "unknown") if isinstance(body, dict) else "ui:unknown"
     try:
-        result = export_job(svc, job_id, actor, destination)
-    except ExportError as exc:
+        result = export_job(svc.export_context, job_id, actor, destination)
+    except DicomExportError as exc:
         return _error(409, str(exc))
     folder = Path(svc.catalogue.job(job_id).output_dir or "")
     return jsonify({

@@ -27,3 +27,11 @@ class UnknownJob(ServiceError):
 
 class ImportRefused(ServiceError):
     """A file or medium was refused by the import watcher (outside the medium, oversize, not DICOM)."""
+
+
+class PatientDataInOutputs(ServiceError):
+    """An output file carries the patient's name or ID: the job fails instead of publishing it."""
+
+
+class DicomExportError(ServiceError):
+    """A DICOM export (SEG + Encapsulated STL, C-STORE to a destination) could not be built or sent."""

@@ -14,20 +14,37 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pydicom
 
+from appliance.audit import AuditLog
+from appliance.config import ImportConfig
 from appliance.service.errors import ImportRefused, StorageError, StorageFull
 from appliance.service.polling import PollingThread
-from appliance.service.storage import summarise, with_zeroed_preamble
-
-if TYPE_CHECKING:
-    from appliance.service.runtime import ApplianceService
+from appliance.service.storage import InstanceStore, summarise, with_zeroed_preamble
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImportContext:
+    """What an import needs from the service (built by :class:`~appliance.service.runtime.ApplianceService`).
+
+    Attributes:
+        settings: the ``import`` section of the configuration (watched folder, poll period, size limit).
+        store: where imported instances are stored.
+        audit: the audit trail each imported medium is recorded in.
+        study_hash: the study's keyed identity hash (what the audit trail records instead of the UID).
+    """
+
+    settings: ImportConfig
+    store: InstanceStore
+    audit: AuditLog
+    study_hash: Callable[[str], str]
 
 
 @dataclass
@@ -157,12 +174,12 @@ def walk_medium(root: Path, report: ImportReport, recursive: bool = True) -> lis
 
 
 def import_medium(
-    service: ApplianceService, root: Path, name: str | None = None, recursive: bool = True
+    context: ImportContext, root: Path, name: str | None = None, recursive: bool = True
 ) -> ImportReport:
     """Import every DICOM instance of the medium at ``root`` into the box (audited)."""
     root = Path(os.path.abspath(root))
     report = ImportReport(name or root.name, time.time())
-    max_bytes = service.config.import_.max_file_bytes
+    max_bytes = context.settings.max_file_bytes
     seen: set[Path] = set()
     candidates = dicomdir_references(root, report) + walk_medium(root, report, recursive)
     for path in candidates:
@@ -181,7 +198,7 @@ def import_medium(
                 buf = io.BytesIO()
                 full.save_as(buf, enforce_file_format=True)
                 data = buf.getvalue()
-            result = service.store.store(with_zeroed_preamble(data), summary, f"usb:{report.medium}")
+            result = context.store.store(with_zeroed_preamble(data), summary, f"usb:{report.medium}")
         except ImportRefused as exc:
             report.skip(rel, str(exc))
             continue
@@ -197,10 +214,10 @@ def import_medium(
             report.stored += 1
         report.studies.add(summary.study_uid)
     report.finished_at = time.time()
-    service.audit.append(
+    context.audit.append(
         f"usb:{report.medium}", "import.medium", None,
         {"stored": report.stored, "already_present": report.already_present, "skipped": len(report.skipped),
-         "studies": sorted(service.study_hash(u) for u in report.studies)},
+         "studies": sorted(context.study_hash(u) for u in report.studies)},
         "REQ-ACQ-304",
     )  # fmt: skip
     log.info("medium %s: %d stored, %d skipped", report.medium, report.stored, len(report.skipped))
@@ -210,13 +227,13 @@ def import_medium(
 class ImportWatcher(PollingThread):
     """Polls ``import.watch_dir``; each new medium (sub-folder, or loose files) is imported once."""
 
-    def __init__(self, service: ApplianceService) -> None:
-        self.service = service
-        watch = service.config.import_.watch_dir
+    def __init__(self, context: ImportContext) -> None:
+        self.context = context
+        watch = context.settings.watch_dir
         if watch is None:
             raise ImportRefused("import.watch_dir is not configured")
         self.watch_dir = Path(watch)
-        self.poll_s = service.config.import_.poll_seconds
+        self.poll_s = context.settings.poll_seconds
         self.reports: list[ImportReport] = []
         self._done: dict[str, tuple[int, int]] = {}
 
@@ -245,12 +262,12 @@ class ImportWatcher(PollingThread):
             st = path.stat()
             fingerprint = (st.st_dev, st.st_ino)
             if self._done.get(key) != fingerprint:
-                report = import_medium(self.service, path, key)
+                report = import_medium(self.context, path, key)
                 self._done[key] = fingerprint
                 self.reports.append(report)
                 new.append(report)
         if loose and self._done.get("") is None:
-            report = _import_loose(self.service, self.watch_dir)
+            report = _import_loose(self.context, self.watch_dir)
             self._done[""] = (0, 0)
             self.reports.append(report)
             new.append(report)
@@ -260,6 +277,6 @@ class ImportWatcher(PollingThread):
         return new
 
 
-def _import_loose(service: ApplianceService, folder: Path) -> ImportReport:
+def _import_loose(context: ImportContext, folder: Path) -> ImportReport:
     """Files placed directly in the watched folder form one medium (sub-folders are media of their own)."""
-    return import_medium(service, folder, folder.name, recursive=False)
+    return import_medium(context, folder, folder.name, recursive=False)

@@ -17,6 +17,7 @@ from typing import Any
 
 from appliance.audit import AuditLog
 from appliance.config import ApplianceConfig
+from appliance.ingest import scan, study_verdict
 from appliance.service.catalogue import Catalogue
 from appliance.service.polling import PollingThread
 from appliance.service.worker import findings_as_dicts
@@ -31,27 +32,9 @@ def ingest_qa(study_dir: Path) -> list[dict[str, Any]]:
 
     Uses ingest's ``study_verdict``: the findings of the series that would be reconstructed (a localizer or a
     screen capture beside a good CT does not block the study), or the blocking findings when none qualifies.
-    When ingest offers no ``scan`` (older build), returns one ``info`` finding saying the checks are left to the
-    reconstruction itself, which runs them before it starts.
     """
-    try:
-        from appliance import ingest
-
-        scan: Callable[..., Any] = ingest.scan  # type: ignore[attr-defined,unused-ignore]
-    except (ImportError, AttributeError):
-        return [
-            {"code": "qa_deferred", "severity": "info", "requirement": None, "details": {},
-             "message": "Geometry checks run when the reconstruction starts."}
-        ]  # fmt: skip
-    result = scan(study_dir)
-    verdict: Callable[..., Any] | None = getattr(ingest, "study_verdict", None)
-    if verdict is not None:
-        _chosen, findings = verdict(result)
-        return findings_as_dicts(list(findings))
-    found: list[object] = list(getattr(result, "findings", []) or [])
-    for series in getattr(result, "series", []) or []:
-        found += list(getattr(series, "findings", []) or [])
-    return findings_as_dicts(found)
+    _chosen, findings = study_verdict(scan(study_dir))
+    return findings_as_dicts(list(findings))
 
 
 def _blocking(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ configuration and starts it. Tests build one with an injected ``reconstruct`` fu
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import shutil
@@ -17,13 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydicom
+
 from appliance import __version__
 from appliance.audit import AUDIT_FILENAME, AuditLog
 from appliance.config import ApplianceConfig, config_to_mapping
+from appliance.privacy.deidentify import deidentifier_for
 from appliance.privacy.secret import load_or_create_secret, study_identity_hash
 from appliance.service.api_token import revoke_api_token
 from appliance.service.catalogue import Catalogue
+from appliance.service.errors import DicomExportError
+from appliance.service.export.job_export import ExportContext, export_job
+from appliance.service.importer import ImportContext, ImportWatcher
 from appliance.service.monitor import QaFn, StudyMonitor, ingest_qa
+from appliance.service.receiver.server import DicomReceiver, ReceiverContext
 from appliance.service.storage import InstanceStore
 from appliance.service.worker import ReconstructFn, Worker, default_reconstruct
 
@@ -77,6 +85,7 @@ class ApplianceService:
         self.audit = AuditLog(self.data_dir / AUDIT_FILENAME)
         self.secret = load_or_create_secret(config.privacy.secret_file or self.data_dir / "secret.key")
         self.catalogue = Catalogue(self.data_dir / DB_FILENAME)
+        self.deidentifier = deidentifier_for(config.privacy, self.secret)
         self.alarms: list[Alarm] = []
         self._alarm_lock = threading.Lock()
         self.store = InstanceStore(
@@ -91,8 +100,13 @@ class ApplianceService:
         self.monitor = StudyMonitor(
             config, self.catalogue, self.audit, self.study_hash, lambda job_id: self.worker.wake(), qa
         )
-        self.receiver: Any = None
-        self.importer: Any = None
+        self.import_context = ImportContext(config.import_, self.store, self.audit, self.study_hash)
+        self.export_context = ExportContext(
+            config.export, config.dicom.ae_title, config.dicom.tls, self.catalogue, self.data_dir / "studies",
+            self.deidentifier, self.secret_id(), self.audit, self.study_hash,
+        )  # fmt: skip
+        self.receiver: DicomReceiver | None = None
+        self.importer: ImportWatcher | None = None
         self.started_at: float | None = None
 
     def study_hash(self, study_uid: str) -> str:
@@ -101,14 +115,8 @@ class ApplianceService:
 
     def _deidentify_bytes(self, data: bytes) -> bytes:
         """De-identify one received Part 10 file (``privacy.deidentify_on_ingest``)."""
-        import io
-
-        import pydicom
-
-        from appliance.service.export.job_export import deidentifier_for
-
         ds = pydicom.dcmread(io.BytesIO(data))
-        out = deidentifier_for(self).deidentify(ds)
+        out = self.deidentifier.deidentify(ds)
         out.file_meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
         buf = io.BytesIO()
         out.save_as(buf, enforce_file_format=True)
@@ -134,12 +142,9 @@ class ApplianceService:
         dest = self.config.export.auto_destination
         if not dest:
             return
-        from appliance.service.export.job_export import export_job
-        from appliance.service.export.sources import ExportError
-
         try:
-            export_job(self, job_id, "service:auto-export", dest)
-        except ExportError as exc:
+            export_job(self.export_context, job_id, "service:auto-export", dest)
+        except DicomExportError as exc:
             self.alarm("export_failed", f"automatic export of job {job_id} to {dest} failed: {exc}")
 
     def _audit_configuration(self) -> str:
@@ -175,14 +180,12 @@ class ApplianceService:
         self.worker.start()
         self.monitor.start()
         if receiver and self.config.dicom.port != 0:
-            from appliance.service.receiver.server import DicomReceiver
-
-            self.receiver = DicomReceiver(self)
+            self.receiver = DicomReceiver(
+                ReceiverContext(self.config.dicom, self.store, self.audit, self.study_hash)
+            )
             self.receiver.start()
         if importer and self.config.import_.watch_dir is not None:
-            from appliance.service.importer import ImportWatcher
-
-            self.importer = ImportWatcher(self)
+            self.importer = ImportWatcher(self.import_context)
             self.importer.start()
         self.started_at = time.time()
 

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 from appliance.audit import AuditLog
 from appliance.errors import RefusedInput
 from appliance.service.catalogue import Catalogue, Job
-from appliance.service.errors import ServiceError
+from appliance.service.errors import PatientDataInOutputs
+from appliance.typed import ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +41,19 @@ class ReconstructFn(Protocol):
         preset: str = ...,
         device: str = ...,
         formats: Sequence[str] = ...,
-        progress: Callable[..., None] | None = ...,
+        progress: ProgressCallback | None = ...,
         override: bool = ...,
     ) -> Mapping[str, Any]: ...
 
 
 def default_reconstruct() -> ReconstructFn:
-    """:func:`appliance.pipeline.reconstruct`, imported when first needed."""
-    from appliance import pipeline  # type: ignore[attr-defined,unused-ignore]
+    """:func:`appliance.pipeline.reconstruct`, imported when the first job runs.
 
-    fn: ReconstructFn = pipeline.reconstruct
+    Engines and kernels load then, not when the service or its JSON API is imported.
+    """
+    from appliance.pipeline import reconstruct
+
+    fn: ReconstructFn = reconstruct
     return fn
 
 
@@ -280,10 +284,6 @@ class Worker:
             return manifest
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-class PatientDataInOutputs(ServiceError):
-    """An output file carries the patient's name or ID: the job fails instead of publishing it."""
 
 
 def _parse_progress(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[str, float]:

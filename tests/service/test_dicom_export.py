@@ -27,7 +27,8 @@ from svc_helpers import FakeReconstruct, free_port, prepare_ct_series
 
 from appliance.core import Volume
 from appliance.io.nifti import save_volume
-from appliance.service.export.job_export import deidentifier_for, export_job
+from appliance.privacy.deidentify import deidentifier_for
+from appliance.service.export.job_export import export_job
 from appliance.service.export.sources import labels_on_sources, source_series
 from appliance.service.export.stl import ENCAPSULATED_STL
 from appliance.service.runtime import ApplianceService
@@ -100,7 +101,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Ite
 @pytest.mark.req("REQ-FUNC-310", "REQ-FUNC-311", "REQ-PRIV-006")
 def test_seg_and_stl_valid_and_read_back(exported: dict[str, Any]) -> None:
     svc, job_id = exported["svc"], exported["job"]
-    result = export_job(svc, job_id, "ui:surgeon")
+    result = export_job(svc.export_context, job_id, "ui:surgeon")
     by_modality: dict[str, list[Path]] = {}
     for f in result.files:
         by_modality.setdefault(pydicom.dcmread(f, stop_before_pixels=True).Modality, []).append(f)
@@ -111,7 +112,7 @@ def test_seg_and_stl_valid_and_read_back(exported: dict[str, Any]) -> None:
             errors = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("Error")]
             assert errors == [], f"{f.name}: {errors}"
     # the de-identified source, as it would be sent: SEG and STL must reference it consistently
-    deid = deidentifier_for(svc)
+    deid = deidentifier_for(svc.config.privacy, svc.secret)
     originals = source_series(svc.data_dir / "studies" / exported["study_uid"], exported["hu"])
     mapped = [deid.deidentify(d) for d in originals]
     seg = hd.seg.segread(by_modality["SEG"][0])
@@ -174,7 +175,7 @@ def orthanc(tmp_path: Path, exported: dict[str, Any]) -> Iterator[int]:
 @pytest.mark.req("REQ-FUNC-312")
 def test_cstore_to_real_orthanc(exported: dict[str, Any], orthanc: int) -> None:
     svc, job_id = exported["svc"], exported["job"]
-    result = export_job(svc, job_id, "ui:surgeon", destination_name="PACS")
+    result = export_job(svc.export_context, job_id, "ui:surgeon", destination_name="PACS")
     assert result.statuses == [0, 0, 0]
 
     def get(path: str) -> Any:

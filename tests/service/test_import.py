@@ -67,7 +67,7 @@ def test_medium_import(
     svc = service_factory(FakeReconstruct(), **{"import": {"max_file_bytes": 2_000_000}})
     medium, info = _medium(shared_data, tmp_path)
     before = _tree_digest(medium)
-    report = import_medium(svc, medium)
+    report = import_medium(svc.import_context, medium)
     assert _tree_digest(medium) == before  # the medium is only read (contents, sizes, mtimes unchanged)
     reasons = {s["path"]: s["reason"] for s in report.skipped}
     assert "README.TXT" in reasons and "not" in reasons["README.TXT"]
@@ -76,7 +76,8 @@ def test_medium_import(
     assert any("path traversal" in r for r in reasons.values()), reasons
     stored = {p.stem for p in (svc.data_dir / "studies").rglob("*.dcm")}
     # the DICOMDIR's last record was redirected outside; that instance is still found by walking the medium
-    assert stored == set(info["sops"])  # type: ignore[arg-type]
+    sops = info["sops"]
+    assert isinstance(sops, list) and stored == set(sops)
     assert report.stored == 10 and report.studies == {info["study"]}
     assert svc.catalogue.studies()[0].study_uid == info["study"]  # nothing of the outside study
     for p in (svc.data_dir / "studies").rglob("*.dcm"):
@@ -84,7 +85,7 @@ def test_medium_import(
         assert head[:128] == b"\0" * 128 and head[128:] == b"DICM"
     (rec,) = svc.audit.records(action="import.medium")
     assert rec.actor == "usb:USBSTICK" and rec.details["stored"] == 10 and rec.requirement == "REQ-ACQ-304"
-    again = import_medium(svc, medium)
+    again = import_medium(svc.import_context, medium)
     assert again.stored == 0 and again.already_present == 10
 
 
@@ -95,7 +96,7 @@ def test_watcher_imports_each_medium_once_and_study_completes(
     watch = tmp_path / "watch"
     watch.mkdir()
     svc = service_factory(FakeReconstruct(), **{"import": {"watch_dir": str(watch), "poll_seconds": 0.1}})
-    watcher = ImportWatcher(svc)
+    watcher = ImportWatcher(svc.import_context)
     assert watcher.scan_once() == []
     study_uid, files = prepare_ct_series(shared_data, tmp_path / "src", n=3)
     stick = watch / "STICK"

@@ -119,8 +119,8 @@ def test_export_over_mutual_tls(
     from svc_helpers import prepare_ct_series
 
     from appliance.config import PacsDestination, TlsConfig
+    from appliance.service.errors import DicomExportError
     from appliance.service.export.scu import send_datasets
-    from appliance.service.export.sources import ExportError
 
     port = free_port()
     pacs = service_factory(
@@ -135,8 +135,8 @@ def test_export_over_mutual_tls(
     dest = PacsDestination(name="TLSPACS", ae_title="EDGE3D", host="127.0.0.1", port=port, tls=True)
     assert send_datasets(datasets, dest, "SENDER", client) == [0, 0]
     assert len(list((pacs.data_dir / "studies").rglob("*.dcm"))) == 2
-    with pytest.raises(ExportError, match="needs TLS"):
+    with pytest.raises(DicomExportError, match="needs TLS"):
         send_datasets(datasets, dest, "SENDER", None)
     plain = PacsDestination(name="PLAIN", ae_title="EDGE3D", host="127.0.0.1", port=port, tls=False)
-    with pytest.raises(ExportError, match="refused or did not answer"):
+    with pytest.raises(DicomExportError, match="refused or did not answer"):
         send_datasets(datasets, plain, "SENDER", None)

@@ -5,26 +5,55 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from appliance import __version__
+from appliance.audit import AuditLog
+from appliance.config import ExportConfig, TlsConfig
 from appliance.io.nifti import load_volume
-from appliance.privacy.deidentify import Deidentifier, DeidOptions
+from appliance.privacy.deidentify import Deidentifier
+from appliance.service.catalogue import Catalogue
+from appliance.service.errors import DicomExportError
 from appliance.service.export.scu import send_datasets
 from appliance.service.export.seg import build_seg
-from appliance.service.export.sources import ExportError, labels_on_sources, source_series
+from appliance.service.export.sources import labels_on_sources, source_series
 from appliance.service.export.stl import build_encapsulated_stl
 from appliance.service.storage import atomic_write
 
-if TYPE_CHECKING:
-    from appliance.service.runtime import ApplianceService
-
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExportContext:
+    """What a DICOM export needs from the service (built by :class:`~appliance.service.runtime.ApplianceService`).
+
+    Attributes:
+        settings: the ``export`` section of the configuration (destinations, manufacturer, model name).
+        ae_title: our AE title, the calling AE title of C-STORE to a destination.
+        tls: the mutual TLS files of the DICOM node (None: plain TCP).
+        catalogue: the jobs and studies on the box.
+        studies_dir: the folder of the stored studies (``<data_dir>/studies``).
+        deidentifier: the box's de-identifier (configured options, box secret).
+        device_serial_number: the box's non-secret identifier, written as Device Serial Number.
+        audit: the audit trail every export is recorded in.
+        study_hash: the study's keyed identity hash (what the audit trail records instead of the UID).
+    """
+
+    settings: ExportConfig
+    ae_title: str
+    tls: TlsConfig | None
+    catalogue: Catalogue
+    studies_dir: Path
+    deidentifier: Deidentifier
+    device_serial_number: str
+    audit: AuditLog
+    study_hash: Callable[[str], str]
 
 
 @dataclass(frozen=True)
@@ -36,40 +65,31 @@ class ExportResult:
     destination: str | None
 
 
-def deidentifier_for(service: ApplianceService) -> Deidentifier:
-    """The box's de-identifier with the configured options."""
-    p = service.config.privacy
-    return Deidentifier(
-        service.secret,
-        DeidOptions(p.retain_longitudinal_temporal_modified_dates, p.clean_descriptors, p.retain_uids),
-    )
-
-
-def equipment(service: ApplianceService) -> dict[str, str]:
+def equipment(context: ExportContext) -> dict[str, str]:
     """Manufacturer, model, serial and software version of the appliance (never the scanner's)."""
-    e = service.config.export
+    e = context.settings
     return {
         "manufacturer": e.manufacturer,
         "model_name": e.model_name,
-        "device_serial_number": service.secret_id(),
+        "device_serial_number": context.device_serial_number,
         "software_versions": __version__,
     }
 
 
-def build_export(service: ApplianceService, job_id: int) -> list[Dataset]:
+def build_export(context: ExportContext, job_id: int) -> list[Dataset]:
     """SEG + one Encapsulated STL per structure of a finished job, de-identified, in memory."""
-    job = service.catalogue.job(job_id)
+    job = context.catalogue.job(job_id)
     if job.state != "done" or not job.output_dir:
-        raise ExportError(f"job {job_id} is {job.state}; only finished reconstructions can be exported")
+        raise DicomExportError(f"job {job_id} is {job.state}; only finished reconstructions can be exported")
     out = Path(job.output_dir)
     manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     labels_path = out / "labels.nii.gz"
     if not labels_path.is_file():
-        raise ExportError(f"job {job_id} has no labels.nii.gz; it cannot be exported as SEG")
+        raise DicomExportError(f"job {job_id} has no labels.nii.gz; it cannot be exported as SEG")
     labels = load_volume(labels_path, "SEG", "label")
-    sources = source_series(service.data_dir / "studies" / job.study_uid, labels)
+    sources = source_series(context.studies_dir / job.study_uid, labels)
     structures = _structures(out, manifest)
-    equip = equipment(service)
+    equip = equipment(context)
     seg = build_seg(sources, labels_on_sources(labels, sources), structures, equip,
                     f"EDGE3D {manifest.get('preset', job.preset)}")  # fmt: skip
     objects: list[Dataset] = [seg]
@@ -81,7 +101,7 @@ def build_export(service: ApplianceService, job_id: int) -> list[Dataset]:
             stl_file = out / str(files["stl"])
         if stl_file.is_file():
             objects.append(build_encapsulated_stl(stl_file.read_bytes(), s, sources[0], equip, stl_series, n))
-    deid = deidentifier_for(service)
+    deid = context.deidentifier
     return [_with_meta(deid.deidentify(o, keep=_GENERATED)) for o in objects]
 
 
@@ -106,11 +126,11 @@ def _structures(out: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def export_job(
-    service: ApplianceService, job_id: int, actor: str, destination_name: str | None = None
+    context: ExportContext, job_id: int, actor: str, destination_name: str | None = None
 ) -> ExportResult:
     """Write ``<output>/dicom/*.dcm`` for a job and, with a destination, C-STORE them; audited."""
-    objects = build_export(service, job_id)
-    job = service.catalogue.job(job_id)
+    objects = build_export(context, job_id)
+    job = context.catalogue.job(job_id)
     folder = Path(job.output_dir or "") / "dicom"
     files = []
     for ds in objects:
@@ -122,17 +142,17 @@ def export_job(
     statuses: list[int] = []
     dest = None
     if destination_name:
-        matches = [d for d in service.config.export.destinations if d.name == destination_name]
+        matches = [d for d in context.settings.destinations if d.name == destination_name]
         if not matches:
-            raise ExportError(f"no export destination named {destination_name!r} in the configuration")
+            raise DicomExportError(f"no export destination named {destination_name!r} in the configuration")
         dest = matches[0]
-        statuses = send_datasets(objects, dest, service.config.dicom.ae_title, service.config.dicom.tls)
-    service.audit.append(
-        actor, "export", service.study_hash(job.study_uid),
+        statuses = send_datasets(objects, dest, context.ae_title, context.tls)
+    context.audit.append(
+        actor, "export", context.study_hash(job.study_uid),
         {"job": job_id, "objects": [o.Modality for o in objects], "destination": destination_name,
          "statuses": [f"0x{s:04X}" for s in statuses]},
         "REQ-FUNC-312" if destination_name else "REQ-FUNC-310",
     )  # fmt: skip
     if statuses and any(s != 0 for s in statuses):
-        raise ExportError(f"PACS {destination_name} refused some objects: {[hex(s) for s in statuses]}")
+        raise DicomExportError(f"PACS {destination_name} refused some objects: {[hex(s) for s in statuses]}")
     return ExportResult(files, statuses, destination_name)

@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 
 from appliance.config import PacsDestination, TlsConfig
-from appliance.service.export.sources import ExportError
+from appliance.service.errors import DicomExportError
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def tls_client_context(tls: TlsConfig) -> ssl.SSLContext:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.load_cert_chain(str(tls.cert), str(tls.key))
     except (OSError, ssl.SSLError) as exc:
-        raise ExportError(
+        raise DicomExportError(
             f"cannot load the TLS files for export ({tls.cert}, {tls.key}, {tls.ca}): {exc}"
         ) from exc
     return ctx
@@ -48,13 +48,13 @@ def send_datasets(
     tls_args = None
     if destination.tls:
         if tls is None:
-            raise ExportError(
+            raise DicomExportError(
                 f"export destination {destination.name} needs TLS but [dicom.tls] is not configured"
             )
         tls_args = (tls_client_context(tls), destination.host)
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args)
     if not assoc.is_established:
-        raise ExportError(
+        raise DicomExportError(
             f"PACS {destination.name} ({destination.ae_title}@{destination.host}:{destination.port}) refused or "
             "did not answer the association; check the export destination and that it knows our AE title"
         )

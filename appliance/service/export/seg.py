@@ -13,7 +13,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from appliance import __version__
-from appliance.service.export.sources import ExportError
+from appliance.service.errors import DicomExportError
 
 #: SNOMED CT categories (CID 7150) by the appliance's structure category.
 CATEGORY_CODES: dict[str, tuple[str, str]] = {
@@ -38,7 +38,7 @@ def build_seg(
     """A binary SEG with one segment per structure present in ``labels`` (n, rows, cols) on ``sources``."""
     present = [s for s in structures if np.any(labels == int(s["label"]))]
     if not present:
-        raise ExportError(
+        raise DicomExportError(
             "the reconstruction has no structure on the source images; nothing to export as SEG"
         )
     family = family or codes.cid7162.HistogramAnalysis  # threshold-based presets; packs pass their own family

@@ -11,11 +11,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from appliance.core import Volume
-from appliance.service.errors import ServiceError
-
-
-class ExportError(ServiceError):
-    """A DICOM export could not be built or sent."""
+from appliance.service.errors import DicomExportError
 
 
 def source_series(study_dir: Path, labels: Volume) -> list[Dataset]:
@@ -39,7 +35,7 @@ def source_series(study_dir: Path, labels: Volume) -> list[Dataset]:
         if on_grid and len(instances) > len(best):
             best = instances
     if not best:
-        raise ExportError(
+        raise DicomExportError(
             f"no series in {study_dir} lies on the label map's grid; it cannot be exported as SEG"
         )
     normal = np.cross(*np.asarray(best[0].ImageOrientationPatient, float).reshape(2, 3))

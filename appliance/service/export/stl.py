@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-from appliance.service.export.sources import ExportError
+from appliance.service.errors import DicomExportError
 
 ENCAPSULATED_STL = "1.2.840.10008.5.1.4.1.1.104.3"
 
@@ -41,9 +41,9 @@ def build_encapsulated_stl(
 ) -> Dataset:
     """The Encapsulated STL object for one structure (``source``: any instance of the source series)."""
     if len(stl) < 84:
-        raise ExportError(f"the mesh of {structure.get('name')} is not a binary STL")
+        raise DicomExportError(f"the mesh of {structure.get('name')} is not a binary STL")
     if "FrameOfReferenceUID" not in source:
-        raise ExportError("the source series has no Frame of Reference UID; the model cannot be placed")
+        raise DicomExportError("the source series has no Frame of Reference UID; the model cannot be placed")
     now = datetime.datetime.now()
     ds = Dataset()
     for kw in _PATIENT_STUDY:

@@ -11,20 +11,21 @@ import logging
 import socket
 import ssl
 import threading
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
 
 from pynetdicom import AE, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
+from appliance.audit import AuditLog
 from appliance.config import DicomConfig, TlsConfig
 from appliance.service.errors import ServiceError
 from appliance.service.receiver.association import AssociationTracker
 from appliance.service.receiver.contexts import VERIFICATION, storage_contexts
 from appliance.service.receiver.echo import handle_echo
 from appliance.service.receiver.store import make_store_handler
-
-if TYPE_CHECKING:
-    from appliance.service.runtime import ApplianceService
+from appliance.service.storage import InstanceStore
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,24 @@ def tls_server_context(tls: TlsConfig) -> ssl.SSLContext:
     return ctx
 
 
-class _Server(ThreadedAssociationServer):  # type: ignore[misc]
+@dataclass(frozen=True)
+class ReceiverContext:
+    """What the receiver needs from the service (built by :class:`~appliance.service.runtime.ApplianceService`).
+
+    Attributes:
+        settings: the ``dicom`` section of the configuration (AE title, port, limits, allow-list, TLS).
+        store: where received instances are stored.
+        audit: the audit trail associations and failed handshakes are recorded in.
+        study_hash: the study's keyed identity hash (what the audit trail records instead of the UID).
+    """
+
+    settings: DicomConfig
+    store: InstanceStore
+    audit: AuditLog
+    study_hash: Callable[[str], str]
+
+
+class _Server(ThreadedAssociationServer):
     """ThreadedAssociationServer with TCP_NODELAY and per-connection TLS handshakes."""
 
     tls_context: ssl.SSLContext | None = None
@@ -76,10 +94,10 @@ class _Server(ThreadedAssociationServer):  # type: ignore[misc]
 class DicomReceiver:
     """C-ECHO and C-STORE SCP of the appliance, started and stopped by the service."""
 
-    def __init__(self, service: ApplianceService) -> None:
-        self.service = service
-        self.config: DicomConfig = service.config.dicom
-        self.tracker = AssociationTracker(self.config, service.audit, service.study_hash)
+    def __init__(self, context: ReceiverContext) -> None:
+        self.context = context
+        self.config: DicomConfig = context.settings
+        self.tracker = AssociationTracker(self.config, context.audit, context.study_hash)
         self.tls_failures = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -106,7 +124,7 @@ class DicomReceiver:
     def start(self) -> None:
         """Listen on ``dicom.bind_address:dicom.port``."""
         ae = self._ae()
-        store_handler = make_store_handler(self.service.store, self.tracker)
+        store_handler = make_store_handler(self.context.store, self.tracker)
         handlers: list[Any] = [
             *self.tracker.handlers(),
             (evt.EVT_C_ECHO, handle_echo),
@@ -137,7 +155,7 @@ class DicomReceiver:
     def _tls_failed(self, address: tuple[str, int], exc: BaseException) -> None:
         actor = f"dicom:?@{address[0]}"
         log.warning("TLS handshake from %s failed: %s", address[0], exc)
-        self.service.audit.append(
+        self.context.audit.append(
             actor,
             "association.rejected",
             None,
