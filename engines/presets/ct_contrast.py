@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from engines.presets import ct_morphology as morph
 from engines.presets.ct_geometry import GridGeometry
-
-if TYPE_CHECKING:
-    from engines.presets.ct_default import CtDefaultParameters
+from engines.presets.ct_parameters import CtDefaultParameters
 
 Array = Any
 
