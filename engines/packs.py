@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import Structure, StructureCategory
-from engines.presets.base import EngineError
+from engines.errors import PackError, PackIntegrityError, PackManifestError, PackNotFound
 
 log = logging.getLogger(__name__)
 
@@ -41,26 +41,6 @@ SIZE_POLICIES = ("fixed", "sliding_window", "any")
 AXIS_ORDERS = ("ijk", "kji")
 PREPROCESSING_STEPS = ("crop_to_foreground", "mask_with_pack")
 POSTPROCESSING_STEPS = ("largest_component", "fill_holes")
-
-
-class PackError(EngineError):
-    """Base of model-pack errors."""
-
-
-class PackManifestError(PackError):
-    """The manifest is missing fields or has wrong values; ``problems`` lists each one."""
-
-    def __init__(self, source: str, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__(f"model pack manifest {source} is invalid: " + "; ".join(self.problems))
-
-
-class PackIntegrityError(PackError):
-    """The ONNX file does not match the manifest's sha256, or the signature does not verify."""
-
-
-class PackNotFound(PackError):
-    """No pack with that name is installed."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +136,15 @@ def _steps(raw: Any, allowed: Sequence[str], key: str, problems: list[str]) -> t
     return tuple(steps)
 
 
+def _label_problem(channel: int, used: set[int], category: Any) -> str:
+    """What is wrong with one label's channel or category (``""`` when nothing)."""
+    if channel == 0 or channel in used:
+        return f"channel {channel} is background or used twice"
+    if category not in {c.value for c in StructureCategory}:
+        return f"category {category!r} not in {[c.value for c in StructureCategory]}"
+    return ""
+
+
 def _labels(raw: Any, problems: list[str]) -> tuple[tuple[PackLabel, ...], int]:
     if not isinstance(raw, list) or not raw:
         problems.append("labels must be a non-empty list of {channel, name, color, category}")
@@ -169,13 +158,12 @@ def _labels(raw: Any, problems: list[str]) -> tuple[tuple[PackLabel, ...], int]:
         try:
             channel = int(item["channel"])
             value = int(item.get("value", channel))
-            if channel == 0 or channel in channels:
-                raise ValueError(f"channel {channel} is background or used twice")
-            category = item.get("category", "other")
-            if category not in {c.value for c in StructureCategory}:
-                raise ValueError(f"category {category!r} not in {[c.value for c in StructureCategory]}")
-            structure = Structure(value, str(item["name"]), tuple(item["color"]), StructureCategory(category),
-                                  item.get("snomed"))
+            problem = _label_problem(channel, channels, item.get("category", "other"))
+            if problem:
+                problems.append(f"labels[{i}]: {problem}")
+                continue
+            structure = Structure(value, str(item["name"]), tuple(item["color"]),
+                                  StructureCategory(item.get("category", "other")), item.get("snomed"))
         except KeyError as exc:
             problems.append(f"labels[{i}] lacks {exc.args[0]!r}")
             continue

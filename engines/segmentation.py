@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import Finding, Volume
+from engines.errors import MarginError
 from engines.lesions import Lesion, add_lesion, lesion_from_file, lesion_from_seed
-from engines.margins import MarginError, Overlay, add_margins
+from engines.margins import Overlay, add_margins
 from engines.presets import choose_preset, get_preset
 from engines.presets.base import ProgressCallback, SegmentationResult
 from kernels.device import resolve_device

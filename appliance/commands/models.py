@@ -10,16 +10,9 @@ import logging
 import sys
 from pathlib import Path
 
-from engines.backends import BackendUnavailable, backend_class
-from engines.packs import (
-    PackError,
-    find_pack,
-    import_pack,
-    list_packs,
-    load_pack,
-    pack_dirs,
-    verify_pack,
-)
+from engines.backends import backend_class
+from engines.errors import BackendUnavailable, PackError
+from engines.packs import find_pack, import_pack, list_packs, load_pack, pack_dirs, verify_pack
 
 log = logging.getLogger(__name__)
 

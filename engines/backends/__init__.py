@@ -19,18 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from engines.presets.base import EngineError
+from engines.errors import BackendError, BackendUnavailable
 from kernels.device import Device, resolve_device
 
 log = logging.getLogger(__name__)
-
-
-class BackendError(EngineError):
-    """A backend cannot be used or failed while running."""
-
-
-class BackendUnavailable(BackendError):
-    """The requested backend is not installed or not usable on this device."""
 
 
 class Backend(abc.ABC):

@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engines.backends import Backend, BackendError, register_backend
+from engines.backends import Backend, register_backend
+from engines.errors import BackendError
 from kernels.device import Device
 
 log = logging.getLogger(__name__)

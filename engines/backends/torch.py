@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engines.backends import Backend, BackendError, register_backend
+from engines.backends import Backend, register_backend
+from engines.errors import BackendError
 from kernels.device import Device, cuda_available
 
 log = logging.getLogger(__name__)

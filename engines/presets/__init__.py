@@ -10,8 +10,9 @@ import importlib
 import logging
 
 from appliance.core import Volume
+from engines.errors import NoPresetForVolume
 from engines.presets import ct_default  # registers ct-default
-from engines.presets.base import EngineError, available_presets, get_preset
+from engines.presets.base import available_presets, get_preset
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,6 @@ _NOT_BRAIN_WORDS = ("knee", "spine", "lumbar", "thoracic", "cervical", "abdomen"
                     "breast", "prostate", "liver", "cardiac", "heart", "shoulder", "hip", "ankle", "wrist",
                     "elbow", "foot", "hand", "kidney", "renal", "leg", "arm")
 _REGION_KEYS = ("body_part", "BodyPartExamined", "description", "series_description")
-
-
-class NoPresetForVolume(EngineError):
-    """``auto`` found no preset for this modality; the message lists the presets to choose by hand."""
 
 
 def choose_preset(volume: Volume) -> tuple[str, str]:

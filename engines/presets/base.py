@@ -9,7 +9,7 @@ from typing import Any
 
 from appliance.core import Finding, LabelMap, Volume
 from appliance.typed import ProgressCallback
-from engines.errors import EngineError, UnknownPreset
+from engines.errors import UnknownPreset
 
 
 @dataclass
@@ -60,5 +60,4 @@ def get_preset(name: str) -> Preset:
     return factory()
 
 
-__all__ = ["EngineError", "Preset", "ProgressCallback", "SegmentationResult", "UnknownPreset", "available_presets",
-           "get_preset", "register_preset"]
+__all__ = ["Preset", "ProgressCallback", "SegmentationResult", "available_presets", "get_preset", "register_preset"]

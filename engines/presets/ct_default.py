@@ -22,8 +22,9 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.core import Finding, LabelMap, Severity, Structure, StructureCategory, Volume
+from engines.errors import CtInputError
 from engines.presets import ct_morphology as morph
-from engines.presets.base import EngineError, Preset, ProgressCallback, SegmentationResult, register_preset
+from engines.presets.base import Preset, ProgressCallback, SegmentationResult, register_preset
 from engines.presets.ct_airway import find_trachea_seed, grow_airway
 from engines.presets.ct_contrast import (
     clean_bone,
@@ -52,10 +53,6 @@ STRUCTURES: dict[str, Structure] = {
     "airway": Structure(5, "airway", (184, 225, 250), StructureCategory.AIRWAY, None),
     "vessels_contrast": Structure(6, "vessels_contrast", (216, 101, 79), StructureCategory.VESSEL, "59820001"),
 }
-
-
-class CtInputError(EngineError):
-    """The volume given to ``ct-default`` is not a CT in Hounsfield units."""
 
 
 def _check_input(volume: Volume) -> list[Finding]:

@@ -25,7 +25,8 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.core import Finding, LabelMap, Severity, Structure, Volume
-from engines.presets.base import EngineError, Preset, ProgressCallback, SegmentationResult, register_preset
+from engines.errors import MrBrainError
+from engines.presets.base import Preset, ProgressCallback, SegmentationResult, register_preset
 
 if TYPE_CHECKING:  # the engine modules import engines.presets.base, so they are imported lazily here
     from engines.backends import Backend, BackendChoice
@@ -41,10 +42,6 @@ DEFAULT_PACKS = {
 #: Subcortical-network structures left to the tissue network (cerebral white matter and cortex).
 TISSUE_NAMES = ("cerebral_white_matter", "cerebral_cortex")
 WHITE, GREY = "white_matter", "grey_matter"
-
-
-class MrBrainError(EngineError):
-    """The input cannot be segmented by mr-brain (wrong modality, missing pack)."""
 
 
 def _pack_for(options: Mapping[str, Any], key: str, dirs: Sequence[Path]) -> ModelPack | None:

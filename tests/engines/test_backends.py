@@ -12,7 +12,6 @@ from test_packs_support import T1
 
 from engines.backends import (
     Backend,
-    BackendUnavailable,
     available_backends,
     backend_class,
     choose_backend,
@@ -21,6 +20,7 @@ from engines.backends import (
 )
 from engines.backends.onnxruntime import OnnxRuntimeBackend
 from engines.backends.torch import TorchBackend
+from engines.errors import BackendUnavailable
 from engines.packs import load_pack
 from kernels.device import Device
 

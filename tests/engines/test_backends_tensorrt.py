@@ -20,8 +20,9 @@ import pytest
 
 import engines.backends as registry
 from appliance.cli import main as cli_main
-from engines.backends import BackendError, choose_backend
+from engines.backends import choose_backend
 from engines.backends import tensorrt as trt_backend
+from engines.errors import BackendError
 from engines.packs import load_pack
 
 ROOT = Path(__file__).resolve().parents[2]

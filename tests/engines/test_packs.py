@@ -13,19 +13,8 @@ import pytest
 from test_packs_support import make_pack
 
 from appliance.cli import main as cli_main
-from engines.packs import (
-    PackError,
-    PackIntegrityError,
-    PackManifestError,
-    PackNotFound,
-    find_pack,
-    import_pack,
-    list_packs,
-    load_pack,
-    sign_manifest,
-    verify_pack,
-    write_manifest,
-)
+from engines.errors import PackError, PackIntegrityError, PackManifestError, PackNotFound
+from engines.packs import find_pack, import_pack, list_packs, load_pack, sign_manifest, verify_pack, write_manifest
 from engines.preprocessing import crop, foreground_box, normalise_intensity, uncrop
 
 ROOT = Path(__file__).resolve().parents[2]

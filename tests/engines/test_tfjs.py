@@ -11,8 +11,9 @@ import pytest
 import torch
 from test_packs_support import BRAINCHOP, NIIVUE, T1, act, conv, write_tfjs
 
+from engines.errors import TfjsConversionError
 from engines.packs import load_pack, sha256_file
-from engines.tfjs import TfjsConversionError, convert, load_tfjs
+from engines.tfjs import convert, load_tfjs
 
 ROOT = Path(__file__).resolve().parents[2]
 
