@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engines.backends import Backend, register_backend
+from engines.backends.base import Backend
+from engines.backends.registry import register_backend
 from engines.errors import BackendError
 from kernels.device import Device
 

@@ -21,7 +21,8 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from engines.backends import Backend, register_backend
+from engines.backends.base import Backend
+from engines.backends.registry import register_backend
 from engines.errors import BackendError, BackendUnavailable
 from engines.packs import sha256_file
 from kernels.device import Device, cuda_available

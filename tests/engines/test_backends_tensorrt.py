@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-import engines.backends as registry
+import engines.backends.registry as registry
 from appliance.cli import main as cli_main
 from engines.backends import choose_backend
 from engines.backends import tensorrt as trt_backend
