@@ -21,8 +21,9 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.core import LabelMap, Structure, StructureCategory
+from appliance.typed import Device
 from engines.errors import MarginError
-from kernels.device import Device, array_module
+from kernels.device import array_module
 from kernels.distance import TOLERANCE_MM, distance_to
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from appliance.typed import Device
 from engines.errors import BackendError
-from kernels.device import Device
 
 
 class Backend(abc.ABC):

@@ -13,9 +13,9 @@ import importlib
 import logging
 from pathlib import Path
 
+from appliance.typed import Device
 from engines.backends.base import Backend, BackendChoice
 from engines.errors import BackendError, BackendUnavailable
-from kernels.device import Device, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,10 @@ def available_backends(device: Device) -> list[str]:
     return [n for n in order if n in _REGISTRY and _REGISTRY[n].is_available(device)[0]]
 
 
-def choose_backend(device: str = "auto", backend: str = "auto") -> BackendChoice:
-    """Resolve ``device`` (``auto|cpu|cuda``) and pick a backend (``auto`` or a name), logging the reason."""
+def choose_backend(device: Device, backend: str = "auto") -> BackendChoice:
+    """Pick a backend (``auto`` or a name) for the resolved ``device`` (``cpu|cuda``), logging the reason."""
     _load_builtin()
-    dev = resolve_device(device)
+    dev = device
     considered: list[str] = []
     if backend != "auto":
         ok, why = backend_class(backend).is_available(dev)

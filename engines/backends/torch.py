@@ -16,10 +16,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from appliance.typed import Device
 from engines.backends.base import Backend
 from engines.backends.registry import register_backend
 from engines.errors import BackendError
-from kernels.device import Device, cuda_available
+from kernels.device import cuda_available
 
 log = logging.getLogger(__name__)
 

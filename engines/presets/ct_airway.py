@@ -13,13 +13,13 @@ import logging
 from types import ModuleType
 from typing import Any
 
+from appliance.typed import Array
 from engines.presets import ct_morphology as morph
 from engines.presets.ct_geometry import GridGeometry
 from engines.presets.ct_parameters import CtDefaultParameters
 
 log = logging.getLogger(__name__)
 
-Array = Any
 Voxel = tuple[int, int, int]
 
 #: Gas threshold (HU) for the trachea search: the lumen is air, the wall is tissue.

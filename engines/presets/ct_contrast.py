@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 
+from appliance.typed import Array
 from engines.presets import ct_morphology as morph
 from engines.presets.ct_geometry import GridGeometry
 from engines.presets.ct_parameters import CtDefaultParameters
-
-Array = Any
 
 #: Lowest noise (HU) assumed by the smoothness test (real scans have 10-100 HU).
 NOISE_FLOOR_HU = 5.0

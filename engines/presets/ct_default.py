@@ -22,9 +22,10 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.core import Finding, LabelMap, Severity, Structure, StructureCategory, Volume
+from appliance.typed import Array, Device, ProgressCallback
 from engines.errors import CtInputError
 from engines.presets import ct_morphology as morph
-from engines.presets.base import Preset, ProgressCallback, SegmentationResult, register_preset
+from engines.presets.base import Preset, SegmentationResult, register_preset
 from engines.presets.ct_airway import find_trachea_seed, grow_airway
 from engines.presets.ct_contrast import (
     clean_bone,
@@ -35,11 +36,10 @@ from engines.presets.ct_contrast import (
 )
 from engines.presets.ct_geometry import GridGeometry
 from engines.presets.ct_parameters import CtDefaultParameters
-from kernels.device import Device, array_module, device_description, resolve_device
+from kernels.device import array_module, device_description
 
 log = logging.getLogger(__name__)
 
-Array = Any
 
 PRESET_NAME = "ct-default"
 PRESET_VERSION = "1.1"
@@ -198,12 +198,12 @@ class CtDefaultPreset(Preset):
     name = PRESET_NAME
     modalities = ("CT",)
 
-    def run(self, volume: Volume, device: str = "auto", progress: ProgressCallback | None = None,
+    def run(self, volume: Volume, device: Device, progress: ProgressCallback | None = None,
             options: Mapping[str, Any] | None = None) -> SegmentationResult:
         """Segment ``volume`` on ``device``; returns labels, findings and provenance (stage timings)."""
         findings = _check_input(volume)
         params = CtDefaultParameters.from_options(options)
-        dev: Device = resolve_device(device)
+        dev = device
         labels, timings, found = segment_ct(volume, dev, params, progress)
         findings.extend(found)
         present = [STRUCTURES[name] for name in STRUCTURES if bool((labels == STRUCTURES[name].label).any())]

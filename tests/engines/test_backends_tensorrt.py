@@ -18,7 +18,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-import engines.backends.registry as registry
 from appliance.cli import main as cli_main
 from engines.backends import choose_backend
 from engines.backends import tensorrt as trt_backend
@@ -276,9 +275,8 @@ def test_parse_failure_and_corrupt_cache(fake_trt: FakeTRT, gw5: Any, tmp_path: 
 
 
 @pytest.mark.req("REQ-FUNC-103", "REQ-FUNC-104")
-def test_tensorrt_preferred_on_cuda(fake_trt: FakeTRT, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "resolve_device", lambda requested: "cuda")
-    choice = choose_backend("auto")
+def test_tensorrt_preferred_on_cuda(fake_trt: FakeTRT) -> None:
+    choice = choose_backend("cuda")
     assert choice.name == "tensorrt" and choice.device == "cuda"
     assert "tensorrt 10.3.0 on compute capability 9.0" in choice.considered[0]
 
