@@ -24,10 +24,12 @@ REQUIREMENTS = ("REQ-PERF-150", "REQ-PERF-151", "REQ-PERF-152")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # helpers.metrics: the metrics the accuracy tests use
+
+from helpers.metrics import compare  # noqa: E402
 
 from appliance.io.nifti import load_volume  # noqa: E402
 from engines.labelmap_io import read_labelmap  # noqa: E402
-from engines.metrics import compare  # noqa: E402
 from engines.presets import get_preset  # noqa: E402
 from kernels.device import resolve_device  # noqa: E402
 
