@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.resources
 import json
 import logging
 import os
@@ -31,8 +32,8 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAMES = ("pack.json", "pack.toml")
 SCHEMA_VERSION = 1
-#: Directory of the packs shipped with the appliance (repository root / model_packs).
-SHIPPED_PACKS = Path(__file__).resolve().parents[1] / "model_packs"
+#: Directory of the packs shipped with the appliance (package data: ``engines/model_packs``).
+SHIPPED_PACKS = Path(str(importlib.resources.files("engines") / "model_packs"))
 #: Extra pack directory (hospital-imported packs); overridden by ``APPLIANCE_MODEL_PACKS``.
 DEFAULT_USER_PACKS = Path("/var/lib/appliance/model_packs")
 

@@ -21,11 +21,10 @@ from engines.backends import (
 from engines.backends.onnxruntime import OnnxRuntimeBackend
 from engines.backends.torch import TorchBackend
 from engines.errors import BackendUnavailable
-from engines.packs import load_pack
+from engines.packs import SHIPPED_PACKS, load_pack
 from kernels.device import Device
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKS = ROOT / "model_packs"
+PACKS = SHIPPED_PACKS
 
 
 def _t1_block(shared_data: Path, size: int = 48) -> np.ndarray:

@@ -22,9 +22,8 @@ from appliance.cli import main as cli_main
 from engines.backends import choose_backend
 from engines.backends import tensorrt as trt_backend
 from engines.errors import BackendError
-from engines.packs import load_pack
+from engines.packs import SHIPPED_PACKS, load_pack
 
-ROOT = Path(__file__).resolve().parents[2]
 MAGIC = b"FAKEPLAN1"
 
 
@@ -200,7 +199,7 @@ def fake_trt(monkeypatch: pytest.MonkeyPatch) -> FakeTRT:
 
 @pytest.fixture
 def gw5() -> Any:
-    return load_pack(ROOT / "model_packs" / "brainchop-gw-5", verify=True)
+    return load_pack(SHIPPED_PACKS / "brainchop-gw-5", verify=True)
 
 
 @pytest.mark.req("REQ-FUNC-104")
