@@ -27,9 +27,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from appliance import __version__
 from appliance.core import Finding, LabelMap, Mesh, Series, Severity, StructureCategory, Volume
@@ -40,9 +41,13 @@ from appliance.export.glb import write_glb
 from appliance.export.manifest import MANIFEST_NAME, json_safe, redact, write_manifest
 from appliance.export.report import REPORT_NAME, report_pictures, write_report
 from appliance.export.threemf import write_3mf_parts_and_scene
+from appliance.ingest import load_input
+from appliance.meshing import mesh_labelmap, mesh_qa
+from appliance.typed import Device, ProgressCallback
+from engines.labelmap_io import write_segmentation
 from engines.presets.base import SegmentationResult
-from engines.segmentation import LesionRequest
-from kernels.device import resolve_device
+from engines.segmentation import LesionRequest, segment_volume
+from kernels.device import device_description, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -67,25 +72,35 @@ _MESH_EXTENSIONS = (*FORMATS, "mtl")
 _IDENTIFYING_TAG = re.compile(r"patient|birth|date|time|uid|accession|institution|physician|operator|"
                               r"station|study_?id|(^|_)id$|^other_?patient", re.IGNORECASE)
 
-ProgressCallback = Callable[[str, float], None]
-
-
 class PipelineError(ApplianceError):
     """A stage of the pipeline is missing or returned something unusable; the message names it."""
 
 
+#: ``(path, series_uid, override, modality) -> (Volume, findings, Series | None)``.
+LoadFunction = Callable[[Path, str | None, bool, str | None], tuple[Volume, list[Finding], Series | None]]
+#: ``(volume, preset, device, lesion, margins_mm, progress) -> (SegmentationResult, record)``.
 SegmentFunction = Callable[
-    [Volume, str, str, "LesionRequest | None", tuple[float, ...], ProgressCallback],
+    [Volume, str, Device, LesionRequest | None, tuple[float, ...], ProgressCallback],
     tuple[SegmentationResult, dict[str, Any]],
 ]
+#: ``(result, out_dir, record) -> anything`` (the result is not used).
+WriteSegmentationFunction = Callable[[SegmentationResult, Path, dict[str, Any]], object]
+#: ``(mesh, mask, affine) -> QA dict``.
+MeshQaFunction = Callable[[Mesh, npt.NDArray[np.bool_], npt.NDArray[np.float64]], dict[str, Any]]
 
 
-def segment_with_engines(volume: Volume, preset: str, device: str, lesion: LesionRequest | None,
+class MeshFunction(Protocol):
+    """``mesh_labelmap(labelmap, device=, smoothing_iterations=, target_triangles=, progress=) -> [Mesh]``."""
+
+    def __call__(self, labelmap: LabelMap, *, device: Device, smoothing_iterations: int,
+                 target_triangles: int | None, progress: ProgressCallback | None) -> list[Mesh]:
+        """Mesh every structure of ``labelmap``."""
+
+
+def segment_with_engines(volume: Volume, preset: str, device: Device, lesion: LesionRequest | None,
                          margins_mm: tuple[float, ...],
                          progress: ProgressCallback) -> tuple[SegmentationResult, dict[str, Any]]:
     """engines.segmentation.segment_volume: preset (or auto), lesion and margin shells; (result, record)."""
-    from engines.segmentation import segment_volume
-
     outcome = segment_volume(volume, preset, device, lesion, margins_mm, progress=progress)
     return outcome.result, dict(outcome.record)
 
@@ -105,25 +120,16 @@ class Components:
         names: module names recorded in the provenance.
     """
 
-    load_input: Callable[[Path, str | None, bool, str | None], tuple[Volume, list[Finding], Series | None]]
+    load_input: LoadFunction
     segment: SegmentFunction
-    write_segmentation: Callable[[SegmentationResult, Path, dict[str, Any]], Any]
-    mesh_labelmap: Callable[..., list[Mesh]]
-    mesh_qa: Callable[[Mesh, Any, Any], dict[str, Any]]
+    write_segmentation: WriteSegmentationFunction
+    mesh_labelmap: MeshFunction
+    mesh_qa: MeshQaFunction
     names: dict[str, str] = field(default_factory=dict)
 
 
 def default_components() -> Components:
-    """The real modules: appliance.ingest, engines.segmentation, engines.labelmap_io, appliance.meshing.
-
-    Raises :class:`PipelineError` naming the module when one is not part of this build.
-    """
-    try:
-        from appliance.ingest import load_input
-        from appliance.meshing import mesh_labelmap, mesh_qa
-        from engines.labelmap_io import write_segmentation
-    except ModuleNotFoundError as exc:
-        raise PipelineError(f"the pipeline needs module {exc.name!r}, which is not part of this build") from exc
+    """The real modules: appliance.ingest, engines.segmentation, engines.labelmap_io, appliance.meshing."""
 
     def _load(path: Path, series_uid: str | None, override: bool,
               modality: str | None) -> tuple[Volume, list[Finding], Series | None]:
@@ -236,7 +242,7 @@ def _mesh_findings(meshes: Sequence[Mesh]) -> list[Finding]:
 
 
 def postprocess_meshes(
-    meshes: Sequence[Mesh], labelmap: LabelMap, mesh_qa: Callable[[Mesh, Any, Any], dict[str, Any]]
+    meshes: Sequence[Mesh], labelmap: LabelMap, mesh_qa: MeshQaFunction
 ) -> tuple[list[Mesh], list[Finding]]:
     """Keep meshes with triangles, make sure each carries QA, and turn failed QA into findings."""
     by_name = {s.name: s for s in labelmap.structures}
@@ -478,11 +484,9 @@ def _lesion_request(lesion: Path | str | None, seed: Sequence[float] | None,
     return None
 
 
-def _device_name(device: str) -> str:
+def _device_name(device: Device) -> str:
     try:
-        from kernels.device import device_description
-
-        return device_description("cuda" if device == "cuda" else "cpu")
+        return device_description(device)
     except Exception as exc:  # a GPU name is nice to have, never a reason to fail
         log.debug("device description failed: %s", exc)
         return device

@@ -24,11 +24,14 @@ REQUIREMENTS = ("REQ-PERF-150", "REQ-PERF-151", "REQ-PERF-152")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # helpers.metrics: the metrics the accuracy tests use
+
+from helpers.metrics import compare  # noqa: E402
 
 from appliance.io.nifti import load_volume  # noqa: E402
 from engines.labelmap_io import read_labelmap  # noqa: E402
-from engines.metrics import compare  # noqa: E402
 from engines.presets import get_preset  # noqa: E402
+from kernels.device import resolve_device  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ct" / "totalsegmentator"
 MAPPING = ROOT / "bench" / "totalsegmentator_to_ct_default.json"
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labels", type=Path, help="use these labels instead of running the preset")
     ap.add_argument("--structures", type=Path, help="structures.json for --labels")
     args = ap.parse_args(argv)
+    device = resolve_device(args.device)
 
     mapping = json.loads(args.mapping.read_text())
     ref = load_volume(args.reference, "SEG", "label")
@@ -57,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         vol = load_volume(args.ct, "CT", "HU")
         t0 = time.perf_counter()
-        lm = get_preset(args.preset).run(vol, args.device).labelmap
+        lm = get_preset(args.preset).run(vol, device).labelmap
         how = f"{args.preset} on {args.device} in {time.perf_counter() - t0:.2f} s"
     if lm.shape != ref.shape or not np.allclose(lm.affine, ref.affine, atol=1e-3):
         print(f"reference grid {ref.shape} differs from ours {lm.shape}; resample one onto the other first")

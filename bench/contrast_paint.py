@@ -23,11 +23,14 @@ REQUIREMENTS = ("REQ-FUNC-153",)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # helpers.metrics: the metrics the accuracy tests use
+
+from helpers.metrics import dice  # noqa: E402
 
 from appliance.core import Volume  # noqa: E402
 from appliance.io.nifti import load_volume  # noqa: E402
-from engines.metrics import dice  # noqa: E402
 from engines.presets import get_preset  # noqa: E402
+from kernels.device import resolve_device  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ct" / "totalsegmentator"
 MAPPING = ROOT / "bench" / "totalsegmentator_to_ct_default.json"
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="preset parameter override (repeatable), e.g. contrast_high_hu=600")
     args = ap.parse_args(argv)
+    device = resolve_device(args.device)
     options = {k: float(v) for k, _, v in (item.partition("=") for item in args.param)}
     ct = load_volume(DATA / "example_ct.nii.gz", "CT", "HU")
     ref = np.asarray(load_volume(DATA / "example_seg_fast_force_split.nii.gz", "SEG", "label").array)
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             mask = vessels if target == "vessels" else ref == value_of[target]
             hu[mask] = value + 0.5 * (hu[mask] - np.median(hu[mask])) + rng.normal(0, 10, int(mask.sum()))
         painted = Volume(np.rint(hu).astype(np.int16), ct.affine, "CT", "HU")
-        labels = get_preset("ct-default").run(painted, args.device, options=options).labelmap.labels
+        labels = get_preset("ct-default").run(painted, device, options=options).labelmap.labels
         bone = labels == 2
         print(f"| {phase} | {dice(bone, bone_ref):.3f} | {dice(labels == 6, vessels):.3f} | "
               f"{100 * bone[vessels].mean():.0f} % | "

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from appliance.core import Volume  # noqa: E402
 from appliance.io.nifti import load_volume  # noqa: E402
 from engines.presets import get_preset  # noqa: E402
+from kernels.device import resolve_device  # noqa: E402
 
 
 def mask_on_grid(mask: Volume, grid: Volume) -> npt.NDArray[np.bool_]:
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="preset parameter override (repeatable), e.g. contrast_high_hu=600")
     args = ap.parse_args(argv)
+    device = resolve_device(args.device)
     options = {k: float(v) for k, _, v in (item.partition("=") for item in args.param)}
     masks: dict[str, Path] = {}
     for item in args.mask:
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ct = load_volume(args.ct, "CT", "HU")
     t0 = time.perf_counter()
-    result = get_preset(args.preset).run(ct, args.device, options=options)
+    result = get_preset(args.preset).run(ct, device, options=options)
     seconds = time.perf_counter() - t0
     lm = result.labelmap
     names = {s.label: s.name for s in lm.structures}

@@ -27,6 +27,7 @@ REQUIREMENTS = ("REQ-PERF-101",)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from appliance.typed import Device  # noqa: E402
 from engines.backends import Backend, available_backends, backend_class  # noqa: E402
 from engines.packs import ModelPack, list_packs  # noqa: E402
 from engines.sliding_window import sliding_window_probabilities  # noqa: E402
@@ -40,7 +41,7 @@ def _sync(backend: Backend) -> None:
         cupy.cuda.get_current_stream().synchronize()
 
 
-def _input(size: int, device: str) -> Any:
+def _input(size: int, device: Device) -> Any:
     rng = np.random.default_rng(0)
     x = rng.random((1, 1, size, size, size), dtype=np.float32)
     if device == "cuda":
@@ -64,9 +65,9 @@ def time_forward(backend: Backend, size: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def configurations(pack: ModelPack) -> list[tuple[str, str, str]]:
+def configurations(pack: ModelPack) -> list[tuple[str, Device, str]]:
     """(backend, device, precision) combinations available here; onnxruntime-CPU first (the anchor)."""
-    rows = [("onnxruntime", "cpu", "fp32")]
+    rows: list[tuple[str, Device, str]] = [("onnxruntime", "cpu", "fp32")]
     rows += [(b, "cpu", "fp32") for b in available_backends("cpu") if b != "onnxruntime"]
     if cuda_available():
         for b in available_backends("cuda"):
@@ -94,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, device, precision in configurations(pack):
             size = args.cpu_size if (device == "cpu" and args.cpu_size) else args.size
             try:
-                backend = backend_class(name)(pack.onnx_path, device, precision=precision,  # type: ignore[arg-type]
-                                              sha256=pack.sha256)
+                backend = backend_class(name)(pack.onnx_path, device, precision=precision, sha256=pack.sha256)
                 seconds = time_forward(backend, size, args.repeats)
             except Exception as exc:  # report and go on: a benchmark never stops at one backend
                 print(f"{pack.name:32} {name:12} {device:6} {precision:5} {size:>5}  failed: {exc}")

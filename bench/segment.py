@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from appliance.core import Volume  # noqa: E402
 from appliance.io.nifti import load_volume  # noqa: E402
+from appliance.typed import Device  # noqa: E402
 from engines.presets import get_preset  # noqa: E402
 from kernels.device import cuda_available, device_description  # noqa: E402
 
@@ -41,7 +42,7 @@ def large_ct(vol: Volume, shape: tuple[int, int, int] = LARGE_SHAPE) -> Volume:
     return Volume(np.rint(arr).astype(np.int16), aff, "CT", "HU")
 
 
-def time_runs(vol: Volume, device: str, repeats: int) -> tuple[float, dict[str, float], np.ndarray]:
+def time_runs(vol: Volume, device: Device, repeats: int) -> tuple[float, dict[str, float], np.ndarray]:
     preset = get_preset("ct-default")
     result = preset.run(vol, device)  # warm-up (CUDA kernels compile on first use)
     times = []
@@ -64,25 +65,26 @@ def main(argv: list[str] | None = None) -> int:
     big = large_ct(real)
     print(f"synthetic CT {big.shape}, spacing {tuple(round(s, 3) for s in big.spacing)} mm "
           f"(built in {time.perf_counter() - t0:.1f} s)")
-    devices = ["cpu"] + (["cuda"] if cuda_available() else [])
-    print(f"devices: {', '.join(device_description(d) for d in devices)}")  # type: ignore[arg-type]
+    devices: list[Device] = ["cpu", "cuda"] if cuda_available() else ["cpu"]
+    print(f"devices: {', '.join(device_description(d) for d in devices)}")
     rows: list[dict[str, object]] = []
     for name, vol in (("example_ct 122x101x112", real), ("synthetic 512x512x600", big)):
         labels_by_device: dict[str, np.ndarray] = {}
+        median_by_device: dict[str, float] = {}
         for dev in devices:
             if dev == "cpu" and vol is big and args.skip_cpu_large:
                 continue
             reps = 1 if (dev == "cpu" and vol is big) else args.repeats
             med, stages, labels = time_runs(vol, dev, reps)
             labels_by_device[dev] = labels
+            median_by_device[dev] = round(med, 4)
             rows.append({"case": name, "device": dev, "median_s": round(med, 4), "repeats": reps, "stages": stages})
             print(f"{name:26s} {dev:5s} median {med:8.3f} s  (n={reps})  stages: "
                   + ", ".join(f"{k} {v:.3f}" for k, v in stages.items()))
         if len(labels_by_device) == 2:
             same = bool(np.array_equal(labels_by_device["cpu"], labels_by_device["cuda"]))
-            cpu_t = next(r["median_s"] for r in rows if r["case"] == name and r["device"] == "cpu")
-            gpu_t = next(r["median_s"] for r in rows if r["case"] == name and r["device"] == "cuda")
-            print(f"{name:26s} GPU/CPU time ratio {float(gpu_t) / float(cpu_t):.4f}; labels identical: {same}")
+            cpu_t, gpu_t = median_by_device["cpu"], median_by_device["cuda"]
+            print(f"{name:26s} GPU/CPU time ratio {gpu_t / cpu_t:.4f}; labels identical: {same}")
             rows.append({"case": name, "labels_identical": same})
     print("target: ct-default <= 0.5 s for 512x512x600 on an H100 (REQ-PERF-153)")
     if args.json:

@@ -20,7 +20,6 @@ from typing import Any
 import onnx
 
 from engines.packs import ModelPack, load_pack, sha256_file, write_manifest
-from engines.presets.base import EngineError
 from engines.tfjs import convert, load_tfjs, output_classes
 
 log = logging.getLogger(__name__)
@@ -58,10 +57,6 @@ BRAINCHOP_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 _CSF_WORDS = ("ventricle", "csf", "vessel", "choroid")
-
-
-class TfjsPackError(EngineError):
-    """The tfjs folder cannot be turned into a pack (colormap missing or not matching the outputs)."""
 
 
 def structure_name(label: str) -> str:

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from appliance.core import Volume
-from engines.presets.base import EngineError
+from engines.errors import ConformError
 
 #: LPS unit vector of each orientation letter (the direction the array axis points to).
 _LPS_AXIS = {
@@ -26,10 +26,6 @@ _LPS_AXIS = {
     "A": (0.0, -1.0, 0.0), "S": (0.0, 0.0, 1.0), "I": (0.0, 0.0, -1.0),
 }
 UPPER_QUANTILE = 0.999
-
-
-class ConformError(EngineError):
-    """The orientation code or grid is not usable."""
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,12 @@ import numpy as np
 import numpy.typing as npt
 
 from engines.backends import Backend
+from engines.errors import InferenceError
 from engines.packs import ModelPack
 from engines.preprocessing import crop, foreground_box, normalise_intensity, uncrop
-from engines.presets.base import EngineError
 from engines.sliding_window import argmax_labels, resample_zoom, sliding_window_probabilities, zoom_factors
 
 log = logging.getLogger(__name__)
-
-
-class InferenceError(EngineError):
-    """The network's output does not fit the pack, or a required input (mask) is missing."""
 
 
 @dataclass

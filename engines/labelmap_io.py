@@ -19,15 +19,12 @@ from appliance import __version__
 from appliance.core import LabelMap, Structure
 from appliance.fsio import atomic_write_text
 from appliance.io.nifti import load_volume, save_labelmap
-from engines.presets.base import EngineError, SegmentationResult
+from engines.errors import LabelMapFileError
+from engines.presets.base import SegmentationResult
 
 LABELS_FILE = "labels.nii.gz"
 STRUCTURES_FILE = "structures.json"
 SEGMENT_FILE = "segment.json"
-
-
-class LabelMapFileError(EngineError):
-    """A labels/structures file pair is unreadable or inconsistent; the message names the file and the fix."""
 
 
 def _write_json_atomic(path: Path, data: Any) -> Path:

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from appliance.core import Finding, LabelMap, Severity, Structure, StructureCategory, Volume
-from engines.presets.base import EngineError
+from engines.errors import LesionError
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,6 @@ Mask = npt.NDArray[np.bool_]
 
 LESION_COLOR = (255, 220, 0)
 LESION_SNOMED = "52988006"  # Lesion (morphologic abnormality)
-
-
-class LesionError(EngineError):
-    """The lesion could not be taken in (unreadable file, seed outside the volume or outside the window...)."""
 
 
 @dataclass

@@ -21,8 +21,9 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.core import LabelMap, Structure, StructureCategory
-from engines.presets.base import EngineError
-from kernels.device import Device, array_module
+from appliance.typed import Device
+from engines.errors import MarginError
+from kernels.device import array_module
 from kernels.distance import TOLERANCE_MM, distance_to
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,6 @@ Overlay = Literal["under", "over"]
 
 #: Shell colours, nearest first (translucent in viewers that honour the category).
 MARGIN_COLORS = ((255, 128, 0), (255, 200, 80), (200, 230, 120), (150, 200, 255))
-
-
-class MarginError(EngineError):
-    """Margins were asked for without a lesion, or with distances that are not positive and increasing."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.resources
 import json
 import logging
 import os
@@ -25,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import Structure, StructureCategory
-from engines.presets.base import EngineError
+from engines.errors import PackError, PackIntegrityError, PackManifestError, PackNotFound
 
 log = logging.getLogger(__name__)
 
 MANIFEST_NAMES = ("pack.json", "pack.toml")
 SCHEMA_VERSION = 1
-#: Directory of the packs shipped with the appliance (repository root / model_packs).
-SHIPPED_PACKS = Path(__file__).resolve().parents[1] / "model_packs"
+#: Directory of the packs shipped with the appliance (package data: ``engines/model_packs``).
+SHIPPED_PACKS = Path(str(importlib.resources.files("engines") / "model_packs"))
 #: Extra pack directory (hospital-imported packs); overridden by ``APPLIANCE_MODEL_PACKS``.
 DEFAULT_USER_PACKS = Path("/var/lib/appliance/model_packs")
 
@@ -41,26 +42,6 @@ SIZE_POLICIES = ("fixed", "sliding_window", "any")
 AXIS_ORDERS = ("ijk", "kji")
 PREPROCESSING_STEPS = ("crop_to_foreground", "mask_with_pack")
 POSTPROCESSING_STEPS = ("largest_component", "fill_holes")
-
-
-class PackError(EngineError):
-    """Base of model-pack errors."""
-
-
-class PackManifestError(PackError):
-    """The manifest is missing fields or has wrong values; ``problems`` lists each one."""
-
-    def __init__(self, source: str, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__(f"model pack manifest {source} is invalid: " + "; ".join(self.problems))
-
-
-class PackIntegrityError(PackError):
-    """The ONNX file does not match the manifest's sha256, or the signature does not verify."""
-
-
-class PackNotFound(PackError):
-    """No pack with that name is installed."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +137,15 @@ def _steps(raw: Any, allowed: Sequence[str], key: str, problems: list[str]) -> t
     return tuple(steps)
 
 
+def _label_problem(channel: int, used: set[int], category: Any) -> str:
+    """What is wrong with one label's channel or category (``""`` when nothing)."""
+    if channel == 0 or channel in used:
+        return f"channel {channel} is background or used twice"
+    if category not in {c.value for c in StructureCategory}:
+        return f"category {category!r} not in {[c.value for c in StructureCategory]}"
+    return ""
+
+
 def _labels(raw: Any, problems: list[str]) -> tuple[tuple[PackLabel, ...], int]:
     if not isinstance(raw, list) or not raw:
         problems.append("labels must be a non-empty list of {channel, name, color, category}")
@@ -169,13 +159,12 @@ def _labels(raw: Any, problems: list[str]) -> tuple[tuple[PackLabel, ...], int]:
         try:
             channel = int(item["channel"])
             value = int(item.get("value", channel))
-            if channel == 0 or channel in channels:
-                raise ValueError(f"channel {channel} is background or used twice")
-            category = item.get("category", "other")
-            if category not in {c.value for c in StructureCategory}:
-                raise ValueError(f"category {category!r} not in {[c.value for c in StructureCategory]}")
-            structure = Structure(value, str(item["name"]), tuple(item["color"]), StructureCategory(category),
-                                  item.get("snomed"))
+            problem = _label_problem(channel, channels, item.get("category", "other"))
+            if problem:
+                problems.append(f"labels[{i}]: {problem}")
+                continue
+            structure = Structure(value, str(item["name"]), tuple(item["color"]),
+                                  StructureCategory(item.get("category", "other")), item.get("snomed"))
         except KeyError as exc:
             problems.append(f"labels[{i}] lacks {exc.args[0]!r}")
             continue

@@ -14,11 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.presets.base import EngineError
-
-
-class PreprocessingError(EngineError):
-    """A normalisation or crop step cannot be applied to this input."""
+from engines.errors import PreprocessingError
 
 
 def _xp(array: Any) -> Any:

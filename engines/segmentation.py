@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import Finding, Volume
+from appliance.typed import Device, ProgressCallback
+from engines.errors import MarginError
 from engines.lesions import Lesion, add_lesion, lesion_from_file, lesion_from_seed
-from engines.margins import MarginError, Overlay, add_margins
+from engines.margins import Overlay, add_margins
 from engines.presets import choose_preset, get_preset
-from engines.presets.base import ProgressCallback, SegmentationResult
-from kernels.device import resolve_device
+from engines.presets.base import SegmentationResult
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +52,19 @@ class SegmentationOutcome:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def segment_volume(volume: Volume, preset: str = "auto", device: str = "auto",
+def segment_volume(volume: Volume, preset: str, device: Device,
                    lesion: LesionRequest | None = None, margins_mm: Sequence[float] = (),
                    overlay: Overlay = "under", input_findings: Sequence[Finding] = (),
                    progress: ProgressCallback | None = None) -> SegmentationOutcome:
-    """Segment ``volume``; add the lesion and its margins when asked."""
+    """Segment ``volume`` with ``preset`` (a name or ``auto``) on the resolved ``device``; add the lesion and its
+    margins when asked.
+
+    The record's ``device.requested`` is ``device``; an entry point that resolved the user's ``auto`` overwrites it.
+    """
     timings: dict[str, float] = {}
     if margins_mm and lesion is None:
         raise MarginError("--margins needs a lesion: give --lesion FILE or --seed X,Y,Z --window LO,HI")
-    dev = resolve_device(device)
+    dev = device
     if preset == "auto":
         name, reason = choose_preset(volume)
     else:

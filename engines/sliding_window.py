@@ -15,11 +15,7 @@ from typing import Any
 import numpy as np
 
 from engines.backends import Backend
-from engines.presets.base import EngineError
-
-
-class SlidingWindowError(EngineError):
-    """Patch size, overlap or input shape do not fit."""
+from engines.errors import SlidingWindowError
 
 
 def _xp(array: Any) -> Any:

@@ -31,7 +31,7 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from engines.presets.base import EngineError
+from engines.errors import TfjsConversionError
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,6 @@ OPSET = 17
 GROUPNORM_SUFFIX = "_gn"
 GROUPNORM_EPSILON = 1e-5
 _DTYPES = {"float32": np.float32, "int32": np.int32, "uint8": np.uint8, "uint16": np.uint16}
-
-
-class TfjsConversionError(EngineError):
-    """The tfjs model cannot be read or uses something the converter does not support."""
 
 
 @dataclass

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-version", default="1.0", help="OS image version written to /etc/appliance-release")
     p.add_argument("--epoch", type=int, default=None, help="SOURCE_DATE_EPOCH (default: last commit time)")
     p.add_argument("--keys", help="TUF key folder (default: throw-away development keys)")
-    p.add_argument("--model-packs", default=str(ROOT / "model_packs"))
+    p.add_argument("--model-packs", default=str(ROOT / "engines" / "model_packs"))
     p.add_argument("--ui-vendor", default=str(ROOT / "ui" / "static" / "vendor"))
     p.add_argument("--config", default=str(ROOT / "firmware_config" / "appliance.toml"))
     p.add_argument("--wheel", help="use this wheel instead of building one")

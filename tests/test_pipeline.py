@@ -29,7 +29,8 @@ from appliance.export import ExportError
 from appliance.export.manifest import MANIFEST_SCHEMA, read_manifest, validate_manifest
 from appliance.meshing.qa import distance_to_mask
 from appliance.pipeline import STAGES, Components, PipelineError, default_components, reconstruct
-from engines.presets.base import Preset, ProgressCallback, SegmentationResult, register_preset
+from appliance.typed import Device, ProgressCallback
+from engines.presets.base import Preset, SegmentationResult, register_preset
 
 PRESET = "h5-test-phantom"
 IDENTIFIERS = {
@@ -56,7 +57,7 @@ class PhantomPreset(Preset):
     name = PRESET
     modalities = ("CT",)
 
-    def run(self, volume: Volume, device: str = "auto", progress: ProgressCallback | None = None,
+    def run(self, volume: Volume, device: Device, progress: ProgressCallback | None = None,
             options: Mapping[str, Any] | None = None) -> SegmentationResult:
         a = np.asarray(volume.array)
         labels = np.zeros(a.shape, dtype=np.uint8)

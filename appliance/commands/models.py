@@ -10,16 +10,9 @@ import logging
 import sys
 from pathlib import Path
 
-from engines.backends import BackendUnavailable, backend_class
-from engines.packs import (
-    PackError,
-    find_pack,
-    import_pack,
-    list_packs,
-    load_pack,
-    pack_dirs,
-    verify_pack,
-)
+from engines.backends.tensorrt import TensorRTBackend
+from engines.errors import BackendUnavailable, PackError
+from engines.packs import find_pack, import_pack, list_packs, load_pack, pack_dirs, verify_pack
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +84,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    cls = backend_class("tensorrt")
+    cls = TensorRTBackend
     ok, why = cls.is_available("cuda")
     if not ok:
         raise BackendUnavailable(f"cannot compile TensorRT engines here: {why}. Install TensorRT on the GPU "
@@ -104,10 +97,10 @@ def _compile(args: argparse.Namespace) -> int:
                       cache_dir=Path(args.cache) if args.cache else None, sha256=pack.sha256)
         if pack.size_policy == "fixed" and pack.shape is not None:  # crops of the fixed grid: one ranged engine
             shape = (1, 1, *pack.shape)
-            backend.set_profile((1, 1, 32, 32, 32), (1, 1, 192, 192, 192), shape)  # type: ignore[attr-defined]
+            backend.set_profile((1, 1, 32, 32, 32), (1, 1, 192, 192, 192), shape)
         else:
             shape = (1, 1, *(pack.patch_size or pack.shape or (128, 128, 128)))
-        path = backend.compile(shape)  # type: ignore[attr-defined]
+        path = backend.compile(shape)
         _out(f"compiled {pack.name} {precision} {shape} → {path}")
     return 0
 

@@ -16,6 +16,7 @@ from appliance.errors import ConfigurationError
 from appliance.ingest import load_input
 from engines.labelmap_io import write_segmentation
 from engines.segmentation import LesionRequest, segment_volume
+from kernels.device import resolve_device
 
 
 def _floats(text: str, n: int | None, what: str) -> tuple[float, ...]:
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     lesion = _lesion_request(args)
     margins = _floats(args.margins, None, "--margins") if args.margins else ()
+    device = resolve_device(args.device)  # once, here: every stage below takes the resolved device
     volume, findings, series = load_input(Path(args.input), args.series, override=args.allow_gaps,
                                           modality=args.modality)
     t_load = time.perf_counter() - t0
@@ -56,10 +58,10 @@ def run(args: argparse.Namespace) -> int:
         if args.verbose:
             sys.stderr.write(f"  {stage}: {fraction:.0%}\n")
 
-    outcome = segment_volume(volume, args.preset, args.device, lesion, margins, args.margin_overlay, findings,
-                             progress)
+    outcome = segment_volume(volume, args.preset, device, lesion, margins, args.margin_overlay, findings, progress)
     t1 = time.perf_counter()
     extra = dict(outcome.record)
+    extra["device"] = {**outcome.record["device"], "requested": args.device}
     extra["input"] = {"path": Path(args.input).name, "modality": volume.modality, "units": volume.units,
                       "shape": list(volume.shape), "spacing_mm": [round(s, 6) for s in volume.spacing],
                       "series_description": series.description if series is not None else None}

@@ -9,8 +9,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engines.backends import Backend, BackendError, register_backend
-from kernels.device import Device
+from appliance.typed import Device
+from engines.backends.base import Backend
+from engines.backends.registry import register_backend
+from engines.errors import BackendError
 
 log = logging.getLogger(__name__)
 

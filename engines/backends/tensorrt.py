@@ -21,9 +21,12 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from engines.backends import Backend, BackendError, BackendUnavailable, register_backend
+from appliance.typed import Device
+from engines.backends.base import Backend
+from engines.backends.registry import register_backend
+from engines.errors import BackendError, BackendUnavailable
 from engines.packs import sha256_file
-from kernels.device import Device, cuda_available
+from kernels.device import cuda_available
 
 log = logging.getLogger(__name__)
 

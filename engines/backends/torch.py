@@ -16,8 +16,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engines.backends import Backend, BackendError, register_backend
-from kernels.device import Device, cuda_available
+from appliance.typed import Device
+from engines.backends.base import Backend
+from engines.backends.registry import register_backend
+from engines.errors import BackendError
+from kernels.device import cuda_available
 
 log = logging.getLogger(__name__)
 

@@ -1,61 +1,13 @@
 """Segmentation presets: ``ct-default`` (classical CT), ``mr-brain`` (MeshNet networks) and ``auto``.
 
-Importing this package registers every preset that is built into this release; :func:`choose_preset` maps
-``auto`` to a preset from the volume's modality and body region and says why.
+Importing this package registers every preset that is built into this release; :func:`choose_preset`
+(:mod:`engines.presets.auto`) maps ``auto`` to a preset from the volume's modality and body region and says why.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
+from engines.presets import ct_default, mr_brain  # importing them registers ct-default and mr-brain
+from engines.presets.auto import choose_preset
+from engines.presets.base import available_presets, get_preset
 
-from appliance.core import Volume
-from engines.presets import ct_default  # registers ct-default
-from engines.presets.base import EngineError, available_presets, get_preset
-
-log = logging.getLogger(__name__)
-
-try:  # mr-brain is optional in a release without the brain networks
-    importlib.import_module("engines.presets.mr_brain")  # registers mr-brain
-except ModuleNotFoundError as exc:
-    if exc.name != "engines.presets.mr_brain":
-        raise
-    log.debug("mr-brain preset not built into this release")
-
-__all__ = ["NoPresetForVolume", "available_presets", "choose_preset", "ct_default", "get_preset"]
-
-#: Body-part words (DICOM BodyPartExamined, series description) that rule out the brain MR preset.
-_NOT_BRAIN_WORDS = ("knee", "spine", "lumbar", "thoracic", "cervical", "abdomen", "abd", "pelvis", "chest",
-                    "breast", "prostate", "liver", "cardiac", "heart", "shoulder", "hip", "ankle", "wrist",
-                    "elbow", "foot", "hand", "kidney", "renal", "leg", "arm")
-_REGION_KEYS = ("body_part", "BodyPartExamined", "description", "series_description")
-
-
-class NoPresetForVolume(EngineError):
-    """``auto`` found no preset for this modality; the message lists the presets to choose by hand."""
-
-
-def choose_preset(volume: Volume) -> tuple[str, str]:
-    """``(preset name, reason)`` for ``--preset auto``, from the modality and the recorded body region."""
-    modality = volume.modality.upper()
-    presets = available_presets()
-    if modality == "CT":
-        if volume.units != "HU":
-            raise NoPresetForVolume(
-                f"auto: CT volume is in {volume.units!r}, not HU; convert it or choose a preset from {presets}"
-            )
-        return "ct-default", "modality CT in HU: classical CT preset (body, bone, lungs, airway, contrast vessels)"
-    if modality == "MR":
-        region = " ".join(str(volume.metadata.get(key, "")) for key in _REGION_KEYS).strip()
-        words = set(region.lower().replace("_", " ").replace("-", " ").split())
-        if "mr-brain" not in presets:
-            raise NoPresetForVolume(f"auto: MR volume but the mr-brain preset is not installed; presets: {presets}")
-        hit = sorted(words & set(_NOT_BRAIN_WORDS))
-        if hit:
-            raise NoPresetForVolume(
-                f"auto: MR of {region!r} ({', '.join(hit)}) is not a brain; no MR preset covers it "
-                f"(presets: {presets})"
-            )
-        why = f"series {region!r}, no other body part named" if region else "no body region recorded, brain assumed"
-        return "mr-brain", f"modality MR, {why}: brain MR preset"
-    raise NoPresetForVolume(f"auto: no preset for modality {volume.modality!r}; choose one of {presets}")
+__all__ = ["available_presets", "choose_preset", "ct_default", "get_preset", "mr_brain"]

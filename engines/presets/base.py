@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.core import Finding, LabelMap, Volume
-from appliance.typed import ProgressCallback
-from engines.errors import EngineError, UnknownPreset
+from appliance.typed import Device, ProgressCallback
+from engines.errors import UnknownPreset
 
 
 @dataclass
@@ -31,11 +31,11 @@ class Preset(abc.ABC):
     def run(
         self,
         volume: Volume,
-        device: str = "auto",
+        device: Device,
         progress: ProgressCallback | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> SegmentationResult:
-        """Segment ``volume``; ``device`` is ``auto|cpu|cuda``."""
+        """Segment ``volume`` on ``device`` (already resolved: ``cpu`` or ``cuda``)."""
 
 
 _REGISTRY: dict[str, Callable[[], Preset]] = {}
@@ -60,5 +60,4 @@ def get_preset(name: str) -> Preset:
     return factory()
 
 
-__all__ = ["EngineError", "Preset", "ProgressCallback", "SegmentationResult", "UnknownPreset", "available_presets",
-           "get_preset", "register_preset"]
+__all__ = ["Preset", "SegmentationResult", "available_presets", "get_preset", "register_preset"]

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import logging
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from appliance.typed import Array
 from engines.presets import ct_morphology as morph
 from engines.presets.ct_geometry import GridGeometry
-
-if TYPE_CHECKING:
-    from engines.presets.ct_default import CtDefaultParameters
+from engines.presets.ct_parameters import CtDefaultParameters
 
 log = logging.getLogger(__name__)
 
-Array = Any
 Voxel = tuple[int, int, int]
 
 #: Gas threshold (HU) for the trachea search: the lumen is air, the wall is tissue.

@@ -11,17 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from appliance.typed import Array
 from engines.presets import ct_morphology as morph
 from engines.presets.ct_geometry import GridGeometry
-
-if TYPE_CHECKING:
-    from engines.presets.ct_default import CtDefaultParameters
-
-Array = Any
+from engines.presets.ct_parameters import CtDefaultParameters
 
 #: Lowest noise (HU) assumed by the smoothness test (real scans have 10-100 HU).
 NOISE_FLOOR_HU = 5.0

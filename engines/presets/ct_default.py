@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -23,8 +22,10 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.core import Finding, LabelMap, Severity, Structure, StructureCategory, Volume
+from appliance.typed import Array, Device, ProgressCallback
+from engines.errors import CtInputError
 from engines.presets import ct_morphology as morph
-from engines.presets.base import EngineError, Preset, ProgressCallback, SegmentationResult, register_preset
+from engines.presets.base import Preset, SegmentationResult, register_preset
 from engines.presets.ct_airway import find_trachea_seed, grow_airway
 from engines.presets.ct_contrast import (
     clean_bone,
@@ -34,11 +35,11 @@ from engines.presets.ct_contrast import (
     smooth_bone_share,
 )
 from engines.presets.ct_geometry import GridGeometry
-from kernels.device import Device, array_module, device_description, resolve_device
+from engines.presets.ct_parameters import CtDefaultParameters
+from kernels.device import array_module, device_description
 
 log = logging.getLogger(__name__)
 
-Array = Any
 
 PRESET_NAME = "ct-default"
 PRESET_VERSION = "1.1"
@@ -52,70 +53,6 @@ STRUCTURES: dict[str, Structure] = {
     "airway": Structure(5, "airway", (184, 225, 250), StructureCategory.AIRWAY, None),
     "vessels_contrast": Structure(6, "vessels_contrast", (216, 101, 79), StructureCategory.VESSEL, "59820001"),
 }
-
-
-class CtInputError(EngineError):
-    """The volume given to ``ct-default`` is not a CT in Hounsfield units."""
-
-
-@dataclass(frozen=True)
-class CtDefaultParameters:
-    """Physical parameters of ``ct-default`` (HU and mm). Defaults are textbook values, not fitted to one scan."""
-
-    body_hu: float = -500.0  # air/tissue midpoint for the patient outline
-    body_opening_mm: float = 3.0  # detaches the table and blankets
-    body_min_fraction: float = 0.02  # body parts apart from the trunk (arms) kept above this fraction of it
-    smoothing_sigma_mm: float = 1.5  # Gaussian noise suppression before the lung threshold
-    lung_hu: float = -400.0  # lung parenchyma (~-850) / soft tissue (~40) partial-volume midpoint
-    lung_max_mean_hu: float = -600.0  # a lung component is mostly parenchyma
-    gas_hu: float = -950.0  # pure gas (bowel, stomach); healthy lung is rarely below
-    lung_max_gas_fraction: float = 0.4  # bowel gas interior: 59-97 % of voxels below gas_hu; lung: < 1 %
-    gas_core_mm: float = 3.0  # interior of an air space, past its partial-volume rim
-    lung_min_ml: float = 10.0
-    bone_strong_hu: float = 200.0  # cortical bone seeds
-    bone_weak_hu: float = 120.0  # trabecular bone reached by hysteresis
-    bone_closing_mm: float = 3.0  # bridges cortex broken by partial volume before filling the marrow
-    bone_min_ml: float = 0.2  # drops isolated calcifications
-    bone_cortex_hu: float = 400.0  # cortical bone; enhancing soft tissue stays below
-    bone_min_cortex_share: float = 0.05
-    bone_max_smooth_share: float = 0.18  # above: warn that enhanced soft tissue was left in bone (bone 0.03-0.13)
-    release_cortex_hu: float = 300.0  # when bone looks soft: cortex whose envelope (closed by release_closing_mm,
-    release_closing_mm: float = 5.0  # filled in three planes) holds the marrow; outside it, regions with a
-    release_window_mm: float = 7.5  # neighbourhood this wide at least release_smooth_fraction smooth are
-    release_smooth_fraction: float = 0.5  # soft tissue and leave the bone
-    bone_core_mm: float = 4.0  # bone is judged in parts deeper than this (splits soft tissue off where it touches)
-    airway_start_hu: float = -950.0
-    airway_stop_hu: float = -775.0
-    airway_step_hu: float = 25.0
-    airway_leak_ratio: float = 1.6  # volume growth between two threshold steps that means a leak into lung...
-    airway_leak_min_ml: float = 30.0  # ...when it also adds this much (a lobe floods; bronchi add a few ml)
-    trachea_min_area_mm2: float = 60.0
-    trachea_max_area_mm2: float = 700.0
-    trachea_max_offset_mm: float = 35.0  # from the body's midline
-    trachea_min_length_mm: float = 30.0
-    contrast_low_hu: float = 150.0
-    contrast_high_hu: float = 800.0  # arterial-phase blood pool reaches ~650 HU; cortex is denser
-    vessel_core_radius_mm: float = 4.0  # vessels at least 8 mm across seed the vessel tree
-    vessel_grow_mm: float = 3.0
-    vessel_split_mm: float = 6.0  # erosion that parts a vessel from the vertebra it lies on (coarse grids)...
-    vessel_split_drop_hu: float = 200.0  # ...whose parts need a stronger drop to their ring (arterial blood has)
-    vessel_split_smooth_share: float = 0.3  # and may be a little less smooth (3 mm slabs average the texture)
-    vessel_ring_drop_hu: float = 150.0  # contrast blood is much brighter than the tissue around it...
-    vessel_bright_ring_hu: float = 100.0  # ...all around: at most this share of its ring is less than
-    vessel_max_bright_ring_share: float = 0.2  # vessel_bright_ring_hu darker (bone cores touch their cortex)
-    vessel_texture_ratio: float = 2.5  # blood is smooth: its local standard deviation is about the scan's noise...
-    vessel_min_smooth_share: float = 0.35  # ...in >= this share of a core (parenchyma; bone <= 0.15, 0.29 blurred)
-    vessel_ring_inner_mm: float = 1.0  # the ring skips the partial-volume rim of the vessel wall...
-    vessel_ring_mm: float = 3.0  # ...and reaches this far out
-    contrast_min_ml: float = 10.0
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any] | None) -> CtDefaultParameters:
-        """Defaults overridden by the keys of ``options`` that name a parameter (others are ignored)."""
-        if not options:
-            return cls()
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: float(v) for k, v in options.items() if k in names})
 
 
 def _check_input(volume: Volume) -> list[Finding]:
@@ -261,12 +198,12 @@ class CtDefaultPreset(Preset):
     name = PRESET_NAME
     modalities = ("CT",)
 
-    def run(self, volume: Volume, device: str = "auto", progress: ProgressCallback | None = None,
+    def run(self, volume: Volume, device: Device, progress: ProgressCallback | None = None,
             options: Mapping[str, Any] | None = None) -> SegmentationResult:
         """Segment ``volume`` on ``device``; returns labels, findings and provenance (stage timings)."""
         findings = _check_input(volume)
         params = CtDefaultParameters.from_options(options)
-        dev: Device = resolve_device(device)
+        dev = device
         labels, timings, found = segment_ct(volume, dev, params, progress)
         findings.extend(found)
         present = [STRUCTURES[name] for name in STRUCTURES if bool((labels == STRUCTURES[name].label).any())]

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-Array = Any
+from appliance.typed import Array
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-Array = Any  # numpy.ndarray or cupy.ndarray
+from appliance.typed import Array
 
 
 def ndimage_for(xp: ModuleType) -> ModuleType:

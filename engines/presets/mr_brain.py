@@ -19,17 +19,20 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from appliance.core import Finding, LabelMap, Severity, Structure, Volume
-from engines.presets.base import EngineError, Preset, ProgressCallback, SegmentationResult, register_preset
-
-if TYPE_CHECKING:  # the engine modules import engines.presets.base, so they are imported lazily here
-    from engines.backends import Backend, BackendChoice
-    from engines.packs import ModelPack
+from appliance.typed import Device, ProgressCallback
+from engines.backends import Backend, BackendChoice, choose_backend, create_backend
+from engines.conform import conform, unconform_labels
+from engines.errors import MrBrainError
+from engines.inference import run_pack
+from engines.packs import ModelPack, find_pack, pack_dirs
+from engines.presets.base import Preset, SegmentationResult, register_preset
+from kernels.device import device_description
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +46,7 @@ TISSUE_NAMES = ("cerebral_white_matter", "cerebral_cortex")
 WHITE, GREY = "white_matter", "grey_matter"
 
 
-class MrBrainError(EngineError):
-    """The input cannot be segmented by mr-brain (wrong modality, missing pack)."""
-
-
 def _pack_for(options: Mapping[str, Any], key: str, dirs: Sequence[Path]) -> ModelPack | None:
-    from engines.packs import find_pack
-
     name = options.get(key, DEFAULT_PACKS[key])
     if name in (None, "", "none"):
         return None
@@ -62,14 +59,13 @@ class MrBrainPreset(Preset):
     name = "mr-brain"
     modalities = ("MR",)
 
-    def run(self, volume: Volume, device: str = "auto", progress: ProgressCallback | None = None,
+    def run(self, volume: Volume, device: Device, progress: ProgressCallback | None = None,
             options: Mapping[str, Any] | None = None) -> SegmentationResult:
-        from engines.backends import choose_backend
-        from engines.conform import conform, unconform_labels
-        from engines.inference import run_pack
-        from engines.packs import pack_dirs
-        from kernels.device import device_description
+        """Segment ``volume`` on ``device`` with the brain-mask, tissue and subcortical packs.
 
+        ``options`` may name other packs (``mask_pack``, ``tissue_pack``, ``subcortical_pack``, ``none`` skips one),
+        extra ``packs_dirs``, the ``backend`` and the ``precision``.
+        """
         opts = dict(options or {})
         findings: list[Finding] = []
         if volume.modality not in ("MR", "OT"):
@@ -134,8 +130,6 @@ class MrBrainPreset(Preset):
         return SegmentationResult(labelmap, findings, provenance)
 
     def _backend(self, choice: BackendChoice, pack: ModelPack, precision: str) -> Backend:
-        from engines.backends import create_backend
-
         if precision == "fp16" and not pack.fp16_allowed:
             precision = "fp32"
         if choice.name == "onnxruntime":

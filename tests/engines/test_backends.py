@@ -12,7 +12,6 @@ from test_packs_support import T1
 
 from engines.backends import (
     Backend,
-    BackendUnavailable,
     available_backends,
     backend_class,
     choose_backend,
@@ -21,11 +20,11 @@ from engines.backends import (
 )
 from engines.backends.onnxruntime import OnnxRuntimeBackend
 from engines.backends.torch import TorchBackend
-from engines.packs import load_pack
+from engines.errors import BackendUnavailable
+from engines.packs import SHIPPED_PACKS, load_pack
 from kernels.device import Device
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKS = ROOT / "model_packs"
+PACKS = SHIPPED_PACKS
 
 
 def _t1_block(shared_data: Path, size: int = 48) -> np.ndarray:

@@ -12,7 +12,7 @@ from test_packs_support import make_pack
 from engines.backends import Backend
 from engines.backends.onnxruntime import OnnxRuntimeBackend
 from engines.inference import run_pack
-from engines.packs import load_pack
+from engines.packs import SHIPPED_PACKS, load_pack
 from engines.sliding_window import (
     argmax_labels,
     gaussian_importance,
@@ -22,8 +22,6 @@ from engines.sliding_window import (
     tile_starts,
 )
 from kernels.device import Device
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class PointwiseBackend(Backend):
@@ -79,7 +77,7 @@ def test_blending_of_a_pointwise_network_is_exact() -> None:
 def test_sliding_window_close_to_whole_block_on_real_network(shared_data: Path) -> None:
     import nibabel as nib
 
-    pack = load_pack(ROOT / "model_packs" / "brainchop-gw-5")
+    pack = load_pack(SHIPPED_PACKS / "brainchop-gw-5")
     data = np.asarray(nib.load(str(shared_data / "models/brainchop/public/t1_crop.nii.gz")).dataobj)
     block = np.ascontiguousarray(data[80:160, 70:150, 90:170].astype(np.float32) / 255.0)
     backend = OnnxRuntimeBackend(pack.onnx_path)
@@ -118,7 +116,7 @@ def test_gpu_sliding_window_matches_cpu_oracle(shared_data: Path) -> None:
 
     from engines.backends.torch import TorchBackend
 
-    pack = load_pack(ROOT / "model_packs" / "brainchop-gw-5")
+    pack = load_pack(SHIPPED_PACKS / "brainchop-gw-5")
     data = np.asarray(nib.load(str(shared_data / "models/brainchop/public/t1_crop.nii.gz")).dataobj)
     block = np.ascontiguousarray(data[60:180, 50:170, 70:190].astype(np.float32) / 255.0)
     cpu = sliding_window_probabilities(TorchBackend(pack.onnx_path), block, (64, 64, 64), 0.5, pack.classes)

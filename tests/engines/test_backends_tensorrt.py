@@ -18,13 +18,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-import engines.backends as registry
 from appliance.cli import main as cli_main
-from engines.backends import BackendError, choose_backend
+from engines.backends import choose_backend
 from engines.backends import tensorrt as trt_backend
-from engines.packs import load_pack
+from engines.errors import BackendError
+from engines.packs import SHIPPED_PACKS, load_pack
 
-ROOT = Path(__file__).resolve().parents[2]
 MAGIC = b"FAKEPLAN1"
 
 
@@ -200,7 +199,7 @@ def fake_trt(monkeypatch: pytest.MonkeyPatch) -> FakeTRT:
 
 @pytest.fixture
 def gw5() -> Any:
-    return load_pack(ROOT / "model_packs" / "brainchop-gw-5", verify=True)
+    return load_pack(SHIPPED_PACKS / "brainchop-gw-5", verify=True)
 
 
 @pytest.mark.req("REQ-FUNC-104")
@@ -275,9 +274,8 @@ def test_parse_failure_and_corrupt_cache(fake_trt: FakeTRT, gw5: Any, tmp_path: 
 
 
 @pytest.mark.req("REQ-FUNC-103", "REQ-FUNC-104")
-def test_tensorrt_preferred_on_cuda(fake_trt: FakeTRT, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "resolve_device", lambda requested: "cuda")
-    choice = choose_backend("auto")
+def test_tensorrt_preferred_on_cuda(fake_trt: FakeTRT) -> None:
+    choice = choose_backend("cuda")
     assert choice.name == "tensorrt" and choice.device == "cuda"
     assert "tensorrt 10.3.0 on compute capability 9.0" in choice.considered[0]
 

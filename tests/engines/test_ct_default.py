@@ -11,9 +11,10 @@ from scipy import ndimage
 
 from appliance.core import Severity, StructureCategory, Volume
 from appliance.io.nifti import load_volume
-from engines.presets import NoPresetForVolume, available_presets, choose_preset, get_preset
+from engines.errors import CtInputError, NoPresetForVolume
+from engines.presets import available_presets, choose_preset, get_preset
 from engines.presets.base import SegmentationResult
-from engines.presets.ct_default import STRUCTURES, CtInputError
+from engines.presets.ct_default import STRUCTURES
 
 SPACING = (2.0, 2.0, 2.5)
 SHAPE = (100, 80, 72)

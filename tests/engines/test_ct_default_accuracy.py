@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require
+from helpers.metrics import agreement, compare, dice, surface
 
 from appliance.io.nifti import load_volume
-from engines.metrics import agreement, compare, dice, surface
 from engines.presets import get_preset
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from appliance.core import Finding, LabelMap, Severity, Structure, StructureCategory, Volume
-from engines.labelmap_io import LabelMapFileError, read_labelmap, write_segmentation
+from engines.errors import LabelMapFileError
+from engines.labelmap_io import read_labelmap, write_segmentation
 from engines.presets.base import SegmentationResult
 
 

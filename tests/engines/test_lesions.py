@@ -12,8 +12,9 @@ from scipy.spatial.distance import cdist
 from appliance.core import LabelMap, Severity, Structure, StructureCategory, Volume
 from appliance.io.nifti import save_volume
 from appliance.io.nrrd import load_volume as load_nrrd
-from engines.lesions import LesionError, add_lesion, lesion_from_file, lesion_from_seed
-from engines.margins import MarginError, add_margins
+from engines.errors import LesionError, MarginError
+from engines.lesions import add_lesion, lesion_from_file, lesion_from_seed
+from engines.margins import add_margins
 
 SPACING = (0.8, 0.6, 2.0)
 

@@ -11,8 +11,9 @@ from test_packs_support import T1, make_pack
 from appliance.core import StructureCategory, Volume
 from appliance.io.nifti import load_volume
 from engines.conform import conform, conformed_affine, unconform_labels
+from engines.errors import MrBrainError
 from engines.presets.base import get_preset
-from engines.presets.mr_brain import MrBrainError, MrBrainPreset
+from engines.presets.mr_brain import MrBrainPreset
 
 
 def _phantom() -> Volume:
@@ -101,7 +102,7 @@ def test_refuses_ct_and_missing_packs(tmp_path: Path) -> None:
     ct = Volume(np.zeros((4, 4, 4), np.int16), np.eye(4), "CT", "HU")
     with pytest.raises(MrBrainError, match="ct-default"):
         MrBrainPreset().run(ct, device="cpu")
-    from engines.packs import PackNotFound
+    from engines.errors import PackNotFound
 
     with pytest.raises(PackNotFound, match="no-such-pack"):
         MrBrainPreset().run(_phantom(), device="cpu", options={"mask_pack": "no-such-pack"})

@@ -13,11 +13,9 @@ import pytest
 from test_packs_support import make_pack
 
 from appliance.cli import main as cli_main
+from engines.errors import PackError, PackIntegrityError, PackManifestError, PackNotFound
 from engines.packs import (
-    PackError,
-    PackIntegrityError,
-    PackManifestError,
-    PackNotFound,
+    SHIPPED_PACKS,
     find_pack,
     import_pack,
     list_packs,
@@ -28,7 +26,6 @@ from engines.packs import (
 )
 from engines.preprocessing import crop, foreground_box, normalise_intensity, uncrop
 
-ROOT = Path(__file__).resolve().parents[2]
 LABELS = [("white_matter", "organ"), ("grey_matter", "organ")]
 
 
@@ -221,7 +218,7 @@ def test_cli_import_tfjs(shared_data: Path, tmp_path: Path, capsys: pytest.Captu
     assert cli_main(["models", "import-tfjs", str(src), "--out", str(out)]) == 0
     pack = load_pack(out, verify=True)
     assert pack.name == "brainchop-gw-5" and pack.classes == 3
-    assert pack.sha256 == load_pack(ROOT / "model_packs" / "brainchop-gw-5").sha256
+    assert pack.sha256 == load_pack(SHIPPED_PACKS / "brainchop-gw-5").sha256
 
 
 @pytest.mark.req("REQ-FUNC-108")

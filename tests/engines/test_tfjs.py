@@ -11,10 +11,9 @@ import pytest
 import torch
 from test_packs_support import BRAINCHOP, NIIVUE, T1, act, conv, write_tfjs
 
-from engines.packs import load_pack, sha256_file
-from engines.tfjs import TfjsConversionError, convert, load_tfjs
-
-ROOT = Path(__file__).resolve().parents[2]
+from engines.errors import TfjsConversionError
+from engines.packs import SHIPPED_PACKS, load_pack, sha256_file
+from engines.tfjs import convert, load_tfjs
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
@@ -119,7 +118,7 @@ def test_shipped_packs_rebuild_to_the_same_hash(shared_data: Path, tmp_path: Pat
     from engines.brainchop import BRAINCHOP_SETTINGS, build_pack_from_tfjs
 
     for folder, settings in BRAINCHOP_SETTINGS.items():
-        shipped = load_pack(ROOT / "model_packs" / settings["name"], verify=True)
+        shipped = load_pack(SHIPPED_PACKS / settings["name"], verify=True)
         rebuilt = build_pack_from_tfjs(shared_data / BRAINCHOP / folder, tmp_path / folder)
         assert rebuilt.sha256 == shipped.sha256, folder
         assert shipped.licence == "MIT" and "brainchop" in shipped.attribution
@@ -141,7 +140,7 @@ def test_converted_grey_white_network_gives_exactly_the_niivue_labels(shared_dat
     data = np.asarray(nib.load(str(shared_data / T1)).dataobj).astype(np.float32)
     x = (data - data.min()) / (data.max() - data.min())
     opts = ort.SessionOptions()
-    pack = load_pack(ROOT / "model_packs" / "brainchop-gw-5", verify=True)
+    pack = load_pack(SHIPPED_PACKS / "brainchop-gw-5", verify=True)
     ours = ort.InferenceSession(str(pack.onnx_path), opts, providers=["CPUExecutionProvider"])
     ref = ort.InferenceSession(str(shared_data / NIIVUE), opts, providers=["CPUExecutionProvider"])
     got = np.asarray(ours.run(None, {"input": x[None, None]})[0])[0].argmax(0)

@@ -1,5 +1,7 @@
 """Segmentation accuracy metrics in millimetres: Dice, HD95 and mean surface distance (MSD).
 
+Used by the accuracy tests and by ``bench/accuracy.py`` / ``bench/contrast_paint.py`` (test and bench code only).
+
 Surfaces are the mask voxels with a 6-neighbour outside the mask; distances are between voxel centres on the
 anisotropic grid (exact EDT from :mod:`kernels.distance`). HD95 is the larger of the two directed 95th
 percentiles (as MONAI and the Medical Segmentation Decathlon compute it); MSD is the mean over both directions.
