@@ -18,6 +18,11 @@ class ConfigurationError(ApplianceError):
     """A configuration file or option is invalid; the message names the key."""
 
 
+class PipelineError(ApplianceError):
+    """A stage of the pipeline is missing or returned something unusable, or options contradict each other; the
+    message names it."""
+
+
 class RefusedInput(ApplianceError):
     """The input was refused for reconstruction; ``findings`` say why. CLI exit code 2."""
 

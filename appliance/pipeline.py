@@ -35,7 +35,7 @@ import numpy.typing as npt
 from appliance import __version__
 from appliance.core import Finding, LabelMap, Mesh, Series, Severity, StructureCategory, Volume
 from appliance.core.finding import blocking
-from appliance.errors import ApplianceError, RefusedInput
+from appliance.errors import PipelineError, RefusedInput
 from appliance.export import FORMATS, WRITERS, parse_formats
 from appliance.export.glb import write_glb
 from appliance.export.manifest import MANIFEST_NAME, json_safe, redact, write_manifest
@@ -71,10 +71,6 @@ _MESH_EXTENSIONS = (*FORMATS, "mtl")
 #: Series tag names (any spelling) whose string values are identifying and must never reach an output.
 _IDENTIFYING_TAG = re.compile(r"patient|birth|date|time|uid|accession|institution|physician|operator|"
                               r"station|study_?id|(^|_)id$|^other_?patient", re.IGNORECASE)
-
-class PipelineError(ApplianceError):
-    """A stage of the pipeline is missing or returned something unusable; the message names it."""
-
 
 #: ``(path, series_uid, override, modality) -> (Volume, findings, Series | None)``.
 LoadFunction = Callable[[Path, str | None, bool, str | None], tuple[Volume, list[Finding], Series | None]]

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from helpers.data import SHARED_DATA
 from helpers.trace_marks import check_requirement_marks
 
 from appliance.trace.register import load_register
 from kernels.device import cuda_available
 
-ROOT = Path(__file__).resolve().parents[1]
 GPU_SKIP_REASON = "no CUDA device (CuPy) on this machine"
-SHARED_DATA = Path(os.environ.get("APPLIANCE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -33,9 +31,3 @@ def shared_data() -> Path:
         pytest.skip(f"real test data not found at {SHARED_DATA} (set APPLIANCE_SHARED_DATA)")
     return SHARED_DATA
 
-
-def require(path: Path) -> Path:
-    """Skip when a specific real-data file is absent."""
-    if not path.exists():
-        pytest.skip(f"real test file {path} is absent")
-    return path

@@ -120,9 +120,7 @@ def test_demo_runs_from_the_installed_wheel_outside_the_checkout(installed: Inst
 
 
 def test_installed_wheel_lists_the_shipped_model_packs(installed: Installed) -> None:
-    if not SHIPPED_PACKS.resolve().is_relative_to(Path(str(files("engines"))).resolve()):
-        pytest.xfail(f"engines.packs.SHIPPED_PACKS ({SHIPPED_PACKS}) is outside the engines package, so no wheel "
-                     "carries the shipped packs yet (issue 12, engines area)")
+    assert SHIPPED_PACKS.resolve().is_relative_to(Path(str(files("engines"))).resolve())
     shipped = [p.name for p in list_packs([SHIPPED_PACKS])]
     assert shipped, f"no model packs in the source tree at {SHIPPED_PACKS}"
     listed = installed.run("appliance", "models", "list").stdout

@@ -24,11 +24,11 @@ import pytest
 import trimesh
 
 from appliance.core import Finding, Instance, LabelMap, Series, Severity, Structure, StructureCategory, Volume
-from appliance.errors import RefusedInput
+from appliance.errors import PipelineError, RefusedInput
 from appliance.export import ExportError
 from appliance.export.manifest import MANIFEST_SCHEMA, read_manifest, validate_manifest
 from appliance.meshing.qa import distance_to_mask
-from appliance.pipeline import STAGES, Components, PipelineError, default_components, reconstruct
+from appliance.pipeline import STAGES, Components, default_components, reconstruct
 from appliance.typed import Device, ProgressCallback
 from engines.presets.base import Preset, SegmentationResult, register_preset
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require
+from helpers.data import require
 from helpers.metrics import agreement, compare, dice, surface
 
 from appliance.io.nifti import load_volume

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require
+from helpers.data import require
 from scipy.spatial.distance import cdist
 
 from appliance.core import LabelMap, Severity, Structure, StructureCategory, Volume

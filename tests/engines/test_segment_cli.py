@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import require
+from helpers.data import require
 
 from appliance.cli import main
 from engines.labelmap_io import read_labelmap

@@ -11,7 +11,7 @@ import nibabel as nib
 import nrrd
 import numpy as np
 import pytest
-from conftest import require
+from helpers.data import require
 
 from appliance.core import Severity
 from appliance.core.volume import LPS_TO_RAS

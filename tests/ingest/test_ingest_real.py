@@ -7,7 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import require
+from helpers.data import require
 from scipy import ndimage
 
 from appliance.core import Severity

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import require
+from helpers.data import require
 
 from appliance.ingest import scan, select_series
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import require
 from helpers import anchors, phantoms
+from helpers.data import require
 
 from appliance.core import Structure
 from appliance.io.nifti import load_volume
