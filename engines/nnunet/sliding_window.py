@@ -6,7 +6,7 @@ Reproduced rules (``nnunetv2.inference``; written anew):
 * tile starts per axis: ``n = ceil((size - patch) / (patch * step)) + 1`` tiles spread evenly over
   ``[0, size - patch]`` and rounded half to even (``numpy.round``); tiles run x-major, z fastest;
 * importance map: a unit impulse at ``patch // 2`` blurred with ``scipy.ndimage.gaussian_filter`` (sigma = patch /
-  8, zero outside), scaled to a maximum of 10, stored in float16, zeros replaced by the smallest non-zero value;
+  8, zero outside), scaled to a maximum of 10, stored in float16 (via float32, as torch converts), zeros replaced by the smallest non-zero value;
 * mirroring: the logits of the tile and of every non-empty combination of the mirror axes (singles, pairs, the
   triple, in ``itertools.combinations`` order), flipped back, summed in float32 and divided by their number;
 * blending: ``logits += tile * weight`` and ``weights += weight`` in float16 accumulators, then a float16
@@ -49,7 +49,7 @@ def importance_map(patch: Sequence[int], sigma_scale: float = 0.125, value_scale
     impulse[tuple(int(p) // 2 for p in patch)] = 1
     blurred = ndimage.gaussian_filter(impulse, [int(p) * sigma_scale for p in patch], 0, mode="constant", cval=0)
     blurred /= np.max(blurred) / value_scale
-    weight = blurred.astype(np.float16)
+    weight = blurred.astype(np.float32).astype(np.float16)  # torch's double -> half goes through float32
     zero = weight == 0
     if zero.any():
         weight[zero] = weight[~zero].min()
