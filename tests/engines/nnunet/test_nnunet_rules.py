@@ -120,6 +120,7 @@ def test_crop_matches_nnunet() -> None:
     data[0, 10:15, 15:20, 8:12] = 0.0  # a hole: filled, so inside the mask
     expected, seg, bbox = cropping.crop_to_nonzero(data.copy())  # type: ignore[attr-defined]
     crop, mask = nonzero_crop(data)
+    assert np.array_equal(data[(slice(None), *crop.slices)], expected)
     assert [list(b) for b in crop.box] == [list(b) for b in bbox]
     assert np.array_equal(mask, seg[0] >= 0)
     assert crop.uncrop(np.ones(mask.shape, np.uint8)).sum() == mask.size
