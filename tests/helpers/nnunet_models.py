@@ -166,10 +166,19 @@ def write_model_folder(parent: Path, spec: ModelSpec) -> Path:
 
 def nnunet_reference(folder: Path, folds: Sequence[int], image: Path) -> tuple[npt.NDArray[Any], float]:
     """nnU-Net's own labels for ``image`` (CPU, nothing on device), in the stored voxel order, and seconds taken."""
+    import nnunetv2.inference.predict_from_raw_data as nnunet_predict
     import torch
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import (
+        nnUNetTrainerNoMirroring,
+    )
 
+    # nnU-Net finds the trainer class by importing every trainer module, some of which need timm (not installed
+    # here); the two trainers used by these models are handed over directly instead. Prediction is unchanged.
+    trainers = {"nnUNetTrainer": nnUNetTrainer, "nnUNetTrainerNoMirroring": nnUNetTrainerNoMirroring}
+    nnunet_predict.recursive_find_trainer_class_by_name = trainers.__getitem__
     torch.set_num_threads(1)  # nnU-Net keeps the current count; more threads than free cores only slow it down
     start = time.perf_counter()
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
@@ -212,3 +221,70 @@ def crop_nifti(source: Path, dest: Path, box: Sequence[tuple[int, int]]) -> Path
     out.set_qform(sub.affine, code=1)
     nib.save(out, str(dest))
     return dest
+
+
+CT_IMAGE = "ct/totalsegmentator/example_ct.nii.gz"
+MR_IMAGE = "models/brainchop/public/t1_crop.nii.gz"
+_ANISO = {"spacing": (9.0, 2.5, 2.5), "patch": (16, 48, 48), "kernels": ((1, 3, 3), (3, 3, 3), (3, 3, 3)),
+          "strides": ((1, 1, 1), (1, 2, 2), (2, 2, 2))}
+
+
+@dataclass(frozen=True)
+class ParityCase:
+    """One parity configuration: the model, the real image (under ``../shared/data``) and the crop used."""
+
+    spec: ModelSpec
+    image: str
+    box: tuple[tuple[int, int], ...]
+    slow: bool = True
+
+
+PARITY_CASES = (
+    ParityCase(ModelSpec("ct-aniso-plain-1fold-nomirror", mirror=False, **_ANISO), CT_IMAGE,  # type: ignore[arg-type]
+               ((30, 78), (20, 68), (30, 78)), slow=False),
+    ParityCase(ModelSpec("ct-iso-plain-1fold-mirror-transposed", transpose_forward=(2, 0, 1)), CT_IMAGE,
+               ((25, 97), (15, 87), (20, 92))),
+    ParityCase(ModelSpec("ct-aniso-plain-2fold-nomirror", mirror=False, folds=(0, 1), **_ANISO),  # type: ignore[arg-type]
+               CT_IMAGE, ((25, 97), (15, 87), (20, 92))),
+    ParityCase(ModelSpec("ct-iso-resenc-2fold-mirror", network="ResidualEncoderUNet", folds=(0, 1)), CT_IMAGE,
+               ((25, 97), (15, 87), (20, 92))),
+    ParityCase(ModelSpec("mr-zscore-mask-plain-1fold-mirror", scheme="ZScoreNormalization", use_mask=True,
+                         channel="T1", spacing=(2.0, 2.0, 2.0), labels=("grey", "white", "csf")), MR_IMAGE,
+               ((70, 166), (60, 156), (80, 176))),
+    ParityCase(ModelSpec("mr-zscore-resenc-2fold-nomirror", network="ResidualEncoderUNet", mirror=False,
+                         folds=(0, 1), scheme="ZScoreNormalization", channel="T1", spacing=(2.5, 2.5, 2.5),
+                         labels=("grey", "white")), MR_IMAGE, ((60, 180), (50, 170), (70, 190))),
+)
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """One row of the parity table."""
+
+    case: str
+    parity: Parity
+    ours_s: float
+    nnunet_s: float
+    import_s: float
+
+
+def run_parity_case(case: ParityCase, data_root: Path, work: Path) -> ParityResult:
+    """Build the case's model, import it, run ours and nnU-Net on the cropped real image, compare."""
+    from appliance.io.nifti import load_volume
+    from engines.nnunet.importer import ImportOptions, import_nnunet
+    from engines.nnunet.predict import run_nnunet_pack
+
+    work.mkdir(parents=True, exist_ok=True)
+    image = crop_nifti(data_root / case.image, work / f"{case.spec.name}_0000.nii.gz", case.box)
+    folder = write_model_folder(work / "models", case.spec)
+    start = time.perf_counter()
+    pack = import_nnunet(folder, work / "packs", ImportOptions(name=case.spec.name, licence="CC0-1.0",
+                                                                replace=True))
+    import_s = time.perf_counter() - start
+    volume = load_volume(image, "CT" if case.spec.scheme == "CTNormalization" else "MR")
+    start = time.perf_counter()
+    ours = run_nnunet_pack(pack, volume).labels
+    ours_s = time.perf_counter() - start
+    reference, nnunet_s = nnunet_reference(folder, case.spec.folds, image)
+    result = parity(ours, reference, range(1, len(case.spec.labels) + 1))
+    return ParityResult(case.spec.name, result, ours_s, nnunet_s, import_s)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.nnunet_models import ModelSpec, dataset_json, plans_json, write_model_folder
 
 from engines.nnunet.errors import (
     CheckpointError,
@@ -18,7 +19,6 @@ from engines.nnunet.errors import (
     UnsupportedModel,
 )
 from engines.nnunet.plans import find_model_folder, read_trained_model
-from helpers.nnunet_models import ModelSpec, dataset_json, plans_json, write_model_folder
 
 
 def _json_only(tmp_path: Path, spec: ModelSpec, plans: dict | None = None, dataset: dict | None = None) -> Path:
