@@ -160,3 +160,20 @@ def test_no_mirroring_trainer_imports_without_mirror_axes(tmp_path: Path) -> Non
                                                           scheme="ZScoreNormalization", channel="T1"))
     pack = import_nnunet(folder, tmp_path / "packs", ImportOptions(name="nm", licence="MIT"))
     assert pack.recipe.mirror_axes == () and pack.manifest["modality"] == "MR"
+
+
+def test_preset_runs_the_pack_on_a_volume(imported: tuple[Path, Path]) -> None:
+    from appliance.core import Volume
+    from engines.nnunet.preset import nnunet_preset, pack_presets
+
+    root, _ = imported
+    assert pack_presets([root.parent]) == ["pack:tiny-ct"]
+    preset = nnunet_preset("pack:tiny-ct", [root.parent])
+    rng = np.random.default_rng(0)
+    array = (rng.standard_normal((20, 18, 9)) * 300).astype(np.int16)
+    volume = Volume(array, np.diag([2.0, 2.0, 6.0, 1.0]), "CT", "HU")
+    result = preset.run(volume, device="cpu")
+    labels = result.labelmap
+    assert labels.shape == volume.shape and labels.labels.max() <= 3
+    assert [s.name for s in labels.structures] == ["liver", "kidney_left", "spleen"]
+    assert result.provenance["pack"]["name"] == "tiny-ct" and result.provenance["backend"]["backend"] == "onnxruntime"
