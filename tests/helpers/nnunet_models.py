@@ -8,6 +8,8 @@ weights are scaled so the logits are decisive (ties between classes would otherw
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import time
 from collections.abc import Sequence
@@ -181,13 +183,14 @@ def nnunet_reference(folder: Path, folds: Sequence[int], image: Path) -> tuple[n
     nnunet_predict.recursive_find_trainer_class_by_name = trainers.__getitem__
     torch.set_num_threads(1)  # nnU-Net keeps the current count; more threads than free cores only slow it down
     start = time.perf_counter()
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
-                                perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
-                                verbose_preprocessing=False, allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(folder), use_folds=tuple(folds),
-                                                   checkpoint_name="checkpoint_final.pth")
-    data, props = SimpleITKIO().read_images([str(image)])
-    seg = predictor.predict_single_npy_array(data, {"spacing": props["spacing"]}, None, None, False)
+    with contextlib.redirect_stdout(io.StringIO()):  # nnU-Net prints progress notes
+        predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True,
+                                    perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
+                                    verbose_preprocessing=False, allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(str(folder), use_folds=tuple(folds),
+                                                       checkpoint_name="checkpoint_final.pth")
+        data, props = SimpleITKIO().read_images([str(image)])
+        seg = predictor.predict_single_npy_array(data, {"spacing": props["spacing"]}, None, None, False)
     return np.asarray(seg).transpose(2, 1, 0), time.perf_counter() - start
 
 
