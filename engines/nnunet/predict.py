@@ -100,6 +100,8 @@ class Prediction:
 def predict_labels(recipe: NnUNetRecipe, forwards: Sequence[Forward], volume: Volume,
                    progress: ProgressCallback | None = None) -> Prediction:
     """nnU-Net's prediction of ``volume`` with one ``forward`` per fold (in the recipe's fold order)."""
+    if len(forwards) != len(recipe.folds):
+        raise NnUNetPackError(f"{len(forwards)} networks given for {len(recipe.folds)} folds")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     layout = layout_for(volume, recipe.input_orientation, recipe.transpose_forward, recipe.transpose_backward)

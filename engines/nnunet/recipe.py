@@ -152,7 +152,7 @@ def recipe_from_manifest(manifest: Mapping[str, Any]) -> NnUNetRecipe:
             structure = Structure(value, str(item["name"]), tuple(shown.get("color", label_color(value))),
                                   StructureCategory(shown.get("category", "other")), shown.get("snomed"))
             labels.append(PackLabelSpec(value, str(item["source_name"]), structure))
-        return NnUNetRecipe(
+        recipe = NnUNetRecipe(
             configuration=str(table["configuration"]), spacing=_triple(table["spacing"], float, "spacing"),
             patch_size=_triple(table["patch_size"], int, "patch_size"),
             transpose_forward=_triple(table["transpose_forward"], int, "transpose_forward"),
@@ -172,6 +172,23 @@ def recipe_from_manifest(manifest: Mapping[str, Any]) -> NnUNetRecipe:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise NnUNetPackError(f"pack {manifest.get('name')!r}: nnunet table is invalid: {exc!r}") from exc
+    _check_supported(recipe, str(manifest.get("name")))
+    return recipe
+
+
+def _check_supported(recipe: NnUNetRecipe, name: str) -> None:
+    """Refuse recipes that ask for something the engine does not do (rather than silently doing otherwise)."""
+    problems = []
+    if recipe.fold_combination != FOLD_COMBINATION:
+        problems.append(f"fold_combination {recipe.fold_combination!r} (supported: {FOLD_COMBINATION!r})")
+    if recipe.accumulate_dtype != "float16":
+        problems.append(f"accumulate_dtype {recipe.accumulate_dtype!r} (supported: 'float16', as nnU-Net)")
+    if not recipe.folds or any(a not in (0, 1, 2) for a in recipe.mirror_axes) or not 0 < recipe.tile_step <= 1:
+        problems.append("folds must be listed, mirror axes must be 0..2 and tile_step in (0, 1]")
+    if len(recipe.channels) != 1:
+        problems.append(f"{len(recipe.channels)} input channels (the engine feeds one)")
+    if problems:
+        raise NnUNetPackError(f"pack {name!r} asks for what the nnU-Net engine does not do: " + "; ".join(problems))
 
 
 __all__ = ["ENGINE_NAME", "FOLD_COMBINATION", "RECIPE_FORMAT", "STORED", "FoldNetwork", "NnUNetRecipe",

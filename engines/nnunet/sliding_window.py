@@ -6,7 +6,8 @@ Reproduced rules (``nnunetv2.inference``; written anew):
 * tile starts per axis: ``n = ceil((size - patch) / (patch * step)) + 1`` tiles spread evenly over
   ``[0, size - patch]`` and rounded half to even (``numpy.round``); tiles run x-major, z fastest;
 * importance map: a unit impulse at ``patch // 2`` blurred with ``scipy.ndimage.gaussian_filter`` (sigma = patch /
-  8, zero outside), scaled to a maximum of 10, stored in float16 (via float32, as torch converts), zeros replaced by the smallest non-zero value;
+  8, zero outside), scaled to a maximum of 10, stored in float16 (via float32, as torch converts), zeros replaced
+  by the smallest non-zero value;
 * mirroring: the logits of the tile and of every non-empty combination of the mirror axes (singles, pairs, the
   triple, in ``itertools.combinations`` order), flipped back, summed in float32 and divided by their number;
 * blending: ``logits += tile * weight`` and ``weights += weight`` in float16 accumulators, then a float16
