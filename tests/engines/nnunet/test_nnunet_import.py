@@ -146,7 +146,7 @@ def test_licence_is_required_and_unsafe_checkpoints_refused(imported: tuple[Path
     with pytest.raises(LicenceRequired):
         import_nnunet(folder, tmp_path, ImportOptions(name="x", licence=" "))
     evil = tmp_path / "evil.pth"
-    evil.write_bytes(pickle.dumps({"network_weights": {}, "x": np.random.default_rng(0)}))
+    evil.write_bytes(pickle.dumps({"network_weights": {}, "x": np.random.default_rng(0)}, protocol=2))
     with pytest.raises(CheckpointError, match="safely"):
         load_checkpoint(evil, "0")
 
