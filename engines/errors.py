@@ -106,6 +106,7 @@ __all__ = [
     "EngineError",
     "InferenceError",
     "LabelMapFileError",
+    "LabelMergeError",
     "LesionError",
     "MarginError",
     "MrBrainError",
@@ -119,3 +120,7 @@ __all__ = [
     "TfjsConversionError",
     "UnknownPreset",
 ]
+
+
+class LabelMergeError(EngineError):
+    """Two label maps cannot be merged (different grids)."""

@@ -18,8 +18,10 @@ from appliance.typed import Device, ProgressCallback
 from engines.errors import MarginError
 from engines.lesions import Lesion, add_lesion, lesion_from_file, lesion_from_seed
 from engines.margins import Overlay, add_margins
-from engines.presets import choose_preset, get_preset
+from engines.presets import get_preset
+from engines.presets.auto import plan_auto
 from engines.presets.base import SegmentationResult
+from engines.presets.merge import fill_unlabelled
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +67,28 @@ def segment_volume(volume: Volume, preset: str, device: Device,
     if margins_mm and lesion is None:
         raise MarginError("--margins needs a lesion: give --lesion FILE or --seed X,Y,Z --window LO,HI")
     dev = device
+    choice: dict[str, Any]
+    fill: tuple[str, ...] = ()
     if preset == "auto":
-        name, reason = choose_preset(volume)
+        plan = plan_auto(volume)
+        name, reason, fill = plan.name, plan.reason, plan.fill_from_ct_default
+        choice = {"requested": preset, **plan.record()}
     else:
         name, reason = preset, f"chosen by the user (--preset {preset})"
+        choice = {"requested": preset, "name": name, "reason": reason}
     log.info("preset %s: %s", name, reason)
     t0 = time.perf_counter()
     result = get_preset(name).run(volume, dev, progress)
     timings["preset"] = round(time.perf_counter() - t0, 4)
     findings = list(input_findings) + list(result.findings)
     labelmap = result.labelmap
-    record: dict[str, Any] = {"preset": {"requested": preset, "name": name, "reason": reason},
-                              "device": {"requested": device, "used": dev}}
+    if fill:
+        t0 = time.perf_counter()
+        classical = get_preset("ct-default").run(volume, dev, progress)
+        labelmap, rules = fill_unlabelled(labelmap, classical.labelmap, fill, "ct-default")
+        choice["merge"] = rules
+        timings["ct_default_fill"] = round(time.perf_counter() - t0, 4)
+    record: dict[str, Any] = {"preset": choice, "device": {"requested": device, "used": dev}}
     if lesion is not None:
         t0 = time.perf_counter()
         les = lesion.build(volume)

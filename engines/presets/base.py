@@ -39,6 +39,9 @@ class Preset(abc.ABC):
 
 
 _REGISTRY: dict[str, Callable[[], Preset]] = {}
+#: Sources of presets whose names are only known at call time (installed model packs): ``(names, lookup)``;
+#: ``lookup(name)`` returns the preset, ``None`` when the name is not its kind, or raises UnknownPreset.
+_SOURCES: list[tuple[Callable[[], list[str]], Callable[[str], Preset | None]]] = []
 
 
 def register_preset(name: str, factory: Callable[[], Preset]) -> None:
@@ -46,18 +49,32 @@ def register_preset(name: str, factory: Callable[[], Preset]) -> None:
     _REGISTRY[name] = factory
 
 
+def register_preset_source(names: Callable[[], list[str]], lookup: Callable[[str], Preset | None]) -> None:
+    """Add a source of presets found at call time (e.g. ``pack:NAME`` for every installed pack)."""
+    if (names, lookup) not in _SOURCES:
+        _SOURCES.append((names, lookup))
+
+
 def available_presets() -> list[str]:
-    """Registered preset names."""
-    return sorted(_REGISTRY)
+    """Every preset name a user may choose (built-in first, then those of the sources), ``auto`` excluded.
+
+    This is the one list the CLI, the API and the kiosk's preset picker offer.
+    """
+    dynamic = sorted({name for names, _ in _SOURCES for name in names()} - set(_REGISTRY))
+    return sorted(_REGISTRY) + dynamic
 
 
 def get_preset(name: str) -> Preset:
     """A new instance of the named preset."""
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise UnknownPreset(f"no preset {name!r}; choose one of {available_presets()} or 'auto'") from None
-    return factory()
+    factory = _REGISTRY.get(name)
+    if factory is not None:
+        return factory()
+    for _, lookup in _SOURCES:
+        preset = lookup(name)
+        if preset is not None:
+            return preset
+    raise UnknownPreset(f"no preset {name!r}; choose one of {available_presets()} or 'auto'")
 
 
-__all__ = ["Preset", "SegmentationResult", "available_presets", "get_preset", "register_preset"]
+__all__ = ["Preset", "SegmentationResult", "available_presets", "get_preset", "register_preset",
+           "register_preset_source"]

@@ -164,11 +164,11 @@ def test_no_mirroring_trainer_imports_without_mirror_axes(tmp_path: Path) -> Non
 
 def test_preset_runs_the_pack_on_a_volume(imported: tuple[Path, Path]) -> None:
     from appliance.core import Volume
-    from engines.nnunet.preset import nnunet_preset, pack_presets
+    from engines.presets.network_pack import pack_preset, pack_presets
 
     root, _ = imported
     assert pack_presets([root.parent]) == ["pack:tiny-ct"]
-    preset = nnunet_preset("pack:tiny-ct", [root.parent])
+    preset = pack_preset("pack:tiny-ct", [root.parent])
     rng = np.random.default_rng(0)
     array = (rng.standard_normal((20, 18, 9)) * 300).astype(np.int16)
     volume = Volume(array, np.diag([2.0, 2.0, 6.0, 1.0]), "CT", "HU")
