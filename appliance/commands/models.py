@@ -10,6 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
+from appliance.commands.models_nnunet import add_import_nnunet
 from engines.backends.tensorrt import TensorRTBackend
 from engines.errors import BackendUnavailable, PackError
 from engines.packs import find_pack, import_pack, list_packs, load_pack, pack_dirs, verify_pack
@@ -141,3 +142,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", required=True, help="pack folder to write")
     p.add_argument("--name", help="pack name (default: from the brainchop table or the folder name)")
     p.set_defaults(func=_import_tfjs)
+    add_import_nnunet(msub)
