@@ -26,7 +26,7 @@ from engines.conform import conform, unconform_labels
 from engines.errors import PackNotFound, UnknownPreset
 from engines.inference import run_pack
 from engines.nnunet.predict import load_nnunet_pack, run_nnunet_pack
-from engines.packs import ModelPack, list_packs, load_pack, pack_dirs
+from engines.packs import ModelPack, find_pack, list_packs, load_pack
 from engines.presets.base import Preset, SegmentationResult, register_preset_source
 
 PREFIX = "pack:"
@@ -43,17 +43,7 @@ def pack_name(preset: str) -> str:
 
 def installed_packs(dirs: Iterable[Path | str] | None = None) -> list[ModelPack]:
     """The valid installed packs (shipped first, then the hospital's), as ``appliance models list`` shows them."""
-    return list_packs(pack_dirs() if dirs is None else dirs)
-
-
-def find_installed_pack(name: str, dirs: Iterable[Path | str] | None = None) -> ModelPack:
-    """The installed pack called ``name``."""
-    packs = installed_packs(dirs)
-    for pack in packs:
-        if pack.name == name:
-            return pack
-    raise PackNotFound(f"no model pack {name!r} is installed; installed: {[p.name for p in packs]} (import one "
-                       "with `appliance models import`, `import-nnunet` or `import-tfjs`)")
+    return list_packs(dirs)
 
 
 class PackPreset(Preset):
@@ -101,7 +91,7 @@ class PackPreset(Preset):
             progress(self.name, 0.2)
         mask = None
         if any(step["step"] == "mask_with_pack" for step in pack.preprocessing):
-            mask_pack = find_installed_pack(str(opts.get("mask_pack", MASK_PACK)))
+            mask_pack = find_pack(str(opts.get("mask_pack", MASK_PACK)))
             mask_backend = create_backend(choice, mask_pack.onnx_path, precision=precision, sha256=mask_pack.sha256)
             if progress is not None:
                 progress(mask_pack.name, 0.1)
@@ -119,7 +109,7 @@ class PackPreset(Preset):
 
 def pack_preset(name: str, dirs: Iterable[Path | str] | None = None) -> PackPreset:
     """The preset for ``pack:NAME``."""
-    return PackPreset(find_installed_pack(pack_name(name), dirs))
+    return PackPreset(find_pack(pack_name(name), dirs))
 
 
 def pack_presets(dirs: Iterable[Path | str] | None = None) -> list[str]:
@@ -141,5 +131,5 @@ def register_pack_presets() -> None:
     register_preset_source(pack_presets, _lookup)
 
 
-__all__ = ["PREFIX", "PackPreset", "find_installed_pack", "installed_packs", "pack_name", "pack_preset",
+__all__ = ["PREFIX", "PackPreset", "installed_packs", "pack_name", "pack_preset",
            "pack_presets", "register_pack_presets"]
