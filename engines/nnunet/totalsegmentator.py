@@ -220,7 +220,7 @@ def recognise(root: Path | str, variant: str = "auto") -> Recognised:
     return Recognised(chosen, folders)
 
 
-def _unpack_zips(root: Path, scratch: Path) -> Path:
+def unpack_downloads(root: Path, scratch: Path) -> Path:
     """``root`` itself, or (when it holds ``DatasetNNN_*.zip`` downloads) a scratch folder with them unpacked."""
     from engines.nnunet.plans import extract_zip
 
@@ -301,7 +301,7 @@ def import_totalsegmentator(source: Path | str, dest_dir: Path | str, options: T
                               "are published under Apache-2.0; check the licence of the copy you were given)")
     source, dest_dir = Path(source), Path(dest_dir)
     with tempfile.TemporaryDirectory(prefix="totalseg-import-") as tmp:
-        found = recognise(_unpack_zips(source, Path(tmp) / "src") if source.is_dir() else source, options.variant)
+        found = recognise(unpack_downloads(source, Path(tmp) / "src") if source.is_dir() else source, options.variant)
         variant = found.variant
         name = options.name or _default_name(variant)
         target = dest_dir / name
@@ -335,4 +335,5 @@ def import_totalsegmentator(source: Path | str, dest_dir: Path | str, options: T
 
 
 __all__ = ["KIND", "VARIANTS", "ClassTable", "Part", "Recognised", "TotalClass", "TotalSegImportOptions", "Variant",
-           "build_set_manifest", "class_table", "import_totalsegmentator", "recognise", "total_structures"]
+           "build_set_manifest", "class_table", "import_totalsegmentator", "recognise", "total_structures",
+           "unpack_downloads"]
