@@ -73,7 +73,7 @@ def test_an_altered_member_network_is_refused(installed: Path, tmp_path: Path) -
     copy = Path(shutil.copytree(installed, tmp_path / "copy"))
     with (copy / "ribs_fold_0.onnx").open("ab") as fh:
         fh.write(b"\0")
-    with pytest.raises(PackSetError, match="ribs.*sha256"):
+    with pytest.raises(PackSetError, match=r"ribs.*sha256"):
         load_pack_set(copy, verify=True)
     with pytest.raises(PackSetError, match="sha256"):
         PackSetPreset(copy).run(None, "cpu")  # type: ignore[arg-type]  # refused before the volume is touched
