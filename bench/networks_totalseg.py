@@ -252,6 +252,12 @@ def _print(text: str) -> None:
     sys.stdout.flush()
 
 
+def _save(args: Any, report: dict[str, Any]) -> None:
+    """Write the report so far (``--json``), so a run cut short by a timeout still leaves its numbers."""
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+
+
 def _tile_timings(args: Any, work: Path, x: npt.NDArray[np.float32]) -> list[TileTiming]:
     from engines.backends import choose_backend, create_backend
 
@@ -287,7 +293,10 @@ def totalseg_main(args: Any, script: Path) -> int:
     _print(f"TotalSegmentator-sized networks, {args.device}; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} "
            f"on {os.cpu_count()} cores; work folder {work}")
     x = np.random.default_rng(0).standard_normal((1, 1, *PATCH)).astype(np.float32)
+    report: dict[str, Any] = {"device": args.device, "load_average": list(load), "cpus": os.cpu_count()}
     rows = _tile_timings(args, work, x)
+    report["tiles"] = [vars(r) for r in rows]
+    _save(args, report)
     trunk = tuple(int(s) for s in args.trunk)
     grid = network_grid(trunk, TRUNK_SPACING, 1.5)  # type: ignore[arg-type]
     tiles = tiles_for(grid)
@@ -310,6 +319,8 @@ def totalseg_main(args: Any, script: Path) -> int:
                 "onnx": str(work / f"{row.part}.onnx")}
         res = run_pipeline(spec, script)
         results[row.part] = res
+        report["pipeline"] = results
+        _save(args, report)
         if "error" in res:
             _print(f"pipeline {row.part}: failed: {res['error']}")
             continue
@@ -325,18 +336,19 @@ def totalseg_main(args: Any, script: Path) -> int:
     elif results:
         total = sum(r.get("seconds", 0.0) for r in results.values())
         _print(f"whole trunk, parts {', '.join(results)}: {total:.1f} s end to end")
-    _fast_model(args, work, script)
+    report["fast_model"] = _fast_model(args, work, script)
+    _save(args, report)
     return 0
 
 
-def _fast_model(args: Any, work: Path, script: Path) -> None:
+def _fast_model(args: Any, work: Path, script: Path) -> dict[str, Any]:
     import os
 
     data = Path(os.environ.get("APPLIANCE_SHARED_DATA", script.parents[2] / "shared" / "data"))
     image = args.fast_ct or data / "ct" / "totalsegmentator" / "example_ct.nii.gz"
     if not image.is_file():
         _print(f"3 mm model: {image} not found, skipped")
-        return
+        return {"error": "no image"}
     classes = parts("fast")[0][1]
     export(build_network(classes, seed=7), work / "total_3mm.onnx")
     spec = {"classes": classes, "spacing": 3.0, "image": str(image), "device": args.device, "fp16": False,
@@ -344,10 +356,11 @@ def _fast_model(args: Any, work: Path, script: Path) -> None:
     res = run_pipeline(spec, script)
     if "error" in res:
         _print(f"3 mm model on {image.name}: failed: {res['error']}")
-        return
+        return res
     _print(f"3 mm model ({classes} classes) on {image.name}, onnxruntime {args.device}: {res['seconds']:.1f} s end to "
            f"end (goal <= 120 s on the 2-core box; grid {res['shape_network']}); peak RSS {res['peak_rss_gib']:.2f} "
            f"GiB sampled, ru_maxrss {res['ru_maxrss_gib']:.2f} GiB")
+    return res
 
 
 __all__ = ["PATCH", "TRUNK_SPACING", "PeakRss", "TileTiming", "architecture", "build_network", "child_pipeline",
