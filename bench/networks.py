@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                              "part on the CPU)")
     parser.add_argument("--fast-ct", type=Path, help="--totalseg: CT for the 3 mm model (default: example_ct.nii.gz)")
     parser.add_argument("--work", type=Path, help="--totalseg: folder for the exported ONNX files (reused)")
+    parser.add_argument("--stages", nargs="*", default=["tiles", "pipeline", "fast"],
+                        help="--totalseg: tiles (128^3 tile medians), pipeline (whole trunk), fast (3 mm model)")
     parser.add_argument("--gpu", action="store_true",
                         help="what tools/gpu_check.sh runs: --totalseg --device cuda (tiles, then the whole trunk)")
     args = parser.parse_args(argv)

@@ -294,48 +294,54 @@ def totalseg_main(args: Any, script: Path) -> int:
            f"on {os.cpu_count()} cores; work folder {work}")
     x = np.random.default_rng(0).standard_normal((1, 1, *PATCH)).astype(np.float32)
     report: dict[str, Any] = {"device": args.device, "load_average": list(load), "cpus": os.cpu_count()}
-    rows = _tile_timings(args, work, x)
+    stages = set(args.stages)
+    rows = _tile_timings(args, work, x) if "tiles" in stages else []
     report["tiles"] = [vars(r) for r in rows]
     _save(args, report)
     trunk = tuple(int(s) for s in args.trunk)
     grid = network_grid(trunk, TRUNK_SPACING, 1.5)  # type: ignore[arg-type]
     tiles = tiles_for(grid)
     t_ort, t_torch = sum(r.onnxruntime_s for r in rows), sum(r.torch_s for r in rows)
-    _print(f"all five parts, one tile each: onnxruntime {t_ort:.1f} s, torch {t_torch:.1f} s "
-           f"(ort/torch {t_ort / t_torch:.2f}x)")
+    if rows:
+        _print(f"all five parts, one tile each: onnxruntime {t_ort:.1f} s, torch {t_torch:.1f} s "
+               f"(ort/torch {t_ort / t_torch:.2f}x)")
     _print(f"trunk {trunk[0]}x{trunk[1]}x{trunk[2]} at {TRUNK_SPACING} mm -> 1.5 mm grid {grid}: {tiles} tiles per "
            f"part (step 0.8), {5 * tiles} tiles in all")
     end_to_end = args.end_to_end or args.device == "cuda"
-    largest = max(rows, key=lambda r: r.classes).part
-    chosen = args.pipeline_parts if args.pipeline_parts is not None else (
-        [r.part for r in rows] if end_to_end else [largest])
+    keys = [key for key, _ in parts("full")]
+    classes_of = dict(parts("full"))
+    largest = max(keys, key=lambda k: classes_of[k])
+    chosen = args.pipeline_parts if args.pipeline_parts is not None else (keys if end_to_end else [largest])
     results: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        if row.part not in chosen:
+    for key in keys if "pipeline" in stages else []:
+        if key not in chosen:
             continue
-        spec = {"classes": row.classes, "spacing": 1.5, "shape": list(trunk), "device": args.device,
-                "fp16": args.device == "cuda", "seed": [r.part for r in rows].index(row.part),
+        spec = {"classes": classes_of[key], "spacing": 1.5, "shape": list(trunk), "device": args.device,
+                "fp16": args.device == "cuda", "seed": keys.index(key),
                 "network": ("torch" if args.device == "cuda" else "onnxruntime") if end_to_end else "stub",
-                "onnx": str(work / f"{row.part}.onnx")}
+                "onnx": str(export(build_network(classes_of[key], keys.index(key)), work / f"{key}.onnx"))
+                if end_to_end and args.device == "cpu" else ""}
         res = run_pipeline(spec, script)
-        results[row.part] = res
+        results[key] = res
         report["pipeline"] = results
         _save(args, report)
         if "error" in res:
-            _print(f"pipeline {row.part}: failed: {res['error']}")
+            _print(f"pipeline {key}: failed: {res['error']}")
             continue
         timings = ", ".join(f"{k} {v:.1f}" for k, v in res["timings"].items())
-        _print(f"pipeline {row.part} ({spec['network']} network, {row.classes} classes): {res['seconds']:.1f} s "
+        _print(f"pipeline {key} ({spec['network']} network, {classes_of[key]} classes): {res['seconds']:.1f} s "
                f"({timings}); peak RSS {res['peak_rss_gib']:.2f} GiB sampled, ru_maxrss {res['ru_maxrss_gib']:.2f} "
                f"GiB (before the run {res['rss_before_gib']:.2f} GiB)")
-    if not end_to_end and largest in results and "error" not in results[largest]:
+    if not end_to_end and rows and largest in results and "error" not in results[largest]:
         pipe = results[largest]["seconds"]
         for name, per_tile in (("onnxruntime", t_ort), ("torch", t_torch)):
             _print(f"estimated whole trunk, five parts, {name}: {5 * pipe + tiles * per_tile:.0f} s "
                    f"(5 x pipeline {pipe:.0f} s of the largest part + {tiles} tiles x {per_tile:.1f} s)")
-    elif results:
+    elif end_to_end and results:
         total = sum(r.get("seconds", 0.0) for r in results.values())
         _print(f"whole trunk, parts {', '.join(results)}: {total:.1f} s end to end")
+    if "fast" not in stages:
+        return 0
     report["fast_model"] = _fast_model(args, work, script)
     _save(args, report)
     return 0
