@@ -3,6 +3,8 @@
     .venv/bin/python bench/networks.py                      # all shipped packs, 96^3 input, 3 repeats
     .venv/bin/python bench/networks.py --size 256 --repeats 5 --packs brainchop-gw-5 brainchop-mindgrab
     .venv/bin/python bench/networks.py --sliding 64         # also sliding-window throughput (64^3 patches)
+    .venv/bin/python bench/networks.py --totalseg           # TotalSegmentator-sized networks (CPU here)
+    .venv/bin/python bench/networks.py --totalseg --device cuda --end-to-end   # on a lent GPU (tools/gpu_check.sh)
 
 Prints, per pack and backend/device/precision: median ms per forward, and the ratio to onnxruntime-CPU (the
 anchor; > 1 means faster than the anchor). On a lent GPU the cuda rows (TensorRT, torch, onnxruntime-CUDA) appear
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 
 #: Requirements this benchmark verifies (read by `appliance trace`).
-REQUIREMENTS = ("REQ-PERF-101",)
+REQUIREMENTS = ("REQ-PERF-101", "REQ-PERF-900")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -86,7 +88,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sliding", type=int, default=0, help="also time a 2x-patch volume with this patch size")
     parser.add_argument("--json", help="write the rows to this JSON file")
+    parser.add_argument("--totalseg", action="store_true",
+                        help="TotalSegmentator-sized networks, not the installed packs (bench/networks_totalseg.py)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="--totalseg: device for torch")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="--totalseg: run the real networks over the whole trunk (default on cuda: yes; on the "
+                             "CPU a stub network measures the pipeline and the total is estimated)")
+    parser.add_argument("--trunk", type=int, nargs=3, default=[512, 512, 600], help="--totalseg: trunk CT shape")
+    parser.add_argument("--pipeline-parts", nargs="*",
+                        help="--totalseg: parts whose whole-trunk pipeline runs (default: all on cuda, the largest "
+                             "part on the CPU)")
+    parser.add_argument("--fast-ct", type=Path, help="--totalseg: CT for the 3 mm model (default: example_ct.nii.gz)")
+    parser.add_argument("--work", type=Path, help="--totalseg: folder for the exported ONNX files (reused)")
+    parser.add_argument("--stages", nargs="*", default=["tiles", "pipeline", "fast"],
+                        help="--totalseg: tiles (128^3 tile medians), pipeline (whole trunk), fast (3 mm model)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="what tools/gpu_check.sh runs: --totalseg --device cuda (tiles, then the whole trunk)")
     args = parser.parse_args(argv)
+    if args.gpu:
+        args.totalseg, args.device = True, "cuda"
+    if args.totalseg:
+        from bench.networks_totalseg import totalseg_main
+
+        return totalseg_main(args, Path(__file__).resolve())
     packs = [p for p in list_packs() if not args.packs or p.name in args.packs]
     rows: list[dict[str, Any]] = []
     print(f"{'pack':32} {'backend':12} {'device':6} {'prec':5} {'size':>5} {'median ms':>11} {'vs ort-cpu':>10}")
@@ -122,4 +146,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":  # one --totalseg pipeline measurement in its own process
+        from bench.networks_totalseg import child_pipeline
+
+        print(json.dumps(child_pipeline(json.loads(sys.argv[2]))))
+        sys.exit(0)
     sys.exit(main())

@@ -45,5 +45,18 @@ class InputMismatch(NnUNetError):
     """The volume does not fit the pack (channel count, dimensions)."""
 
 
-__all__ = ["CheckpointError", "ExportMismatch", "InputMismatch", "LicenceRequired", "ModelFolderError",
-           "NnUNetError", "NnUNetPackError", "NumericalError", "UnsupportedModel"]
+class NotTotalSegmentator(ModelFolderError):
+    """A folder offered as TotalSegmentator's is not one of its ``total`` task models (name or labels differ)."""
+
+
+class IncompleteModelSet(ModelFolderError):
+    """Some of the trained-model folders a pack set needs (TotalSegmentator's five parts) are missing."""
+
+
+class PackSetError(NnUNetPackError):
+    """An installed pack set's manifest is invalid or one of its member networks was altered."""
+
+
+__all__ = ["CheckpointError", "ExportMismatch", "IncompleteModelSet", "InputMismatch", "LicenceRequired",
+           "ModelFolderError", "NnUNetError", "NnUNetPackError", "NotTotalSegmentator", "NumericalError",
+           "PackSetError", "UnsupportedModel"]
