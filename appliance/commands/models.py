@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from appliance.commands.models_nnunet import add_import_nnunet
+from appliance.commands.models_totalseg import add_import_totalsegmentator
 from engines.backends.tensorrt import TensorRTBackend
 from engines.errors import BackendUnavailable, PackError
 from engines.packs import find_pack, import_pack, list_packs, load_pack, pack_dirs, verify_pack
@@ -143,3 +144,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--name", help="pack name (default: from the brainchop table or the folder name)")
     p.set_defaults(func=_import_tfjs)
     add_import_nnunet(msub)
+    add_import_totalsegmentator(msub)
