@@ -94,7 +94,7 @@ def _layer(name: Any) -> Any:
 
 def build_network(architecture: Architecture, input_channels: int, num_classes: int) -> Any:
     """The ``torch.nn.Module`` the plans describe (deep supervision off, as nnU-Net predicts), in eval mode."""
-    from dynamic_network_architectures.architectures.unet import (  # type: ignore[import-untyped]
+    from dynamic_network_architectures.architectures.unet import (
         PlainConvUNet,
         ResidualEncoderUNet,
     )
