@@ -36,7 +36,7 @@ from engines.presets.ct_contrast import (
     smooth_bone_share,
 )
 from engines.presets.ct_geometry import GridGeometry
-from engines.presets.ct_lumen import describe_regions, release_smooth_regions
+from engines.presets.ct_lumen import describe_regions, enhanced_parenchyma_share, release_smooth_regions
 from engines.presets.ct_parameters import CtDefaultParameters
 from kernels.device import array_module, device_description
 
@@ -319,8 +319,12 @@ def segment_ct(
     lung_left = _fill_in_box(lung_left, sub, ndi) & body
     lung_right = _fill_in_box(lung_right, sub, ndi) & body & ~lung_left
     bone = clean_bone(bone & ~(lung_left | lung_right), hu, texture, bool(vessels.any()), sub, ndi, p)
-    bone, vessels, found = _release_smooth_regions(bone, vessels, hu, hu_smooth, texture, midline, sub, ndi, p)
-    findings.extend(found)
+    if bool(vessels.any()) or enhanced_parenchyma_share(hu_smooth, texture, body, bone, sub, ndi,
+                                                        p) >= p.contrast_parenchyma_share:
+        # only a contrast scan puts smooth tissue in the bone range (unenhanced blood and organs stay below
+        # 70 HU), while smooth-looking marrow (soft kernels, fine or interpolated grids) must stay bone
+        bone, vessels, found = _release_smooth_regions(bone, vessels, hu, hu_smooth, texture, midline, sub, ndi, p)
+        findings.extend(found)
     soft_share = smooth_bone_share(bone, hu_smooth, texture, p)
     if soft_share > p.bone_max_smooth_share:
         before = float(xp.count_nonzero(bone))

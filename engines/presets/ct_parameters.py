@@ -48,6 +48,10 @@ class CtDefaultParameters:
     lumen_min_length_mm: float = 10.0  # ...over this length along the body axis and within...
     lumen_max_offset_mm: float = 60.0  # ...this distance of the midline is a contrast-filled vessel
     smooth_release_warn_ml: float = 2.0  # a WARNING names released regions from this total volume on
+    enhanced_low_hu: float = 90.0  # smooth soft tissue in this range, more than enhancement_bone_margin_mm...
+    enhanced_high_hu: float = 250.0
+    enhancement_bone_margin_mm: float = 5.0  # ...from bone, is enhanced organ; from this share of the soft tissue
+    contrast_parenchyma_share: float = 0.02  # on the scan has contrast (portal-venous 0.18, native 0.0014)
     bone_core_mm: float = 4.0  # bone is judged in parts deeper than this (splits soft tissue off where it touches)
     airway_start_hu: float = -950.0
     airway_stop_hu: float = -775.0
