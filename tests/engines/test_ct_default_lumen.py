@@ -29,7 +29,8 @@ def _venous_aorta_on_spine(calcified: bool = True) -> tuple[Volume, dict[str, np
 
     The aorta's lumen is portal-venous blood (150 HU, smooth, in the trabecular range); with ``calcified`` a
     600 HU crescent of wall calcification lies on its front, so that the cortex-seeded hysteresis reaches it
-    from both sides. The liver enhances (110 HU), as it does in the portal-venous phase. Fat (-90 HU) surrounds the aorta away from the spine. Axis i = left, j = posterior, k = up.
+    from both sides. The liver enhances (110 HU), as it does in the portal-venous phase. Fat (-90 HU) surrounds
+    the aorta away from the spine. Axis i = left, j = posterior, k = up.
     """
     rng = np.random.default_rng(11)
     i, j, _ = np.meshgrid(*[np.arange(n) * s for n, s in zip(SHAPE, SPACING, strict=True)], indexing="ij")
