@@ -31,6 +31,8 @@ from appliance.typed import Device  # noqa: E402
 from engines.presets import get_preset  # noqa: E402
 from kernels.device import cuda_available, device_description  # noqa: E402
 
+#: Requirements this benchmark gives evidence for (read by `appliance trace`).
+REQUIREMENTS = ("REQ-PERF-751", "REQ-PERF-752")
 CT = ROOT.parent / "shared" / "data" / "ct" / "totalsegmentator" / "example_ct.nii.gz"
 LARGE_SHAPE = (512, 512, 600)
 
