@@ -110,7 +110,7 @@ def _region_rows(released: Array, lumens: Array, geo: GridGeometry, ndi: ModuleT
             "centre_lps_mm": [round(float(v), 1) for v in lps[:3]],
             "vessel": bool(int(lumen_count[value]) * 2 >= int(sizes[value])),
         })
-    rows.sort(key=lambda r: -float(r["ml"]))
+    rows.sort(key=lambda r: (-float(r["ml"]), r["centre_lps_mm"]))  # no tie left to the label numbering
     return rows
 
 
