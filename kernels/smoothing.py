@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kernels.errors import KernelInputError
+from kernels.unique import sorted_unique
 
 DEFAULT_PASSBAND = 0.1
 
@@ -65,7 +66,7 @@ def umbrella_operator(faces: Any, n_vertices: int, xp: Any, sparse: Any) -> Any:
     f = faces.astype(xp.int64)
     a = xp.concatenate([f[:, 0], f[:, 1], f[:, 2], f[:, 1], f[:, 2], f[:, 0]])
     b = xp.concatenate([f[:, 1], f[:, 2], f[:, 0], f[:, 0], f[:, 1], f[:, 2]])
-    key = xp.unique(a * n_vertices + b)
+    key = sorted_unique(a * n_vertices + b, xp)
     rows = key // n_vertices
     cols = key % n_vertices
     degree = xp.bincount(rows, minlength=n_vertices).astype(xp.float64)

@@ -28,6 +28,7 @@ from engines.presets import ct_morphology as morph
 from engines.presets.base import Preset, SegmentationResult, register_preset
 from engines.presets.ct_airway import find_trachea_seed, grow_airway
 from engines.presets.ct_contrast import (
+    Texture,
     clean_bone,
     local_texture,
     release_unenclosed_soft_tissue,
@@ -35,6 +36,7 @@ from engines.presets.ct_contrast import (
     smooth_bone_share,
 )
 from engines.presets.ct_geometry import GridGeometry
+from engines.presets.ct_lumen import describe_regions, enhanced_parenchyma_share, release_smooth_regions
 from engines.presets.ct_parameters import CtDefaultParameters
 from kernels.device import array_module, device_description
 
@@ -192,6 +194,33 @@ def _fill_in_box(mask: Array, geo: GridGeometry, ndi: ModuleType) -> Array:
     return out
 
 
+def _release_smooth_regions(bone: Array, vessels: Array, hu: Array, hu_smooth: Array, texture: Texture,
+                            midline_x: float, geo: GridGeometry, ndi: ModuleType, p: CtDefaultParameters
+                            ) -> tuple[Array, Array, list[Finding]]:
+    """Bone without the smooth regions no cortex encloses (:mod:`ct_lumen`); lumens join ``vessels``; a WARNING.
+
+    The finding names each released region (volume, position, what it was taken for), so that a vessel or a
+    cartilage taken out of bone, or a smooth piece of bone taken out by mistake, can be checked on the images.
+    """
+    xp = morph.array_module_of(hu)
+    release = release_smooth_regions(bone, hu, hu_smooth, texture, midline_x, geo, ndi, p)
+    if not release.regions:
+        return bone, vessels, []
+    bone = morph.remove_small(bone & ~release.released, ndi, geo.voxels_for_ml(p.bone_min_ml))
+    vessels = vessels | release.lumens
+    total = release.released_ml
+    if total < p.smooth_release_warn_ml:
+        return bone, vessels, []
+    vessel_ml = round(float(xp.count_nonzero(release.lumens)) * geo.voxel_ml, 1)
+    return bone, vessels, [Finding(
+        "ct_bone_smooth_region_released", Severity.WARNING,
+        f"{total:.0f} ml that the bone thresholds reached was smooth like blood or cartilage and no cortex "
+        f"enclosed it, so it was taken out of bone: {describe_regions(release, geo)}. Check the bone and vessel "
+        "models against the images at these positions before using them.",
+        "REQ-SAFE-750", {"released_ml": total, "vessel_ml": vessel_ml, "regions": release.regions},
+    )]
+
+
 class CtDefaultPreset(Preset):
     """Classical CT preset (see module docstring)."""
 
@@ -290,6 +319,12 @@ def segment_ct(
     lung_left = _fill_in_box(lung_left, sub, ndi) & body
     lung_right = _fill_in_box(lung_right, sub, ndi) & body & ~lung_left
     bone = clean_bone(bone & ~(lung_left | lung_right), hu, texture, bool(vessels.any()), sub, ndi, p)
+    if bool(vessels.any()) or enhanced_parenchyma_share(hu_smooth, texture, body, bone, sub, ndi,
+                                                        p) >= p.contrast_parenchyma_share:
+        # only a contrast scan puts smooth tissue in the bone range (unenhanced blood and organs stay below
+        # 70 HU), while smooth-looking marrow (soft kernels, fine or interpolated grids) must stay bone
+        bone, vessels, found = _release_smooth_regions(bone, vessels, hu, hu_smooth, texture, midline, sub, ndi, p)
+        findings.extend(found)
     soft_share = smooth_bone_share(bone, hu_smooth, texture, p)
     if soft_share > p.bone_max_smooth_share:
         before = float(xp.count_nonzero(bone))

@@ -37,6 +37,21 @@ class CtDefaultParameters:
     release_closing_mm: float = 5.0  # filled in three planes) holds the marrow; outside it, regions with a
     release_window_mm: float = 7.5  # neighbourhood this wide at least release_smooth_fraction smooth are
     release_smooth_fraction: float = 0.5  # soft tissue and leave the bone
+    smooth_window_mm: float = 5.0  # bone regions whose neighbourhood this wide is at least...
+    smooth_region_fraction: float = 0.6  # ...this share smooth (blood, cartilage; marrow 0.16-0.29 measured),
+    smooth_region_radius_mm: float = 2.5  # thick enough for this ball, outside the axial cortical envelope and...
+    enclosure_ring_inner_mm: float = 2.0  # ...with less than enclosed_bone_share of bone in the shell this far...
+    enclosure_ring_mm: float = 5.0  # ...out (a smooth patch of marrow is ringed by bone) leave the bone
+    enclosed_bone_share: float = 0.6
+    smooth_rim_mm: float = 2.0  # the released region takes its partial-volume rim (below bone_strong_hu) along
+    lumen_radius_mm: float = 6.0  # a released region that holds this ball (aorta, IVC: >= 12 mm across)...
+    lumen_min_length_mm: float = 10.0  # ...over this length along the body axis and within...
+    lumen_max_offset_mm: float = 60.0  # ...this distance of the midline is a contrast-filled vessel
+    smooth_release_warn_ml: float = 2.0  # a WARNING names released regions from this total volume on
+    enhanced_low_hu: float = 90.0  # smooth soft tissue in this range, more than enhancement_bone_margin_mm...
+    enhanced_high_hu: float = 250.0
+    enhancement_bone_margin_mm: float = 5.0  # ...from bone, is enhanced organ; from this share of the soft tissue
+    contrast_parenchyma_share: float = 0.02  # on the scan has contrast (portal-venous 0.18, native 0.0014)
     bone_core_mm: float = 4.0  # bone is judged in parts deeper than this (splits soft tissue off where it touches)
     airway_start_hu: float = -950.0
     airway_stop_hu: float = -775.0
