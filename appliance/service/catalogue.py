@@ -201,6 +201,20 @@ def _job(row: Sequence[Any]) -> Job:
     )  # fmt: skip
 
 
+def refusal_finding(refusals: Mapping[str, int]) -> dict[str, Any]:
+    """The finding of a study some of whose instances the receiver refused (``refusals``: count per reason)."""
+    n = sum(refusals.values())
+    why = ", ".join(f"{reason}: {count}" for reason, count in sorted(refusals.items()))
+    return {
+        "code": "instances_refused",
+        "severity": "refusal",
+        "requirement": "REQ-SAFE-602",
+        "details": {"refused": n, "reasons": dict(sorted(refusals.items()))},
+        "message": f"{n} instance{'s' if n != 1 else ''} of this study {'were' if n != 1 else 'was'} refused by the "
+        f"receiver ({why}); the study is incomplete. Resolve the cause and have the scanner send the study again.",
+    }
+
+
 def _instance(c: sqlite3.Connection, sop_uid: str) -> tuple[str, str, int] | None:
     row = c.execute("SELECT path, sha256, bytes FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
     return (row[0], row[1], int(row[2])) if row else None
