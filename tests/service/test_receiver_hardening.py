@@ -15,14 +15,13 @@ import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
-from receiver_helpers import (
-    SCU_AE, send_datasets, send_raw, split_part10, start_receiver, stored_files, write_raw,
-)  # fmt: skip
+from receiver_helpers import SCU_AE, send_datasets, send_raw, split_part10, start_receiver, stored_files, write_raw
 from svc_helpers import prepare_ct_series
 
 from appliance.service.catalogue import Catalogue
@@ -33,7 +32,10 @@ pytestmark = pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk 
 Factory = Callable[..., ApplianceService]
 
 
-def _wait(predicate: Callable[[], object], timeout: float = 20.0) -> object:
+T = TypeVar("T")
+
+
+def _wait(predicate: Callable[[], T], timeout: float = 20.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -100,7 +102,8 @@ def test_finding7_study_cut_short_by_the_quota_is_refused_until_the_sender_retri
     statuses = send_datasets(svc.receiver.port, [pydicom.dcmread(f) for f in files])
     assert statuses[:3] == [0] * 3 and statuses[3:] == [0xA700] * 3
     jobs = _wait(lambda: [j for j in svc.catalogue.jobs(study_uid=study_uid) if j.state in ("refused", "done")])
-    (job,) = jobs  # type: ignore[misc]
+    assert len(jobs) == 1
+    job = jobs[0]
     assert job.state == "refused", job
     (finding,) = [f for f in job.findings if f["code"] == "instances_refused"]
     assert finding["severity"] == "refusal" and finding["details"] == {"refused": 3, "reasons": {"storage full": 3}}
