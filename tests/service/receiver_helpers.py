@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config
 from svc_helpers import FakeReconstruct, free_port
 
@@ -33,23 +34,29 @@ def write_raw(path: Path, meta: bytes, dataset: bytes) -> Path:
 
 def send_raw(port: int, files: Sequence[Path], aet: str = SCU_AE) -> list[int | None]:
     """Send each file's dataset bytes unchanged over one association; the statuses (None: no answer)."""
-    metas = [pydicom.dcmread(f, stop_before_pixels=True, force=True).file_meta for f in files]
+    return [status for status, _ in send_raw_answers(port, files, aet)]
+
+
+def send_raw_answers(port: int, files: Sequence[Path], aet: str = SCU_AE) -> list[tuple[int | None, str]]:
+    """Like :func:`send_raw`, with the error comment of each answer."""
+    metas = [read_file_meta_info(f) for f in files]
     ae = AE(ae_title=aet)
     for pair in sorted({(str(m.MediaStorageSOPClassUID), str(m.TransferSyntaxUID)) for m in metas}):
         ae.add_requested_context(*pair)
     chunked = _config.STORE_SEND_CHUNKED_DATASET
     _config.STORE_SEND_CHUNKED_DATASET = True
-    statuses: list[int | None] = []
+    statuses: list[tuple[int | None, str]] = []
     try:
         assoc = ae.associate("127.0.0.1", port, ae_title="EDGE3D")
         if not assoc.is_established:
-            return [None] * len(files)
+            return [(None, "")] * len(files)
         for f in files:
             if not assoc.is_established:
-                statuses.append(None)
+                statuses.append((None, ""))
                 continue
             status = assoc.send_c_store(Path(f))
-            statuses.append(int(status.Status) if "Status" in status else None)
+            code = int(status.Status) if "Status" in status else None
+            statuses.append((code, str(status.get("ErrorComment", ""))))
         if assoc.is_established:
             assoc.release()
     finally:

@@ -1,7 +1,9 @@
 """A received dataset checked completely before it is acknowledged, and the Part 10 header it is stored under.
 
 :func:`inspect_dataset` walks every element of the dataset as it came off the network (sequences, items and
-encapsulated pixel data included) without decoding values: every length must fit, every VR must exist, the
+encapsulated pixel data included) without decoding values: every length must fit (and be a multiple of the value
+size of a binary VR), every VR must exist and, for a public tag, be one DICOM's data dictionary defines for it (UN
+always allowed, OB and OW interchangeable), the
 dataset must end exactly where its last element does, the identifiers the store files it under must be valid and
 agree with the command, and an image's native pixel data must be as long as its rows, columns, samples, frames and
 bits say. A dataset failing any check raises :class:`UnusableDataset` (answered 0xC000, nothing stored). Only the
@@ -13,6 +15,8 @@ from __future__ import annotations
 import struct
 import zlib
 from typing import Any
+
+from pydicom.datadict import DicomDictionary
 
 from appliance.service.receiver.errors import UnusableDataset, UnusableDatasetOf
 
@@ -28,15 +32,37 @@ _SHORT_VRS = frozenset({
     b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN", b"SH", b"SL",
     b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
 })  # fmt: skip
+
+
+def _dictionary_vrs() -> dict[int, frozenset[bytes]]:
+    """The VRs DICOM's data dictionary allows per public tag (OB and OW interchangeable, UN always allowed)."""
+    out: dict[int, frozenset[bytes]] = {}
+    for tag, entry in DicomDictionary.items():
+        vrs = {v.strip().encode() for v in str(entry[0]).split(" or ")}
+        if vrs & {b"OB", b"OW"}:
+            vrs |= {b"OB", b"OW"}
+        if vrs <= (_LONG_VRS | _SHORT_VRS):
+            out[int(tag)] = frozenset(vrs | {b"UN"})
+    return out
+
+
+_DICTIONARY_VRS = _dictionary_vrs()
+#: Value sizes of binary VRs: a value's length must be a multiple of its VR's size.
+_SIZES = {b"AT": 4, b"FL": 4, b"FD": 8, b"SL": 4, b"SS": 2, b"UL": 4, b"US": 2, b"SV": 8, b"UV": 8, b"OD": 8,
+          b"OF": 4, b"OL": 4, b"OV": 8, b"OW": 2}  # fmt: skip
 #: Top-level elements read: (group << 16 | element) -> keyword (the keywords :func:`storage.summarise` reads).
 KEYS: dict[int, str] = {
     0x00080016: "SOPClassUID", 0x00080018: "SOPInstanceUID", 0x00080020: "StudyDate", 0x00080060: "Modality",
     0x00081030: "StudyDescription", 0x0008103E: "SeriesDescription", 0x00100010: "PatientName",
     0x00100020: "PatientID", 0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID",
-    0x00280002: "SamplesPerPixel", 0x00280008: "NumberOfFrames", 0x00280010: "Rows", 0x00280011: "Columns",
-    0x00280100: "BitsAllocated",
+    0x00280002: "SamplesPerPixel", 0x00280004: "PhotometricInterpretation", 0x00280008: "NumberOfFrames",
+    0x00280010: "Rows", 0x00280011: "Columns", 0x00280100: "BitsAllocated", 0x00280101: "BitsStored",
+    0x00280103: "PixelRepresentation",
 }  # fmt: skip
-US_KEYS = frozenset({0x00280002, 0x00280010, 0x00280011, 0x00280100})
+#: Type 1 attributes of the Image Pixel module: an image lacking one cannot be decoded.
+IMAGE_PIXEL = ("SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated", "BitsStored",
+               "PixelRepresentation")  # fmt: skip
+US_KEYS = frozenset({0x00280002, 0x00280010, 0x00280011, 0x00280100, 0x00280101, 0x00280103})
 PIXEL_DATA = 0x7FE00010
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 #: SOP classes without pixel data (everything else we accept is an image and must carry pixels).
@@ -83,9 +109,16 @@ class _Walker:
                     start = pos + 12
                 else:
                     raise UnusableDataset(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) has no valid VR")
+                allowed = _DICTIONARY_VRS.get(tag)
+                if allowed is not None and vr not in allowed:
+                    raise UnusableDataset(
+                        f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) has VR {vr.decode()}, not one DICOM defines"
+                    )
             else:
                 (length,) = struct.unpack_from(self.e + "L", data, pos + 4)
                 start = pos + 8
+                if b"SQ" in _DICTIONARY_VRS.get(tag, ()) and length != UNDEFINED:
+                    vr = b"SQ"  # implicit VR: a sequence of defined length is walked too (known tags)
             if length == UNDEFINED:
                 if tag == PIXEL_DATA and vr in (b"OB", b"OW"):
                     pos = self.fragments(start, end)
@@ -103,6 +136,10 @@ class _Walker:
                 )
             if vr == b"SQ" and length:
                 self.sequence(start, start + length, depth + 1, defined=True)
+            elif length % _SIZES.get(vr, 1):
+                raise UnusableDataset(
+                    f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) of VR {vr.decode()} has an impossible length {length}"
+                )
             if depth == 0:
                 if tag == PIXEL_DATA:
                     self.pixel_length = length
@@ -208,6 +245,9 @@ def _check_pixels(walker: _Walker, values: dict[str, Any]) -> None:
     length = walker.pixel_length
     if length is None:
         raise UnusableDataset("an image without pixel data")
+    missing = [k for k in IMAGE_PIXEL if values.get(k) in (None, "")]
+    if missing:
+        raise UnusableDataset("an image without " + ", ".join(missing))
     if length < 0:  # encapsulated: fragments checked by the walk, decoded by ingest
         return
     rows, columns = _number(values.get("Rows"), 0), _number(values.get("Columns"), 0)

@@ -59,7 +59,7 @@ class StoreHandler:
             log.warning("C-STORE from %s not understood: %s", stats.actor, exc)
             if isinstance(exc, UnusableDatasetOf):
                 self._refused(exc.study_uid, exc.sop_uid, REFUSED_UNUSABLE)
-            return STATUS_CANNOT_UNDERSTAND, "unusable dataset: " + str(exc)[:48]
+            return STATUS_CANNOT_UNDERSTAND, str(exc)[:64]
         t1 = time.perf_counter()
         staged: StagedInstance | None = None
         try:
