@@ -138,7 +138,7 @@ class _Walker:
                 self.sequence(start, start + length, depth + 1, defined=True)
             elif length % _SIZES.get(vr, 1):
                 raise UnusableDataset(
-                    f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) of VR {vr.decode()} has an impossible length {length}"
+                    f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) of VR {vr.decode()} cannot be {length} bytes long"
                 )
             if depth == 0:
                 if tag == PIXEL_DATA:
