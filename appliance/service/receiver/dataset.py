@@ -16,7 +16,7 @@ import struct
 import zlib
 from typing import Any
 
-from pydicom.datadict import DicomDictionary
+from pydicom._dicom_dict import DicomDictionary
 
 from appliance.service.receiver.errors import UnusableDataset, UnusableDatasetOf
 
