@@ -175,12 +175,13 @@ class DicomReceiver:
                     pass
 
     def _tls_failed(self, address: str, exc: BaseException) -> None:
-        self.tls_failures += 1
         log.warning("TLS handshake from %s failed: %s", address, exc)
         self.context.audit.append(
             f"dicom:?@{address}", "association.rejected", None,
             {"reason": f"TLS handshake failed: {exc}"[:500]}, "REQ-ACQ-302",
         )  # fmt: skip
+        with self._lock:
+            self.tls_failures += 1  # counted once audited (tests wait on the count)
 
     def stop(self) -> None:
         """Stop listening, close open connections, commit what was staged."""
