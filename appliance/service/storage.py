@@ -24,6 +24,7 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,7 @@ class InstanceStore:
         self._stored = catalogue.stored_bytes()
         self._full_alarmed = False
         self._folders: set[Path] = set()
+        self._fsync_pool: ThreadPoolExecutor | None = None
         self.studies_dir.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, s: InstanceSummary) -> Path:
@@ -310,8 +312,7 @@ class InstanceStore:
                     seen[s.sop_uid] = (str(final), item.sha256)
                     stored_bytes += item.size
                     results.append(StoreResult("stored", final, item.sha256, item.size))
-                for folder in folders:
-                    fsio.fsync_dir(folder)
+                self._fsync_folders(folders)
                 for item, final in rows:
                     s = item.summary
                     tx.add(
@@ -338,6 +339,17 @@ class InstanceStore:
                 "duplicate_instance", f"an instance arrived twice with different content; kept aside at {path}"
             )
         return results
+
+    def _fsync_folders(self, folders: set[Path]) -> None:
+        """fsync the folders of a batch, at the same time when there are several (their flushes overlap)."""
+        if len(folders) <= 1:
+            for folder in folders:
+                fsio.fsync_dir(folder)
+            return
+        if self._fsync_pool is None:
+            self._fsync_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="folder-fsync")
+        for done in [self._fsync_pool.submit(fsio.fsync_dir, f) for f in folders]:
+            done.result()
 
     def discard(self, item: StagedInstance) -> None:
         """Remove a staged instance that will not be committed (its sender was not acknowledged)."""

@@ -112,7 +112,7 @@ class GroupCommitter:
                 for w in batch:
                     w.error = StorageError(f"commit failed: {type(exc).__name__}")
             finally:
-                self.timings.add("commit (rename, folder fsync, catalogue) per batch", time.perf_counter() - start)
+                self.timings.add("group commit: rename, folder fsync, catalogue (share)", time.perf_counter() - start)
                 self.timings.count(batches=1)
                 for w in batch:
                     w.done.set()
