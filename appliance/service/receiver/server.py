@@ -110,18 +110,19 @@ class DicomReceiver:
         listener.settimeout(ACCEPT_POLL_S)
         self._listener = listener
         self._committer = GroupCommitter(self.context.store, self.timings)
-        self._session = SessionContext(
+        session = SessionContext(
             self.config, self.tracker, StoreHandler(self.context.store, self._committer, self.timings),
             self.timings, self.request_timeout_s, self._requested,
         )  # fmt: skip
-        self._thread = threading.Thread(target=self._accept_loop, name="dicom-receiver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._accept_loop, args=(listener, session), name="dicom-receiver", daemon=True
+        )
         self._thread.start()
         log.info("DICOM receiver %s listening on port %d%s", self.config.ae_title, self.port,
                  " (mutual TLS)" if self.config.tls else "")  # fmt: skip
 
-    def _accept_loop(self) -> None:
-        listener = self._listener
-        while listener is not None and not self._stopping.is_set():
+    def _accept_loop(self, listener: socket.socket, session: SessionContext) -> None:
+        while not self._stopping.is_set():
             try:
                 client, address = listener.accept()
             except TimeoutError:
@@ -142,14 +143,14 @@ class DicomReceiver:
                 client.close()
                 continue
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._serve, args=(client, address[0]), name=f"dicom-{address[0]}",
+            threading.Thread(target=self._serve, args=(client, address[0], session), name=f"dicom-{address[0]}",
                              daemon=True).start()  # fmt: skip
 
     def _requested(self) -> None:
         with self._lock:
             self._pending -= 1
 
-    def _serve(self, client: socket.socket, address: str) -> None:
+    def _serve(self, client: socket.socket, address: str, session: SessionContext) -> None:
         conn = client
         try:
             if self._tls is not None:
@@ -163,7 +164,7 @@ class DicomReceiver:
                 with self._lock:
                     self._connections.discard(client)
                     self._connections.add(conn)
-            DicomSession(conn, address, self._session).run()
+            DicomSession(conn, address, session).run()
         finally:
             with self._lock:
                 self._connections.discard(client)
