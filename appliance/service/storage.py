@@ -290,9 +290,10 @@ class InstanceStore:
                     if known is not None and known[1] == item.sha256 and Path(known[0]).is_file():
                         item.temp.unlink(missing_ok=True)
                         results.append(StoreResult("identical", Path(known[0]), item.sha256, item.size))
-                        if row is None and s.sop_uid not in seen:
+                        if row is None and s.sop_uid not in seen:  # the unrecorded file is recorded now
                             rows.append((item, final))
                             seen[s.sop_uid] = known
+                            stored_bytes += item.size
                         continue
                     if known is not None and known[1] != item.sha256:
                         path = self.duplicates_dir / s.sop_uid / f"{item.sha256}.dcm"
