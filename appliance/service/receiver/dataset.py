@@ -78,46 +78,47 @@ class _Walker:
         self.e = "<" if little else ">"
         self.values: dict[str, Any] = {}
         self.pixel_length: int | None = None
-
-    def tag(self, pos: int) -> int:
-        group, element = struct.unpack_from(self.e + "HH", self.data, pos)
-        return int(group << 16 | element)
+        self._explicit_header = struct.Struct(self.e + "HH2sH")  # tag, VR, short length
+        self._implicit_header = struct.Struct(self.e + "HHL")  # tag, length (also items and delimiters)
+        self._long_length = struct.Struct(self.e + "L")
 
     def dataset(self, pos: int, end: int, depth: int, until_item_end: bool = False) -> int:
         """Walk elements from ``pos`` to ``end`` (or to an item delimiter); returns the position after."""
         if depth > MAX_DEPTH:
             raise UnusableDataset(f"sequences nested deeper than {MAX_DEPTH} levels")
         data, explicit = self.data, self.explicit
+        explicit_header, implicit_header, long_length = self._explicit_header, self._implicit_header, self._long_length
         while pos < end:
             if pos + 8 > end:
                 raise UnusableDataset(f"the dataset ends inside an element header at byte {pos}")
-            tag = self.tag(pos)
-            if tag == ITEM_END and until_item_end:
-                return pos + 8
-            if tag >> 16 == 0xFFFE:
-                raise UnusableDataset(f"unexpected delimiter ({tag >> 16:04X},{tag & 0xFFFF:04X}) at byte {pos}")
-            vr = b""
             if explicit:
-                vr = bytes(data[pos + 4 : pos + 6])
+                group, element, vr, length = explicit_header.unpack_from(data, pos)
+            else:
+                group, element, length = implicit_header.unpack_from(data, pos)
+                vr = b""
+            tag = group << 16 | element
+            if group == 0xFFFE:
+                if tag == ITEM_END and until_item_end:
+                    return pos + 8
+                raise UnusableDataset(f"unexpected delimiter ({group:04X},{element:04X}) at byte {pos}")
+            if explicit:
                 if vr in _SHORT_VRS:
-                    (length,) = struct.unpack_from(self.e + "H", data, pos + 6)
                     start = pos + 8
                 elif vr in _LONG_VRS:
                     if pos + 12 > end:
                         raise UnusableDataset(f"the dataset ends inside an element header at byte {pos}")
-                    (length,) = struct.unpack_from(self.e + "L", data, pos + 8)
+                    (length,) = long_length.unpack_from(data, pos + 8)
                     start = pos + 12
                 else:
-                    raise UnusableDataset(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) has no valid VR")
+                    raise UnusableDataset(f"element ({group:04X},{element:04X}) has no valid VR")
                 allowed = _DICTIONARY_VRS.get(tag)
                 if allowed is not None and vr not in allowed:
                     raise UnusableDataset(
-                        f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) has VR {vr.decode()}, not one DICOM defines"
+                        f"element ({group:04X},{element:04X}) has VR {vr.decode()}, not one DICOM defines"
                     )
             else:
-                (length,) = struct.unpack_from(self.e + "L", data, pos + 4)
                 start = pos + 8
-                if b"SQ" in _DICTIONARY_VRS.get(tag, ()) and length != UNDEFINED:
+                if length != UNDEFINED and b"SQ" in _DICTIONARY_VRS.get(tag, ()):
                     vr = b"SQ"  # implicit VR: a sequence of defined length is walked too (known tags)
             if length == UNDEFINED:
                 if tag == PIXEL_DATA and vr in (b"OB", b"OW"):
@@ -155,8 +156,8 @@ class _Walker:
         while pos < end:
             if pos + 8 > end:
                 raise UnusableDataset("the dataset ends inside a sequence item header")
-            tag = self.tag(pos)
-            (length,) = struct.unpack_from(self.e + "L", self.data, pos + 4)
+            group, element, length = self._implicit_header.unpack_from(self.data, pos)
+            tag = group << 16 | element
             if tag == SEQUENCE_END and not defined:
                 return pos + 8
             if tag != ITEM:
@@ -176,8 +177,8 @@ class _Walker:
         """Walk encapsulated pixel data: items of defined length up to the sequence delimiter."""
         n = 0
         while pos + 8 <= end:
-            tag = self.tag(pos)
-            (length,) = struct.unpack_from(self.e + "L", self.data, pos + 4)
+            group, element, length = self._implicit_header.unpack_from(self.data, pos)
+            tag = group << 16 | element
             if tag == SEQUENCE_END:
                 if n < 2:
                     raise UnusableDataset("encapsulated pixel data without any fragment")
