@@ -4,7 +4,12 @@ One file, ``<data_dir>/appliance.sqlite3``. Every write is one short transaction
 leaves the database at a committed state; :meth:`Catalogue.recover` (called at start) puts jobs that were
 ``running`` back to ``queued`` so they are re-run.
 
+Series are keyed by study *and* series (a Series Instance UID reused by a second study is a second series).
+Instances the receiver refused (quota, unusable data) are remembered per study until the sender's retry stores
+them: a study with refused instances is ``incomplete``, not ``complete``.
+
 Job states: ``queued`` → ``running`` → ``done`` | ``failed`` | ``refused``.
+Study states: ``receiving`` → ``complete`` | ``incomplete`` (instances refused) → ``purged``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,17 @@ from appliance.service.errors import ServiceError, UnknownJob, UnknownStudy
 JOB_STATES = ("queued", "running", "done", "failed", "refused")
 FINAL_STATES = frozenset({"done", "failed", "refused"})
 
-_SCHEMA = """
+_SERIES_TABLE = """CREATE TABLE IF NOT EXISTS series (
+    series_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL REFERENCES studies(study_uid),
+    modality TEXT NOT NULL DEFAULT '',
+    description TEXT NOT NULL DEFAULT '',
+    sop_class_uid TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (study_uid, series_uid)
+)"""
+
+_SCHEMA = _SERIES_TABLE + """;
+
 CREATE TABLE IF NOT EXISTS studies (
     study_uid TEXT PRIMARY KEY,
     study_hash TEXT NOT NULL,
@@ -38,13 +53,13 @@ CREATE TABLE IF NOT EXISTS studies (
     last_received REAL NOT NULL,
     findings TEXT NOT NULL DEFAULT '[]'
 );
-CREATE TABLE IF NOT EXISTS series (
-    series_uid TEXT PRIMARY KEY,
-    study_uid TEXT NOT NULL REFERENCES studies(study_uid),
-    modality TEXT NOT NULL DEFAULT '',
-    description TEXT NOT NULL DEFAULT '',
-    sop_class_uid TEXT NOT NULL DEFAULT ''
+CREATE TABLE IF NOT EXISTS refused (
+    sop_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    refused_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS refused_study ON refused(study_uid);
 CREATE TABLE IF NOT EXISTS instances (
     sop_uid TEXT PRIMARY KEY,
     series_uid TEXT NOT NULL,
@@ -186,6 +201,79 @@ def _job(row: Sequence[Any]) -> Job:
     )  # fmt: skip
 
 
+def refusal_finding(refusals: Mapping[str, int]) -> dict[str, Any]:
+    """The finding of a study some of whose instances the receiver refused (``refusals``: count per reason)."""
+    n = sum(refusals.values())
+    why = ", ".join(f"{reason}: {count}" for reason, count in sorted(refusals.items()))
+    return {
+        "code": "instances_refused",
+        "severity": "refusal",
+        "requirement": "REQ-SAFE-602",
+        "details": {"refused": n, "reasons": dict(sorted(refusals.items()))},
+        "message": f"{n} instance{'s' if n != 1 else ''} of this study {'were' if n != 1 else 'was'} refused by the "
+        f"receiver ({why}); the study is incomplete. Resolve the cause and have the scanner send the study again.",
+    }
+
+
+def _instance(c: sqlite3.Connection, sop_uid: str) -> tuple[str, str, int] | None:
+    row = c.execute("SELECT path, sha256, bytes FROM instances WHERE sop_uid=?", (sop_uid,)).fetchone()
+    return (row[0], row[1], int(row[2])) if row else None
+
+
+class InstanceBatch:
+    """Lookups and inserts inside one open transaction (see :meth:`Catalogue.instance_batch`)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    def instance(self, sop_uid: str) -> tuple[str, str, int] | None:
+        """``(path, sha256, bytes)`` of a recorded instance, or None."""
+        return _instance(self._c, sop_uid)
+
+    def add(
+        self,
+        *,
+        study_uid: str,
+        study_hash: str,
+        series_uid: str,
+        sop_uid: str,
+        path: Path,
+        sha256: str,
+        size: int,
+        source: str,
+        study_tags: Mapping[str, str],
+        series_tags: Mapping[str, str],
+        now: float | None = None,
+    ) -> None:
+        """Record one stored instance (its study and series on first sight); a refusal of it is forgotten."""
+        now = time.time() if now is None else now
+        c = self._c
+        c.execute(
+            "INSERT INTO studies (study_uid, study_hash, patient_name, patient_id, study_date, description,"
+            " source, state, first_received, last_received) VALUES (?,?,?,?,?,?,?,'receiving',?,?)"
+            " ON CONFLICT(study_uid) DO UPDATE SET last_received=excluded.last_received,"
+            " state='receiving'",
+            (
+                study_uid, study_hash, study_tags.get("patient_name", ""), study_tags.get("patient_id", ""),
+                study_tags.get("study_date", ""), study_tags.get("description", ""), source, now, now,
+            ),
+        )  # fmt: skip
+        c.execute(
+            "INSERT OR IGNORE INTO series (series_uid, study_uid, modality, description, sop_class_uid)"
+            " VALUES (?,?,?,?,?)",
+            (
+                series_uid, study_uid, series_tags.get("modality", ""), series_tags.get("description", ""),
+                series_tags.get("sop_class_uid", ""),
+            ),
+        )  # fmt: skip
+        c.execute(
+            "INSERT OR REPLACE INTO instances (sop_uid, series_uid, study_uid, path, sha256, bytes, received_at)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (sop_uid, series_uid, study_uid, str(path), sha256, size, now),
+        )
+        c.execute("DELETE FROM refused WHERE sop_uid=?", (sop_uid,))
+
+
 class Catalogue:
     """Thread-safe access to the service database at ``path``."""
 
@@ -194,6 +282,7 @@ class Catalogue:
         self._local = threading.local()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._migrate_series_key()
             self._conn().executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise ServiceError(f"cannot open the service database {self.path}: {exc}") from exc
@@ -206,6 +295,20 @@ class Catalogue:
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
+
+    def _migrate_series_key(self) -> None:
+        """Databases written before series were keyed by study and series get the new key (rows kept)."""
+        keys = [r[1] for r in self._conn().execute("PRAGMA table_info(series)") if r[5]]
+        if keys != ["series_uid"]:
+            return
+        with self._tx() as c:
+            c.execute("ALTER TABLE series RENAME TO series_before_study_key")
+            c.execute(_SERIES_TABLE)
+            c.execute(
+                "INSERT OR IGNORE INTO series (series_uid, study_uid, modality, description, sop_class_uid)"
+                " SELECT series_uid, study_uid, modality, description, sop_class_uid FROM series_before_study_key"
+            )
+            c.execute("DROP TABLE series_before_study_key")
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -242,40 +345,37 @@ class Catalogue:
         now: float | None = None,
     ) -> None:
         """Record one stored instance (and its study/series on first sight); refreshes the study's age."""
-        now = time.time() if now is None else now
+        with self.instance_batch() as batch:
+            batch.add(
+                study_uid=study_uid, study_hash=study_hash, series_uid=series_uid, sop_uid=sop_uid, path=path,
+                sha256=sha256, size=size, source=source, study_tags=study_tags, series_tags=series_tags, now=now,
+            )  # fmt: skip
+
+    @contextlib.contextmanager
+    def instance_batch(self) -> Iterator[InstanceBatch]:
+        """One write transaction in which instances are looked up and recorded (the store's duplicate check and
+        its catalogue rows are one transaction, so no interleaving of two copies can lose one)."""
         with self._tx() as c:
-            c.execute(
-                "INSERT INTO studies (study_uid, study_hash, patient_name, patient_id, study_date, description,"
-                " source, state, first_received, last_received) VALUES (?,?,?,?,?,?,?,'receiving',?,?)"
-                " ON CONFLICT(study_uid) DO UPDATE SET last_received=excluded.last_received,"
-                " state='receiving'",
-                (
-                    study_uid, study_hash, study_tags.get("patient_name", ""), study_tags.get("patient_id", ""),
-                    study_tags.get("study_date", ""), study_tags.get("description", ""), source, now, now,
-                ),
-            )  # fmt: skip
-            c.execute(
-                "INSERT OR IGNORE INTO series (series_uid, study_uid, modality, description, sop_class_uid)"
-                " VALUES (?,?,?,?,?)",
-                (
-                    series_uid, study_uid, series_tags.get("modality", ""), series_tags.get("description", ""),
-                    series_tags.get("sop_class_uid", ""),
-                ),
-            )  # fmt: skip
-            c.execute(
-                "INSERT OR REPLACE INTO instances (sop_uid, series_uid, study_uid, path, sha256, bytes, received_at)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (sop_uid, series_uid, study_uid, str(path), sha256, size, now),
-            )
+            yield InstanceBatch(c)
 
     def instance(self, sop_uid: str) -> tuple[str, str, int] | None:
         """``(path, sha256, bytes)`` of a stored instance, or None."""
-        row = (
-            self._conn()
-            .execute("SELECT path, sha256, bytes FROM instances WHERE sop_uid=?", (sop_uid,))
-            .fetchone()
+        return _instance(self._conn(), sop_uid)
+
+    def record_refusal(self, study_uid: str, sop_uid: str, reason: str) -> None:
+        """Remember that an instance of a study was refused (until a retry stores it)."""
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO refused (sop_uid, study_uid, reason, refused_at) VALUES (?,?,?,?)",
+                (sop_uid, study_uid, reason, time.time()),
+            )
+
+    def refusals(self, study_uid: str) -> dict[str, int]:
+        """How many instances of a study are refused and not yet stored by a retry, per reason."""
+        rows = self._conn().execute(
+            "SELECT reason, COUNT(*) FROM refused WHERE study_uid=? GROUP BY reason ORDER BY reason", (study_uid,)
         )
-        return (row[0], row[1], int(row[2])) if row else None
+        return {r[0]: int(r[1]) for r in rows}
 
     def instance_paths(self) -> set[str]:
         """Paths of every recorded instance (for start-up reconciliation with the disk)."""
@@ -311,7 +411,8 @@ class Catalogue:
              "n_instances": int(s[4]), "bytes": int(s[5])}
             for s in c.execute(
                 "SELECT s.series_uid, s.modality, s.description, s.sop_class_uid, COUNT(i.sop_uid),"
-                " COALESCE(SUM(i.bytes), 0) FROM series s LEFT JOIN instances i ON i.series_uid = s.series_uid"
+                " COALESCE(SUM(i.bytes), 0) FROM series s LEFT JOIN instances i"
+                " ON i.study_uid = s.study_uid AND i.series_uid = s.series_uid"
                 " WHERE s.study_uid=? GROUP BY s.series_uid ORDER BY s.series_uid",
                 (study_uid,),
             )
@@ -346,11 +447,16 @@ class Catalogue:
     def complete_study(
         self, study_uid: str, findings: list[dict[str, Any]], job: Mapping[str, Any] | None
     ) -> int | None:
-        """Mark a study complete and, in the same transaction, queue its job (so a crash cannot lose either)."""
+        """Mark a study complete and, in the same transaction, queue its job (so a crash cannot lose either).
+
+        A study with refused instances is marked ``incomplete`` instead (its job is refused by the worker with a
+        finding naming them, unless overridden; a retry of the sender that stores them makes it ``receiving``).
+        """
         with self._tx() as c:
+            refused = c.execute("SELECT 1 FROM refused WHERE study_uid=? LIMIT 1", (study_uid,)).fetchone()
             c.execute(
-                "UPDATE studies SET state='complete', findings=? WHERE study_uid=?",
-                (json.dumps(findings), study_uid),
+                "UPDATE studies SET state=?, findings=? WHERE study_uid=?",
+                ("incomplete" if refused else "complete", json.dumps(findings), study_uid),
             )
             if job is None:
                 return None
@@ -368,6 +474,7 @@ class Catalogue:
         with self._tx() as c:
             paths = [r[0] for r in c.execute("SELECT path FROM instances WHERE study_uid=?", (study_uid,))]
             c.execute("DELETE FROM instances WHERE study_uid=?", (study_uid,))
+            c.execute("DELETE FROM refused WHERE study_uid=?", (study_uid,))
             c.execute(
                 "UPDATE studies SET state='purged', patient_name='', patient_id='', description='' WHERE study_uid=?",
                 (study_uid,),

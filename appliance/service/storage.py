@@ -5,8 +5,9 @@ Layout under the data folder::
     studies/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm
     duplicates/<SOPInstanceUID>/<sha256>.dcm     # same SOP Instance UID, different content (flagged)
 
-A file is written to a temporary name in its final folder, fsynced and renamed, and only then recorded in the
-catalogue; a crash between the rename and the record is repaired at start by :meth:`InstanceStore.reconcile`.
+A file is written to a temporary name in its final folder and fsynced (in the receiving thread), then renamed,
+its folder fsynced and recorded in the catalogue, for a whole batch at once (group commit); a crash between the
+rename and the record is repaired at start by :meth:`InstanceStore.reconcile`.
 When the quota (or the disk reserve) is reached, :class:`~appliance.service.errors.StorageFull` is raised:
 nothing stored is ever deleted to make room.
 """
@@ -16,10 +17,14 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import re
 import shutil
+import sqlite3
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,8 @@ from appliance.service.errors import StorageError, StorageFull
 
 log = logging.getLogger(__name__)
 
+#: What a staged instance's bytes may be given as (joined without copying by ``writev``).
+Buffer = bytes | bytearray | memoryview
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 PREAMBLE = b"\0" * 128
 
@@ -106,13 +113,50 @@ class StoreResult:
     size: int
 
 
+@dataclass(frozen=True)
+class StagedInstance:
+    """An instance written to a temporary file beside its final place and fsynced; not yet renamed or recorded."""
+
+    summary: InstanceSummary
+    temp: Path
+    sha256: str
+    size: int
+    source: str
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, fsync, rename, fsync folder."""
     fsio.atomic_write_bytes(path, data)
 
 
+def _write_all(fd: int, parts: Sequence[Buffer]) -> None:
+    """Write every byte of ``parts`` to ``fd`` (``writev``, resumed after partial writes)."""
+    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    while views:
+        written = os.writev(fd, views[:1024])
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class InstanceStore:
-    """Stores instances under ``data_dir`` and records them in the catalogue."""
+    """Stores instances under ``data_dir`` and records them in the catalogue.
+
+    Storing is two steps so that many instances can share the expensive ones: :meth:`stage` (in the caller's
+    thread, in parallel with others: temporary file written and fsynced) and :meth:`commit` (one batch at a time:
+    duplicate check, rename, folder fsync and the catalogue rows in one transaction). :meth:`store` does both
+    for one instance.
+    """
 
     def __init__(
         self,
@@ -136,9 +180,12 @@ class InstanceStore:
         self.alarm = alarm or (lambda code, msg: log.error("ALARM %s: %s", code, msg))
         self.deidentify = deidentify
         self._lock = threading.Lock()
+        self._commit_lock = threading.Lock()
         self._pending = 0  # bytes being written right now (counted against the quota)
         self._stored = catalogue.stored_bytes()
         self._full_alarmed = False
+        self._folders: set[Path] = set()
+        self._fsync_pool: ThreadPoolExecutor | None = None
         self.studies_dir.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, s: InstanceSummary) -> Path:
@@ -158,6 +205,11 @@ class InstanceStore:
             self._pending += size
             self._full_alarmed = False
 
+    def _release(self, pending: int, stored: int = 0) -> None:
+        with self._lock:
+            self._pending -= pending
+            self._stored += stored
+
     def _raise_full(self, why: str) -> None:
         if not self._full_alarmed:
             self._full_alarmed = True
@@ -166,54 +218,148 @@ class InstanceStore:
             )
         raise StorageFull(f"{why}; free space by exporting and removing old studies in the service screen")
 
-    def store(self, data: bytes, summary: InstanceSummary, source: str) -> StoreResult:
-        """Store one instance's Part 10 bytes (preamble zeroed); durable on disk and in the catalogue on return.
+    def _folder(self, folder: Path) -> None:
+        """Create ``folder`` (and missing parents), each new entry fsynced in its parent."""
+        if folder in self._folders:
+            return
+        missing = []
+        d = folder
+        while not d.exists():
+            missing.append(d)
+            d = d.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        for m in reversed(missing):
+            fsio.fsync_dir(m.parent)
+        self._folders.add(folder)
 
-        With ``privacy.deidentify_on_ingest`` the stored copy is the de-identified one (UIDs remapped, so the
+    def stage(self, parts: Sequence[Buffer], summary: InstanceSummary, source: str) -> StagedInstance:
+        """Write an instance's Part 10 bytes (``parts`` joined, preamble already zeroed) to a temporary file beside
+        its final place and fsync it; counted against the quota until committed or discarded.
+
+        With ``privacy.deidentify_on_ingest`` the staged copy is the de-identified one (UIDs remapped, so the
         study is filed under its remapped UID).
         """
         if self.deidentify is not None:
-            data = self.deidentify(data)
+            data = with_zeroed_preamble(self.deidentify(b"".join(parts)))
             summary = summarise(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
-        data = with_zeroed_preamble(data)
-        digest = hashlib.sha256(data).hexdigest()
-        size = len(data)
-        known = self.catalogue.instance(summary.sop_uid)
-        if known is not None:
-            if known[1] == digest and Path(known[0]).is_file():
-                return StoreResult("identical", Path(known[0]), digest, size)
-            if known[1] != digest:
-                return self._keep_aside(data, summary, digest, source)
+            parts = [data]
+        size = sum(len(p) for p in parts)
         self._reserve(size)
-        path = self.path_for(summary)
+        tmp: str | None = None
         try:
-            atomic_write(path, data)
-            self.catalogue.add_instance(
-                study_uid=summary.study_uid,
-                study_hash=self.study_hash(summary.study_uid),
-                series_uid=summary.series_uid,
-                sop_uid=summary.sop_uid,
-                path=path,
-                sha256=digest,
-                size=size,
-                source=source,
-                study_tags={
-                    "patient_name": summary.patient_name, "patient_id": summary.patient_id,
-                    "study_date": summary.study_date, "description": summary.study_description,
-                },
-                series_tags={
-                    "modality": summary.modality, "description": summary.series_description,
-                    "sop_class_uid": summary.sop_class_uid,
-                },
-            )  # fmt: skip
-        except OSError as exc:
-            raise StorageError(f"cannot store instance {summary.sop_uid}: {exc}") from exc
+            digest = hashlib.sha256()
+            for p in parts:
+                digest.update(p)
+            folder = self.path_for(summary).parent
+            self._folder(folder)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{summary.sop_uid}.", suffix=".tmp")
+            try:
+                _write_all(fd, parts)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException as exc:
+            self._release(size)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot store instance {summary.sop_uid}: {exc}") from exc
+            raise
+        return StagedInstance(summary, Path(tmp), digest.hexdigest(), size, source)
+
+    def commit(self, batch: Sequence[StagedInstance]) -> list[StoreResult]:
+        """Move a batch of staged instances into place and record them: the duplicate check, the renames, one
+        fsync per folder and the catalogue rows happen in one transaction under one lock, so two copies of one
+        instance arriving at once are never both filed at the same place (the second is kept aside or found
+        identical). On return every ``stored`` instance is durable on disk and in the catalogue."""
+        results: list[StoreResult] = []
+        aside: list[tuple[StagedInstance, Path]] = []
+        stored_bytes = 0
+        try:
+            with self._commit_lock, self.catalogue.instance_batch() as tx:
+                seen: dict[str, tuple[str, str]] = {}
+                folders: set[Path] = set()
+                rows: list[tuple[StagedInstance, Path]] = []
+                for item in batch:
+                    s = item.summary
+                    final = self.path_for(s)
+                    row = tx.instance(s.sop_uid)
+                    known = seen.get(s.sop_uid) or (row[:2] if row else None)
+                    if known is None and final.exists():  # on disk but unrecorded (crash, failed transaction)
+                        known = (str(final), _sha256_file(final))
+                    if known is not None and known[1] == item.sha256 and Path(known[0]).is_file():
+                        item.temp.unlink(missing_ok=True)
+                        results.append(StoreResult("identical", Path(known[0]), item.sha256, item.size))
+                        if row is None and s.sop_uid not in seen:  # the unrecorded file is recorded now
+                            rows.append((item, final))
+                            seen[s.sop_uid] = known
+                            stored_bytes += item.size
+                        continue
+                    if known is not None and known[1] != item.sha256:
+                        path = self.duplicates_dir / s.sop_uid / f"{item.sha256}.dcm"
+                        if path.exists():
+                            item.temp.unlink(missing_ok=True)
+                        else:
+                            self._folder(path.parent)
+                            os.replace(item.temp, path)
+                            folders.add(path.parent)
+                            stored_bytes += item.size
+                            aside.append((item, path))
+                        results.append(StoreResult("duplicate", path, item.sha256, item.size))
+                        continue
+                    os.replace(item.temp, final)
+                    folders.add(final.parent)
+                    rows.append((item, final))
+                    seen[s.sop_uid] = (str(final), item.sha256)
+                    stored_bytes += item.size
+                    results.append(StoreResult("stored", final, item.sha256, item.size))
+                self._fsync_folders(folders)
+                for item, final in rows:
+                    s = item.summary
+                    tx.add(
+                        study_uid=s.study_uid, study_hash=self.study_hash(s.study_uid), series_uid=s.series_uid,
+                        sop_uid=s.sop_uid, path=final, sha256=item.sha256, size=item.size, source=item.source,
+                        study_tags={"patient_name": s.patient_name, "patient_id": s.patient_id,
+                                    "study_date": s.study_date, "description": s.study_description},
+                        series_tags={"modality": s.modality, "description": s.series_description,
+                                     "sop_class_uid": s.sop_class_uid},
+                    )  # fmt: skip
+        except (OSError, sqlite3.Error) as exc:
+            stored_bytes = 0
+            raise StorageError(f"cannot store a batch of {len(batch)} instance(s): {exc}") from exc
         finally:
-            with self._lock:
-                self._pending -= size
-        with self._lock:
-            self._stored += size
-        return StoreResult("stored", path, digest, size)
+            for item in batch:
+                item.temp.unlink(missing_ok=True)
+            self._release(sum(i.size for i in batch), stored_bytes)
+        for item, path in aside:
+            self.audit.append(
+                item.source, "instance.duplicate_kept_aside", self.study_hash(item.summary.study_uid),
+                {"sha256": item.sha256, "kept_at": str(path.relative_to(self.data_dir))}, "REQ-SAFE-302",
+            )  # fmt: skip
+            self.alarm(
+                "duplicate_instance", f"an instance arrived twice with different content; kept aside at {path}"
+            )
+        return results
+
+    def _fsync_folders(self, folders: set[Path]) -> None:
+        """fsync the folders of a batch, at the same time when there are several (their flushes overlap)."""
+        if len(folders) <= 1:
+            for folder in folders:
+                fsio.fsync_dir(folder)
+            return
+        if self._fsync_pool is None:
+            self._fsync_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="folder-fsync")
+        for done in [self._fsync_pool.submit(fsio.fsync_dir, f) for f in folders]:
+            done.result()
+
+    def discard(self, item: StagedInstance) -> None:
+        """Remove a staged instance that will not be committed (its sender was not acknowledged)."""
+        item.temp.unlink(missing_ok=True)
+        self._release(item.size)
+
+    def store(self, data: bytes, summary: InstanceSummary, source: str) -> StoreResult:
+        """Store one instance's Part 10 bytes (preamble zeroed); durable on disk and in the catalogue on return."""
+        return self.commit([self.stage([with_zeroed_preamble(data)], summary, source)])[0]
 
     def store_file(self, path: Path, source: str) -> StoreResult:
         """Store a Part 10 file read from ``path`` (import, tests); :class:`StorageError` when it is not DICOM."""
@@ -225,29 +371,6 @@ class InstanceStore:
         if not (len(data) >= 132 and data[128:132] == b"DICM"):
             data = _as_part10(path)
         return self.store(data, summarise(ds), source)
-
-    def _keep_aside(self, data: bytes, s: InstanceSummary, digest: str, source: str) -> StoreResult:
-        path = self.duplicates_dir / s.sop_uid / f"{digest}.dcm"
-        if not path.exists():
-            self._reserve(len(data))
-            try:
-                atomic_write(path, data)
-            except OSError as exc:
-                raise StorageError(f"cannot keep duplicate {s.sop_uid} aside: {exc}") from exc
-            finally:
-                with self._lock:
-                    self._pending -= len(data)
-            with self._lock:
-                self._stored += len(data)
-            self.audit.append(
-                source, "instance.duplicate_kept_aside", self.study_hash(s.study_uid),
-                {"sha256": digest, "kept_at": str(path.relative_to(self.data_dir))}, "REQ-SAFE-302",
-            )  # fmt: skip
-            self.alarm(
-                "duplicate_instance",
-                f"an instance arrived twice with different content; kept aside at {path}",
-            )
-        return StoreResult("duplicate", path, digest, len(data))
 
     def reconcile(self) -> int:
         """Record instance files present on disk but missing in the catalogue (crash after rename); returns count.

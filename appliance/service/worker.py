@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from appliance.audit import AuditLog
 from appliance.errors import RefusedInput
-from appliance.service.catalogue import Catalogue, Job
+from appliance.service.catalogue import Catalogue, Job, refusal_finding
 from appliance.service.errors import PatientDataInOutputs
 from appliance.typed import ProgressCallback
 
@@ -247,6 +247,10 @@ class Worker:
         )  # fmt: skip
 
     def _attempt(self, job: Job, device: str) -> Mapping[str, Any]:
+        refusals = self.catalogue.refusals(job.study_uid)
+        if refusals and not job.override:  # a study cut short is never reconstructed as if whole
+            finding = refusal_finding(refusals)
+            raise RefusedInput(finding["message"], [finding])
         tmp = self.outputs_dir / f".tmp-job-{job.id}-{job.attempts}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

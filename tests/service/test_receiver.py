@@ -234,7 +234,7 @@ def test_handler_errors_give_failure_status(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(svc.store, "store", broken)
+    monkeypatch.setattr(svc.store, "stage", broken)
     assert _scu_send(svc.receiver.port, pydicom.dcmread(files[1])) == 0x0110
     assert not _stored(svc)
 
@@ -248,9 +248,9 @@ def test_association_limit_and_tcp_nodelay(receiver: Callable[..., ApplianceServ
     ae.add_requested_context("1.2.840.10008.1.1")
     held = [ae.associate("127.0.0.1", svc.receiver.port, ae_title="EDGE3D") for _ in range(2)]
     assert all(a.is_established for a in held)
-    server_assocs = [a for a in svc.receiver._server.ae.active_associations if a.is_acceptor]
-    assert server_assocs and all(
-        a.dul.socket.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for a in server_assocs
+    server_sockets = svc.receiver.connections()
+    assert len(server_sockets) == 2 and all(
+        s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in server_sockets
     )
     third = ae.associate("127.0.0.1", svc.receiver.port, ae_title="EDGE3D")
     assert third.is_rejected

@@ -8,8 +8,6 @@ decodes (pydicom 3 with pylibjpeg and gdcm).
 
 from __future__ import annotations
 
-from pydicom.uid import UID
-
 VERIFICATION = "1.2.840.10008.1.1"
 
 STORAGE_SOP_CLASSES: dict[str, str] = {
@@ -47,7 +45,3 @@ TRANSFER_SYNTAXES: list[str] = [
     "1.2.840.10008.1.2.4.51",  # JPEG Extended (Process 2 & 4)
 ]
 
-
-def storage_contexts() -> list[tuple[UID, list[str]]]:
-    """``(SOP class, transfer syntaxes)`` pairs to register as supported contexts."""
-    return [(UID(sop), list(TRANSFER_SYNTAXES)) for sop in STORAGE_SOP_CLASSES]

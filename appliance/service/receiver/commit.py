@@ -1,0 +1,118 @@
+"""Group commit: staged instances of all associations are renamed, folder-fsynced and recorded in batches.
+
+Each association's thread stages its instance (temporary file written and fsynced, in parallel with the others)
+and then waits here. One thread takes everything that arrived while the previous batch was being committed and
+commits it with :meth:`InstanceStore.commit` (one folder fsync per folder, one catalogue transaction); only then
+are the waiting associations released to answer 0x0000. A batch that fails is answered with a failure status as a
+whole; nothing of it was acknowledged, so the senders re-send it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from appliance.service.errors import ServiceError, StorageError
+from appliance.service.storage import InstanceStore, StagedInstance, StoreResult
+
+log = logging.getLogger(__name__)
+
+
+class StageTimings:
+    """Seconds spent per receiving stage, summed over all instances (read by ``bench/receive.py``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seconds: dict[str, float] = defaultdict(float)
+        self.instances = 0
+        self.batches = 0
+
+    def add(self, stage: str, seconds: float) -> None:
+        """Count ``seconds`` against ``stage``."""
+        with self._lock:
+            self._seconds[stage] += seconds
+
+    def count(self, instances: int = 0, batches: int = 0) -> None:
+        """Count stored instances and committed batches."""
+        with self._lock:
+            self.instances += instances
+            self.batches += batches
+
+    def snapshot(self) -> dict[str, float]:
+        """Seconds per stage so far."""
+        with self._lock:
+            return dict(self._seconds)
+
+
+@dataclass
+class _Waiting:
+    item: StagedInstance
+    done: threading.Event = field(default_factory=threading.Event)
+    result: StoreResult | None = None
+    error: BaseException | None = None
+
+
+class GroupCommitter:
+    """Commits staged instances in batches on one thread; :meth:`commit` blocks until its batch is durable."""
+
+    def __init__(self, store: InstanceStore, timings: StageTimings) -> None:
+        self.store = store
+        self.timings = timings
+        self._queue: list[_Waiting] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="dicom-group-commit", daemon=True)
+        self._thread.start()
+
+    def commit(self, item: StagedInstance) -> StoreResult:
+        """Commit ``item`` with whatever else is waiting; :class:`StorageError` when its batch failed."""
+        waiting = _Waiting(item)
+        with self._cond:
+            if self._stopping:
+                self.store.discard(item)
+                raise StorageError("the receiver is stopping")
+            self._queue.append(waiting)
+            self._cond.notify()
+        waiting.done.wait()
+        if waiting.error is not None:
+            raise waiting.error
+        if waiting.result is None:  # cannot happen: the loop sets one of them
+            raise StorageError("the commit of an instance ended without a result")
+        return waiting.result
+
+    def stop(self) -> None:
+        """Commit what is waiting, then end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(30)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+            start = time.perf_counter()
+            try:
+                results = self.store.commit([w.item for w in batch])
+                for w, r in zip(batch, results, strict=True):
+                    w.result = r
+            except ServiceError as exc:
+                log.error("a batch of %d instance(s) could not be committed: %s", len(batch), exc)
+                for w in batch:
+                    w.error = exc
+            except Exception as exc:  # never let one batch end the thread: its senders get a failure
+                log.exception("committing a batch of %d instance(s) failed", len(batch))
+                for w in batch:
+                    w.error = StorageError(f"commit failed: {type(exc).__name__}")
+            finally:
+                self.timings.add("group commit: rename, folder fsync, catalogue (share)", time.perf_counter() - start)
+                self.timings.count(batches=1)
+                for w in batch:
+                    w.done.set()

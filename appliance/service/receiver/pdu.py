@@ -1,0 +1,170 @@
+"""DICOM upper-layer PDUs (PS3.8 section 9.3): reading from a socket, the association request, the answers.
+
+Only what an acceptor of storage needs: A-ASSOCIATE-RQ is decoded; A-ASSOCIATE-AC/RJ, P-DATA-TF, A-RELEASE-RP and
+A-ABORT are encoded; P-DATA-TF is split into its presentation data values without copying the payload.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from appliance.service.receiver.errors import ProtocolError
+
+ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABORT = 1, 2, 3, 4, 5, 6, 7
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1173.3.1"  # this appliance's receiver
+IMPLEMENTATION_VERSION = "EDGE3D_RCV_1"
+#: Largest PDU read into one preallocated buffer; longer ones are read as they arrive (no up-front allocation).
+PREALLOCATE_LIMIT = 64 * 1024 * 1024
+_HEADER = struct.Struct(">BxL")
+_ITEM = struct.Struct(">BxH")
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytearray:
+    """Exactly ``n`` bytes from ``sock``; :class:`ProtocolError` when the peer closes first."""
+    if n <= PREALLOCATE_LIMIT:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = sock.recv_into(view[got:], n - got)
+            if k == 0:
+                raise ProtocolError(f"connection closed after {got} of {n} bytes of a PDU")
+            got += k
+        return buf
+    out = bytearray()
+    while len(out) < n:
+        chunk = sock.recv(min(PREALLOCATE_LIMIT, n - len(out)))
+        if not chunk:
+            raise ProtocolError(f"connection closed after {len(out)} of {n} bytes of a PDU")
+        out += chunk
+    return out
+
+
+def read_pdu(sock: socket.socket) -> tuple[int, bytearray]:
+    """``(type, body)`` of the next PDU; :class:`ProtocolError` on a closed connection or an unknown type."""
+    first = sock.recv(6)
+    if not first:
+        raise ProtocolError("connection closed")
+    head = first if len(first) == 6 else first + _recv_exact(sock, 6 - len(first))
+    pdu_type, length = _HEADER.unpack(head)
+    if pdu_type not in (ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABORT):
+        raise ProtocolError(f"unknown PDU type 0x{pdu_type:02X}")
+    return pdu_type, _recv_exact(sock, length)
+
+
+def _text(raw: bytes | bytearray) -> str:
+    return raw.decode("ascii", "replace").strip(" \0")
+
+
+@dataclass
+class AssociateRequest:
+    """The parts of an A-ASSOCIATE-RQ an acceptor negotiates on."""
+
+    protocol_version: int
+    called_ae: str
+    calling_ae: str
+    #: ``(context id, abstract syntax, [transfer syntaxes])`` in the order proposed.
+    contexts: list[tuple[int, str, list[str]]] = field(default_factory=list)
+    max_pdu: int = 0
+    implementation_uid: str = ""
+
+
+def _items(body: bytes | bytearray, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """``(item type, value start, value end)`` of the variable items between ``start`` and ``end``."""
+    pos = start
+    while pos + 4 <= end:
+        item_type, length = _ITEM.unpack_from(body, pos)
+        if pos + 4 + length > end:
+            raise ProtocolError(f"item 0x{item_type:02X} runs past the end of its PDU")
+        yield item_type, pos + 4, pos + 4 + length
+        pos += 4 + length
+    if pos != end:
+        raise ProtocolError("trailing bytes after the last item of a PDU")
+
+
+def parse_associate_rq(body: bytes | bytearray) -> AssociateRequest:
+    """Decode an A-ASSOCIATE-RQ body (after the 6-byte PDU header)."""
+    if len(body) < 68:
+        raise ProtocolError("A-ASSOCIATE-RQ shorter than its fixed fields")
+    (version,) = struct.unpack_from(">H", body, 0)
+    rq = AssociateRequest(version, _text(body[4:20]), _text(body[20:36]))
+    for item_type, start, end in _items(body, 68, len(body)):
+        if item_type == 0x20:
+            if end - start < 4:
+                raise ProtocolError("presentation context item too short")
+            abstract, syntaxes = "", []
+            for sub, s, e in _items(body, start + 4, end):
+                if sub == 0x30:
+                    abstract = _text(body[s:e])
+                elif sub == 0x40:
+                    syntaxes.append(_text(body[s:e]))
+            rq.contexts.append((body[start], abstract, syntaxes))
+        elif item_type == 0x50:
+            for sub, s, e in _items(body, start, end):
+                if sub == 0x51 and e - s == 4:
+                    (rq.max_pdu,) = struct.unpack_from(">L", body, s)
+                elif sub == 0x52:
+                    rq.implementation_uid = _text(body[s:e])
+    return rq
+
+
+def _item(item_type: int, value: bytes) -> bytes:
+    return _ITEM.pack(item_type, len(value)) + value
+
+
+def _pdu(pdu_type: int, body: bytes) -> bytes:
+    return _HEADER.pack(pdu_type, len(body)) + body
+
+
+def _ae(title: str) -> bytes:
+    return title.encode("ascii", "replace")[:16].ljust(16, b" ")
+
+
+def associate_ac(rq: AssociateRequest, results: list[tuple[int, int, str]], max_pdu: int) -> bytes:
+    """A-ASSOCIATE-AC for ``results``: ``(context id, result, transfer syntax)`` (result 0 = acceptance)."""
+    body = bytearray(struct.pack(">HH", 1, 0) + _ae(rq.called_ae) + _ae(rq.calling_ae) + b"\0" * 32)
+    body += _item(0x10, APPLICATION_CONTEXT.encode())
+    for context_id, result, syntax in results:
+        body += _item(0x21, bytes((context_id, 0, result, 0)) + _item(0x40, syntax.encode()))
+    user = _item(0x51, struct.pack(">L", max_pdu)) + _item(0x52, IMPLEMENTATION_CLASS_UID.encode())
+    user += _item(0x55, IMPLEMENTATION_VERSION.encode())
+    body += _item(0x50, user)
+    return _pdu(ASSOCIATE_AC, bytes(body))
+
+
+def associate_rj(result: int, source: int, reason: int) -> bytes:
+    """A-ASSOCIATE-RJ (result 1 permanent / 2 transient; source 1 user, 2 ACSE provider, 3 presentation)."""
+    return _pdu(ASSOCIATE_RJ, bytes((0, result, source, reason)))
+
+
+def release_rp() -> bytes:
+    """A-RELEASE-RP."""
+    return _pdu(RELEASE_RP, b"\0\0\0\0")
+
+
+def abort(source: int = 2, reason: int = 0) -> bytes:
+    """A-ABORT (source 0 service user, 2 service provider; reason 0 not specified, 2 unexpected PDU)."""
+    return _pdu(ABORT, bytes((0, 0, source, reason)))
+
+
+def p_data(context_id: int, control: int, payload: bytes) -> bytes:
+    """A P-DATA-TF with one presentation data value (``control``: bit 0 command, bit 1 last fragment)."""
+    return _pdu(P_DATA_TF, struct.pack(">LBB", len(payload) + 2, context_id, control) + payload)
+
+
+def split_pdvs(body: bytearray) -> Iterator[tuple[int, int, memoryview]]:
+    """``(context id, message control header, payload view)`` of each presentation data value of a P-DATA-TF."""
+    view = memoryview(body)
+    pos, end = 0, len(body)
+    while pos < end:
+        if pos + 6 > end:
+            raise ProtocolError("truncated presentation data value")
+        (length,) = struct.unpack_from(">L", body, pos)
+        if length < 2 or pos + 4 + length > end:
+            raise ProtocolError("presentation data value length runs past its PDU")
+        yield body[pos + 4], body[pos + 5], view[pos + 6 : pos + 4 + length]
+        pos += 4 + length
