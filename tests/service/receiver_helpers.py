@@ -41,6 +41,8 @@ def send_raw_answers(port: int, files: Sequence[Path], aet: str = SCU_AE) -> lis
     """Like :func:`send_raw`, with the error comment of each answer."""
     metas = [read_file_meta_info(f) for f in files]
     ae = AE(ae_title=aet)
+    # a loaded CI machine can hold an fsync for many seconds: wait longer than pynetdicom's 30 s before "no answer"
+    ae.dimse_timeout = ae.network_timeout = 120
     for pair in sorted({(str(m.MediaStorageSOPClassUID), str(m.TransferSyntaxUID)) for m in metas}):
         ae.add_requested_context(*pair)
     chunked = _config.STORE_SEND_CHUNKED_DATASET
