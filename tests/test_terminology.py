@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from functools import cache
+from typing import Any, cast
 
 import pytest
 
@@ -48,7 +49,8 @@ def test_every_producible_structure_has_a_chinese_and_an_english_name() -> None:
 def test_codes_categories_and_names_are_consistent() -> None:
     from pydicom.sr._concepts_dict import concepts
 
-    dicom_codes = {code for entries in concepts["SCT"].values() for code in entries}
+    sct = cast(dict[str, dict[str, Any]], concepts["SCT"])
+    dicom_codes = {code for entries in sct.values() for code in entries}
     declared = producible_structures()
     rows = terminology.known_structures()
     for lang in terminology.LANGUAGES:  # every language names exactly the rows of the table
