@@ -161,5 +161,18 @@ def missing_names(structures: list[str] | tuple[str, ...], lang: str) -> list[st
     return [s for s in structures if not has_name(s, lang)]
 
 
+def page_table(lang: str) -> dict[str, Any]:
+    """The table as a web page uses it: ``names`` and ``categories`` by structure, and the margin-shell ``margin``
+    pattern (``regex`` in JavaScript syntax, ``text`` template with ``{base}``/``{mm}``)."""
+    names, patterns = _names(lang)
+    terms, regex, _ = _table()
+    return {
+        "lang": lang,
+        "names": dict(names),
+        "categories": {name: t.category for name, t in terms.items()},
+        "margin": {"regex": regex.pattern.replace("?P<", "?<"), "text": patterns["margin"]},
+    }
+
+
 __all__ = ["CATEGORIES", "LANGUAGES", "Term", "category", "display_name", "has_name", "known_structures",
-           "missing_names", "names_for", "snomed", "term"]
+           "missing_names", "names_for", "page_table", "snomed", "term"]
