@@ -45,6 +45,10 @@ export class SliceViewer {
     this.nv.setTouchEventConfig({ singleTouch: DRAG_MODE.crosshair, doubleTouch: DRAG_MODE.none });
     this.nv.setMouseEventConfig({ leftButton: { primary: DRAG_MODE.crosshair }, rightButton: DRAG_MODE.none,
       centerButton: DRAG_MODE.none });
+    // NiiVue resets the window to its own robust range on a long touch or a double tap; the window is only ever
+    // set by the preset buttons here.
+    this.nv.resetBriCon = () => {};
+    this.installTap();
     await this.nv.loadVolumes([{ url: volumeUrl, colormap: 'gray' }]);
     this.nv.setInterpolation(true);  // nearest neighbour: voxel edges stay where they are
     const vol = this.nv.volumes[0];
@@ -137,6 +141,31 @@ export class SliceViewer {
     }
   }
 
+  /** A quick tap of a finger places the crosshair there (NiiVue itself only follows a touch that moves). */
+  installTap() {
+    let down = null;
+    this.canvas.addEventListener('pointerdown', (e) => {
+      if (e.pointerType === 'touch' && e.isPrimary) down = { x: e.clientX, y: e.clientY, t: performance.now(), id: e.pointerId };
+    });
+    this.canvas.addEventListener('pointerup', (e) => {
+      if (!down || e.pointerId !== down.id) return;
+      const tap = Math.hypot(e.clientX - down.x, e.clientY - down.y) < 12 && performance.now() - down.t < 600;
+      down = null;
+      if (tap && this.ready) this.placeCrosshair(e.clientX, e.clientY);
+    });
+  }
+
+  /** Move the crosshair to a screen point (client px) inside the slice, then report the value there. */
+  placeCrosshair(clientX, clientY) {
+    const rect = this.canvas.getBoundingClientRect();
+    const scale = this.canvas.width / rect.width;
+    const frac = this.nv.canvasPos2frac([(clientX - rect.left) * scale, (clientY - rect.top) * scale]);
+    if (!frac || frac[0] < 0) return;
+    this.nv.scene.crosshairPos = [...frac];
+    this.nv.drawScene();
+    this.reportValue();
+  }
+
   mesh(name) { return this.meshes.find((m) => m.name === name); }
 
   setMeshVisible(name, visible) { const m = this.mesh(name); if (m) { m.visible = visible; this.drawOverlay(); } }
@@ -169,6 +198,14 @@ export class SliceViewer {
 
   /** Slice position in mm (RAS) along the current axis. */
   positionMm() { return this.nv.frac2mm(this.nv.scene.crosshairPos)[AXIS_INDEX[this.axis]]; }
+
+  /** CSS pixel (relative to the canvas) where a patient point (LPS mm) lies in the current slice view. */
+  screenOfLps(lps) {
+    const tile = this.nv.screenSlices?.[0];
+    const [x, y] = this.toScreen(tile, [-lps[0], -lps[1], lps[2]]);
+    const scale = this.canvas.width / this.canvas.clientWidth;
+    return [x / scale, y / scale];
+  }
 
   /** Canvas pixel of a RAS point in the current 2D tile. */
   toScreen(tile, ras) {
