@@ -58,7 +58,7 @@ def write_ct_case(folder: Path) -> None:
     hi = (affine @ [i1 + 0.5, j1 + 0.5, k1 + 0.5, 1])[:3]
     centre, half = (lo + hi) / 2, np.array([6.0, 5.0, 4.0])
     sphere = trimesh.creation.icosphere(subdivisions=3, radius=10.0)
-    sphere.apply_translation(centre + [-45.0, 0.0, 0.0])
+    sphere.apply_translation(centre + np.array([-45.0, 0.0, 0.0]))
     meshes = [
         _box(lo, hi, "body", (230, 25, 75)),
         _box(centre - half, centre + half, "bone", (60, 180, 75)),
@@ -111,11 +111,13 @@ def box_pixels(pg: Any, img: np.ndarray) -> np.ndarray:
     xs = sorted(int(c[0]) for c in corners)
     ys = sorted(int(c[1]) for c in corners)
     region = img[ys[0] + 3 : ys[1] - 3, xs[0] + 3 : xs[1] - 3]
-    return region.mean(axis=2)
+    return np.asarray(region.mean(axis=2), dtype=float)
 
 
 def labels(pg: Any) -> dict[str, str]:
-    rows = pg.eval_on_selector_all(".structure", "rs => rs.map(r => [r.dataset.structure, r.querySelector('.label').textContent])")
+    rows = pg.eval_on_selector_all(
+        ".structure", "rs => rs.map(r => [r.dataset.structure, r.querySelector('.label').textContent])"
+    )
     return dict(rows)
 
 
@@ -184,7 +186,8 @@ def _state(pg: Any) -> dict[str, Any]:
           axis: window.slices && window.slices.axis,
           crosshair: window.slices && [...window.slices.nv.scene.crosshairPos].map(v => v.toFixed(4)),
           window: window.slices && window.slices.window,
-          pressedWindow: [...document.querySelectorAll('.window-preset[aria-pressed="true"]')].map(b => b.dataset.window),
+          pressedWindow: [...document.querySelectorAll('.window-preset[aria-pressed="true"]')]
+            .map(b => b.dataset.window),
           pressedAxis: [...document.querySelectorAll('.slice-axis[aria-pressed="true"]')].map(b => b.dataset.axis),
           visible: Object.fromEntries([...window.viewer.structures.keys()].map(n => [n, window.viewer.isVisible(n)])),
           toggles: [...document.querySelectorAll('.structure .toggle')].map(b => b.getAttribute('aria-pressed')),
@@ -194,7 +197,8 @@ def _state(pg: Any) -> dict[str, Any]:
           clipButton: document.getElementById('clip-btn').getAttribute('aria-pressed'),
           measure: window.viewer.measurement().map(p => p.map(v => v.toFixed(3))),
           measureMm: document.getElementById('measure-readout').dataset.mm,
-          camera: Object.fromEntries(Object.entries(window.viewer.cameraState()).map(([k, v]) => [k, v.map(x => x.toFixed(3))])),
+          camera: Object.fromEntries(Object.entries(window.viewer.cameraState())
+            .map(([k, v]) => [k, v.map(x => x.toFixed(3))])),
         }))()"""
     )
     return state
@@ -209,7 +213,7 @@ def test_language_switch_keeps_view_slice_window_structures_clip_and_measurement
     pg.locator('.clip-axis[data-axis="sagittal"]').tap()
     pg.locator("#measure-btn").tap()
     a = lps_affine()
-    (i0, i1), (j0, _), (k0, k1) = BOX_VOXELS
+    (i0, _), (j0, _), (k0, k1) = BOX_VOXELS
     pg.evaluate("pts => window.viewer.setMeasurement(pts)",
                 [list((a @ [i0, j0, k0, 1])[:3]), list((a @ [i0, j0, k1, 1])[:3])])
     pg.locator('.structure[data-structure="lung_left"] .toggle').tap()
