@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ui_browser import PIN_HASHES, login, new_page, screenshot, wait_js
+from ui_browser import PIN_HASHES, SCREENSHOTS, login, new_page, wait_js
 from ui_pixels import rgb
 
 from appliance.export.image import IMAGE_KEY, LABELS_KEY, output_file
@@ -37,6 +37,7 @@ pytestmark = [
     pytest.mark.serial,
     pytest.mark.skipif(shutil.which("storescu") is None, reason="dcmtk (storescu) is not installed"),
 ]
+SHOTS = SCREENSHOTS
 #: The CT windows of the slice view, as (low, high) HU (ui/static/js/slices.js CT_WINDOWS), and the least
 #: correlation between a body voxel's windowed HU and its grey level on screen (the bone window squeezes soft
 #: tissue into ~50 grey levels, where 8-bit steps and a screen pixel landing on the neighbouring voxel weigh more).
@@ -145,6 +146,7 @@ def test_real_study_on_the_slice_view_in_both_languages(browser: Any, reconstruc
     wait_js(page, "document.getElementById('case-viewer').dataset.loaded === '1'", timeout_s=60)
     page.locator("#mode-2d").tap()
     wait_js(page, "window.slices && window.slices.ready", timeout_s=60)
+    SHOTS.mkdir(parents=True, exist_ok=True)
     page.evaluate("window.slices.setPosition(0.5)")
     page.locator("#slice-next").tap()
     canvas, wrap = page.locator("#canvas2d").bounding_box(), page.locator("#wrap2d").bounding_box()
@@ -155,7 +157,7 @@ def test_real_study_on_the_slice_view_in_both_languages(browser: Any, reconstruc
     for name in ("soft", "bone"):
         page.locator(f'.window-preset[data-window="{name}"]').tap()
         time.sleep(0.4)
-        img = rgb(screenshot(page, f"real-study-slices-{name}", "#wrap2d"))
+        img = rgb(page.screenshot(path=str(SHOTS / f"real-study-slices-{name}.png"), clip=wrap))
         grey, plain = _greys(img, xy)
         lo, hi, least = WINDOWS[name]
         expected = np.clip((hu - lo) / (hi - lo), 0, 1) * 255
@@ -174,7 +176,7 @@ def test_real_study_on_the_slice_view_in_both_languages(browser: Any, reconstruc
     before = page.evaluate("[window.slices.axis, [...window.slices.nv.scene.crosshairPos].map(v => v.toFixed(4))]")
     english = page.eval_on_selector_all(".structure .label", "ls => ls.map(l => l.textContent)")
     assert "Body outline" in english and "Bone" in english
-    page.screenshot(path=str(ROOT / "build" / "ui-screenshots" / "real-study-slice-view-en.png"))
+    page.screenshot(path=str(SHOTS / "real-study-slice-view-en.png"))
     page.locator("#lang-switch").tap()
     page.wait_for_selector('html[lang="zh-CN"]')
     loaded = "document.getElementById('case-viewer').dataset.loaded === '1' && window.slices && window.slices.ready"
@@ -186,6 +188,6 @@ def test_real_study_on_the_slice_view_in_both_languages(browser: Any, reconstruc
     assert "体表轮廓" in chinese and "骨骼" in chinese
     assert all(any("\u4e00" <= c <= "\u9fff" for c in name) for name in chinese), chinese
     time.sleep(0.4)
-    page.screenshot(path=str(ROOT / "build" / "ui-screenshots" / "real-study-slice-view-zh-CN.png"))
+    page.screenshot(path=str(SHOTS / "real-study-slice-view-zh-CN.png"))
     watch.assert_clean(page)
     context.close()
