@@ -157,7 +157,7 @@ def test_real_study_on_the_slice_view_in_both_languages(browser: Any, reconstruc
     for name in ("soft", "bone"):
         page.locator(f'.window-preset[data-window="{name}"]').tap()
         time.sleep(0.4)
-        img = rgb(page.screenshot(path=str(SHOTS / f"real-study-slices-{name}.png"), clip=wrap))
+        img = rgb(page.screenshot(path=str(SHOTS / f"real-study-slices-{name}.png"), clip=wrap, timeout=180_000))
         grey, plain = _greys(img, xy)
         lo, hi, least = WINDOWS[name]
         expected = np.clip((hu - lo) / (hi - lo), 0, 1) * 255
@@ -176,7 +176,7 @@ def test_real_study_on_the_slice_view_in_both_languages(browser: Any, reconstruc
     before = page.evaluate("[window.slices.axis, [...window.slices.nv.scene.crosshairPos].map(v => v.toFixed(4))]")
     english = page.eval_on_selector_all(".structure .label", "ls => ls.map(l => l.textContent)")
     assert "Body outline" in english and "Bone" in english
-    page.screenshot(path=str(SHOTS / "real-study-slice-view-en.png"))
+    page.screenshot(path=str(SHOTS / "real-study-slice-view-en.png"), timeout=180_000)
     page.locator("#lang-switch").tap()
     page.wait_for_selector('html[lang="zh-CN"]')
     loaded = "document.getElementById('case-viewer').dataset.loaded === '1' && window.slices && window.slices.ready"
@@ -188,6 +188,6 @@ def test_real_study_on_the_slice_view_in_both_languages(browser: Any, reconstruc
     assert "体表轮廓" in chinese and "骨骼" in chinese
     assert all(any("\u4e00" <= c <= "\u9fff" for c in name) for name in chinese), chinese
     time.sleep(0.4)
-    page.screenshot(path=str(SHOTS / "real-study-slice-view-zh-CN.png"))
+    page.screenshot(path=str(SHOTS / "real-study-slice-view-zh-CN.png"), timeout=180_000)
     watch.assert_clean(page)
     context.close()
