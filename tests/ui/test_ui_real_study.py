@@ -143,9 +143,9 @@ def test_real_study_on_the_slice_view_in_both_languages(browser: Any, reconstruc
     context, page, watch = new_page(browser)
     login(page, srv.base, "surgeon")
     page.goto(f"{srv.base}/cases/{job}")
-    wait_js(page, "document.getElementById('case-viewer').dataset.loaded === '1'", timeout_s=60)
+    wait_js(page, "document.getElementById('case-viewer').dataset.loaded === '1'", timeout_s=180)
     page.locator("#mode-2d").tap()
-    wait_js(page, "window.slices && window.slices.ready", timeout_s=60)
+    wait_js(page, "window.slices && window.slices.ready", timeout_s=180)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.evaluate("window.slices.setPosition(0.5)")
     page.locator("#slice-next").tap()
@@ -178,9 +178,9 @@ def test_real_study_on_the_slice_view_in_both_languages(browser: Any, reconstruc
     assert "Body outline" in english and "Bone" in english
     page.screenshot(path=str(SHOTS / "real-study-slice-view-en.png"), timeout=180_000)
     page.locator("#lang-switch").tap()
-    page.wait_for_selector('html[lang="zh-CN"]')
+    page.wait_for_selector('html[lang="zh-CN"]', timeout=180_000)
     loaded = "document.getElementById('case-viewer').dataset.loaded === '1' && window.slices && window.slices.ready"
-    wait_js(page, loaded, timeout_s=60)
+    wait_js(page, loaded, timeout_s=180)
     assert page.locator("#wrap2d").is_visible() and not page.locator("#wrap3d").is_visible()
     after = page.evaluate("[window.slices.axis, [...window.slices.nv.scene.crosshairPos].map(v => v.toFixed(4))]")
     assert after == before
