@@ -374,7 +374,7 @@ def test_report_tables_pictures_and_no_external_resources(
     pictures = html.count('src="data:image/png;base64,')
     assert pictures == 2 + 4  # front and left model views; three axial slices and one coronal slice
     for entry in manifest["structures"]:
-        row = html[html.index(f"</span>{entry['name']}</td>"):]
+        row = html[html.index(f"<code>{entry['name']}</code></td>"):]
         row = row[: row.index("</tr>")]
         assert f"{entry['volume_ml']:,.2f}" in row and f"{entry['triangles']:,d}" in row
         assert f"{entry['surface_area_mm2'] / 100:,.1f}" in row and f'href="meshes/{entry["name"]}.stl"' in row
