@@ -6,6 +6,8 @@ progress as ``progress(stage, fraction)`` with the overall fraction rising from 
 and returns the manifest it wrote last, atomically, into ``out_dir``::
 
     out_dir/labels.nii.gz, structures.json          label map on the source grid (engines.labelmap_io)
+    out_dir/image.nii.gz                            the image it was made from: same grid and affine, modality
+                                                    units (manifest key ``files.image``, appliance.export.image)
     out_dir/meshes/<structure>.<ext>                one file per structure and format (mm, LPS)
     out_dir/scene.glb (+ scene.3mf)                 every structure in one file, for the viewer / printer
     out_dir/report.html                             self-contained report
@@ -38,6 +40,7 @@ from appliance.core.finding import blocking
 from appliance.errors import PipelineError, RefusedInput
 from appliance.export import FORMATS, WRITERS, parse_formats
 from appliance.export.glb import write_glb
+from appliance.export.image import IMAGE_KEY, IMAGE_NAME, write_image_volume
 from appliance.export.manifest import MANIFEST_NAME, json_safe, redact, write_manifest
 from appliance.export.report import REPORT_NAME, report_pictures, write_report
 from appliance.export.threemf import write_3mf_parts_and_scene
@@ -396,6 +399,9 @@ def reconstruct(
                                            tracker.sub("segment"))
         labelmap = result.labelmap
         comps.write_segmentation(result, out, seg_record)
+        if labelmap.shape != volume.shape or not np.allclose(labelmap.affine, volume.affine, atol=1e-6):
+            raise PipelineError("the label map is not on the image's grid; the image cannot be shown under the model")
+        write_image_volume(volume, out / IMAGE_NAME)
     records += [_finding_dict(f, "segment") for f in result.findings]
     choice = seg_record.get("preset", {}) if isinstance(seg_record.get("preset"), Mapping) else {}
     preset_name = str(choice.get("name", preset))
@@ -412,7 +418,8 @@ def reconstruct(
         per_structure, scene_files = export_meshes(meshes, labelmap, out, fmts, tracker.sub("export"))
 
     files = {key: name for key, name in (("labels", "labels.nii.gz"), ("structures", "structures.json"),
-                                         ("segmentation", "segment.json")) if (out / name).is_file()}
+                                         ("segmentation", "segment.json"), (IMAGE_KEY, IMAGE_NAME))
+             if (out / name).is_file()}
     files.update(scene_files)
     files["report"] = REPORT_NAME
     files["manifest"] = MANIFEST_NAME

@@ -151,8 +151,8 @@ def test_output_layout(run: tuple[dict[str, Any], Path, list[tuple[str, float]]]
     manifest, out, _ = run
     names = {s["name"] for s in manifest["structures"]}
     assert names == {"organ_ball", "bone_box"}
-    expected = {"labels.nii.gz", "structures.json", "segment.json", "scene.glb", "scene.3mf", "report.html",
-                "manifest.json"}
+    expected = {"labels.nii.gz", "image.nii.gz", "structures.json", "segment.json", "scene.glb", "scene.3mf",
+                "report.html", "manifest.json"}
     for name in names:
         expected |= {f"meshes/{name}.{ext}" for ext in ("stl", "obj", "mtl", "ply", "3mf", "glb")}
     on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
@@ -164,6 +164,24 @@ def test_output_layout(run: tuple[dict[str, Any], Path, list[tuple[str, float]]]
     np.testing.assert_allclose(labels.affine, volume.ras_affine(), atol=1e-5)
     structures = json.loads((out / "structures.json").read_text())
     assert {s["name"] for s in structures} == names
+
+
+@pytest.mark.req("REQ-OUT-700")
+def test_image_volume_beside_the_label_map(run: tuple[dict[str, Any], Path, list[tuple[str, float]]]) -> None:
+    """files.image names the volume segmentation saw: same grid and affine as the labels, values in HU."""
+    from appliance.export.image import IMAGE_KEY, image_bytes, output_file
+
+    manifest, out, _ = run
+    path = output_file(out, manifest, IMAGE_KEY)
+    assert path == (out / "image.nii.gz").resolve()
+    image, labels = nib.load(str(path)), nib.load(str(out / "labels.nii.gz"))
+    assert image.shape == labels.shape
+    np.testing.assert_array_equal(image.affine, labels.affine)
+    volume = phantom_volume()
+    np.testing.assert_array_equal(np.asanyarray(image.dataobj), volume.array)
+    assert image.header["descrip"].tobytes().rstrip(b"\0") == b"HU"
+    assert image.get_data_dtype() == np.int16  # integral HU: stored compactly
+    assert path.read_bytes() == image_bytes(volume)  # reproducible: no time stamp in the gzip stream
 
 
 @pytest.mark.req("REQ-OUT-010", "REQ-SAFE-253")
@@ -356,7 +374,7 @@ def test_report_tables_pictures_and_no_external_resources(
     pictures = html.count('src="data:image/png;base64,')
     assert pictures == 2 + 4  # front and left model views; three axial slices and one coronal slice
     for entry in manifest["structures"]:
-        row = html[html.index(f"</span>{entry['name']}</td>"):]
+        row = html[html.index(f"<code>{entry['name']}</code></td>"):]
         row = row[: row.index("</tr>")]
         assert f"{entry['volume_ml']:,.2f}" in row and f"{entry['triangles']:,d}" in row
         assert f"{entry['surface_area_mm2'] / 100:,.1f}" in row and f'href="meshes/{entry["name"]}.stl"' in row

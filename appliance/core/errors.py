@@ -33,4 +33,10 @@ class UnknownStructure(CoreError, KeyError):
     """A label map has no structure of the requested name; the message lists the known ones."""
 
 
-__all__ = ["CoreError", "InvalidFinding", "InvalidLabelMap", "InvalidMesh", "InvalidVolume", "UnknownStructure"]
+class TerminologyError(CoreError, ValueError):
+    """A terminology table (structure names, categories, SNOMED CT codes) is missing, malformed, or has no such
+    language."""
+
+
+__all__ = ["CoreError", "InvalidFinding", "InvalidLabelMap", "InvalidMesh", "InvalidVolume", "TerminologyError",
+           "UnknownStructure"]

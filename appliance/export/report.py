@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from appliance.core import LabelMap, Mesh, StructureCategory, Volume
+from appliance.core import LabelMap, Mesh, StructureCategory, Volume, terminology
 from appliance.export.common import PRODUCT, atomic_write_text
+from appliance.export.image import IMAGE_KEY
 from appliance.export.render import encode_png, render_model, render_slices
 
 REPORT_NAME = "report.html"
@@ -96,6 +97,10 @@ def _summary(manifest: Mapping[str, Any]) -> str:
         ("Backend", manifest.get("backend", "")),
         ("Coordinates", "meshes in millimetres, DICOM patient coordinates (LPS); they overlay the images"),
     ]
+    files = manifest.get("files")
+    image = files.get(IMAGE_KEY) if isinstance(files, Mapping) else None
+    rows.append(("Image volume", f"{image} ({inp.get('units') or 'modality units'}, the grid and affine of the label "
+                                 "map): the images the model was made from" if image else "not written by this run"))
     override = prov.get("override")
     if override:
         rows.append(("Override", '<span class="bad">refused input reconstructed on explicit override</span>'))
@@ -121,7 +126,7 @@ def _structures(manifest: Mapping[str, Any]) -> str:
     structures = manifest.get("structures", [])
     if not structures:
         return "<p>No structure was segmented.</p>"
-    head = ("<tr><th>Structure</th><th>Category</th><th>Label</th><th>Volume (ml, mask)</th>"
+    head = ("<tr><th>Structure</th><th>SNOMED CT</th><th>Category</th><th>Label</th><th>Volume (ml, mask)</th>"
             "<th>Volume (ml, mesh)</th><th>Surface (cm²)</th><th>Triangles</th><th>Watertight</th>"
             "<th>Manifold</th><th>Mean / 95th pct distance to mask (mm)</th><th>Files</th></tr>")
     rows = []
@@ -130,8 +135,12 @@ def _structures(manifest: Mapping[str, Any]) -> str:
         r, g, b = (int(c) for c in s.get("color", (0, 0, 0)))
         files = " ".join(f'<a href="{_e(path)}">{_e(ext)}</a>' for ext, path in s.get("files", {}).items())
         area = s.get("surface_area_mm2")
+        name = str(s.get("name", ""))
+        code = terminology.snomed(name)
+        snomed = f"{_e(code[0])} {_e(code[1])}" if code else _e(s.get("snomed") or "–")
         rows.append(
-            f'<tr><td><span class="swatch" style="background:rgb({r},{g},{b})"></span>{_e(s.get("name"))}</td>'
+            f'<tr><td><span class="swatch" style="background:rgb({r},{g},{b})"></span>'
+            f"{_e(terminology.display_name(name, 'en'))} <code>{_e(name)}</code></td><td>{snomed}</td>"
             f"<td>{_e(s.get('category', ''))}</td><td class=num>{_e(s.get('label'))}</td>"
             f"<td class=num>{_num(s.get('volume_ml'), 2)}</td><td class=num>{_num(qa.get('volume_ml'), 2)}</td>"
             f"<td class=num>{_num(area / 100.0 if isinstance(area, (int, float)) else None, 1)}</td>"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from typing import Any
 
 import numpy as np
 import pytest
@@ -132,3 +133,26 @@ def test_report_escapes_text_and_embeds_pictures() -> None:
     assert html.count("data:image/png;base64,") == 2 + 4
     assert '<span class="bad">no</span>' in html and '<span class="ok">yes</span>' in html
     assert "4.8" in html and "0.65" in html and "0.30" in html
+
+
+@pytest.mark.req("REQ-OUT-704", "REQ-OUT-700")
+def test_report_names_structures_from_the_terminology_and_the_image_volume() -> None:
+    files = {"image": "image.nii.gz", "report": "report.html"}
+    manifest: dict[str, Any] = {
+        "appliance_version": "9.9", "preset": "ct-default", "device": "cpu", "backend": "b",
+        "input": {"identity_hash": "ab" * 32, "modality": "CT", "units": "HU", "shape": [20, 60, 60],
+                  "spacing": [2, 1, 1]},
+        "timings_s": {},
+        "structures": [{"name": n, "label": i, "category": "organ", "color": [9, 9, 9], "volume_ml": 1.0,
+                        "files": {}, "triangles": 12, "watertight": True, "manifold": True}
+                       for i, n in enumerate(["lung_left", "lesion_margin_5mm", "phantom_box"], 1)],
+        "findings": [], "provenance": {},
+        "files": files,
+    }
+    html = build_report_html(manifest, [])
+    assert "Left lung <code>lung_left</code></td><td>44029006 Left lung</td>" in html
+    assert "Lesion, 5 mm margin <code>lesion_margin_5mm</code>" in html
+    assert "phantom box <code>phantom_box</code></td><td>–</td>" in html  # not in the table: no invented code
+    assert "image.nii.gz (HU, the grid and affine of the label map)" in html
+    del files["image"]
+    assert "Image volume</th><td>not written by this run" in build_report_html(manifest, [])

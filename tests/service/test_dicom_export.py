@@ -90,7 +90,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Ite
         verts = (verts - 1) @ hu.affine[:3, :3].T + hu.affine[:3, 3]
         (out / "meshes" / f"{s['name']}.stl").write_bytes(_binary_stl(verts, faces))
     (out / "structures.json").write_text(json.dumps(STRUCTURES))
-    (out / "manifest.json").write_text(json.dumps({"preset": "ct-default", "structures": STRUCTURES}))
+    save_volume(hu, out / "image.nii.gz")
+    (out / "manifest.json").write_text(json.dumps({"preset": "ct-default", "structures": STRUCTURES,
+                                                   "files": {"labels": "labels.nii.gz", "image": "image.nii.gz"}}))
     svc.catalogue.update_job(
         job_id, state="done", output_dir=str(out), manifest_path=str(out / "manifest.json")
     )
@@ -135,11 +137,34 @@ def test_seg_and_stl_valid_and_read_back(exported: dict[str, Any]) -> None:
         assert stl.Manufacturer == "OR Appliance Project" and stl.SoftwareVersions
         assert stl.MeasurementUnitsCodeSequence[0].CodeValue == "mm"
         doc = bytes(stl.EncapsulatedDocument)[: stl.EncapsulatedDocumentLength]
-        original = (svc.worker.final_dir(job_id) / "meshes" / f"{stl.DocumentTitle}.stl").read_bytes()
+        name = {"Body outline": "body", "Bone": "bone"}[stl.DocumentTitle]  # the terminology's display names
+        original = (svc.worker.final_dir(job_id) / "meshes" / f"{name}.stl").read_bytes()
         assert doc == original
         assert stl.SourceInstanceSequence[0].ReferencedSOPInstanceUID in {m.SOPInstanceUID for m in mapped}
     (rec,) = svc.audit.records(action="export")
     assert rec.actor == "ui:surgeon" and rec.details["objects"] == ["SEG", "M3D", "M3D"]
+
+
+@pytest.mark.req("REQ-OUT-704", "REQ-OUT-700")
+def test_seg_describes_structures_from_the_terminology_and_checks_the_image_grid(exported: dict[str, Any]) -> None:
+    svc, job_id = exported["svc"], exported["job"]
+    from appliance.service.errors import DicomExportError
+    from appliance.service.export.job_export import build_export
+
+    seg = next(d for d in build_export(svc.export_context, job_id) if d.Modality == "SEG")
+    described = [(d.SegmentLabel, d.SegmentedPropertyTypeCodeSequence[0].CodeValue,
+                  d.SegmentedPropertyTypeCodeSequence[0].CodeMeaning, d.TrackingID) for d in seg.SegmentSequence]
+    assert described == [("Body outline", "38266002", "Entire body", "body"), ("Bone", "272673000", "Bone", "bone")]
+    out = svc.worker.final_dir(job_id)
+    image = out / "image.nii.gz"
+    kept = image.read_bytes()
+    try:  # an image on another grid than the labels: the outputs were tampered with; nothing is exported
+        hu = exported["hu"]
+        save_volume(Volume(hu.array[:, :, :-1], hu.affine, "CT", "HU"), image)
+        with pytest.raises(DicomExportError, match="not on the grid of its image volume"):
+            build_export(svc.export_context, job_id)
+    finally:
+        image.write_bytes(kept)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, jsonify, render_template, request
 from werkzeug.wrappers import Response
 
 from appliance.audit import AuditError
+from appliance.core import terminology
 from ui import auth
 from ui.audit_sink import UiAudit
 
@@ -20,7 +21,14 @@ _HASH_RE = re.compile(r"^[0-9a-fA-F]{8,128}$")
 @auth.require_area("viewer")
 def viewer(job_id: int) -> str:
     """3D model, slices with the model over them, structure list, measurement, review."""
-    return render_template("viewer.html", job_id=job_id, can_review=auth.current_role() in auth.AREA_ROLES["review"])
+    return render_template("viewer.html", job_id=job_id, can_review=auth.current_role() in auth.AREA_ROLES["review"],
+                           structure_terms=structure_terms)
+
+
+def structure_terms(lang: str) -> dict[str, object]:
+    """What the case page needs to name structures in ``lang``: the names table, its margin-shell pattern
+    (regex and text template) and the categories, all from appliance.core.terminology (no names in the page)."""
+    return terminology.page_table(lang)
 
 
 @bp.post("/ui/api/review")

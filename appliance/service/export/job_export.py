@@ -5,17 +5,21 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from appliance import __version__
 from appliance.audit import AuditLog
 from appliance.config import ExportConfig, TlsConfig
+from appliance.core import Volume, terminology
+from appliance.export.image import IMAGE_KEY, LABELS_KEY, output_file
 from appliance.io.nifti import load_volume
 from appliance.privacy.deidentify import Deidentifier
 from appliance.service.catalogue import Catalogue
@@ -83,10 +87,11 @@ def build_export(context: ExportContext, job_id: int) -> list[Dataset]:
         raise DicomExportError(f"job {job_id} is {job.state}; only finished reconstructions can be exported")
     out = Path(job.output_dir)
     manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    labels_path = out / "labels.nii.gz"
+    labels_path = output_file(out, manifest, LABELS_KEY) or out / "labels.nii.gz"
     if not labels_path.is_file():
         raise DicomExportError(f"job {job_id} has no labels.nii.gz; it cannot be exported as SEG")
     labels = load_volume(labels_path, "SEG", "label")
+    _check_image_grid(out, manifest, labels)
     sources = source_series(context.studies_dir / job.study_uid, labels)
     structures = _structures(out, manifest)
     equip = equipment(context)
@@ -115,6 +120,19 @@ def _with_meta(ds: Dataset) -> Dataset:
     return ds
 
 
+def _check_image_grid(out: Path, manifest: Mapping[str, Any], labels: Volume) -> None:
+    """Refuse to export a label map that is not on the grid of the image it was made from (``files.image``)."""
+    image_path = output_file(out, manifest, IMAGE_KEY)
+    if image_path is None:
+        return  # outputs made before the image was kept: the source series is the only reference
+    image = nib.load(str(image_path))  # the header is enough: grid and affine
+    if tuple(image.shape[:3]) != labels.shape or not np.allclose(image.affine, labels.ras_affine(), atol=1e-4):
+        raise DicomExportError(
+            f"the label map of {out.name} is not on the grid of its image volume ({image_path.name}); the outputs "
+            "were changed after reconstruction: reconstruct the study again before exporting"
+        )
+
+
 def _structures(out: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     listed = manifest.get("structures") or []
     path = out / "structures.json"
@@ -122,7 +140,14 @@ def _structures(out: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
     by_name = {str(s["name"]): dict(s) for s in extra}
     for s in listed:
         by_name.setdefault(str(s["name"]), {}).update(s)
-    return [s for s in by_name.values() if "label" in s]
+    described = [s for s in by_name.values() if "label" in s]
+    for s in described:  # the exports' descriptions: display name and SNOMED CT code from the terminology table
+        name = str(s["name"])
+        s["display_name"] = terminology.display_name(name, "en")
+        code = terminology.snomed(name)
+        if code is not None:
+            s["snomed"], s["snomed_meaning"] = code
+    return described
 
 
 def export_job(

@@ -47,12 +47,14 @@ def build_seg(
     for number, s in enumerate(present, 1):
         cat_code, cat_meaning = CATEGORY_CODES.get(str(s.get("category", "")), DEFAULT_CATEGORY)
         type_code = str(s.get("snomed") or cat_code)
+        label = str(s.get("display_name") or s["name"])[:64]
+        meaning = str(s.get("snomed_meaning") or label)[:64] if s.get("snomed") else cat_meaning
         descriptions.append(
             hd.seg.SegmentDescription(
                 segment_number=number,
-                segment_label=str(s["name"])[:64],
+                segment_label=label,
                 segmented_property_category=Code(cat_code, "SCT", cat_meaning),
-                segmented_property_type=Code(type_code, "SCT", str(s["name"])[:64]),
+                segmented_property_type=Code(type_code, "SCT", meaning),
                 algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
                 algorithm_identification=hd.AlgorithmIdentificationSequence(
                     name=algorithm[:64], version=__version__, family=family

@@ -68,7 +68,7 @@ def build_encapsulated_stl(
     ds.ContentTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
     ds.AcquisitionDateTime = now.strftime("%Y%m%d%H%M%S")
     ds.BurnedInAnnotation = "NO"
-    ds.DocumentTitle = str(structure["name"])[:64]
+    ds.DocumentTitle = str(structure.get("display_name") or structure["name"])[:64]
     ds.ConceptNameCodeSequence = Sequence([])
     ds.MIMETypeOfEncapsulatedDocument = "model/stl"
     ds.EncapsulatedDocument = stl if len(stl) % 2 == 0 else stl + b"\0"

@@ -1,7 +1,7 @@
 // Surgeon's case page: loads a finished job's outputs through the service API and wires the viewers' controls.
-import { el, getJSON, postJSON, t, tOr } from './common.js';
-import { ModelViewer, toHex } from './viewer3d.js';
-import { SliceViewer } from './slices.js';
+import { el, getJSON, onLanguageSwitch, postJSON, t } from './common.js';
+import { ModelViewer } from './viewer3d.js';
+import { SliceViewer, windowPresets } from './slices.js';
 
 const root = document.getElementById('case-viewer');
 const jobId = Number(root.dataset.jobId);
@@ -17,6 +17,10 @@ let selected = null;
 let slices = null;
 let study = null;
 const meta = new Map();  // structure name -> manifest entry
+// Structure names in the page's language, from appliance.core.terminology (the same table the report uses).
+const TERMS = JSON.parse(document.getElementById('structure-terms').textContent);
+const MARGIN_RE = new RegExp(TERMS.margin.regex);
+const STATE_KEY = `case-state-${jobId}`;  // the screen's state kept across a language switch (sessionStorage)
 
 function say(text, kind = 'bad') {
   msg.textContent = text;
@@ -38,18 +42,19 @@ window.viewer = viewer;  // for the browser tests and the first-frame benchmark
 /** DICOM person name (FAMILY^GIVEN) as shown on screen. */
 export function personName(pn) { return (pn || '').split('=')[0].replace(/\^+/g, ' ').trim(); }
 
+/** A margin shell's distance in mm (manifest entry, else its name `<base>_margin_<mm>mm`), or null. */
 function marginMm(name, entry) {
   if (entry && typeof entry.margin_mm === 'number') return entry.margin_mm;
-  const m = /(\d+(?:\.\d+)?)\s*mm/i.exec(name);
-  return entry && /margin/i.test(`${entry.category} ${name}`) && m ? Number(m[1]) : null;
+  const m = MARGIN_RE.exec(name);
+  return m ? Number(m.groups.mm.replace('p', '.')) : null;
 }
 
-function displayName(name) {
-  const entry = meta.get(name);
-  const mm = marginMm(name, entry);
-  const plain = mm === null ? name : name.replace(/_?\d+(\.\d+)?\s*mm$/i, '');
-  const base = tOr(`structure.${name}`, plain.replace(/_/g, ' '));
-  return mm === null ? base : t('viewer.margin_label', { name: base, mm });
+/** The structure's name in the page's language (terminology table; unknown: the identifier, spaced). */
+export function displayName(name) {
+  if (name in TERMS.names) return TERMS.names[name];
+  const m = MARGIN_RE.exec(name);
+  if (m) return TERMS.margin.text.replace('{base}', displayName(m.groups.base)).replace('{mm}', m.groups.mm.replace('p', '.'));
+  return name.replace(/_/g, ' ');
 }
 
 function buildList(names) {
@@ -177,12 +182,29 @@ function wireToolbar() {
   document.getElementById('slice-pos').addEventListener('input', (e) => { slices?.setPosition(Number(e.target.value) / 1000); syncSlider(); });
   document.getElementById('slice-prev').addEventListener('click', () => { slices?.step(-1); syncSlider(); });
   document.getElementById('slice-next').addEventListener('click', () => { slices?.step(1); syncSlider(); });
+  for (const b of document.querySelectorAll('.window-preset')) b.addEventListener('click', () => setWindow(b.dataset.window));
 }
 
 function syncSlider() {
   if (!slices?.ready) return;
-  document.getElementById('slice-pos').value = String(Math.round(slices.position() * 1000));
-  document.getElementById('slice-readout').textContent = t('slice.readout', { mm: slices.positionMm().toFixed(1) });
+  syncReadout();
+  showValue(slices.crosshairValue());
+}
+
+function setWindow(name) {
+  if (!slices?.ready) return;
+  slices.setWindow(name);
+  for (const b of document.querySelectorAll('.window-preset')) b.setAttribute('aria-pressed', String(b.dataset.window === name));
+}
+
+/** The image value under the crosshair (a tap moves it there): HU for CT, with the position (RAS mm). */
+function showValue({ value, mm }) {
+  const out = document.getElementById('slice-value');
+  const isCt = String(manifest.input?.modality || '').toUpperCase() === 'CT';
+  const shown = isCt ? Math.round(value).toString() : (Math.abs(value) >= 100 ? value.toFixed(0) : value.toPrecision(3));
+  out.textContent = t(isCt ? 'slice.value_hu' : 'slice.value', { value: shown });
+  out.dataset.value = String(value);
+  out.dataset.mm = mm.map((v) => v.toFixed(1)).join(',');
 }
 
 let manifest = {};
@@ -194,17 +216,30 @@ async function setMode(mode) {
   for (const id of ['wrap2d', 'toolbar2d']) document.getElementById(id).classList.toggle('hidden', is3d);
   if (is3d) { viewer.resize(); return; }
   if (!slices) {
+    const image = (manifest.files || {}).image;  // the one documented key (appliance.export.image.IMAGE_KEY)
+    if (typeof image !== 'string') { say(t('slice.no_image')); return; }
     await loadScript(root.dataset.niivue);  // NiiVue is only fetched when the slices are first shown
-    slices = new SliceViewer(document.getElementById('canvas2d'), document.getElementById('overlay2d'));
+    slices = new SliceViewer(document.getElementById('canvas2d'), document.getElementById('overlay2d'),
+      { onValue: (v) => { showValue(v); syncReadout(); } });
     window.slices = slices;
     try {
-      await slices.load(fileUrl(volumeFile(manifest)), viewer.meshData());
+      const modality = manifest.input?.modality || 'OT';
+      await slices.load(fileUrl(image), viewer.meshData(), { modality });
+      const presets = windowPresets(modality);
+      for (const b of document.querySelectorAll('.window-preset')) b.classList.toggle('hidden', !presets.includes(b.dataset.window));
+      setWindow(presets[0]);
       syncSlider();
     } catch (err) {
       say(t('viewer.slices_failed'));
       console.info(err);
     }
   }
+}
+
+function syncReadout() {
+  if (!slices?.ready) return;
+  document.getElementById('slice-pos').value = String(Math.round(slices.position() * 1000));
+  document.getElementById('slice-readout').textContent = t('slice.readout', { mm: slices.positionMm().toFixed(1) });
 }
 
 function loadScript(src) {
@@ -215,14 +250,6 @@ function loadScript(src) {
     s.onerror = () => reject(new Error(`cannot load ${src}`));
     document.head.append(s);
   });
-}
-
-/** The image volume named by the manifest's files, else the label map. */
-function volumeFile(m) {
-  const files = m.files || {};
-  for (const key of ['image', 'volume', 'image_nifti', 'ct', 'mr']) if (typeof files[key] === 'string') return files[key];
-  const nifti = Object.values(files).filter((f) => typeof f === 'string' && /\.nii(\.gz)?$/.test(f));
-  return nifti.find((f) => !/label/i.test(f)) || files.labels || nifti[0] || 'labels.nii.gz';
 }
 
 async function start() {
@@ -261,7 +288,78 @@ async function start() {
     say(t('viewer.model_failed'));
     console.info(err);
   }
+  const saved = takeState();
+  if (saved) {
+    try { await restoreState(saved); } catch (err) { console.info('state not restored', err); }
+  }
   root.dataset.loaded = '1';
 }
+
+// ------------------------------------------------------------------ the screen's state across a language switch
+function pressed(id) { return document.getElementById(id).getAttribute('aria-pressed') === 'true'; }
+
+/** Everything the surgeon set up on this screen: view, slice, window, structures, clip, measurement. */
+function screenState() {
+  const structures = {};
+  for (const name of viewer.structures.keys()) {
+    structures[name] = { visible: viewer.isVisible(name), opacity: viewer.opacity(name), colour: viewer.colour(name) };
+  }
+  return {
+    mode: pressed('mode-2d') ? '2d' : '3d',
+    camera: viewer.cameraState(),
+    structures,
+    clip: { ...viewer.clip },
+    measuring: pressed('measure-btn'),
+    measurement: viewer.measurement(),
+    selected,
+    slices: slices?.ready ? slices.state() : null,
+  };
+}
+
+function takeState() {
+  const text = sessionStorage.getItem(STATE_KEY);
+  sessionStorage.removeItem(STATE_KEY);
+  try { return text ? JSON.parse(text) : null; } catch { return null; }
+}
+
+async function restoreState(state) {
+  for (const [name, s] of Object.entries(state.structures || {})) {
+    if (!viewer.structures.has(name)) continue;
+    viewer.setVisible(name, s.visible);
+    viewer.setOpacity(name, s.opacity);
+    viewer.setColour(name, s.colour);
+    const row = document.querySelector(`.structure[data-structure="${CSS.escape(name)}"]`);
+    row.querySelector('.toggle').setAttribute('aria-pressed', String(s.visible));
+    row.querySelector('.swatch').style.background = s.colour;
+  }
+  if (state.camera) viewer.setCameraState(state.camera);
+  if (state.clip) {
+    const c = state.clip;
+    viewer.setClip(c);
+    document.getElementById('clip-btn').setAttribute('aria-pressed', String(c.enabled));
+    for (const node of document.querySelectorAll('.clip-axis, .clip-ctl')) node.classList.toggle('hidden', !c.enabled);
+    for (const b of document.querySelectorAll('.clip-axis')) b.setAttribute('aria-pressed', String(b.dataset.axis === c.axis));
+    document.getElementById('clip-flip').setAttribute('aria-pressed', String(c.flipped));
+    document.getElementById('clip-pos').value = String(Math.round(c.position * 1000));
+  }
+  if (state.measuring) {
+    document.getElementById('measure-btn').setAttribute('aria-pressed', 'true');
+    viewer.setMeasureMode(true);
+    readout.textContent = t('measure.first_point');
+    if (state.measurement?.length) viewer.setMeasurement(state.measurement);
+  }
+  if (state.selected && viewer.structures.has(state.selected)) select(state.selected);
+  if (state.mode === '2d') {
+    await setMode('2d');
+    if (slices?.ready && state.slices) {
+      slices.restore(state.slices);
+      for (const b of document.querySelectorAll('.slice-axis')) b.setAttribute('aria-pressed', String(b.dataset.axis === slices.axis));
+      if (state.slices.window) setWindow(state.slices.window);
+      syncSlider();
+    }
+  }
+}
+
+onLanguageSwitch(() => sessionStorage.setItem(STATE_KEY, JSON.stringify(screenState())));
 
 start();

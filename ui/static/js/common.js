@@ -73,10 +73,20 @@ if (role) {
   if (lockBtn) lockBtn.addEventListener('click', () => lockNow('manual'));
 }
 
+// A language switch reloads the page; a page registers what it must keep across it (see case.js).
+const beforeLanguageSwitch = [];
+
+/** Run `save` just before the page reloads in the other language (keep the screen's state with it). */
+export function onLanguageSwitch(save) { beforeLanguageSwitch.push(save); }
+
 const langBtn = document.getElementById('lang-switch');
 if (langBtn) {
   langBtn.addEventListener('click', async () => {
     const r = await postJSON('/ui/lang', { lang: langBtn.dataset.targetLang });
-    if (r.ok) window.location.reload();
+    if (!r.ok) return;
+    for (const save of beforeLanguageSwitch) {
+      try { save(); } catch (err) { console.info('state not kept', err); }
+    }
+    window.location.reload();
   });
 }

@@ -271,6 +271,12 @@ export class ModelViewer {
       if (d < best) { best = d; world = v; }
     }
     if (this.points.length === 2) this.clearMeasurement();
+    this.addPoint(world);
+    return world;
+  }
+
+  /** Add one measurement point (world frame): a marker, and the distance once there are two. */
+  addPoint(world) {
     this.points.push(world);
     const radius = (this.bounds ? this.bounds.getSize(new THREE.Vector3()).length() : 1) / 150;
     const dot = new THREE.Mesh(new THREE.SphereGeometry(radius, 16, 12), new THREE.MeshBasicMaterial({ color: 0xffff00, depthTest: false }));
@@ -288,7 +294,29 @@ export class ModelViewer {
       this.onMeasure(undefined);
     }
     this.requestRender();
-    return world;
+  }
+
+  /** Measurement points in the model frame (LPS mm), e.g. to keep them across a page reload. */
+  measurement() { return this.points.map((p) => this.toModel(p).toArray()); }
+
+  /** Replace the measurement by points given in the model frame. */
+  setMeasurement(points) {
+    this.clearMeasurement();
+    for (const p of points.slice(0, 2)) this.addPoint(this.toWorld(p));
+  }
+
+  /** Camera position, up vector and orbit target (world frame), to restore the same view later. */
+  cameraState() {
+    return { position: this.camera.position.toArray(), up: this.camera.up.toArray(), target: this.controls.target.toArray() };
+  }
+
+  setCameraState({ position, up, target }) {
+    this.camera.position.fromArray(position);
+    this.camera.up.fromArray(up);
+    this.controls.target.fromArray(target);
+    this.camera.lookAt(this.controls.target);
+    this.controls.update();
+    this.requestRender();
   }
 
   /** Triangles and vertices of each structure (model frame), for the slice overlay. */
