@@ -153,10 +153,16 @@ def test_a_tap_shows_the_hu_value_under_the_finger(page: tuple[Any, Watch]) -> N
         x, y = pg.evaluate("p => window.slices.screenOfLps(p)", list((a @ [i, j, 12, 1])[:3]))
         box = pg.locator("#canvas2d").bounding_box()
         pg.touchscreen.tap(box["x"] + x, box["y"] + y)
-        time.sleep(0.2)
-        ras = pg.evaluate("window.slices.crosshairValue().mm")  # NiiVue's RAS mm
-        ijk = np.linalg.inv(a) @ [-ras[0], -ras[1], ras[2], 1]
+        deadline = time.monotonic() + 10  # the tap is handled asynchronously; a loaded machine takes its time
+        while True:
+            ras = pg.evaluate("window.slices.crosshairValue().mm")  # NiiVue's RAS mm
+            ijk = np.linalg.inv(a) @ [-ras[0], -ras[1], ras[2], 1]
+            if [round(v) for v in ijk[:2]] == [i, j] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert [round(v) for v in ijk[:2]] == [i, j]
+        expected_text = f"{int(image[i, j, round(ijk[2])])} HU"
+        wait_js(pg, f"document.getElementById('slice-value').innerText === {expected_text!r}")
         expected = int(image[i, j, round(ijk[2])])
         assert pg.locator("#slice-value").inner_text() == f"{expected} HU"
     watch.assert_clean(pg)
