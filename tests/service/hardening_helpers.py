@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from appliance.service.runtime import ApplianceService
 
@@ -16,7 +16,7 @@ PATIENT_NAME = "HARDENING^PATIENT"
 
 def write_ct_slice(path: Path, study_uid: str, series_uid: str, sop_uid: str | None = None, value: int = 0) -> str:
     """A small but valid CT Image Storage Part 10 file (8x8 pixels of ``value``); returns its SOP Instance UID."""
-    sop_uid = sop_uid or generate_uid()
+    sop_uid = UID(sop_uid) if sop_uid else generate_uid()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = sop_uid

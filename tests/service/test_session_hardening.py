@@ -190,8 +190,11 @@ def test_json_bodies_of_the_wrong_type_answer_400_naming_the_field(kiosk: tuple[
         for text in shapes:
             r = client.post(path, data=text, content_type="application/json")
             assert r.status_code == 400 and r.get_json()["field"] == "body", (path, text)
-    for body, field in (({"role": 1, "pin": "1111"}, "role"), ({"role": "nurse", "pin": 1111}, "pin"),
-                        ({"role": ["nurse"], "pin": "1111"}, "role")):  # fmt: skip
+    wrong_logins: list[tuple[dict[str, Any], str]] = [
+        ({"role": 1, "pin": "1111"}, "role"), ({"role": "nurse", "pin": 1111}, "pin"),
+        ({"role": ["nurse"], "pin": "1111"}, "role"),
+    ]  # fmt: skip
+    for body, field in wrong_logins:
         r = client.post("/auth/login", json=body)
         assert r.status_code == 400 and r.get_json()["field"] == field, body
     assert client.post("/auth/lock", json={"reason": 5}).get_json()["field"] == "reason"
@@ -207,9 +210,11 @@ def test_json_bodies_of_the_wrong_type_answer_400_naming_the_field(kiosk: tuple[
         assert r.status_code == 400 and r.get_json()["field"] == "body", text
         r = client.post("/ui/api/review", data=text, content_type="application/json")
         assert r.status_code == 400 and r.get_json()["field"] == "body", text
-    for body, field in (({"formats": ["../x"]}, "formats"), ({"formats": ["stl", "STL/.."]}, "formats"),
-                        ({"formats": "stl"}, "formats"), ({"device": 1}, "device"), ({"override": "yes"}, "override"),
-                        ({"preset": 7}, "preset")):  # fmt: skip
+    wrong_fields: list[tuple[dict[str, Any], str]] = [
+        ({"formats": ["../x"]}, "formats"), ({"formats": ["stl", "STL/.."]}, "formats"), ({"formats": "stl"}, "formats"),
+        ({"device": 1}, "device"), ({"override": "yes"}, "override"), ({"preset": 7}, "preset"),
+    ]  # fmt: skip
+    for body, field in wrong_fields:
         r = client.post(reconstruct, json=body)
         assert r.status_code == 400 and r.get_json()["field"] == field, body
     assert client.post("/api/jobs/1/export", json={"destination": 3}).get_json()["field"] == "destination"
