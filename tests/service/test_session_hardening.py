@@ -211,8 +211,9 @@ def test_json_bodies_of_the_wrong_type_answer_400_naming_the_field(kiosk: tuple[
         r = client.post("/ui/api/review", data=text, content_type="application/json")
         assert r.status_code == 400 and r.get_json()["field"] == "body", text
     wrong_fields: list[tuple[dict[str, Any], str]] = [
-        ({"formats": ["../x"]}, "formats"), ({"formats": ["stl", "STL/.."]}, "formats"), ({"formats": "stl"}, "formats"),
-        ({"device": 1}, "device"), ({"override": "yes"}, "override"), ({"preset": 7}, "preset"),
+        ({"formats": ["../x"]}, "formats"), ({"formats": ["stl", "STL/.."]}, "formats"),
+        ({"formats": "stl"}, "formats"), ({"device": 1}, "device"), ({"override": "yes"}, "override"),
+        ({"preset": 7}, "preset"),
     ]  # fmt: skip
     for body, field in wrong_fields:
         r = client.post(reconstruct, json=body)
