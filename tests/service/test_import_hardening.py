@@ -76,8 +76,8 @@ def test_fifo_on_a_usb_stick_does_not_block_the_import(
     reasons = {s["path"]: s["reason"] for s in report.skipped}
     assert "not a regular file" in reasons["IM0000.FIFO"] and "not a regular file" in reasons["ZZZZ"]
     assert "DICOMDIR not read" in reasons["DICOMDIR"]
-    second = watch / "STICK2"
-    later = _medium(second, generate_uid(), 1)
+    later = _medium(tmp_path / "STICK2", generate_uid(), 1)
+    (tmp_path / "STICK2").rename(watch / "STICK2")  # plugged in: the medium appears whole, as a mount does
     assert _wait(lambda: len(importer_.reports) == 2), "a later medium was never imported"
     assert importer_.reports[1].stored == 1
     assert all(svc.catalogue.instance(uid) is not None for uid in [*sops, *later])
@@ -122,9 +122,10 @@ def test_stuck_import_raises_alarm_degrades_health_and_fails_the_watchdog(
         notify.settimeout(5)
         assert notify.recv(64) == b"WATCHDOG=1"  # healthy: petted
         assert open_api.get("/api/health").get_json()["status"] == "ok"
-        stick = watch / "STICK"
+        stick = tmp_path / "STICK"
         _medium(stick, generate_uid(), 1)
         write_ct_slice(stick / "HANG", generate_uid(), generate_uid())
+        stick.rename(watch / "STICK")  # plugged in: the medium appears whole, as a mount does
         assert _wait(lambda: open_api.get("/api/health").get_json()["status"] == "degraded", 10)
         assert _wait(lambda: bool(open_api.get("/api/health").get_json()["alarms"]), 5)  # from the guard thread
         health = open_api.get("/api/health").get_json()
