@@ -29,6 +29,7 @@ from pydicom.uid import generate_uid
 from werkzeug.security import generate_password_hash
 
 from appliance.commands.serve import create_web_app
+from appliance.export import FORMATS as MESH_FORMATS
 from appliance.service.api_token import issue_api_token, read_api_token
 from appliance.service.runtime import ApplianceService
 
@@ -222,6 +223,9 @@ def test_json_bodies_of_the_wrong_type_answer_400_naming_the_field(kiosk: tuple[
     assert svc.catalogue.jobs() == []
     r = client.post(reconstruct, json={"formats": ["stl", "glb"]})
     assert r.status_code == 202 and r.get_json()["formats"] == ["stl", "glb"]
+    spec = client.get("/api/openapi.json").get_json()  # the document names the formats the API accepts
+    declared = spec["paths"]["/api/studies/{uid}/reconstruct"]["post"]["requestBody"]["content"]["application/json"]
+    assert tuple(declared["schema"]["properties"]["formats"]["items"]["enum"]) == MESH_FORMATS
 
     job_id = r.get_json()["id"]
     out = svc.data_dir / "outputs" / str(job_id)
