@@ -324,12 +324,21 @@ def events(job_id: int) -> Response:
     """Server-Sent Events: one ``job`` event per change of state/stage/progress until the job is final."""
     svc = _service()
     svc.catalogue.job(job_id)  # 404 when unknown
+    by_token = g.get("api_actor") == TOKEN_ACTOR
+    authoriser: Authoriser | None = current_app.config.get(AUTHORISER_KEY)
+
+    def still_allowed() -> bool:
+        """A stream opened by a kiosk session ends with the session (lock, logout, idle)."""
+        return by_token or (authoriser is not None and authoriser() == "allowed")
 
     def stream() -> Iterator[str]:
         last: tuple[Any, ...] | None = None
         start = sent = time.monotonic()
         yield "retry: 1000\n\n"
         while time.monotonic() - start < SSE_MAX_S:
+            if not still_allowed():
+                yield "event: end\ndata: {\"error\": \"session ended\"}\n\n"
+                return
             j = svc.catalogue.job(job_id)
             key = (j.state, j.stage, round(j.progress, 3))
             if key != last:

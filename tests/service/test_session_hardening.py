@@ -94,11 +94,19 @@ def test_copied_cookie_is_dead_after_lock(kiosk: tuple[Any, ApplianceService, st
     assert _login(nurse, "nurse").status_code == 200
     thief = _copy_cookie(nurse, app)
     assert thief.get("/api/studies").status_code == 200  # the copy is a working copy while the session is open
+    job_id = nurse.post(f"/api/studies/{study_uid}/reconstruct", json={}).get_json()["id"]
+    events = thief.get(f"/api/jobs/{job_id}/events", buffered=False)  # a progress stream opened with the copy
+    chunks = iter(events.response)
+    assert b"event: job" in next(chunks) + next(chunks)
     assert nurse.post("/auth/lock", json={"reason": "manual"}).status_code == 200
     assert nurse.get("/api/studies").status_code == 401
     assert thief.get("/api/studies").status_code == 401  # the copy is dead too
     assert thief.post(f"/api/studies/{study_uid}/reconstruct", json={}).status_code == 401
-    assert svc.catalogue.jobs() == []
+    assert len(svc.catalogue.jobs()) == 1
+    assert b"session ended" in next(chunks)  # the open stream ends with the session
+    with pytest.raises(StopIteration):
+        next(chunks)
+    events.close()
     refresh = thief.post("/auth/activity")
     assert refresh.status_code == 401  # activity cannot refresh a dead session ...
     assert thief.get("/api/studies").status_code == 401  # ... nor does any cookie it sets
