@@ -16,16 +16,16 @@ from typing import Any
 
 from flask import Flask, session
 
-from appliance.service.api import AUTHORISER_KEY, api_blueprint
+from appliance.service.api import AUTHORISER_KEY, IDENTITY_KEY, api_blueprint
 from ui import auth
 from ui.assets import STATIC_DIR, TEMPLATE_DIR, VENDOR_MANIFEST
 from ui.audit_sink import UiAudit
 from ui.i18n import catalogue, translate
-from ui.security import IMPORT_MAP, add_security_headers
+from ui.security import IMPORT_MAP, add_security_headers, refuse_cross_site, refuse_malformed_json
+from ui.sessions import SessionStore
 from ui.settings import LANGUAGES, UiSettings, settings_from_config, split_config
 
 log = logging.getLogger(__name__)
-
 
 
 def current_language() -> str:
@@ -41,6 +41,7 @@ def _register_service_api(app: Flask) -> None:
     """Register the service's JSON API blueprint with the kiosk's authoriser."""
     app.register_blueprint(api_blueprint)
     app.config[AUTHORISER_KEY] = auth.service_api_access
+    app.config[IDENTITY_KEY] = auth.session_actor
 
 
 def _demo(out_dir: Path, settings: UiSettings) -> tuple[object, UiSettings]:
@@ -89,6 +90,7 @@ def create_app(config: Mapping[str, Any] | None = None, service: object | None =
     app.extensions["ui_settings"] = settings
     app.extensions["ui_demo"] = demo_dir is not None
     app.extensions["ui_pin_gate"] = auth.PinGate(settings)
+    app.extensions["ui_sessions"] = SessionStore(settings.idle_lock_seconds)
     app.extensions["ui_audit"] = UiAudit(settings.data_dir)
     if not VENDOR_MANIFEST.is_file():
         log.warning("ui/static/vendor/ is not built: run `bash tools/build_ui_vendor.sh`; the viewers cannot load")
@@ -104,6 +106,8 @@ def create_app(config: Mapping[str, Any] | None = None, service: object | None =
         _register_service_api(app)
     app.config["UI_SERVICE_API_REGISTERED"] = register_api
 
+    app.before_request(refuse_cross_site)  # first: nothing from another origin reaches a view
+    app.before_request(refuse_malformed_json)
     app.after_request(add_security_headers)
 
     @app.before_request

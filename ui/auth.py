@@ -1,10 +1,12 @@
 """Kiosk sessions: role PINs (hashed), lockout after repeated wrong PINs, idle lock.
 
-The kiosk is one shared screen, so the lockout counts wrong PINs on this app instance (any role) and refuses
-every login for ``lockout_seconds`` once ``lockout_attempts`` wrong PINs came in a row. Sessions are Flask's
-signed cookie holding the role and the time of the last user activity; a session idle for longer than
-``idle_lock_seconds`` counts as locked on the server too, so patient data is never served after the lock even if
-the page's own timer did not run.
+The lockout counts wrong PINs per role (REQ-SAFE-651): once ``lockout_attempts`` wrong PINs for one role came in
+a row, that role's sign-in is refused for ``lockout_seconds``. Only a correct PIN of that same role resets its
+count, so a nurse who knows the nurse PIN cannot reset the count of the surgeon or service PIN by signing in
+between guesses. Sessions are server-side (:mod:`ui.sessions`, REQ-PRIV-650): Flask's signed cookie holds only
+a random session id (and the language); the role and the time of the last user activity live on the server, and
+lock, logout and idle time end the session there, so patient data is never served after the lock, not even to
+a copy of the cookie.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from flask import abort, current_app, jsonify, redirect, request, session, url_f
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ui.errors import InvalidPin
+from ui.sessions import SessionStore
 from ui.settings import ROLES, UiSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,36 +60,39 @@ class LoginResult:
 
 
 class PinGate:
-    """Checks PINs and keeps the kiosk-wide count of wrong PINs in a row."""
+    """Checks PINs and keeps, per role, the count of wrong PINs in a row and the end of that role's lockout."""
 
     def __init__(self, settings: UiSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self._settings = settings
         self._clock = clock
         self._lock = threading.Lock()
-        self._wrong = 0
-        self._locked_until = 0.0
+        self._wrong: dict[str, int] = {}
+        self._locked_until: dict[str, float] = {}
 
     def enabled_roles(self) -> list[str]:
         """Roles with a configured PIN hash, in display order."""
         return [r for r in ROLES if self._settings.pin_hashes.get(r)]
 
     def attempt(self, role: str, pin: str) -> LoginResult:
-        """Try ``pin`` for ``role``; wrong PINs count towards the lockout, a right one resets it."""
+        """Try ``pin`` for ``role``: a wrong PIN counts towards that role's lockout; only a right PIN of the same
+        role resets the count (a login of another role never does)."""
         with self._lock:
             now = self._clock()
-            if now < self._locked_until:
-                return LoginResult(False, True, int(self._locked_until - now + 0.999), 0)
+            until = self._locked_until.get(role, 0.0)
+            if now < until:
+                return LoginResult(False, True, int(until - now + 0.999), 0)
             stored = self._settings.pin_hashes.get(role, "")
             ok = bool(stored) and check_password_hash(stored, pin)
             if ok:
-                self._wrong = 0
+                self._wrong[role] = 0
                 return LoginResult(True, False, 0, self._settings.lockout_attempts)
-            self._wrong += 1
-            if self._wrong >= self._settings.lockout_attempts:
-                self._wrong = 0
-                self._locked_until = now + self._settings.lockout_seconds
+            wrong = self._wrong.get(role, 0) + 1
+            if wrong >= self._settings.lockout_attempts:
+                self._wrong[role] = 0
+                self._locked_until[role] = now + self._settings.lockout_seconds
                 return LoginResult(False, True, self._settings.lockout_seconds, 0, lockout_started=True)
-            return LoginResult(False, False, 0, self._settings.lockout_attempts - self._wrong)
+            self._wrong[role] = wrong
+            return LoginResult(False, False, 0, self._settings.lockout_attempts - wrong)
 
 
 def settings() -> UiSettings:
@@ -94,39 +100,50 @@ def settings() -> UiSettings:
     return cast(UiSettings, current_app.extensions["ui_settings"])
 
 
+def sessions() -> SessionStore:
+    """The running app's server-side :class:`~ui.sessions.SessionStore`."""
+    return cast(SessionStore, current_app.extensions["ui_sessions"])
+
+
 def current_role() -> str | None:
-    """The logged-in role, or None when logged out or idle past the lock time."""
-    role = session.get("role")
-    if role not in ROLES:
-        return None
-    last = float(session.get("last_activity", 0.0))
-    if time.time() - last > settings().idle_lock_seconds:
-        return None
-    return str(role)
+    """The logged-in role, or None when logged out, locked, idle past the lock time or the session was ended."""
+    role = sessions().role_of(session.get("sid"))
+    return role if role in ROLES else None
+
+
+def session_actor() -> str | None:
+    """The audit actor of the request's session (``ui:<role>``), or None without an unlocked session."""
+    role = current_role()
+    return f"ui:{role}" if role is not None else None
 
 
 def touch_session() -> None:
     """Record user activity (page loads and the page's activity pings, not background polling).
 
-    A session already idle past the lock time is not revived: the user must enter the PIN again.
+    A session already ended or idle past the lock time is not revived: the user must enter the PIN again.
     """
-    if current_role() is not None:
-        session["last_activity"] = time.time()
+    sessions().touch(session.get("sid"))
 
 
-def start_session(role: str) -> None:
-    """Log ``role`` in (a fresh session)."""
-    session.clear()
-    session["role"] = role
-    session["last_activity"] = time.time()
-
-
-def end_session() -> None:
-    """Log out / lock: forget the role."""
+def _keep_language_only() -> None:
     lang = session.get("lang")
     session.clear()
     if lang:
         session["lang"] = lang
+
+
+def start_session(role: str) -> None:
+    """Log ``role`` in: a fresh server-side session (the one the cookie named before, if any, is ended)."""
+    sessions().end(session.get("sid"))
+    _keep_language_only()
+    session["sid"] = sessions().open(role)
+
+
+def end_session() -> str | None:
+    """Log out / lock: end the server-side session and forget its id; returns the role it had, if still open."""
+    ended = sessions().end(session.get("sid"))
+    _keep_language_only()
+    return ended.role if ended is not None else None
 
 
 def service_api_access() -> Literal["allowed", "unauthenticated", "forbidden"]:

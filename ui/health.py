@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 
 import appliance
+from appliance.service.redact import redact_identifiers
 from engines.packs import list_packs
 
 log = logging.getLogger(__name__)
@@ -119,11 +120,16 @@ def model_packs() -> list[dict[str, Any]]:
 
 
 def log_tail(log_dir: Path, lines: int = 200) -> dict[str, Any]:
-    """The last ``lines`` lines of the newest ``*.log`` in ``log_dir``."""
+    """The last ``lines`` lines of the newest ``*.log`` in ``log_dir``, DICOM UIDs replaced (REQ-PRIV-656).
+
+    The service engineer sees no patient data: Study, Series and SOP Instance UIDs that parts of the service log
+    are shown as ``<uid>`` (file paths stay: they are how a service engineer finds a problem, and their UIDs are
+    replaced as well).
+    """
     files = sorted(log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime) if log_dir.is_dir() else []
     if not files:
         return {"file": None, "lines": []}
     newest = files[-1]
     with newest.open("r", encoding="utf-8", errors="replace") as fh:
         tail = deque(fh, maxlen=max(1, min(lines, 2000)))
-    return {"file": newest.name, "lines": [line.rstrip("\n") for line in tail]}
+    return {"file": newest.name, "lines": [redact_identifiers(line.rstrip("\n"), paths=False) for line in tail]}

@@ -13,6 +13,14 @@ an unlocked nurse/surgeon session). Without an authoriser only the token is acce
 :func:`_authorise`, the blueprint's one ``before_request``. ``openapi.json`` declares both ways in
 ``components.securitySchemes`` (``apiToken``: HTTP bearer; ``kioskSession``: the UI's session cookie) with a
 top-level ``security`` requirement, and ``security: []`` on the :data:`OPEN_ENDPOINTS`.
+
+Who did it (REQ-TRACE-652): the audit actor of a request is what authenticated it, never what the body names:
+``api:token`` for the bearer token, else what the identity hook at ``app.config["APPLIANCE_API_IDENTITY"]``
+says (the kiosk installs one answering ``ui:<role>`` of the session). A body's ``actor`` key is ignored.
+
+Bodies (REQ-SAFE-655): a body of the wrong shape or a field of the wrong type is answered 400 naming the field
+(``{"error": ..., "field": ...}``); mesh format names are checked against the writers at the API. ``/api/health``
+is open, so its alarm texts carry no UIDs or file paths (:func:`appliance.service.redact.redact_identifiers`).
 """
 
 from __future__ import annotations
@@ -25,8 +33,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file, stream_with_context
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request, send_file, stream_with_context
 
+from appliance.export import FORMATS as MESH_FORMATS
 from appliance.service.api_token import API_TOKEN_FILE as API_TOKEN_FILE
 from appliance.service.api_token import issue_api_token as issue_api_token
 from appliance.service.api_token import read_api_token as read_api_token
@@ -34,6 +43,7 @@ from appliance.service.catalogue import FINAL_STATES, Catalogue
 from appliance.service.errors import DicomExportError, UnknownJob, UnknownStudy
 from appliance.service.export.job_export import ExportContext, export_job
 from appliance.service.importer import ImportWatcher
+from appliance.service.redact import redact_identifiers
 
 api_blueprint = Blueprint("appliance_api", __name__, url_prefix="/api")
 
@@ -45,12 +55,18 @@ SSE_KEEPALIVE_S = 15.0
 #: ``app.config`` keys: the service API token, and the authoriser asked when no bearer token is sent.
 API_TOKEN_KEY = "APPLIANCE_API_TOKEN"
 AUTHORISER_KEY = "APPLIANCE_API_AUTHORISER"
+#: ``app.config`` key of the hook naming the audit actor of an authorised request without a bearer token.
+IDENTITY_KEY = "APPLIANCE_API_IDENTITY"
+#: The audit actor of requests authenticated by the service API token.
+TOKEN_ACTOR = "api:token"
 #: Endpoints anyone on the box may call (no patient data).
 OPEN_ENDPOINTS = frozenset({"appliance_api.health", "appliance_api.openapi"})
 
 #: What an authoriser says about the current request: allowed, not authenticated (401), or role refused (403).
 Access = Literal["allowed", "unauthenticated", "forbidden"]
 Authoriser = Callable[[], Access]
+#: Names the actor of the current request (``ui:nurse``), None when it cannot.
+Identity = Callable[[], str | None]
 
 
 class ApiService(Protocol):
@@ -101,11 +117,14 @@ def _authorise() -> tuple[Response, int] | None:
     if sent is not None:
         expected = current_app.config.get(API_TOKEN_KEY)
         if isinstance(expected, str) and expected and hmac.compare_digest(sent.encode(), expected.encode()):
+            g.api_actor = TOKEN_ACTOR
             return None
         return _error(401, "the bearer token is not this service's API token; " + _HOW_TO_AUTHENTICATE)
     authoriser: Authoriser | None = current_app.config.get(AUTHORISER_KEY)
     access: Access = authoriser() if authoriser is not None else "unauthenticated"
     if access == "allowed":
+        identity: Identity | None = current_app.config.get(IDENTITY_KEY)
+        g.api_actor = (identity() if identity is not None else None) or "ui:unknown"
         return None
     if access == "forbidden":
         return _error(403, "this role sees no patient data (studies, jobs, files); log in as nurse or surgeon")
@@ -120,8 +139,24 @@ def _service() -> ApiService:
     return service
 
 
-def _error(status: int, message: str) -> tuple[Response, int]:
-    return jsonify({"error": message}), status
+def _error(status: int, message: str, field: str | None = None) -> tuple[Response, int]:
+    body: dict[str, str] = {"error": message}
+    if field is not None:
+        body["field"] = field
+    return jsonify(body), status
+
+
+def _actor() -> str:
+    """The audit actor of this request: set by :func:`_authorise` from the token or the session, never the body."""
+    return str(g.get("api_actor") or "ui:unknown")
+
+
+def _json_object() -> dict[str, Any] | None:
+    """The request's JSON object; ``{}`` without a body; None when the body is not a JSON object."""
+    if not request.get_data(cache=True):
+        return {}
+    body = request.get_json(silent=True)
+    return body if isinstance(body, dict) else None
 
 
 @api_blueprint.errorhandler(UnknownStudy)
@@ -132,8 +167,13 @@ def _not_found(exc: Exception) -> tuple[Response, int]:
 
 @api_blueprint.get("/health")
 def health() -> Response:
-    """Service status, queue counts, storage and alarms."""
-    return jsonify(_service().health())
+    """Service status, queue counts, storage and alarms (alarm texts without UIDs or paths: this is open)."""
+    status = dict(_service().health())
+    status["alarms"] = [
+        {**a, "message": redact_identifiers(str(a.get("message", "")))} if isinstance(a, dict) else a
+        for a in status.get("alarms", [])
+    ]
+    return jsonify(status)
 
 
 @api_blueprint.get("/openapi.json")
@@ -161,23 +201,30 @@ def study(uid: str) -> Response:
 
 @api_blueprint.post("/studies/<uid>/reconstruct")
 def reconstruct(uid: str) -> tuple[Response, int]:
-    """Queue a reconstruction. Body (optional JSON): ``preset``, ``device``, ``formats``, ``override``, ``actor``."""
+    """Queue a reconstruction. Body (optional JSON): ``preset``, ``device``, ``formats``, ``override``.
+
+    The audited actor is the session's role or the API token (an ``actor`` key in the body is ignored).
+    """
     svc = _service()
-    body = request.get_json(silent=True) or {}
-    if not isinstance(body, dict):
-        return _error(400, "the request body must be a JSON object")
-    for key, kind in (("preset", str), ("device", str), ("override", bool), ("actor", str)):
+    body = _json_object()
+    if body is None:
+        return _error(400, "the request body must be a JSON object", "body")
+    for key, kind in (("preset", str), ("device", str), ("override", bool)):
         if key in body and not isinstance(body[key], kind):
-            return _error(400, f"'{key}' must be a {kind.__name__}")
+            return _error(400, f"'{key}' must be a {kind.__name__}", key)
     formats = body.get("formats")
     if formats is not None and (
         not isinstance(formats, list) or not all(isinstance(f, str) for f in formats)
     ):
-        return _error(400, "'formats' must be a list of strings")
+        return _error(400, "'formats' must be a list of strings", "formats")
+    unknown = [f for f in formats or [] if f not in MESH_FORMATS]
+    if unknown:
+        return _error(400, f"'formats': unknown format {unknown[0][:40]!r}; choose from {', '.join(MESH_FORMATS)}",
+                      "formats")  # fmt: skip
     if body.get("device") not in (None, "auto", "cpu", "cuda"):
-        return _error(400, "'device' must be auto, cpu or cuda")
+        return _error(400, "'device' must be auto, cpu or cuda", "device")
     svc.catalogue.study(uid)  # 404 when unknown
-    actor = "ui:" + str(body.get("actor") or "unknown")
+    actor = _actor()
     job_id = svc.request_reconstruction(
         uid, actor, preset=body.get("preset"), device=body.get("device"), formats=formats,
         override=bool(body.get("override", False)),
@@ -234,6 +281,8 @@ def file(job_id: int, relpath: str) -> Response | tuple[Response, int]:
     folder = _output_dir(_service(), job_id)
     if folder is None:
         return _error(404, f"job {job_id} has no output files (not done)")
+    if "\x00" in relpath:
+        return _error(400, "'path' must not contain a NUL character", "path")
     root = folder.resolve()
     target = (folder / relpath).resolve()
     if not target.is_relative_to(root) or not target.is_file():
@@ -245,13 +294,14 @@ def file(job_id: int, relpath: str) -> Response | tuple[Response, int]:
 def export(job_id: int) -> tuple[Response, int]:
     """De-identified DICOM SEG + Encapsulated STL of a finished job; C-STORE to ``destination`` when given."""
     svc = _service()
-    body = request.get_json(silent=True) or {}
-    destination = body.get("destination") if isinstance(body, dict) else None
+    body = _json_object()
+    if body is None:
+        return _error(400, "the request body must be a JSON object", "body")
+    destination = body.get("destination")
     if destination is not None and not isinstance(destination, str):
-        return _error(400, "'destination' must be the name of a configured export destination")
-    actor = "ui:" + str(body.get("actor") or "unknown") if isinstance(body, dict) else "ui:unknown"
+        return _error(400, "'destination' must be the name of a configured export destination", "destination")
     try:
-        result = export_job(svc.export_context, job_id, actor, destination)
+        result = export_job(svc.export_context, job_id, _actor(), destination)
     except DicomExportError as exc:
         return _error(409, str(exc))
     folder = Path(svc.catalogue.job(job_id).output_dir or "")
@@ -274,12 +324,21 @@ def events(job_id: int) -> Response:
     """Server-Sent Events: one ``job`` event per change of state/stage/progress until the job is final."""
     svc = _service()
     svc.catalogue.job(job_id)  # 404 when unknown
+    by_token = g.get("api_actor") == TOKEN_ACTOR
+    authoriser: Authoriser | None = current_app.config.get(AUTHORISER_KEY)
+
+    def still_allowed() -> bool:
+        """A stream opened by a kiosk session ends with the session (lock, logout, idle)."""
+        return by_token or (authoriser is not None and authoriser() == "allowed")
 
     def stream() -> Iterator[str]:
         last: tuple[Any, ...] | None = None
         start = sent = time.monotonic()
         yield "retry: 1000\n\n"
         while time.monotonic() - start < SSE_MAX_S:
+            if not still_allowed():
+                yield "event: end\ndata: {\"error\": \"session ended\"}\n\n"
+                return
             j = svc.catalogue.job(job_id)
             key = (j.state, j.stage, round(j.progress, 3))
             if key != last:

@@ -5,6 +5,15 @@ are found through the medium's DICOMDIR and by walking it; nothing outside the m
 references with ``..`` or leading to a path outside the medium, and symbolic links (files or folders) are skipped
 with a reason, as are oversize and non-DICOM files. Files are opened read-only without following links; the
 medium is never written. Stored copies get a zeroed preamble (a preamble can carry executable content).
+
+A medium cannot stop the import (REQ-SAFE-654): only regular files are opened (``lstat`` first, then
+``O_NONBLOCK | O_NOFOLLOW`` and ``fstat`` on the open descriptor), so a FIFO, socket or device node on a stick is
+skipped with a reason instead of blocking ``open``; every file's read is bounded in time
+(:attr:`ImportWatcher.read_timeout_s`). A read the kernel itself never returns from (a failing stick) cannot be
+interrupted from Python, so the watcher keeps a heartbeat: when one file or scan step makes no progress for
+:attr:`ImportWatcher.stall_seconds`, a guard thread calls ``on_stall`` (the service raises the ``import_stuck``
+alarm), :meth:`ImportWatcher.is_stuck` turns ``/api/health`` to ``degraded`` and the systemd watchdog is no
+longer petted, so systemd restarts the service.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import io
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,34 +98,69 @@ def _inside(root: Path, path: Path) -> bool:
     return True
 
 
-def _read_no_follow(path: Path, max_bytes: int) -> bytes:
-    """Read a regular file read-only without following a final symbolic link; oversize files are not read."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW
+#: The time one file's reads may take before the file is skipped (a slow or failing medium): this many seconds
+#: plus one second per :data:`MIN_READ_BYTES_PER_S` of its size.
+READ_TIMEOUT_S = 30.0
+MIN_READ_BYTES_PER_S = 1_000_000
+_CHUNK = 1 << 20
+
+
+def _read_no_follow(
+    path: Path, max_bytes: int, timeout_s: float = READ_TIMEOUT_S, progress: Callable[[], None] | None = None
+) -> bytes:
+    """Read a regular file of a medium: never a FIFO, socket, device or link; oversize files are not read.
+
+    ``lstat`` first (nothing but a regular file is opened), then ``open`` with ``O_NONBLOCK`` (an entry swapped
+    for a FIFO in between cannot block the open) and ``O_NOFOLLOW``, then ``fstat`` on the descriptor: it must be
+    the same regular file. The reads together may take at most ``timeout_s`` seconds plus one second per
+    :data:`MIN_READ_BYTES_PER_S` of the file's size; ``progress`` is called after every chunk read.
+    """
+    before = os.lstat(path)
+    if not stat.S_ISREG(before.st_mode):
+        raise ImportRefused("not a regular file (a FIFO, socket, device or link); not opened")
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
     try:
         fd = os.open(path, flags | getattr(os, "O_NOATIME", 0))  # do not even touch access times
     except PermissionError:  # O_NOATIME is refused on files of other owners
         fd = os.open(path, flags)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ImportRefused("not a regular file")
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+            raise ImportRefused("not a regular file (changed while being opened); not read")
         if st.st_size > max_bytes:
             raise ImportRefused(f"larger than the import limit of {max_bytes} bytes ({st.st_size} bytes)")
+        allowed_s = timeout_s + st.st_size / MIN_READ_BYTES_PER_S
+        deadline = time.monotonic() + allowed_s
         chunks = []
-        while chunk := os.read(fd, 1 << 20):
+        total = 0
+        while chunk := os.read(fd, _CHUNK):
+            if progress is not None:
+                progress()
             chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise ImportRefused(f"larger than the import limit of {max_bytes} bytes (grew while read)")
+            if time.monotonic() > deadline:
+                raise ImportRefused(f"reading took longer than {allowed_s:.0f} s (a slow or failing medium)")
         return b"".join(chunks)
     finally:
         os.close(fd)
 
 
-def dicomdir_references(root: Path, report: ImportReport) -> list[Path]:
+def dicomdir_references(
+    root: Path, report: ImportReport, max_bytes: int = 64 << 20, timeout_s: float = READ_TIMEOUT_S
+) -> list[Path]:
     """Files a DICOMDIR at the medium's root references (those pointing outside are skipped with a reason)."""
     dicomdir = next((p for p in root.iterdir() if p.name.upper() == "DICOMDIR" and not p.is_symlink()), None)
     if dicomdir is None:
         return []
     try:
-        ds = pydicom.dcmread(dicomdir, force=True)
+        data = _read_no_follow(dicomdir, max_bytes, timeout_s)
+    except (ImportRefused, OSError) as exc:
+        report.skip("DICOMDIR", f"DICOMDIR not read ({exc}); files found by walking instead")
+        return []
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
         records = list(ds.get("DirectoryRecordSequence", []))
     except Exception as exc:  # a damaged DICOMDIR is reported; loose files are still imported
         report.skip("DICOMDIR", f"unreadable DICOMDIR ({type(exc).__name__}); files found by walking instead")
@@ -174,21 +219,33 @@ def walk_medium(root: Path, report: ImportReport, recursive: bool = True) -> lis
 
 
 def import_medium(
-    context: ImportContext, root: Path, name: str | None = None, recursive: bool = True
+    context: ImportContext,
+    root: Path,
+    name: str | None = None,
+    recursive: bool = True,
+    beat: Callable[[], None] | None = None,
+    read_timeout_s: float = READ_TIMEOUT_S,
 ) -> ImportReport:
-    """Import every DICOM instance of the medium at ``root`` into the box (audited)."""
+    """Import every DICOM instance of the medium at ``root`` into the box (audited).
+
+    ``beat`` is called before each file (the watcher's heartbeat); each file's reads take at most
+    ``read_timeout_s`` seconds.
+    """
+    beat = beat or (lambda: None)
     root = Path(os.path.abspath(root))
     report = ImportReport(name or root.name, time.time())
     max_bytes = context.settings.max_file_bytes
     seen: set[Path] = set()
-    candidates = dicomdir_references(root, report) + walk_medium(root, report, recursive)
+    beat()
+    candidates = dicomdir_references(root, report, timeout_s=read_timeout_s) + walk_medium(root, report, recursive)
     for path in candidates:
         if path in seen:
             continue
         seen.add(path)
         rel = str(path.relative_to(root))
+        beat()
         try:
-            data = _read_no_follow(path, max_bytes)
+            data = _read_no_follow(path, max_bytes, read_timeout_s, progress=beat)
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
             if "SOPInstanceUID" not in ds or "StudyInstanceUID" not in ds:
                 raise ImportRefused("not a DICOM image file")
@@ -225,9 +282,18 @@ def import_medium(
 
 
 class ImportWatcher(PollingThread):
-    """Polls ``import.watch_dir``; each new medium (sub-folder, or loose files) is imported once."""
+    """Polls ``import.watch_dir``; each new medium (sub-folder, or loose files) is imported once.
 
-    def __init__(self, context: ImportContext) -> None:
+    ``on_stall`` is called (once per stall, from a guard thread) with a sentence for the alarm when a scan makes
+    no progress for :attr:`stall_seconds`.
+    """
+
+    #: Longest time one file (or one look at the watched folder) may take before the importer counts as stuck.
+    stall_seconds: float = 120.0
+    #: Longest time one file's reads may take before the file is skipped.
+    read_timeout_s: float = READ_TIMEOUT_S
+
+    def __init__(self, context: ImportContext, on_stall: Callable[[str], None] | None = None) -> None:
         self.context = context
         watch = context.settings.watch_dir
         if watch is None:
@@ -236,13 +302,56 @@ class ImportWatcher(PollingThread):
         self.poll_s = context.settings.poll_seconds
         self.reports: list[ImportReport] = []
         self._done: dict[str, tuple[int, int]] = {}
+        self.on_stall = on_stall or (lambda message: log.error("%s", message))
+        self._beat_lock = threading.Lock()
+        self._busy_since: float | None = None  # monotonic time of the last heartbeat while a scan runs
+        self._stall_reported = False
 
     thread_name = "usb-import"
     poll_first = True
 
     def poll_step(self) -> object:
-        """One polling step: :meth:`scan_once`."""
-        return self.scan_once()
+        """One polling step: :meth:`scan_once`, with the heartbeat the guard thread watches."""
+        self._beat()
+        try:
+            return self.scan_once()
+        finally:
+            with self._beat_lock:
+                self._busy_since = None
+
+    def _beat(self) -> None:
+        with self._beat_lock:
+            self._busy_since = time.monotonic()
+            self._stall_reported = False
+
+    def stalled_for(self) -> float:
+        """Seconds since the running scan last made progress (0 when no scan runs)."""
+        with self._beat_lock:
+            since = self._busy_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def is_stuck(self) -> bool:
+        """True while the running scan has made no progress for :attr:`stall_seconds` (REQ-SAFE-654)."""
+        return self.stalled_for() > self.stall_seconds
+
+    def start(self) -> None:
+        """Start the polling thread and the guard thread that reports a stuck import."""
+        super().start()
+        self._guard = threading.Thread(target=self._guard_loop, name="usb-import-guard", daemon=True)
+        self._guard.start()
+
+    def _guard_loop(self) -> None:
+        while not self._stop.wait(min(5.0, max(0.05, self.stall_seconds / 4))):
+            if not self.is_stuck():
+                continue
+            with self._beat_lock:
+                if self._stall_reported:
+                    continue
+                self._stall_reported = True
+            self.on_stall(
+                f"the USB import has made no progress for {self.stalled_for():.0f} s (a file or the medium does "
+                "not answer); remove the medium; the service is restarted by its watchdog"
+            )
 
     def scan_once(self) -> list[ImportReport]:
         """Import every medium not imported yet; forget media that were removed."""
@@ -262,12 +371,13 @@ class ImportWatcher(PollingThread):
             st = path.stat()
             fingerprint = (st.st_dev, st.st_ino)
             if self._done.get(key) != fingerprint:
-                report = import_medium(self.context, path, key)
+                report = import_medium(self.context, path, key, beat=self._beat, read_timeout_s=self.read_timeout_s)
                 self._done[key] = fingerprint
                 self.reports.append(report)
                 new.append(report)
-        if loose and self._done.get("") is None:
-            report = _import_loose(self.context, self.watch_dir)
+        if loose and self._done.get("") is None:  # files directly in the folder form one medium
+            report = import_medium(self.context, self.watch_dir, self.watch_dir.name, recursive=False,
+                                   beat=self._beat, read_timeout_s=self.read_timeout_s)  # fmt: skip
             self._done[""] = (0, 0)
             self.reports.append(report)
             new.append(report)
@@ -276,7 +386,3 @@ class ImportWatcher(PollingThread):
         del self.reports[:-20]
         return new
 
-
-def _import_loose(context: ImportContext, folder: Path) -> ImportReport:
-    """Files placed directly in the watched folder form one medium (sub-folders are media of their own)."""
-    return import_medium(context, folder, folder.name, recursive=False)

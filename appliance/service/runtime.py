@@ -185,7 +185,7 @@ class ApplianceService:
             )
             self.receiver.start()
         if importer and self.config.import_.watch_dir is not None:
-            self.importer = ImportWatcher(self.import_context)
+            self.importer = ImportWatcher(self.import_context, on_stall=lambda m: self.alarm("import_stuck", m))
             self.importer.start()
         self.started_at = time.time()
 
@@ -222,9 +222,11 @@ class ApplianceService:
         return job_id
 
     def is_healthy(self) -> bool:
-        """Liveness for the systemd watchdog: worker and monitor threads alive, database answering."""
+        """Liveness for the systemd watchdog: worker and monitor threads alive, import not stuck, database answering."""
         threads = [*self.worker._threads, self.monitor._thread]
         if not all(t is not None and t.is_alive() for t in threads):
+            return False
+        if self.importer is not None and self.importer.is_stuck():
             return False
         self.catalogue.stored_bytes()
         return True
@@ -235,8 +237,9 @@ class ApplianceService:
         counts: dict[str, int] = {}
         for job in self.catalogue.jobs(limit=10_000):
             counts[job.state] = counts.get(job.state, 0) + 1
+        stuck = self.importer is not None and self.importer.is_stuck()
         return {
-            "status": "ok" if not self.alarms else "alarm",
+            "status": "degraded" if stuck else "alarm" if self.alarms else "ok",
             "version": __version__,
             "started_at": self.started_at,
             "dicom": {
@@ -244,7 +247,7 @@ class ApplianceService:
                 "ae_title": self.config.dicom.ae_title,
                 "port": self.receiver.port if self.receiver is not None else None,
             },
-            "import": {"enabled": self.importer is not None},
+            "import": {"enabled": self.importer is not None, "stuck": stuck},
             "jobs": counts,
             "storage": {
                 "stored_bytes": self.catalogue.stored_bytes(),

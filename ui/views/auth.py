@@ -49,13 +49,26 @@ def login() -> str:
     )
 
 
+def _body() -> dict[str, Any]:
+    """The JSON object of the request (``{}`` without a JSON body; ``ui.security`` refused other shapes)."""
+    body = request.get_json(silent=True)
+    return body if isinstance(body, dict) else {}
+
+
+def _bad_field(field: str, message: str, error: str = "bad_request") -> tuple[Response, int]:
+    """400 naming the field of the JSON body that is wrong (REQ-SAFE-655)."""
+    return jsonify({"error": error, "field": field, "message": message}), 400
+
+
 @bp.post("/auth/login")
 def do_login() -> tuple[Response, int] | Response:
     """JSON ``{role, pin}`` → ``{ok, redirect}``, or 401 ``{error: wrong_pin, attempts_left}``, or 429 lockout."""
-    body = request.get_json(silent=True) or {}
-    role, pin = str(body.get("role", "")), str(body.get("pin", ""))
-    if role not in ROLES or not pin.isdigit() or len(pin) > 12:
-        return jsonify({"error": "bad_request"}), 400
+    body = _body()
+    role, pin = body.get("role"), body.get("pin")
+    if not isinstance(role, str) or role not in ROLES:
+        return _bad_field("role", f"'role' must be one of {', '.join(ROLES)}")
+    if not isinstance(pin, str) or not pin.isdigit() or len(pin) > 12:
+        return _bad_field("pin", "'pin' must be a string of up to 12 digits")
     gate: auth.PinGate = current_app.extensions["ui_pin_gate"]
     result = gate.attempt(role, pin)
     if result.ok:
@@ -71,20 +84,20 @@ def do_login() -> tuple[Response, int] | Response:
 
 
 @bp.post("/auth/lock")
-def lock() -> Response:
+def lock() -> tuple[Response, int] | Response:
     """End the session (idle timer or the lock button); the page then shows the login screen."""
-    body = request.get_json(silent=True) or {}
-    reason = "idle" if body.get("reason") == "idle" else "manual"
-    role = session.get("role")
-    if role in ROLES:
-        _record(str(role), "session.locked", {"reason": reason}, "REQ-PRIV-400")
-    auth.end_session()
+    reason = _body().get("reason", "manual")
+    if not isinstance(reason, str):
+        return _bad_field("reason", "'reason' must be a string: idle or manual")
+    role = auth.end_session()  # the server-side session ends here: a copy of the cookie opens nothing any more
+    if role is not None:
+        _record(role, "session.locked", {"reason": "idle" if reason == "idle" else "manual"}, "REQ-PRIV-400")
     return jsonify({"ok": True, "redirect": url_for("auth.login", locked="1")})
 
 
 @bp.post("/auth/activity")
 def activity() -> tuple[Response, int] | Response:
-    """The page reports a touch; 401 when the session is already locked."""
+    """The page reports a touch; 401 when the session is already locked or ended (it is never revived)."""
     if auth.current_role() is None:
         return jsonify({"error": "locked"}), 401
     return jsonify({"ok": True})
@@ -93,8 +106,9 @@ def activity() -> tuple[Response, int] | Response:
 @bp.post("/ui/lang")
 def set_language() -> tuple[Response, int] | Response:
     """JSON ``{lang}`` switches the session's language (kept across lock and login)."""
-    lang = str((request.get_json(silent=True) or {}).get("lang", ""))
-    if lang not in LANGUAGES:
-        return jsonify({"error": "unknown_language", "languages": list(LANGUAGES)}), 400
+    lang = _body().get("lang")
+    if not isinstance(lang, str) or lang not in LANGUAGES:
+        return jsonify({"error": "unknown_language", "field": "lang", "languages": list(LANGUAGES),
+                        "message": f"'lang' must be one of {', '.join(LANGUAGES)}"}), 400  # fmt: skip
     session["lang"] = lang
     return jsonify({"ok": True, "lang": lang})
