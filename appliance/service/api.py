@@ -34,6 +34,8 @@ from appliance.service.catalogue import FINAL_STATES, Catalogue
 from appliance.service.errors import DicomExportError, UnknownJob, UnknownStudy
 from appliance.service.export.job_export import ExportContext, export_job
 from appliance.service.importer import ImportWatcher
+from engines.errors import EngineError
+from engines.presets import available_presets, get_preset
 
 api_blueprint = Blueprint("appliance_api", __name__, url_prefix="/api")
 
@@ -143,6 +145,35 @@ def openapi() -> Response:
     return Response(text, mimetype="application/json")
 
 
+#: The preset that chooses one from the volume (always accepted, whether or not the registry lists it).
+AUTO_PRESET = "auto"
+
+
+def preset_names() -> list[str]:
+    """Every preset the reconstruct endpoint accepts: ``auto`` first, then the engines' registry in its order.
+
+    The one source of the kiosk's picker (``GET /api/presets``) and of the endpoint's check (REQ-FUNC-800).
+    """
+    return [AUTO_PRESET, *(n for n in available_presets() if n != AUTO_PRESET)]
+
+
+def _preset_modalities(name: str) -> list[str]:
+    """The modalities a preset segments (empty: any, or unknown without building it)."""
+    if name == AUTO_PRESET:
+        return []
+    try:
+        return list(get_preset(name).modalities)
+    except EngineError:  # a pack preset whose files went missing since it was listed
+        return []
+
+
+@api_blueprint.get("/presets")
+def presets() -> Response:
+    """The presets a reconstruction may ask for, from the engines' registry (REQ-FUNC-800)."""
+    return jsonify({"default": AUTO_PRESET,
+                    "presets": [{"name": n, "modalities": _preset_modalities(n)} for n in preset_names()]})
+
+
 @api_blueprint.get("/studies")
 def studies() -> Response:
     """Studies on the box, newest first."""
@@ -176,6 +207,9 @@ def reconstruct(uid: str) -> tuple[Response, int]:
         return _error(400, "'formats' must be a list of strings")
     if body.get("device") not in (None, "auto", "cpu", "cuda"):
         return _error(400, "'device' must be auto, cpu or cuda")
+    known = preset_names()
+    if "preset" in body and body["preset"] not in known:
+        return _error(400, f"unknown preset {body['preset']!r}; choose one of {', '.join(known)}")
     svc.catalogue.study(uid)  # 404 when unknown
     actor = "ui:" + str(body.get("actor") or "unknown")
     job_id = svc.request_reconstruction(

@@ -14,6 +14,30 @@ function findingText(f) {
   return LANG === 'en' ? (f.message || tOr(`finding.${f.code}`, f.code)) : tOr(`finding.${f.code}`, f.message || f.code);
 }
 
+// The picker's presets come from the service (GET /api/presets: the engines' registry), never from a list here.
+let presetsPromise = null;
+function loadPresets() {
+  if (!presetsPromise) presetsPromise = getJSON('/api/presets', { background: true }).catch((err) => { presetsPromise = null; throw err; });
+  return presetsPromise;
+}
+
+/** A preset's label: the catalogue's words for it (`preset.ct_default` for `ct-default`), else its own name. */
+function presetLabel(name) {
+  return tOr(`preset.${name.replace(/[^A-Za-z0-9]+/g, '_')}`, name);
+}
+
+async function fillPicker(select, button) {
+  try {
+    const data = await loadPresets();
+    select.replaceChildren(...data.presets.map((p) => el('option', { value: p.name }, presetLabel(p.name))));
+    select.value = data.default;
+  } catch (err) {
+    button.disabled = true;
+    showError(t('inbox.api_unavailable'));
+    console.info(err.message);
+  }
+}
+
 function stageText(stage) {
   return stage ? tOr(`stage.${stage}`, stage) : '';
 }
@@ -67,6 +91,7 @@ function renderStudy(study) {
   }
   const findings = card.querySelector('.findings');
   for (const f of study.findings || []) findings.append(el('li', { class: f.severity || 'info' }, findingText(f)));
+  fillPicker(card.querySelector('.preset'), card.querySelector('.reconstruct'));
   card.querySelector('.reconstruct').addEventListener('click', async (ev) => {
     ev.currentTarget.disabled = true;
     const preset = card.querySelector('.preset').value;
