@@ -102,7 +102,7 @@ def test_nurse_signs_in_makes_the_model_opens_and_locks(box: tuple[ServedBox, di
     assert card(page, uids["plain"]).is_visible()
     assert "LI HUA" in study.locator(".patient").inner_text()
     picker = study.locator(".preset")
-    wait_js(page, f"document.querySelector('article.study[data-study-uid=\"{uids['j2k']}\"] .preset').options.length > 0")
+    wait_js(page, f"document.querySelector('article.study[data-study-uid=\"{uids['j2k']}\"] .preset').options.length")
     options = picker.locator("option").evaluate_all("os => os.map(o => o.value)")
     assert options == preset_names() and picker.input_value() == "auto"
     labels = picker.locator("option").evaluate_all("os => os.map(o => o.textContent)")
