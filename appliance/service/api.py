@@ -27,13 +27,15 @@ from typing import Any, Literal, Protocol
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file, stream_with_context
 
+from appliance.ingest.suitability import weighting_refusal
 from appliance.service.api_token import API_TOKEN_FILE as API_TOKEN_FILE
 from appliance.service.api_token import issue_api_token as issue_api_token
 from appliance.service.api_token import read_api_token as read_api_token
 from appliance.service.catalogue import FINAL_STATES, Catalogue
-from appliance.service.errors import DicomExportError, UnknownJob, UnknownStudy
+from appliance.service.errors import DicomExportError, ThumbnailUnavailable, UnknownJob, UnknownStudy
 from appliance.service.export.job_export import ExportContext, export_job
 from appliance.service.importer import ImportWatcher
+from appliance.service.thumbnails import series_thumbnail
 from engines.errors import EngineError
 from engines.presets import available_presets, get_preset
 
@@ -167,6 +169,20 @@ def _preset_modalities(name: str) -> list[str]:
         return []
 
 
+#: The MR weightings a preset for MR alone was trained on when it does not say (every shipped MR network is T1).
+DEFAULT_MR_WEIGHTINGS = ("T1",)
+
+
+def _weighting_refusal(name: str | None, findings: list[dict[str, Any]]) -> str | None:
+    """Why the explicitly chosen MR preset must not run on this study's MR weighting (REQ-ACQ-805), else None."""
+    if not name or name == AUTO_PRESET:
+        return None
+    preset = get_preset(name)
+    if tuple(preset.modalities) != ("MR",):
+        return None
+    return weighting_refusal(name, getattr(preset, "weightings", DEFAULT_MR_WEIGHTINGS), findings)
+
+
 @api_blueprint.get("/presets")
 def presets() -> Response:
     """The presets a reconstruction may ask for, from the engines' registry (REQ-FUNC-800)."""
@@ -174,18 +190,50 @@ def presets() -> Response:
                     "presets": [{"name": n, "modalities": _preset_modalities(n)} for n in preset_names()]})
 
 
+#: SOP classes whose images get an inbox thumbnail (CT, enhanced CT, MR, enhanced MR).
+THUMBNAIL_SOP_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.4",
+    "1.2.840.10008.5.1.4.1.1.4.1",
+})  # fmt: skip
+
+
+def _with_thumbnails(study: dict[str, Any]) -> dict[str, Any]:
+    """A study's JSON with ``thumbnail`` (the URL of its inbox picture) on each CT/MR image series."""
+    uid = study["study_instance_uid"]
+    for s in study.get("series", []):
+        if s.get("sop_class_uid") in THUMBNAIL_SOP_CLASSES:
+            s["thumbnail"] = f"/api/studies/{uid}/series/{s['series_instance_uid']}/thumbnail.png"
+    return study
+
+
 @api_blueprint.get("/studies")
 def studies() -> Response:
     """Studies on the box, newest first."""
     svc = _service()
-    return jsonify({"studies": [s.to_dict() for s in svc.catalogue.studies() if s.state != "purged"]})
+    return jsonify({"studies": [_with_thumbnails(s.to_dict()) for s in svc.catalogue.studies() if s.state != "purged"]})
+
+
+@api_blueprint.get("/studies/<uid>/series/<series_uid>/thumbnail.png")
+def thumbnail(uid: str, series_uid: str) -> Response | tuple[Response, int]:
+    """The middle image of a series as a small PNG for the inbox (pixel data only: no patient text)."""
+    svc = _service()
+    if series_uid not in {s["series_instance_uid"] for s in svc.catalogue.study(uid).series}:
+        return _error(404, f"study {uid} has no series {series_uid}")
+    data_dir: Path | None = getattr(svc, "data_dir", None)
+    if data_dir is None:
+        return _error(404, "this service keeps no images")
+    try:
+        png = series_thumbnail(Path(data_dir), uid, series_uid)
+    except ThumbnailUnavailable as exc:
+        return _error(404, f"no thumbnail for series {series_uid}: {exc}")
+    return Response(png, mimetype="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @api_blueprint.get("/studies/<uid>")
 def study(uid: str) -> Response:
     """One study with its series, findings and jobs."""
     svc = _service()
-    data = svc.catalogue.study(uid).to_dict()
+    data = _with_thumbnails(svc.catalogue.study(uid).to_dict())
     data["jobs"] = [j.to_dict() for j in svc.catalogue.jobs(study_uid=uid)]
     return jsonify(data)
 
@@ -210,7 +258,9 @@ def reconstruct(uid: str) -> tuple[Response, int]:
     known = preset_names()
     if "preset" in body and body["preset"] not in known:
         return _error(400, f"unknown preset {body['preset']!r}; choose one of {', '.join(known)}")
-    svc.catalogue.study(uid)  # 404 when unknown
+    refusal = _weighting_refusal(body.get("preset"), svc.catalogue.study(uid).findings)  # 404 when unknown
+    if refusal is not None:
+        return _error(409, refusal)
     actor = "ui:" + str(body.get("actor") or "unknown")
     job_id = svc.request_reconstruction(
         uid, actor, preset=body.get("preset"), device=body.get("device"), formats=formats,

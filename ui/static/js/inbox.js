@@ -11,7 +11,15 @@ const cards = new Map();     // study uid -> card element
 // The service's sentence is the most specific; other languages get the catalogue's sentence for the code.
 const LANG = document.documentElement.lang;
 function findingText(f) {
-  return LANG === 'en' ? (f.message || tOr(`finding.${f.code}`, f.code)) : tOr(`finding.${f.code}`, f.message || f.code);
+  const values = Object.fromEntries(Object.entries(f.details || {}).map(([k, v]) => [k, v ?? '—']));
+  return LANG === 'en' ? (f.message || tOr(`finding.${f.code}`, f.code, values)) : tOr(`finding.${f.code}`, f.message || f.code, values);
+}
+
+/** A finding as a list item: the sentence, then the requirement it is checked against (shown before the model is made). */
+function findingItem(f) {
+  const li = el('li', { class: f.severity || 'info', 'data-code': f.code || '' }, findingText(f));
+  if (f.requirement) li.append(' ', el('span', { class: 'muted requirement' }, t('inbox.requirement', { id: f.requirement })));
+  return li;
 }
 
 // The picker's presets come from the service (GET /api/presets: the engines' registry), never from a list here.
@@ -87,10 +95,14 @@ function renderStudy(study) {
   for (const s of study.series || []) {
     const n = s.n_instances ?? s.instances ?? '';
     seriesList.append(el('li', { class: 'series' }, `${s.modality || ''} ${s.description || ''} — ${t('inbox.images', { n })}`));
-    if (s.thumbnail) thumbs.append(el('img', { class: 'thumb', src: s.thumbnail, alt: s.description || s.modality || '' }));
+    if (s.thumbnail) {  // the series' middle image from the API (pixel data only, no patient text)
+      const img = el('img', { class: 'thumb', src: s.thumbnail, alt: s.description || s.modality || '', 'data-series-uid': s.series_instance_uid });
+      img.addEventListener('error', () => img.remove());
+      thumbs.append(img);
+    }
   }
   const findings = card.querySelector('.findings');
-  for (const f of study.findings || []) findings.append(el('li', { class: f.severity || 'info' }, findingText(f)));
+  for (const f of study.findings || []) findings.append(findingItem(f));
   fillPicker(card.querySelector('.preset'), card.querySelector('.reconstruct'));
   card.querySelector('.reconstruct').addEventListener('click', async (ev) => {
     ev.currentTarget.disabled = true;
