@@ -91,7 +91,7 @@ def test_jpeg2000_sent_with_storescu_xv_is_stored_as_sent(box: tuple[ServedBox, 
     assert not [f for f in study["findings"] if f["severity"] in ("refusal", "error")], study["findings"]
 
 
-@pytest.mark.req("REQ-FUNC-802", "REQ-HCI-800")
+@pytest.mark.req("REQ-FUNC-802", "REQ-HCI-800", "REQ-HCI-801", "REQ-HCI-802")
 def test_nurse_signs_in_makes_the_model_opens_and_locks(box: tuple[ServedBox, dict[str, str]], browser: Any) -> None:
     served, uids = box
     context, page, watch = new_page(browser)
@@ -101,6 +101,14 @@ def test_nurse_signs_in_makes_the_model_opens_and_locks(box: tuple[ServedBox, di
     study.wait_for()
     assert card(page, uids["plain"]).is_visible()
     assert "LI HUA" in study.locator(".patient").inner_text()
+    # Before the model is made: the acquisition checks with their requirement IDs, and the series' thumbnail.
+    coarse = study.locator('.findings li[data-code="slices_too_coarse"]')
+    assert coarse.count() == 1 and "Requirement REQ-ACQ-801" in coarse.inner_text()
+    assert "portal-venous" in study.locator('.findings li[data-code="contrast_phase"]').inner_text()
+    thumb = study.locator("img.thumb")
+    wait_js(page, f"[...document.querySelectorAll('article.study[data-study-uid=\"{uids['j2k']}\"] img.thumb')]"
+                  ".some(i => i.complete && i.naturalWidth === 128)")  # fmt: skip
+    assert thumb.count() == 1 and thumb.get_attribute("src", timeout=1000).endswith("/thumbnail.png")
     picker = study.locator(".preset")
     wait_js(page, f"document.querySelector('article.study[data-study-uid=\"{uids['j2k']}\"] .preset').options.length")
     options = picker.locator("option").evaluate_all("os => os.map(o => o.value)")
