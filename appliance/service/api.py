@@ -173,14 +173,21 @@ def _preset_modalities(name: str) -> list[str]:
 DEFAULT_MR_WEIGHTINGS = ("T1",)
 
 
-def _weighting_refusal(name: str | None, findings: list[dict[str, Any]]) -> str | None:
-    """Why the explicitly chosen MR preset must not run on this study's MR weighting (REQ-ACQ-805), else None."""
+def _preset_refusal(name: str | None, study: dict[str, Any]) -> str | None:
+    """Why the explicitly chosen preset cannot run on this study, else None: none of the study's series has a
+    modality the preset segments (REQ-FUNC-801), or an MR preset trained on T1 only meets another weighting
+    (REQ-ACQ-805)."""
     if not name or name == AUTO_PRESET:
         return None
     preset = get_preset(name)
-    if tuple(preset.modalities) != ("MR",):
+    segments = {m.upper() for m in preset.modalities}
+    present = {str(s.get("modality", "")).upper() for s in study.get("series", [])}
+    if segments and present and not segments & present:
+        return (f"preset {name!r} segments {'/'.join(sorted(segments))} images and this study holds "
+                f"{'/'.join(sorted(present))}; choose another preset or 'auto'")
+    if segments != {"MR"}:
         return None
-    return weighting_refusal(name, getattr(preset, "weightings", DEFAULT_MR_WEIGHTINGS), findings)
+    return weighting_refusal(name, getattr(preset, "weightings", DEFAULT_MR_WEIGHTINGS), study.get("findings", []))
 
 
 @api_blueprint.get("/presets")
@@ -258,7 +265,7 @@ def reconstruct(uid: str) -> tuple[Response, int]:
     known = preset_names()
     if "preset" in body and body["preset"] not in known:
         return _error(400, f"unknown preset {body['preset']!r}; choose one of {', '.join(known)}")
-    refusal = _weighting_refusal(body.get("preset"), svc.catalogue.study(uid).findings)  # 404 when unknown
+    refusal = _preset_refusal(body.get("preset"), svc.catalogue.study(uid).to_dict())  # 404 when unknown
     if refusal is not None:
         return _error(409, refusal)
     actor = "ui:" + str(body.get("actor") or "unknown")
