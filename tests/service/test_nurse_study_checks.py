@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pydicom
 import pytest
@@ -122,7 +123,11 @@ def test_reconstruct_accepts_every_listed_preset_and_refuses_others(shared_data:
     svc, client = _service(tmp_path)
     study_uid, files = prepare_ct_series(shared_data, tmp_path / "src", n=3)
     _store(svc, files)
-    presets = client.get("/api/presets").get_json()["presets"]
+    listing = client.get("/api/presets").get_json()
+    spec = client.get("/api/openapi.json").get_json()
+    schema = spec["paths"]["/api/presets"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    jsonschema.validate(listing, schema)
+    presets = listing["presets"]
     assert [p["name"] for p in presets] == preset_names()
     queued = 0
     for p in presets:
