@@ -91,7 +91,7 @@ def test_jpeg2000_sent_with_storescu_xv_is_stored_as_sent(box: tuple[ServedBox, 
     assert not [f for f in study["findings"] if f["severity"] in ("refusal", "error")], study["findings"]
 
 
-@pytest.mark.req("REQ-FUNC-802", "REQ-HCI-800", "REQ-HCI-801", "REQ-HCI-802")
+@pytest.mark.req("REQ-FUNC-801", "REQ-FUNC-802", "REQ-HCI-800", "REQ-HCI-801", "REQ-HCI-802")
 def test_nurse_signs_in_makes_the_model_opens_and_locks(box: tuple[ServedBox, dict[str, str]], browser: Any) -> None:
     served, uids = box
     context, page, watch = new_page(browser)
@@ -115,8 +115,16 @@ def test_nurse_signs_in_makes_the_model_opens_and_locks(box: tuple[ServedBox, di
     assert options == preset_names() and picker.input_value() == "auto"
     labels = picker.locator("option").evaluate_all("os => os.map(o => o.textContent)")
     assert "CT body" in labels and "MR brain" in labels  # the catalogue's words for ct-default and mr-brain
+    picker.select_option("mr-brain")  # an MR preset on this CT: the API refuses, the nurse reads why, no job
+    study.locator(".reconstruct").tap()
+    error = page.locator("#inbox-error")
+    error.wait_for(state="visible")
+    assert "'mr-brain' segments MR" in error.inner_text() and not study.locator(".reconstruct").is_disabled()
+    assert served.api(f"/api/jobs?study={uids['j2k']}")[1]["jobs"] == []
+    watch.console_errors[:] = [e for e in watch.console_errors if "409" not in e]  # the refused request itself
     picker.select_option("ct-default")
     study.locator(".reconstruct").tap()
+    assert error.is_hidden()
     state, seen = wait_job_final(page, uids["j2k"])
     assert state == "done", study.locator(".job-why").inner_text()
     assert "100%" in seen

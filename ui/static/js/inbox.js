@@ -41,7 +41,7 @@ async function fillPicker(select, button) {
     select.value = data.default;
   } catch (err) {
     button.disabled = true;
-    showError(t('inbox.api_unavailable'));
+    showError(t('inbox.api_unavailable'), 'api');
     console.info(err.message);
   }
 }
@@ -104,14 +104,16 @@ function renderStudy(study) {
   const findings = card.querySelector('.findings');
   for (const f of study.findings || []) findings.append(findingItem(f));
   fillPicker(card.querySelector('.preset'), card.querySelector('.reconstruct'));
-  card.querySelector('.reconstruct').addEventListener('click', async (ev) => {
-    ev.currentTarget.disabled = true;
+  const button = card.querySelector('.reconstruct');
+  button.addEventListener('click', async () => {  // (the event's currentTarget is gone after the first await)
+    button.disabled = true;
+    showError('');
     const preset = card.querySelector('.preset').value;
     const r = await postJSON(`/api/studies/${encodeURIComponent(study.study_instance_uid)}/reconstruct`, { preset, actor: document.body.dataset.role });
     const job = r.data.job || r.data;
     if (r.ok && job && job.id !== undefined) follow(card, job);
     else {
-      ev.currentTarget.disabled = false;
+      button.disabled = false;
       showError(r.data.error || t('inbox.reconstruct_failed'));
       if (job && job.state === 'refused') renderJob(card, job);
     }
@@ -119,7 +121,10 @@ function renderStudy(study) {
   return card;
 }
 
-function showError(text) {
+// What the error box says: a refusal of the service stays until the next tap; "not answering" until it answers.
+let errorKind = '';
+function showError(text, kind = 'refusal') {
+  errorKind = text ? kind : '';
   errorBox.textContent = text;
   errorBox.classList.toggle('hidden', !text);
 }
@@ -146,7 +151,7 @@ export async function load() {
     const [studiesRes, jobsRes] = await Promise.all([getJSON('/api/studies', { background: true }), getJSON('/api/jobs', { background: true })]);
     const studies = Array.isArray(studiesRes) ? studiesRes : studiesRes.studies || [];
     const jobs = jobsRes.jobs || [];
-    showError('');
+    if (errorKind === 'api') showError('');
     document.getElementById('inbox-empty').classList.toggle('hidden', studies.length > 0);
     for (const study of studies) {
       let card = cards.get(study.study_instance_uid);
@@ -159,7 +164,7 @@ export async function load() {
       if (mine.length) follow(card, mine[0]);
     }
   } catch (err) {
-    showError(t('inbox.api_unavailable'));
+    showError(t('inbox.api_unavailable'), 'api');
     console.info(err.message);
   }
   showImportStatus();
