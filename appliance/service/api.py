@@ -204,11 +204,19 @@ THUMBNAIL_SOP_CLASSES = frozenset({
 })  # fmt: skip
 
 
-def _with_thumbnails(study: dict[str, Any]) -> dict[str, Any]:
-    """A study's JSON with ``thumbnail`` (the URL of its inbox picture) on each CT/MR image series."""
+def _studies_dir(svc: ApiService) -> Path | None:
+    """Where the service keeps the received images (None: a stand-in that keeps none)."""
+    data_dir: Path | None = getattr(svc, "data_dir", None)
+    return Path(data_dir) / "studies" if data_dir is not None else None
+
+
+def _with_thumbnails(svc: ApiService, study: dict[str, Any]) -> dict[str, Any]:
+    """A study's JSON with ``thumbnail`` (the URL of its inbox picture) on each stored CT/MR image series."""
     uid = study["study_instance_uid"]
+    studies_dir = _studies_dir(svc)
     for s in study.get("series", []):
-        if s.get("sop_class_uid") in THUMBNAIL_SOP_CLASSES:
+        stored = studies_dir is not None and (studies_dir / uid / s["series_instance_uid"]).is_dir()
+        if stored and s.get("sop_class_uid") in THUMBNAIL_SOP_CLASSES:
             s["thumbnail"] = f"/api/studies/{uid}/series/{s['series_instance_uid']}/thumbnail.png"
     return study
 
@@ -217,7 +225,8 @@ def _with_thumbnails(study: dict[str, Any]) -> dict[str, Any]:
 def studies() -> Response:
     """Studies on the box, newest first."""
     svc = _service()
-    return jsonify({"studies": [_with_thumbnails(s.to_dict()) for s in svc.catalogue.studies() if s.state != "purged"]})
+    shown = [s for s in svc.catalogue.studies() if s.state != "purged"]
+    return jsonify({"studies": [_with_thumbnails(svc, s.to_dict()) for s in shown]})
 
 
 @api_blueprint.get("/studies/<uid>/series/<series_uid>/thumbnail.png")
@@ -226,11 +235,11 @@ def thumbnail(uid: str, series_uid: str) -> Response | tuple[Response, int]:
     svc = _service()
     if series_uid not in {s["series_instance_uid"] for s in svc.catalogue.study(uid).series}:
         return _error(404, f"study {uid} has no series {series_uid}")
-    data_dir: Path | None = getattr(svc, "data_dir", None)
-    if data_dir is None:
+    studies_dir = _studies_dir(svc)
+    if studies_dir is None:
         return _error(404, "this service keeps no images")
     try:
-        png = series_thumbnail(Path(data_dir), uid, series_uid)
+        png = series_thumbnail(studies_dir.parent, uid, series_uid)
     except ThumbnailUnavailable as exc:
         return _error(404, f"no thumbnail for series {series_uid}: {exc}")
     return Response(png, mimetype="image/png", headers={"Cache-Control": "private, max-age=3600"})
@@ -240,7 +249,7 @@ def thumbnail(uid: str, series_uid: str) -> Response | tuple[Response, int]:
 def study(uid: str) -> Response:
     """One study with its series, findings and jobs."""
     svc = _service()
-    data = _with_thumbnails(svc.catalogue.study(uid).to_dict())
+    data = _with_thumbnails(svc, svc.catalogue.study(uid).to_dict())
     data["jobs"] = [j.to_dict() for j in svc.catalogue.jobs(study_uid=uid)]
     return jsonify(data)
 
