@@ -27,7 +27,6 @@ from typing import Any, Literal, Protocol
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file, stream_with_context
 
-from appliance.ingest.suitability import weighting_refusal
 from appliance.service.api_token import API_TOKEN_FILE as API_TOKEN_FILE
 from appliance.service.api_token import issue_api_token as issue_api_token
 from appliance.service.api_token import read_api_token as read_api_token
@@ -35,9 +34,8 @@ from appliance.service.catalogue import FINAL_STATES, Catalogue
 from appliance.service.errors import DicomExportError, ThumbnailUnavailable, UnknownJob, UnknownStudy
 from appliance.service.export.job_export import ExportContext, export_job
 from appliance.service.importer import ImportWatcher
-from appliance.service.thumbnails import series_thumbnail
-from engines.errors import EngineError
-from engines.presets import available_presets, get_preset
+from appliance.service.preset_choice import AUTO_PRESET, preset_modalities, preset_names, preset_refusal
+from appliance.service.thumbnails import add_thumbnail_urls, series_thumbnail
 
 api_blueprint = Blueprint("appliance_api", __name__, url_prefix="/api")
 
@@ -147,61 +145,11 @@ def openapi() -> Response:
     return Response(text, mimetype="application/json")
 
 
-#: The preset that chooses one from the volume (always accepted, whether or not the registry lists it).
-AUTO_PRESET = "auto"
-
-
-def preset_names() -> list[str]:
-    """Every preset the reconstruct endpoint accepts: ``auto`` first, then the engines' registry in its order.
-
-    The one source of the kiosk's picker (``GET /api/presets``) and of the endpoint's check (REQ-FUNC-800).
-    """
-    return [AUTO_PRESET, *(n for n in available_presets() if n != AUTO_PRESET)]
-
-
-def _preset_modalities(name: str) -> list[str]:
-    """The modalities a preset segments (empty: any, or unknown without building it)."""
-    if name == AUTO_PRESET:
-        return []
-    try:
-        return list(get_preset(name).modalities)
-    except EngineError:  # a pack preset whose files went missing since it was listed
-        return []
-
-
-#: The MR weightings a preset for MR alone was trained on when it does not say (every shipped MR network is T1).
-DEFAULT_MR_WEIGHTINGS = ("T1",)
-
-
-def _preset_refusal(name: str | None, study: dict[str, Any]) -> str | None:
-    """Why the explicitly chosen preset cannot run on this study, else None: none of the study's series has a
-    modality the preset segments (REQ-FUNC-801), or an MR preset trained on T1 only meets another weighting
-    (REQ-ACQ-805)."""
-    if not name or name == AUTO_PRESET:
-        return None
-    preset = get_preset(name)
-    segments = {m.upper() for m in preset.modalities}
-    present = {str(s.get("modality", "")).upper() for s in study.get("series", [])}
-    if segments and present and not segments & present:
-        return (f"preset {name!r} segments {'/'.join(sorted(segments))} images and this study holds "
-                f"{'/'.join(sorted(present))}; choose another preset or 'auto'")
-    if segments != {"MR"}:
-        return None
-    return weighting_refusal(name, getattr(preset, "weightings", DEFAULT_MR_WEIGHTINGS), study.get("findings", []))
-
-
 @api_blueprint.get("/presets")
 def presets() -> Response:
     """The presets a reconstruction may ask for, from the engines' registry (REQ-FUNC-800)."""
     return jsonify({"default": AUTO_PRESET,
-                    "presets": [{"name": n, "modalities": _preset_modalities(n)} for n in preset_names()]})
-
-
-#: SOP classes whose images get an inbox thumbnail (CT, enhanced CT, MR, enhanced MR).
-THUMBNAIL_SOP_CLASSES = frozenset({
-    "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.4",
-    "1.2.840.10008.5.1.4.1.1.4.1",
-})  # fmt: skip
+                    "presets": [{"name": n, "modalities": preset_modalities(n)} for n in preset_names()]})
 
 
 def _studies_dir(svc: ApiService) -> Path | None:
@@ -211,14 +159,8 @@ def _studies_dir(svc: ApiService) -> Path | None:
 
 
 def _with_thumbnails(svc: ApiService, study: dict[str, Any]) -> dict[str, Any]:
-    """A study's JSON with ``thumbnail`` (the URL of its inbox picture) on each stored CT/MR image series."""
-    uid = study["study_instance_uid"]
-    studies_dir = _studies_dir(svc)
-    for s in study.get("series", []):
-        stored = studies_dir is not None and (studies_dir / uid / s["series_instance_uid"]).is_dir()
-        if stored and s.get("sop_class_uid") in THUMBNAIL_SOP_CLASSES:
-            s["thumbnail"] = f"/api/studies/{uid}/series/{s['series_instance_uid']}/thumbnail.png"
-    return study
+    """A study's JSON with ``thumbnail`` URLs on its stored CT/MR image series (:func:`add_thumbnail_urls`)."""
+    return add_thumbnail_urls(study, _studies_dir(svc))
 
 
 @api_blueprint.get("/studies")
@@ -274,7 +216,7 @@ def reconstruct(uid: str) -> tuple[Response, int]:
     known = preset_names()
     if "preset" in body and body["preset"] not in known:
         return _error(400, f"unknown preset {body['preset']!r}; choose one of {', '.join(known)}")
-    refusal = _preset_refusal(body.get("preset"), svc.catalogue.study(uid).to_dict())  # 404 when unknown
+    refusal = preset_refusal(body.get("preset"), svc.catalogue.study(uid).to_dict())  # 404 when unknown
     if refusal is not None:
         return _error(409, refusal)
     actor = "ui:" + str(body.get("actor") or "unknown")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +28,24 @@ THUMBNAIL_SIZE = 160
 #: CT soft-tissue window (HU): level 40, width 400.
 CT_WINDOW = (-160.0, 240.0)
 _UID = re.compile(r"^[0-9.]{1,64}$")
+
+
+#: SOP classes whose images get an inbox thumbnail (CT, enhanced CT, MR, enhanced MR).
+THUMBNAIL_SOP_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.4",
+    "1.2.840.10008.5.1.4.1.1.4.1",
+})  # fmt: skip
+
+
+def add_thumbnail_urls(study: dict[str, Any], studies_dir: Path | None) -> dict[str, Any]:
+    """``study`` (API JSON) with ``thumbnail`` (the URL of its inbox picture) on each CT/MR image series stored
+    under ``studies_dir`` (None: a service that keeps no images, no thumbnails)."""
+    uid = study["study_instance_uid"]
+    for s in study.get("series", []):
+        stored = studies_dir is not None and (studies_dir / uid / s["series_instance_uid"]).is_dir()
+        if stored and s.get("sop_class_uid") in THUMBNAIL_SOP_CLASSES:
+            s["thumbnail"] = f"/api/studies/{uid}/series/{s['series_instance_uid']}/thumbnail.png"
+    return study
 
 
 def _gray(image: npt.NDArray[np.float32], modality: str) -> npt.NDArray[np.uint8]:

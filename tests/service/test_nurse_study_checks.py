@@ -17,8 +17,9 @@ import pytest
 from pydicom.uid import generate_uid
 from svc_helpers import FakeReconstruct, make_config, prepare_ct_series
 
-from appliance.service.api import API_TOKEN_KEY, api_blueprint, issue_api_token, preset_names, read_api_token
+from appliance.service.api import API_TOKEN_KEY, api_blueprint, issue_api_token, read_api_token
 from appliance.service.monitor import ingest_qa
+from appliance.service.preset_choice import preset_names
 from appliance.service.runtime import ApplianceService
 
 MR_T1 = Path("dicom-edge/dcm_qa_decubitus/In/HFS/3_t1_fl2d_sag")

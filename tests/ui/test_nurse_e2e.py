@@ -19,7 +19,7 @@ from nurse_served import SAMPLE_CT, STORESCU, ServedBox, rewrite_study, start_bo
 from ui_browser import login, new_page, screenshot, wait_js
 
 from appliance.audit import AUDIT_FILENAME, AuditLog
-from appliance.service.api import preset_names
+from appliance.service.preset_choice import preset_names
 
 pytestmark = [
     pytest.mark.serial,

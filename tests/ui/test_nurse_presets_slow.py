@@ -13,7 +13,7 @@ import pytest
 from nurse_served import SAMPLE_CT, STORESCU, ServedBox, rewrite_study, start_box, storescu, wait_complete
 from ui_browser import login, new_page, wait_js
 
-from appliance.service.api import preset_names
+from appliance.service.preset_choice import preset_names
 
 pytestmark = [
     pytest.mark.slow,
