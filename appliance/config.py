@@ -126,6 +126,12 @@ class ReconstructionConfig:
         metadata={"doc": "Mesh formats written for every structure."},
     )
     workers: int = field(default=1, metadata={"doc": "Reconstruction jobs run at the same time."})
+    max_slice_spacing_mm: float = field(
+        default=1.5, metadata={"doc": "Slice spacing above this is flagged as too coarse for surgical planning."}
+    )
+    max_slice_thickness_mm: float = field(
+        default=2.0, metadata={"doc": "Slice thickness above this is flagged as too coarse for surgical planning."}
+    )
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from appliance.commands.preset_modality import input_modality
 from appliance.core import Finding
 from appliance.errors import ConfigurationError, RefusedInput
 from appliance.export import FORMATS
@@ -130,7 +131,8 @@ def run_reconstruction(args: argparse.Namespace, input_path: Path, out_dir: Path
             window=_pair(parse_numbers(getattr(args, "window", None), 2, "--window")),
             margins=parse_numbers(getattr(args, "margins", None), None, "--margins") or (),
             progress=bar, override=getattr(args, "override", False),
-            series_uid=getattr(args, "series", None), modality=getattr(args, "modality", None),
+            series_uid=getattr(args, "series", None),
+            modality=input_modality(input_path, getattr(args, "modality", None), args.preset),
             smoothing_iterations=getattr(args, "smoothing", 20),
             target_triangles=getattr(args, "target_triangles", None),
         )
@@ -182,7 +184,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
     add_pipeline_options(p)
     p.add_argument("--series", metavar="UID", help="Series Instance UID when the input holds several")
-    p.add_argument("--modality", help="modality of a NIfTI/NRRD input (CT means values are HU)")
+    p.add_argument("--modality", help="modality of a NIfTI/NRRD input (CT means values are HU; default: the explicit "
+                   "preset's modality, else inferred from the values)")
     p.add_argument("--override", action="store_true",
                    help="reconstruct input refused for gaps/tilt/spacing anyway (recorded in the manifest)")
     p.add_argument("--lesion", metavar="FILE", help="lesion label file (NIfTI/NRRD), placed by patient geometry")

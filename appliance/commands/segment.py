@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from appliance.commands.preset_modality import input_modality
 from appliance.errors import ConfigurationError
 from appliance.ingest import load_input
 from engines.labelmap_io import write_segmentation
@@ -50,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
     lesion = _lesion_request(args)
     margins = _floats(args.margins, None, "--margins") if args.margins else ()
     device = resolve_device(args.device)  # once, here: every stage below takes the resolved device
+    modality = input_modality(Path(args.input), args.modality, args.preset)
     volume, findings, series = load_input(Path(args.input), args.series, override=args.allow_gaps,
-                                          modality=args.modality)
+                                          modality=modality)
     t_load = time.perf_counter() - t0
 
     def progress(stage: str, fraction: float) -> None:
@@ -86,7 +88,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--preset", default="auto", help="ct-default, mr-brain, or auto (default: auto)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device")
-    p.add_argument("--modality", help="modality of a NIfTI/NRRD input (CT gives HU units)")
+    p.add_argument("--modality", help="modality of a NIfTI/NRRD input (CT gives HU units; default: the explicit "
+                   "preset's modality, else inferred from the values)")
     p.add_argument("--series", help="Series Instance UID (default: largest reconstructable)")
     p.add_argument("--allow-gaps", action="store_true", help="override gap/tilt refusals (recorded)")
     group = p.add_mutually_exclusive_group()

@@ -86,11 +86,12 @@ def load_input(path: Path, series_uid: str | None = None, override: bool = False
     """One call for every input: DICOM folder/zip/DICOMDIR/file, or a NIfTI/NRRD volume.
 
     Returns the volume, the findings that apply to it (including the scan's file findings) and the DICOM
-    series (None for NIfTI/NRRD). ``modality`` labels NIfTI/NRRD inputs (``CT`` gives HU units).
+    series (None for NIfTI/NRRD). ``modality`` labels NIfTI/NRRD inputs (``CT`` gives HU units); None infers it
+    from the values (:func:`appliance.ingest.modality.infer_modality`).
     """
     path = Path(path)
     if is_research_file(path):
-        vol, found = load_research(path, modality or "OT")
+        vol, found = load_research(path, modality)
         return vol, found, None
     result = scan(path)
     if series_uid:

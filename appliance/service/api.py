@@ -40,10 +40,12 @@ from appliance.service.api_token import API_TOKEN_FILE as API_TOKEN_FILE
 from appliance.service.api_token import issue_api_token as issue_api_token
 from appliance.service.api_token import read_api_token as read_api_token
 from appliance.service.catalogue import FINAL_STATES, Catalogue
-from appliance.service.errors import DicomExportError, UnknownJob, UnknownStudy
+from appliance.service.errors import DicomExportError, ThumbnailUnavailable, UnknownJob, UnknownStudy
 from appliance.service.export.job_export import ExportContext, export_job
 from appliance.service.importer import ImportWatcher
+from appliance.service.preset_choice import AUTO_PRESET, preset_modalities, preset_names, preset_refusal
 from appliance.service.redact import redact_identifiers
+from appliance.service.thumbnails import add_thumbnail_urls, series_thumbnail
 
 api_blueprint = Blueprint("appliance_api", __name__, url_prefix="/api")
 
@@ -183,18 +185,53 @@ def openapi() -> Response:
     return Response(text, mimetype="application/json")
 
 
+@api_blueprint.get("/presets")
+def presets() -> Response:
+    """The presets a reconstruction may ask for, from the engines' registry (REQ-FUNC-800)."""
+    return jsonify({"default": AUTO_PRESET,
+                    "presets": [{"name": n, "modalities": preset_modalities(n)} for n in preset_names()]})
+
+
+def _studies_dir(svc: ApiService) -> Path | None:
+    """Where the service keeps the received images (None: a stand-in that keeps none)."""
+    data_dir: Path | None = getattr(svc, "data_dir", None)
+    return Path(data_dir) / "studies" if data_dir is not None else None
+
+
+def _with_thumbnails(svc: ApiService, study: dict[str, Any]) -> dict[str, Any]:
+    """A study's JSON with ``thumbnail`` URLs on its stored CT/MR image series (:func:`add_thumbnail_urls`)."""
+    return add_thumbnail_urls(study, _studies_dir(svc))
+
+
 @api_blueprint.get("/studies")
 def studies() -> Response:
     """Studies on the box, newest first."""
     svc = _service()
-    return jsonify({"studies": [s.to_dict() for s in svc.catalogue.studies() if s.state != "purged"]})
+    shown = [s for s in svc.catalogue.studies() if s.state != "purged"]
+    return jsonify({"studies": [_with_thumbnails(svc, s.to_dict()) for s in shown]})
+
+
+@api_blueprint.get("/studies/<uid>/series/<series_uid>/thumbnail.png")
+def thumbnail(uid: str, series_uid: str) -> Response | tuple[Response, int]:
+    """The middle image of a series as a small PNG for the inbox (pixel data only: no patient text)."""
+    svc = _service()
+    if series_uid not in {s["series_instance_uid"] for s in svc.catalogue.study(uid).series}:
+        return _error(404, f"study {uid} has no series {series_uid}")
+    studies_dir = _studies_dir(svc)
+    if studies_dir is None:
+        return _error(404, "this service keeps no images")
+    try:
+        png = series_thumbnail(studies_dir.parent, uid, series_uid)
+    except ThumbnailUnavailable as exc:
+        return _error(404, f"no thumbnail for series {series_uid}: {exc}")
+    return Response(png, mimetype="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @api_blueprint.get("/studies/<uid>")
 def study(uid: str) -> Response:
     """One study with its series, findings and jobs."""
     svc = _service()
-    data = svc.catalogue.study(uid).to_dict()
+    data = _with_thumbnails(svc, svc.catalogue.study(uid).to_dict())
     data["jobs"] = [j.to_dict() for j in svc.catalogue.jobs(study_uid=uid)]
     return jsonify(data)
 
@@ -223,7 +260,12 @@ def reconstruct(uid: str) -> tuple[Response, int]:
                       "formats")  # fmt: skip
     if body.get("device") not in (None, "auto", "cpu", "cuda"):
         return _error(400, "'device' must be auto, cpu or cuda", "device")
-    svc.catalogue.study(uid)  # 404 when unknown
+    known = preset_names()
+    if "preset" in body and body["preset"] not in known:
+        return _error(400, f"unknown preset {str(body['preset'])[:40]!r}; choose one of {', '.join(known)}", "preset")
+    refusal = preset_refusal(body.get("preset"), svc.catalogue.study(uid).to_dict())  # 404 when unknown
+    if refusal is not None:
+        return _error(409, refusal)
     actor = _actor()
     job_id = svc.request_reconstruction(
         uid, actor, preset=body.get("preset"), device=body.get("device"), formats=formats,

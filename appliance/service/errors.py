@@ -35,3 +35,7 @@ class PatientDataInOutputs(ServiceError):
 
 class DicomExportError(ServiceError):
     """A DICOM export (SEG + Encapsulated STL, C-STORE to a destination) could not be built or sent."""
+
+
+class ThumbnailUnavailable(ServiceError):
+    """A series has no image a thumbnail can be made of (not an image series, burned-in text, unreadable)."""

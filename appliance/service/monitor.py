@@ -12,12 +12,14 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from appliance.audit import AuditLog
 from appliance.config import ApplianceConfig
 from appliance.ingest import scan, study_verdict
+from appliance.ingest.suitability import SuitabilityLimits, series_findings
 from appliance.service.catalogue import Catalogue
 from appliance.service.polling import PollingThread
 from appliance.service.worker import findings_as_dicts
@@ -27,13 +29,17 @@ log = logging.getLogger(__name__)
 QaFn = Callable[[Path], list[dict[str, Any]]]
 
 
-def ingest_qa(study_dir: Path) -> list[dict[str, Any]]:
-    """Geometry QA of a study folder through :mod:`appliance.ingest`, as finding dicts.
+def ingest_qa(study_dir: Path, limits: SuitabilityLimits | None = None) -> list[dict[str, Any]]:
+    """Geometry QA and acquisition suitability of a study folder through :mod:`appliance.ingest`, as finding dicts.
 
     Uses ingest's ``study_verdict``: the findings of the series that would be reconstructed (a localizer or a
-    screen capture beside a good CT does not block the study), or the blocking findings when none qualifies.
+    screen capture beside a good CT does not block the study), or the blocking findings when none qualifies; then
+    the suitability findings of that series (:mod:`appliance.ingest.suitability`), which the inbox shows before a
+    model is made.
     """
-    _chosen, findings = study_verdict(scan(study_dir))
+    chosen, findings = study_verdict(scan(study_dir))
+    if chosen is not None:
+        findings = [*findings, *series_findings(chosen, limits)]
     return findings_as_dicts(list(findings))
 
 
@@ -59,7 +65,9 @@ class StudyMonitor(PollingThread):
         self.audit = audit
         self.study_hash = study_hash
         self.on_job = on_job or (lambda job_id: None)
-        self.qa = qa
+        rc = config.reconstruction
+        limits = SuitabilityLimits(rc.max_slice_spacing_mm, rc.max_slice_thickness_mm)
+        self.qa: QaFn = partial(ingest_qa, limits=limits) if qa is ingest_qa else qa
         self.poll_s = poll_s
         self.data_dir = config.storage.data_dir
         self._last_purge = 0.0

@@ -132,14 +132,14 @@ def test_polling_takes_over_when_events_are_unavailable(nurse: tuple[Any, Watch]
     page.route("**/api/jobs/*/events", lambda route: route.abort())
     page.on("request", lambda r: polls.append(r.url) if re.search(r"/api/jobs/\d+$", r.url) else None)
     ok = card(page, STUDY_OK)
-    ok.locator(".preset").select_option("mr_brain")
+    ok.locator(".preset").select_option("ct-default")
     previous = job_id_shown(page, STUDY_OK)
     ok.locator(".reconstruct").tap()
     seen = follow_job(page, STUDY_OK, previous)
     page.unroute("**/api/jobs/*/events")
     assert seen[-1] == ("done", "", 100)
     assert any(0 < s[2] < 100 for s in seen) and len(polls) >= 2  # polled every 1.5 s while running
-    assert kiosk.service.catalogue.jobs(study_uid=STUDY_OK)[0].preset == "mr_brain"
+    assert kiosk.service.catalogue.jobs(study_uid=STUDY_OK)[0].preset == "ct-default"
     watch.console_errors.clear()  # the aborted event streams are logged by Chromium as failed loads
     watch.assert_clean(page)
 

@@ -104,7 +104,7 @@ def write_case(folder: Path, sphere_subdivisions: int = 5, extra_spheres: int = 
     ]
     manifest = {
         "appliance_version": "test",
-        "preset": "ct_default",
+        "preset": "ct-default",
         "device": "cpu",
         "backend": "test",
         "timings_s": {},

@@ -50,7 +50,7 @@ class ScriptedService(FolderService):
 
     def add_done_job(self, uid: str) -> int:
         """A finished job whose outputs are the phantom case."""
-        job_id = self.catalogue.add_job(uid, preset="ct_default", requested_by="test")
+        job_id = self.catalogue.add_job(uid, preset="ct-default", requested_by="test")
         self.finish_job(job_id, self.case_dir)
         return job_id
 

@@ -11,7 +11,39 @@ const cards = new Map();     // study uid -> card element
 // The service's sentence is the most specific; other languages get the catalogue's sentence for the code.
 const LANG = document.documentElement.lang;
 function findingText(f) {
-  return LANG === 'en' ? (f.message || tOr(`finding.${f.code}`, f.code)) : tOr(`finding.${f.code}`, f.message || f.code);
+  const values = Object.fromEntries(Object.entries(f.details || {}).map(([k, v]) => [k, v ?? '—']));
+  return LANG === 'en' ? (f.message || tOr(`finding.${f.code}`, f.code, values)) : tOr(`finding.${f.code}`, f.message || f.code, values);
+}
+
+/** A finding as a list item: the sentence, then the requirement it is checked against (shown before the model is made). */
+function findingItem(f) {
+  const li = el('li', { class: f.severity || 'info', 'data-code': f.code || '' }, findingText(f));
+  if (f.requirement) li.append(' ', el('span', { class: 'muted requirement' }, t('inbox.requirement', { id: f.requirement })));
+  return li;
+}
+
+// The picker's presets come from the service (GET /api/presets: the engines' registry), never from a list here.
+let presetsPromise = null;
+function loadPresets() {
+  if (!presetsPromise) presetsPromise = getJSON('/api/presets', { background: true }).catch((err) => { presetsPromise = null; throw err; });
+  return presetsPromise;
+}
+
+/** A preset's label: the catalogue's words for it (`preset.ct_default` for `ct-default`), else its own name. */
+function presetLabel(name) {
+  return tOr(`preset.${name.replace(/[^A-Za-z0-9]+/g, '_')}`, name);
+}
+
+async function fillPicker(select, button) {
+  try {
+    const data = await loadPresets();
+    select.replaceChildren(...data.presets.map((p) => el('option', { value: p.name }, presetLabel(p.name))));
+    select.value = data.default;
+  } catch (err) {
+    button.disabled = true;
+    showError(t('inbox.api_unavailable'), 'api');
+    console.info(err.message);
+  }
 }
 
 function stageText(stage) {
@@ -63,18 +95,25 @@ function renderStudy(study) {
   for (const s of study.series || []) {
     const n = s.n_instances ?? s.instances ?? '';
     seriesList.append(el('li', { class: 'series' }, `${s.modality || ''} ${s.description || ''} — ${t('inbox.images', { n })}`));
-    if (s.thumbnail) thumbs.append(el('img', { class: 'thumb', src: s.thumbnail, alt: s.description || s.modality || '' }));
+    if (s.thumbnail) {  // the series' middle image from the API (pixel data only, no patient text)
+      const img = el('img', { class: 'thumb', src: s.thumbnail, alt: s.description || s.modality || '', 'data-series-uid': s.series_instance_uid });
+      img.addEventListener('error', () => img.remove());
+      thumbs.append(img);
+    }
   }
   const findings = card.querySelector('.findings');
-  for (const f of study.findings || []) findings.append(el('li', { class: f.severity || 'info' }, findingText(f)));
-  card.querySelector('.reconstruct').addEventListener('click', async (ev) => {
-    ev.currentTarget.disabled = true;
+  for (const f of study.findings || []) findings.append(findingItem(f));
+  fillPicker(card.querySelector('.preset'), card.querySelector('.reconstruct'));
+  const button = card.querySelector('.reconstruct');
+  button.addEventListener('click', async () => {  // (the event's currentTarget is gone after the first await)
+    button.disabled = true;
+    showError('');
     const preset = card.querySelector('.preset').value;
     const r = await postJSON(`/api/studies/${encodeURIComponent(study.study_instance_uid)}/reconstruct`, { preset, actor: document.body.dataset.role });
     const job = r.data.job || r.data;
     if (r.ok && job && job.id !== undefined) follow(card, job);
     else {
-      ev.currentTarget.disabled = false;
+      button.disabled = false;
       showError(r.data.error || t('inbox.reconstruct_failed'));
       if (job && job.state === 'refused') renderJob(card, job);
     }
@@ -82,7 +121,10 @@ function renderStudy(study) {
   return card;
 }
 
-function showError(text) {
+// What the error box says: a refusal of the service stays until the next tap; "not answering" until it answers.
+let errorKind = '';
+function showError(text, kind = 'refusal') {
+  errorKind = text ? kind : '';
   errorBox.textContent = text;
   errorBox.classList.toggle('hidden', !text);
 }
@@ -109,7 +151,7 @@ export async function load() {
     const [studiesRes, jobsRes] = await Promise.all([getJSON('/api/studies', { background: true }), getJSON('/api/jobs', { background: true })]);
     const studies = Array.isArray(studiesRes) ? studiesRes : studiesRes.studies || [];
     const jobs = jobsRes.jobs || [];
-    showError('');
+    if (errorKind === 'api') showError('');
     document.getElementById('inbox-empty').classList.toggle('hidden', studies.length > 0);
     for (const study of studies) {
       let card = cards.get(study.study_instance_uid);
@@ -122,7 +164,7 @@ export async function load() {
       if (mine.length) follow(card, mine[0]);
     }
   } catch (err) {
-    showError(t('inbox.api_unavailable'));
+    showError(t('inbox.api_unavailable'), 'api');
     console.info(err.message);
   }
   showImportStatus();
