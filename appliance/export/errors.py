@@ -21,4 +21,8 @@ class MismatchedParts(ExportError, ValueError):
     """Sequences that must run in parallel (meshes and their bodies or paths) differ in length."""
 
 
-__all__ = ["ExportError", "InvalidImage", "ManifestError", "MismatchedParts"]
+class InvalidAmf(ExportError):
+    """An AMF document does not have the structure ISO/ASTM 52915 / GB/T 35352 prescribes."""
+
+
+__all__ = ["ExportError", "InvalidAmf", "InvalidImage", "ManifestError", "MismatchedParts"]
