@@ -25,4 +25,8 @@ class InvalidAmf(ExportError):
     """An AMF document does not have the structure ISO/ASTM 52915 / GB/T 35352 prescribes."""
 
 
-__all__ = ["ExportError", "InvalidAmf", "InvalidImage", "ManifestError", "MismatchedParts"]
+class PdfReportError(ExportError):
+    """The PDF report could not be made (no Chromium, printing failed or timed out, unreadable case)."""
+
+
+__all__ = ["ExportError", "InvalidAmf", "InvalidImage", "ManifestError", "MismatchedParts", "PdfReportError"]
