@@ -29,4 +29,16 @@ class PdfReportError(ExportError):
     """The PDF report could not be made (no Chromium, printing failed or timed out, unreadable case)."""
 
 
-__all__ = ["ExportError", "InvalidAmf", "InvalidImage", "ManifestError", "MismatchedParts", "PdfReportError"]
+class UsbExportError(ExportError):
+    """An export for the print lab could not be written and verified (medium, case, choice of files)."""
+
+
+__all__ = [
+    "ExportError",
+    "InvalidAmf",
+    "InvalidImage",
+    "ManifestError",
+    "MismatchedParts",
+    "PdfReportError",
+    "UsbExportError",
+]

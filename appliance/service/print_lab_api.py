@@ -9,10 +9,11 @@ from __future__ import annotations
 from flask import Flask
 
 from appliance.service.pacs.api import pacs_api
+from appliance.service.print_export_api import usb_export_api
 
 
 def register_print_lab_api(app: Flask) -> None:
-    """Register ``/api/pacs`` (and the USB export routes) on ``app`` once."""
-    for blueprint in (pacs_api,):
+    """Register ``/api/pacs`` and the USB export routes on ``app`` once."""
+    for blueprint in (pacs_api, usb_export_api):
         if blueprint.name not in app.blueprints:
             app.register_blueprint(blueprint)
