@@ -10,7 +10,6 @@ Instance UIDs), the progress reported, and the audit trail.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -21,6 +20,7 @@ from typing import Any
 
 import pydicom
 import pytest
+from helpers.orthanc import start_orthanc
 from svc_helpers import PATIENT_ID, PATIENT_NAME, free_port, prepare_ct_series
 from test_serve import APPLIANCE, ROOT, Served
 
@@ -30,13 +30,6 @@ pytestmark = [pytest.mark.serial]
 
 ACCESSION = "ACC-0815"
 OTHER_ID, OTHER_NAME = "PID-0001-Y", "ROE^RICHARD"
-
-
-def _orthanc_binary() -> str:
-    binary = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
-    if binary is None:
-        pytest.skip("Orthanc is not installed (Debian package 'orthanc')")
-    return binary
 
 
 def _retag(files: list[Path], **tags: str) -> list[str]:
@@ -51,51 +44,18 @@ def _retag(files: list[Path], **tags: str) -> list[str]:
     return uids
 
 
-class Pacs:
-    """A running Orthanc: its DICOM port and REST helpers."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], http: int, dicom: int) -> None:
-        self.proc, self.http, self.dicom = proc, http, dicom
-
-    def rest(self, path: str, data: bytes | None = None) -> Any:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http}{path}", data=data)
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read())
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iterator[dict[str, Any]]:
     """Orthanc holding two studies, and a real `appliance serve` configured to query/retrieve from it."""
-    binary = _orthanc_binary()
     tmp = tmp_path_factory.mktemp("pacs")
-    box_dicom, orthanc_dicom, orthanc_http = free_port(), free_port(), free_port()
-    cfg = {
-        "Name": "test-pacs", "StorageDirectory": str(tmp / "db"), "IndexDirectory": str(tmp / "db"),
-        "DicomAet": "ORTHANC", "DicomPort": orthanc_dicom, "HttpPort": orthanc_http,
-        "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "DicomCheckCalledAet": True,
-        "DicomModalities": {"box": ["EDGE3D", "127.0.0.1", box_dicom]}, "Plugins": [],
-    }  # fmt: skip
-    (tmp / "orthanc.json").write_text(json.dumps(cfg))
-    proc = subprocess.Popen([binary, str(tmp / "orthanc.json")], stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / "orthanc.log", "wb"))  # fmt: skip
-    pacs = Pacs(proc, orthanc_http, orthanc_dicom)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            pacs.rest("/system")
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("Orthanc did not start: " + (tmp / "orthanc.log").read_text()[-2000:])
-            time.sleep(0.2)
+    box_dicom, orthanc_dicom = free_port(), free_port()
+    pacs = start_orthanc(tmp / "orthanc", orthanc_dicom, free_port(), {"box": ["EDGE3D", "127.0.0.1", box_dicom]})
     study_uid, files = prepare_ct_series(shared_data, tmp / "ct")
     sops = _retag(files, AccessionNumber=ACCESSION, StudyDate="20240315", StudyDescription="CT ABDOMEN")
     other_uid, other_files = prepare_ct_series(shared_data, tmp / "other", n=3)
     other_sops = _retag(other_files, PatientID=OTHER_ID, PatientName=OTHER_NAME, AccessionNumber="ACC-0001",
                         StudyDate="20230101")  # fmt: skip
-    for f in [*files, *other_files]:
-        pacs.rest("/instances", f.read_bytes())
+    pacs.load([*files, *other_files])
     config = tmp / "appliance.toml"
     config.write_text(
         '[dicom]\nallowed = [{ae_title = "ORTHANC", host = "127.0.0.1"}]\nstudy_stable_seconds = 1\n'
@@ -111,8 +71,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iterat
     yield {"pacs": pacs, "box": box, "study_uid": study_uid, "sops": sops, "other_uid": other_uid,
            "other_sops": other_sops}  # fmt: skip
     box.stop()
-    proc.terminate()
-    proc.wait(15)
+    pacs.stop()
 
 
 def _api(box: Served, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
