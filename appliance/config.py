@@ -516,6 +516,11 @@ def _check_pacs(cfg: ApplianceConfig) -> None:
             raise ConfigurationError(f"{key}.port: {node.port} is not a TCP port")
         if node.retrieve not in ("move", "get"):
             raise ConfigurationError(f"{key}.retrieve: {node.retrieve!r} must be 'move' or 'get'")
+        if node.retrieve == "move" and cfg.dicom.port == 0:
+            raise ConfigurationError(
+                f"{key}: C-MOVE delivers the study to our receiver, which dicom.port = 0 disables; enable the "
+                "receiver or set retrieve = 'get'"
+            )
         if node.retrieve == "move" and node.ae_title not in {a.ae_title for a in cfg.dicom.allowed}:
             raise ConfigurationError(
                 f"{key}: C-MOVE makes {node.ae_title!r} send the study to our receiver, but dicom.allowed does not "

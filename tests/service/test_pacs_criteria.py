@@ -45,6 +45,8 @@ def test_pacs_configuration_is_validated() -> None:
     with pytest.raises(ConfigurationError, match=r"dicom\.allowed does not list it"):
         load_config(None, {"pacs": {"nodes": [NODE]}})
     assert load_config(None, {"pacs": {"nodes": [{**NODE, "retrieve": "get"}]}}).pacs.nodes[0].retrieve == "get"
+    with pytest.raises(ConfigurationError, match=r"dicom\.port = 0 disables"):
+        load_config(None, {"dicom": {**allowed, "port": 0}, "pacs": {"nodes": [NODE]}})
     for bad, message in (
         ({"nodes": [NODE, NODE]}, "used by another"),
         ({"nodes": [{**NODE, "ae_title": "A" * 17}]}, "not a valid AE title"),

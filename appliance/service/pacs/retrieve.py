@@ -141,14 +141,16 @@ class Retrievals:
         self._finish(item, "done", f"{counts.completed} instance(s) received")
 
     def _finish(self, item: Retrieval, state: str, message: str) -> None:
-        item.state, item.message, item.finished_at = state, message, time.time()
-        item.on_box = self._on_box(item.study_uid)
+        """Record the outcome in the audit trail, then show it (a reader who sees the state finds the record)."""
+        on_box = self._on_box(item.study_uid)
         counts = {k: v for k, v in item.counts.to_dict().items() if k != "failed_sop_uids"}  # UIDs stay off the trail
         details: dict[str, Any] = {"retrieval": item.id, "node": item.node, "method": item.method,
-                   "suboperations": counts, "instances_on_box": item.on_box,
-                   "failed_instances": len(item.counts.failed_sop_uids)}  # fmt: skip
+                                   "suboperations": counts, "instances_on_box": on_box,
+                                   "failed_instances": len(item.counts.failed_sop_uids)}  # fmt: skip
         if state == "failed":
             details["error"] = message
         self.context.audit.append(item.actor, f"pacs.retrieve.{'finished' if state == 'done' else 'failed'}",
                                   self.context.study_hash(item.study_uid), details, REQ_RETRIEVE)  # fmt: skip
+        item.on_box, item.message, item.finished_at = on_box, message, time.time()
+        item.state = state
         log.info("retrieval %d from %s: %s (%s)", item.id, item.node, state, message)
