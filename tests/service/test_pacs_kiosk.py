@@ -19,6 +19,7 @@ from typing import Any
 import pydicom
 import pytest
 from flask import render_template_string
+from helpers.data import ROOT
 from helpers.orthanc import start_orthanc
 from helpers.print_case import make_case
 from svc_helpers import PATIENT_ID, free_port, make_config, prepare_ct_series
@@ -32,6 +33,7 @@ from appliance.service.runtime import ApplianceService
 pytestmark = [pytest.mark.serial]
 CHROMIUM = Path("/usr/bin/chromium")
 NURSE_PIN = "1111"
+SCREENSHOTS = ROOT / "build" / "ui-screenshots"
 PAGE = '{% extends "base.html" %}{% block main %}{% include "PARTIAL" %}{% endblock %}'
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
@@ -121,6 +123,8 @@ def test_nurse_finds_fetches_and_exports_to_usb(kiosk: dict[str, Any], shared_da
     page.click("#pacs-results li .retrieve")
     status = _wait(page, "(e => e.classList.contains('ok') && e.textContent)(document.querySelector('.fetch-status'))")
     assert "20" in status, status
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "find_on_pacs.png"))  # for the closing note
     assert svc.catalogue.study(kiosk["study_uid"]).n_instances == 20
     stored = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID
               for p in (svc.data_dir / "studies" / kiosk["study_uid"]).rglob("*.dcm")}  # fmt: skip
@@ -141,6 +145,7 @@ def test_nurse_finds_fetches_and_exports_to_usb(kiosk: dict[str, Any], shared_da
     page.click("#usb-go")
     done = _wait(page, "(e => e.classList.contains('ok') && e.textContent)(document.getElementById('usb-status'))")
     assert "Safe to remove" in done, done
+    page.screenshot(path=str(SCREENSHOTS / "export_to_usb.png"))
     folder = kiosk["tmp"] / "media" / "KINGSTON" / f"EDGE3D-job-{job_id}"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [f"EDGE3D-job-{job_id}_bone.stl", f"EDGE3D-job-{job_id}.3mf", f"EDGE3D-job-{job_id}.amf", "SHA256SUMS"])

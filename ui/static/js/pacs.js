@@ -60,10 +60,9 @@ function renderStudy(node, study) {
   const item = tpl.content.firstElementChild.cloneNode(true);
   item.dataset.studyUid = study.study_instance_uid;
   item.querySelector('.who').textContent = `${personName(study.patient_name)} · ${study.patient_id}`;
-  item.querySelector('.what').textContent = t('pacs.study_line', {
-    date: study.study_date, description: study.description || '',
-    modalities: (study.modalities || []).join('/'), n: study.n_instances ?? '?',
-  });
+  const parts = [study.study_date, study.description, (study.modalities || []).join('/')];
+  if (study.n_instances != null) parts.push(t('inbox.images', { n: study.n_instances }));
+  item.querySelector('.what').textContent = parts.filter(Boolean).join(' · ');
   const button = item.querySelector('.retrieve');
   button.addEventListener('click', async () => {
     button.disabled = true;
