@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "segment",
     "models",
     "reconstruct",
+    "export",
     "serve",
     "audit",
     "update",

@@ -31,7 +31,9 @@ __all__ = [
     "HttpConfig",
     "ImportConfig",
     "LoggingConfig",
+    "PacsConfig",
     "PacsDestination",
+    "PacsNode",
     "PrivacyConfig",
     "ReconstructionConfig",
     "StorageConfig",
@@ -226,6 +228,42 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class PacsNode:
+    """A PACS the nurse may query ("Find on PACS") and retrieve studies from."""
+
+    name: str = field(metadata={"doc": "Name shown on the screen and used in the API (/api/pacs/<name>/...)."})
+    ae_title: str = field(metadata={"doc": "Called AE title of the PACS."})
+    host: str = field(metadata={"doc": "Host name or IP address."})
+    port: int = field(default=104, metadata={"doc": "TCP port."})
+    tls: bool = field(default=False, metadata={"doc": "Use mutual TLS with the [dicom.tls] certificate settings."})
+    retrieve: str = field(
+        default="move",
+        metadata={
+            "doc": "'move': C-MOVE to our AE title (the PACS must know the box as a modality, and dicom.allowed must "
+            "list the PACS); 'get': C-GET on the query's own association (for peers that prefer it)."
+        },
+    )
+
+
+@dataclass(frozen=True)
+class PacsConfig:
+    """Query/retrieve ("Find on PACS"): the PACS nodes studies are fetched from (C-FIND, C-MOVE / C-GET)."""
+
+    nodes: list[PacsNode] = field(
+        default_factory=list, metadata={"doc": "PACS nodes to query and retrieve from; empty = no Find on PACS."}
+    )
+    query_timeout_seconds: float = field(
+        default=30.0, metadata={"doc": "Longest wait (s) for a PACS to answer a query or an association."}
+    )
+    retrieve_timeout_seconds: float = field(
+        default=1800.0, metadata={"doc": "Longest a retrieval may run (s) before it is cancelled."}
+    )
+    max_results: int = field(
+        default=200, metadata={"doc": "Most studies one query returns; the PACS is asked to stop after them."}
+    )
+
+
+@dataclass(frozen=True)
 class HttpConfig:
     """The web app and JSON API."""
 
@@ -295,6 +333,7 @@ class ApplianceConfig:
     import_: ImportConfig = field(default_factory=ImportConfig, metadata={"key": "import"})
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    pacs: PacsConfig = field(default_factory=PacsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     ui: UiConfig = field(default_factory=UiConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
@@ -458,11 +497,46 @@ def _check_values(cfg: ApplianceConfig) -> None:
         raise ConfigurationError(
             f"logging.level: {cfg.logging.level!r} must be DEBUG, INFO, WARNING or ERROR"
         )
+    _check_pacs(cfg)
     names = [dst.name for dst in cfg.export.destinations]
     if cfg.export.auto_destination and cfg.export.auto_destination not in names:
         raise ConfigurationError(
             f"export.auto_destination: {cfg.export.auto_destination!r} is not one of export.destinations {names}"
         )
+
+
+def _check_pacs(cfg: ApplianceConfig) -> None:
+    """``[pacs]``: valid and unique nodes; a C-MOVE node must be allowed to send the study back to us."""
+    p = cfg.pacs
+    seen: set[str] = set()
+    for i, node in enumerate(p.nodes):
+        key = f"pacs.nodes[{i}]"
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", node.name):
+            raise ConfigurationError(f"{key}.name: {node.name!r} must be 1-64 letters, digits, '_', '.' or '-'")
+        if node.name in seen:
+            raise ConfigurationError(f"{key}.name: {node.name!r} is used by another PACS node")
+        seen.add(node.name)
+        if not _AE_RE.match(node.ae_title) or "\\" in node.ae_title:
+            raise ConfigurationError(f"{key}.ae_title: {node.ae_title!r} is not a valid AE title")
+        if not 1 <= node.port <= 65535:
+            raise ConfigurationError(f"{key}.port: {node.port} is not a TCP port")
+        if node.retrieve not in ("move", "get"):
+            raise ConfigurationError(f"{key}.retrieve: {node.retrieve!r} must be 'move' or 'get'")
+        if node.retrieve == "move" and cfg.dicom.port == 0:
+            raise ConfigurationError(
+                f"{key}: C-MOVE delivers the study to our receiver, which dicom.port = 0 disables; enable the "
+                "receiver or set retrieve = 'get'"
+            )
+        if node.retrieve == "move" and node.ae_title not in {a.ae_title for a in cfg.dicom.allowed}:
+            raise ConfigurationError(
+                f"{key}: C-MOVE makes {node.ae_title!r} send the study to our receiver, but dicom.allowed does not "
+                f"list it; add {{ae_title = {node.ae_title!r}, host = ...}} to dicom.allowed or set retrieve = 'get'"
+            )
+    for key, val in (("pacs.query_timeout_seconds", p.query_timeout_seconds),
+                     ("pacs.retrieve_timeout_seconds", p.retrieve_timeout_seconds),
+                     ("pacs.max_results", p.max_results)):  # fmt: skip
+        if val <= 0:
+            raise ConfigurationError(f"{key}: must be positive, got {val}")
 
 
 def config_from_mapping(data: Mapping[str, Any]) -> ApplianceConfig:
@@ -535,6 +609,7 @@ _EXAMPLES: dict[str, str] = {
     "dicom.tls": '[dicom.tls]\n# cert = "/etc/appliance/tls/box.pem"\n# key = "/etc/appliance/tls/box.key"\n'
     '# ca = "/etc/appliance/tls/hospital-ca.pem"',
     "export.destinations": 'destinations = [{name = "PACS", ae_title = "PACS", host = "10.0.0.9", port = 104}]',
+    "pacs.nodes": 'nodes = [{name = "PACS", ae_title = "PACS", host = "10.0.0.9", port = 104, tls = false}]',
     "import.watch_dir": 'watch_dir = "/media/usb"',
     "privacy.secret_file": 'secret_file = "/var/lib/appliance/secret.key"',
 }

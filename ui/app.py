@@ -17,6 +17,7 @@ from typing import Any
 from flask import Flask, session
 
 from appliance.service.api import AUTHORISER_KEY, IDENTITY_KEY, api_blueprint
+from appliance.service.print_lab_api import register_print_lab_api
 from ui import auth
 from ui.assets import STATIC_DIR, TEMPLATE_DIR, VENDOR_MANIFEST
 from ui.audit_sink import UiAudit
@@ -40,6 +41,7 @@ def current_language() -> str:
 def _register_service_api(app: Flask) -> None:
     """Register the service's JSON API blueprint with the kiosk's authoriser."""
     app.register_blueprint(api_blueprint)
+    register_print_lab_api(app)
     app.config[AUTHORISER_KEY] = auth.service_api_access
     app.config[IDENTITY_KEY] = auth.session_actor
 

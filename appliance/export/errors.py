@@ -21,4 +21,24 @@ class MismatchedParts(ExportError, ValueError):
     """Sequences that must run in parallel (meshes and their bodies or paths) differ in length."""
 
 
-__all__ = ["ExportError", "InvalidImage", "ManifestError", "MismatchedParts"]
+class InvalidAmf(ExportError):
+    """An AMF document does not have the structure ISO/ASTM 52915 / GB/T 35352 prescribes."""
+
+
+class PdfReportError(ExportError):
+    """The PDF report could not be made (no Chromium, printing failed or timed out, unreadable case)."""
+
+
+class UsbExportError(ExportError):
+    """An export for the print lab could not be written and verified (medium, case, choice of files)."""
+
+
+__all__ = [
+    "ExportError",
+    "InvalidAmf",
+    "InvalidImage",
+    "ManifestError",
+    "MismatchedParts",
+    "PdfReportError",
+    "UsbExportError",
+]

@@ -10,7 +10,7 @@ to ``<data_dir>/run/api_token``, mode 0600, removed again at an orderly stop, se
 the app holds it at ``app.config["APPLIANCE_API_TOKEN"]``) or what the
 pluggable authoriser at ``app.config["APPLIANCE_API_AUTHORISER"]`` allows (the kiosk UI installs one that accepts
 an unlocked nurse/surgeon session). Without an authoriser only the token is accepted. The check is
-:func:`_authorise`, the blueprint's one ``before_request``. ``openapi.json`` declares both ways in
+:func:`authorise_request`, the blueprint's one ``before_request``. ``openapi.json`` declares both ways in
 ``components.securitySchemes`` (``apiToken``: HTTP bearer; ``kioskSession``: the UI's session cookie) with a
 top-level ``security`` requirement, and ``security: []`` on the :data:`OPEN_ENDPOINTS`.
 
@@ -111,7 +111,7 @@ def _bearer_token() -> str | None:
 
 
 @api_blueprint.before_request
-def _authorise() -> tuple[Response, int] | None:
+def authorise_request() -> tuple[Response, int] | None:
     """The one access check of the API (REQ-PRIV-007); None lets the request through."""
     if request.endpoint in OPEN_ENDPOINTS:
         return None
@@ -148,8 +148,9 @@ def _error(status: int, message: str, field: str | None = None) -> tuple[Respons
     return jsonify(body), status
 
 
-def _actor() -> str:
-    """The audit actor of this request: set by :func:`_authorise` from the token or the session, never the body."""
+def request_actor() -> str:
+    """The audit actor of this request, set by :func:`authorise_request` from the token or the session (never
+    from the body)."""
     return str(g.get("api_actor") or "ui:unknown")
 
 
@@ -266,7 +267,7 @@ def reconstruct(uid: str) -> tuple[Response, int]:
     refusal = preset_refusal(body.get("preset"), svc.catalogue.study(uid).to_dict())  # 404 when unknown
     if refusal is not None:
         return _error(409, refusal)
-    actor = _actor()
+    actor = request_actor()
     job_id = svc.request_reconstruction(
         uid, actor, preset=body.get("preset"), device=body.get("device"), formats=formats,
         override=bool(body.get("override", False)),
@@ -343,7 +344,7 @@ def export(job_id: int) -> tuple[Response, int]:
     if destination is not None and not isinstance(destination, str):
         return _error(400, "'destination' must be the name of a configured export destination", "destination")
     try:
-        result = export_job(svc.export_context, job_id, _actor(), destination)
+        result = export_job(svc.export_context, job_id, request_actor(), destination)
     except DicomExportError as exc:
         return _error(409, str(exc))
     folder = Path(svc.catalogue.job(job_id).output_dir or "")
