@@ -107,6 +107,10 @@ def create_app(config: Mapping[str, Any] | None = None, service: object | None =
     if register_api:
         _register_service_api(app)
     app.config["UI_SERVICE_API_REGISTERED"] = register_api
+    # "Find on PACS" and "Export to USB" talk to the running service's store, audit and configuration: the demo
+    # viewer and a test's scripted service have none, so their pages leave the panels out
+    service_panels = register_api and demo_dir is None and all(
+        hasattr(service, a) for a in ("store", "audit", "config"))
 
     app.before_request(refuse_cross_site)  # first: nothing from another origin reaches a view
     app.before_request(refuse_malformed_json)
@@ -135,6 +139,7 @@ def create_app(config: Mapping[str, Any] | None = None, service: object | None =
             "idle_lock_seconds": settings.idle_lock_seconds,
             "import_map": IMPORT_MAP,
             "catalogue": catalogue(lang),
+            "service_panels": service_panels,
         }
 
     return app

@@ -140,7 +140,7 @@ def _requirement_names(requirements: list[dict[str, list[str]]]) -> list[set[str
 @pytest.mark.req("REQ-PRIV-007")
 def test_openapi_declares_the_auth_schemes_on_every_protected_path(kiosk: tuple[Any, ApplianceService]) -> None:
     app, _svc = kiosk
-    assert app.before_request_funcs[api.api_blueprint.name] == [api.authorise_request]  # the one check, as derived below
+    assert app.before_request_funcs[api.api_blueprint.name] == [api.authorise_request]  # the one check
     client = app.test_client()
     spec = client.get("/api/openapi.json").get_json()  # open: no token, no session
     jsonschema.Draft202012Validator.check_schema(OAS31_SECURITY_SCHEMA)

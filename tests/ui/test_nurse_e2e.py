@@ -101,6 +101,7 @@ def test_nurse_signs_in_makes_the_model_opens_and_locks(box: tuple[ServedBox, di
     study.wait_for()
     assert card(page, uids["plain"]).is_visible()
     assert "LI HUA" in study.locator(".patient").inner_text()
+    assert page.locator("#pacs-panel").count() == 1  # the real inbox carries "Find on PACS" (hidden: no node here)
     # Before the model is made: the acquisition checks with their requirement IDs, and the series' thumbnail.
     coarse = study.locator('.findings li[data-code="slices_too_coarse"]')
     assert coarse.count() == 1 and "Requirement REQ-ACQ-801" in coarse.inner_text()
@@ -134,6 +135,7 @@ def test_nurse_signs_in_makes_the_model_opens_and_locks(box: tuple[ServedBox, di
     study.locator(".open-case").tap()
     page.wait_for_url(f"**/cases/{jobs[0]['id']}")
     wait_js(page, "document.getElementById('case-viewer').dataset.loaded === '1'", timeout_s=60)
+    assert page.locator("#usb-export").count() == 1  # the real viewer carries "Export to USB"
     page.locator("#lock-btn").tap()
     page.wait_for_url("**/login?locked=1")
     assert page.locator(".patient").count() == 0
