@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,19 @@ from appliance.trace.register import load_register
 from kernels.device import cuda_available
 
 GPU_SKIP_REASON = "no CUDA device (CuPy) on this machine"
+
+
+def _dcmtk_before_the_venv() -> None:
+    """pynetdicom puts scripts named like dcmtk's (storescu, echoscu, findscu, ...) into the venv's ``bin``; with
+    the venv activated they would shadow dcmtk, which the tests mean. Put dcmtk's folder first on PATH."""
+    path = os.environ.get("PATH", "")
+    outside = os.pathsep.join(p for p in path.split(os.pathsep) if p and not p.startswith(sys.prefix))
+    dcmtk = shutil.which("storescu", path=outside)
+    if dcmtk is not None:
+        os.environ["PATH"] = os.path.dirname(dcmtk) + os.pathsep + path
+
+
+_dcmtk_before_the_venv()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

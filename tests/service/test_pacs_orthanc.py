@@ -21,8 +21,8 @@ from typing import Any
 import pydicom
 import pytest
 from helpers.orthanc import start_orthanc
+from helpers.served import APPLIANCE, ROOT, Served
 from svc_helpers import PATIENT_ID, PATIENT_NAME, free_port, prepare_ct_series
-from test_serve import APPLIANCE, ROOT, Served
 
 from appliance.audit import AUDIT_FILENAME, AuditLog
 

@@ -52,6 +52,9 @@ def test_stable_study_is_reconstructed_automatically(
     assert job.manifest_path == str(out / "manifest.json")
     assert json.loads((out / "manifest.json").read_text())["n_files"] == 4  # the worker gave it the study
     assert not list(out.parent.glob(".tmp-*"))
+    deadline = time.monotonic() + 10  # the worker audits the finish just after it marks the job done
+    while len(svc.audit.records()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     actions = [r.action for r in svc.audit.records()]
     assert actions == ["study.received", "reconstruction.started", "reconstruction.finished"]
     assert all(r.study_hash == svc.study_hash(study_uid) for r in svc.audit.records())
