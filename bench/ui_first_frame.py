@@ -68,6 +68,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--triangles", type=int, default=1_000_000)
+    parser.add_argument("--many-structures", action="store_true",
+                        help="add a third scene: the phantom plus one small sphere per TotalSegmentator class (117)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -76,8 +78,13 @@ def main() -> int:
     rows: list[tuple[str, int, float, list[dict[str, float]], dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        heavy: dict[str, int] = {"sphere_subdivisions": SPHERE_SUBDIVISIONS, "extra_spheres": extra}
-        for label, kwargs in (("anchor: 20k phantom", {}), ("1M-triangle scene", heavy)):
+        heavy: dict[str, Any] = {"sphere_subdivisions": SPHERE_SUBDIVISIONS, "extra_spheres": extra}
+        scenes: list[tuple[str, dict[str, Any]]] = [("anchor: 20k phantom", {}), ("1M-triangle scene", heavy)]
+        if args.many_structures:
+            from engines.nnunet.totalsegmentator import total_structures
+
+            scenes.append(("121 structures", {"extra_names": [s.name for s in total_structures()]}))
+        for label, kwargs in scenes:
             case = Path(tmp) / label.split(":")[0].replace(" ", "_")
             phantom = write_case(case, **kwargs)
             kiosk = start_kiosk(Path(tmp) / f"kiosk_{len(rows)}", case)

@@ -162,14 +162,16 @@ def missing_names(structures: list[str] | tuple[str, ...], lang: str) -> list[st
 
 
 def page_table(lang: str) -> dict[str, Any]:
-    """The table as a web page uses it: ``names`` and ``categories`` by structure, and the margin-shell ``margin``
-    pattern (``regex`` in JavaScript syntax, ``text`` template with ``{base}``/``{mm}``)."""
+    """The table as a web page uses it: ``names`` and ``categories`` by structure, the categories' display order
+    (``category_order``) and the margin shells' (``margin_category``), and the margin-shell ``margin`` pattern (``regex`` in JavaScript syntax, ``text`` template with ``{base}``/``{mm}``)."""
     names, patterns = _names(lang)
-    terms, regex, _ = _table()
+    terms, regex, margin_category = _table()
     return {
         "lang": lang,
         "names": dict(names),
         "categories": {name: t.category for name, t in terms.items()},
+        "category_order": list(CATEGORIES),
+        "margin_category": margin_category,
         "margin": {"regex": regex.pattern.replace("?P<", "?<"), "text": patterns["margin"]},
     }
 

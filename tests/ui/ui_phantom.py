@@ -9,6 +9,7 @@ NIfTI: appliance.io.nifti), laid out like a reconstruct output folder.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +61,12 @@ def _sphere(centre: npt.ArrayLike, radius: float, subdivisions: int, name: str, 
     return Mesh(np.asarray(tm.vertices), np.asarray(tm.faces), name, color)
 
 
-def write_case(folder: Path, sphere_subdivisions: int = 5, extra_spheres: int = 0) -> Phantom:
-    """Write scene.glb, image.nii.gz, labels.nii.gz, manifest.json, structures.json and report.html."""
+def write_case(folder: Path, sphere_subdivisions: int = 5, extra_spheres: int = 0,
+               extra_names: Sequence[str] = ()) -> Phantom:  # fmt: skip
+    """Write scene.glb, image.nii.gz, labels.nii.gz, manifest.json, structures.json and report.html.
+
+    ``extra_names``: one small sphere more per name (a many-structure scene, e.g. TotalSegmentator's classes).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     affine = lps_affine()
     vol = Volume(np.zeros(SHAPE, np.int16), affine, "CT", "HU")
@@ -84,6 +89,9 @@ def write_case(folder: Path, sphere_subdivisions: int = 5, extra_spheres: int = 
     for n in range(extra_spheres):  # heavier scenes for the benchmark
         offset = np.array([-45.0, 0.0, 25.0 * (n + 1)])
         meshes.append(_sphere(centre + offset, 10.0, sphere_subdivisions, f"extra_sphere_{n + 1}", BLUE))
+    for n, name in enumerate(extra_names):  # a grid of 4 mm spheres in front of the box
+        offset = np.array([-40.0 + 8.0 * (n % 11), 30.0, -40.0 + 8.0 * (n // 11)])
+        meshes.append(_sphere(centre + offset, 4.0, 2, name, BLUE))
     write_glb(meshes, folder / "scene.glb", opacity={"core_margin_5mm": 0.35})
     categories = {"phantom_box": "organ", "inner_core": "lesion", "core_margin_5mm": "margin"}
     structures = [

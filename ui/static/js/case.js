@@ -57,26 +57,91 @@ export function displayName(name) {
   return name.replace(/_/g, ' ');
 }
 
+/** More structures than this (a TotalSegmentator-size scene) are listed by category, each group folded, with
+ * show/hide per group; fewer stay one flat list. */
+const GROUP_ABOVE = 12;
+
+function categoryOf(name) {
+  if (MARGIN_RE.test(name)) return TERMS.margin_category || 'lesion';
+  return TERMS.categories[name] || 'other';
+}
+
+function structureRow(name) {
+  const row = el('div', { class: 'structure', 'data-structure': name });
+  const toggle = el('button', { type: 'button', class: 'toggle', 'aria-pressed': 'true' });
+  const swatch = el('span', { class: 'swatch', 'aria-hidden': 'true' });
+  swatch.style.background = viewer.colour(name);
+  toggle.append(swatch, el('span', { class: 'label' }, displayName(name)));
+  toggle.addEventListener('click', () => {
+    const on = !viewer.isVisible(name);
+    viewer.setVisible(name, on);
+    slices?.setMeshVisible(name, on);
+    toggle.setAttribute('aria-pressed', String(on));
+    syncGroups();
+  });
+  const adjust = el('button', { type: 'button', class: 'adjust', 'aria-label': t('viewer.adjust_named', { name: displayName(name) }) }, t('viewer.adjust'));
+  adjust.addEventListener('click', () => select(name));
+  row.append(toggle, adjust);
+  return row;
+}
+
+/** A group's show/hide button is pressed while any of its structures is visible. */
+function syncGroups() {
+  for (const group of document.querySelectorAll('#structures .structure-group')) {
+    const names = [...group.querySelectorAll('.structure')].map((r) => r.dataset.structure);
+    group.querySelector('.group-toggle').setAttribute('aria-pressed', String(names.some((n) => viewer.isVisible(n))));
+  }
+}
+
+function structureGroup(category, names) {
+  const group = el('section', { class: 'structure-group', 'data-category': category });
+  const label = t(`category.${category}`);
+  const toggle = el('button', {
+    type: 'button', class: 'group-toggle', 'aria-pressed': 'true',
+    'aria-label': t('viewer.group_toggle', { category: label, count: names.length }),
+  }, `${label} · ${names.length}`);
+  const rows = el('div', { class: 'group-rows col hidden', id: `group-${category}` });
+  const fold = el('button', {
+    type: 'button', class: 'group-fold', 'aria-expanded': 'false', 'aria-controls': rows.id,
+    'aria-label': t('viewer.group_expand_named', { category: label }),
+  }, t('viewer.group_expand'));
+  toggle.addEventListener('click', () => {
+    const on = toggle.getAttribute('aria-pressed') !== 'true';
+    for (const name of names) {
+      viewer.setVisible(name, on);
+      slices?.setMeshVisible(name, on);
+    }
+    for (const b of rows.querySelectorAll('.structure .toggle')) b.setAttribute('aria-pressed', String(on));
+    toggle.setAttribute('aria-pressed', String(on));
+  });
+  fold.addEventListener('click', () => {
+    const open = fold.getAttribute('aria-expanded') !== 'true';
+    fold.setAttribute('aria-expanded', String(open));
+    rows.classList.toggle('hidden', !open);
+  });
+  for (const name of names) rows.append(structureRow(name));
+  const head = el('div', { class: 'group-head' });
+  head.append(toggle, fold);
+  group.append(head, rows);
+  return group;
+}
+
 function buildList(names) {
   const list = document.getElementById('structures');
   list.replaceChildren();
-  for (const name of names) {
-    const row = el('div', { class: 'structure', 'data-structure': name });
-    const toggle = el('button', { type: 'button', class: 'toggle', 'aria-pressed': 'true' });
-    const swatch = el('span', { class: 'swatch', 'aria-hidden': 'true' });
-    swatch.style.background = viewer.colour(name);
-    toggle.append(swatch, el('span', { class: 'label' }, displayName(name)));
-    toggle.addEventListener('click', () => {
-      const on = !viewer.isVisible(name);
-      viewer.setVisible(name, on);
-      slices?.setMeshVisible(name, on);
-      toggle.setAttribute('aria-pressed', String(on));
-    });
-    const adjust = el('button', { type: 'button', class: 'adjust', 'aria-label': t('viewer.adjust_named', { name: displayName(name) }) }, t('viewer.adjust'));
-    adjust.addEventListener('click', () => select(name));
-    row.append(toggle, adjust);
-    list.append(row);
+  if (names.length <= GROUP_ABOVE) {
+    for (const name of names) list.append(structureRow(name));
+    return;
   }
+  const byCategory = new Map();
+  for (const name of names) {
+    const category = categoryOf(name);
+    if (!byCategory.has(category)) byCategory.set(category, []);
+    byCategory.get(category).push(name);
+  }
+  const order = TERMS.category_order || [];
+  const categories = [...byCategory.keys()].sort((a, b) => (order.indexOf(a) + 1 || 99) - (order.indexOf(b) + 1 || 99));
+  for (const category of categories) list.append(structureGroup(category, byCategory.get(category)));
 }
 
 function select(name) {
@@ -332,6 +397,7 @@ async function restoreState(state) {
     row.querySelector('.toggle').setAttribute('aria-pressed', String(s.visible));
     row.querySelector('.swatch').style.background = s.colour;
   }
+  syncGroups();
   if (state.camera) viewer.setCameraState(state.camera);
   if (state.clip) {
     const c = state.clip;
