@@ -39,12 +39,41 @@ def preset_modalities(name: str) -> list[str]:
 DEFAULT_MR_WEIGHTINGS = ("T1",)
 
 
-def preset_refusal(name: str | None, study: dict[str, Any]) -> str | None:
-    """Why the explicitly chosen preset cannot run on this study, else None: none of the study's series has a
-    modality the preset segments (REQ-FUNC-801), or an MR preset trained on T1 only meets another weighting
-    (REQ-ACQ-805)."""
-    if not name or name == AUTO_PRESET:
+def _weightings(preset: Any) -> tuple[str, ...]:
+    return tuple(getattr(preset, "weightings", DEFAULT_MR_WEIGHTINGS))
+
+
+def auto_refusal(study: dict[str, Any]) -> str | None:
+    """Why ``auto`` must not run on this study, else None: an MR study whose series all state a weighting that no
+    MR preset on the box was trained on (``auto`` would otherwise hand a T2 or FLAIR study to a T1 network)."""
+    present = {str(s.get("modality", "")).upper() for s in study.get("series", [])}
+    if present != {"MR"}:
         return None
+    stated = {str((f.get("details") or {}).get("weighting")) for f in study.get("findings", [])
+              if f.get("code") == "mr_weighting" and (f.get("details") or {}).get("weighting")}  # fmt: skip
+    if not stated:
+        return None
+    trained: dict[str, tuple[str, ...]] = {}
+    for name in available_presets():
+        try:
+            preset = get_preset(name)
+        except EngineError:  # a pack preset whose files went missing since it was listed
+            continue
+        if "MR" in {m.upper() for m in preset.modalities}:
+            trained[name] = _weightings(preset)
+    if any(w in weightings for w in stated for weightings in trained.values()):
+        return None
+    allowed = sorted({w for weightings in trained.values() for w in weightings})
+    return (f"'auto' has no preset for {'/'.join(sorted(stated))}-weighted MR: the MR presets on this box "
+            f"({', '.join(sorted(trained)) or 'none'}) were trained on {'/'.join(allowed) or 'no'} images only")
+
+
+def preset_refusal(name: str | None, study: dict[str, Any]) -> str | None:
+    """Why the chosen preset cannot run on this study, else None: none of the study's series has a modality the
+    preset segments (REQ-FUNC-801), an MR preset trained on T1 only meets another weighting (REQ-ACQ-805), or
+    ``auto`` (no name) has no MR preset for the study's weighting (:func:`auto_refusal`)."""
+    if not name or name == AUTO_PRESET:
+        return auto_refusal(study)
     preset = get_preset(name)
     segments = {m.upper() for m in preset.modalities}
     present = {str(s.get("modality", "")).upper() for s in study.get("series", [])}
@@ -53,4 +82,4 @@ def preset_refusal(name: str | None, study: dict[str, Any]) -> str | None:
                 f"{'/'.join(sorted(present))}; choose another preset or 'auto'")
     if segments != {"MR"}:
         return None
-    return weighting_refusal(name, getattr(preset, "weightings", DEFAULT_MR_WEIGHTINGS), study.get("findings", []))
+    return weighting_refusal(name, _weightings(preset), study.get("findings", []))

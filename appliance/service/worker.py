@@ -22,7 +22,9 @@ from appliance.audit import AuditLog
 from appliance.errors import RefusedInput
 from appliance.service.catalogue import Catalogue, Job, refusal_finding
 from appliance.service.errors import PatientDataInOutputs
+from appliance.service.preset_choice import preset_refusal
 from appliance.typed import ProgressCallback
+from engines.errors import EngineError
 
 log = logging.getLogger(__name__)
 
@@ -246,11 +248,24 @@ class Worker:
             {"job": job.id, "state": state, "error": str(exc)[:500]},
         )  # fmt: skip
 
+    def _preset_refusal(self, job: Job) -> str | None:
+        """Why the job's preset must not run on its study (see :func:`preset_refusal`), else None."""
+        try:
+            return preset_refusal(job.preset, self.catalogue.study(job.study_uid).to_dict())
+        except EngineError:  # an unknown preset: the reconstruction itself fails naming it
+            return None
+
     def _attempt(self, job: Job, device: str) -> Mapping[str, Any]:
         refusals = self.catalogue.refusals(job.study_uid)
         if refusals and not job.override:  # a study cut short is never reconstructed as if whole
             finding = refusal_finding(refusals)
             raise RefusedInput(finding["message"], [finding])
+        if not job.override:  # the API checks explicit requests; auto-queued jobs meet the same rule here
+            why = self._preset_refusal(job)
+            if why is not None:
+                finding = {"code": "preset_unsuitable", "severity": "refusal", "requirement": "REQ-ACQ-805",
+                           "details": {"preset": job.preset or "auto"}, "message": why}  # fmt: skip
+                raise RefusedInput(why, [finding])
         tmp = self.outputs_dir / f".tmp-job-{job.id}-{job.attempts}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)

@@ -156,3 +156,29 @@ def test_t1_only_network_is_refused_on_a_flair_study(shared_data: Path, tmp_path
     assert svc.catalogue.jobs(study_uid=flair_uid) == []
     ok = client.post(f"/api/studies/{t1_uid}/reconstruct", json={"preset": "mr-brain", "actor": "nurse"})
     assert ok.status_code == 202
+
+
+@pytest.mark.req("REQ-ACQ-805")
+def test_auto_refuses_a_flair_study_at_the_api_and_in_the_worker(shared_data: Path, tmp_path: Path) -> None:
+    svc, client = _service(tmp_path)
+    flair_uid, flair = _mr_study(shared_data, tmp_path / "flair", RepetitionTime=9000, EchoTime=120,
+                                 InversionTime=2500)  # fmt: skip
+    t1_uid, t1 = _mr_study(shared_data, tmp_path / "t1")
+    _store(svc, flair + t1)
+    for body in ({}, {"preset": "auto"}):  # no preset means auto
+        refused = client.post(f"/api/studies/{flair_uid}/reconstruct", json=body)
+        assert refused.status_code == 409, refused.get_json()
+        assert "FLAIR-weighted MR" in refused.get_json()["error"] and "mr-brain" in refused.get_json()["error"]
+    assert svc.catalogue.jobs(study_uid=flair_uid) == []
+    assert client.post(f"/api/studies/{t1_uid}/reconstruct", json={}).status_code == 202
+    # a job queued without the API (automatic reconstruction on arrival) meets the same rule in the worker
+    job_id = svc.request_reconstruction(flair_uid, "auto")
+    svc.worker.start()
+    svc.worker.wake()
+    deadline = time.monotonic() + 30
+    while svc.catalogue.job(job_id).state not in ("done", "failed", "refused") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job = svc.catalogue.job(job_id)
+    assert job.state == "refused" and "FLAIR-weighted MR" in str(job.error)
+    assert [f["code"] for f in job.findings] == ["preset_unsuitable"]
+    svc.worker.stop()
