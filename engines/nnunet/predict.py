@@ -3,7 +3,9 @@
 Order of operations (nnU-Net's): orientation/transpose -> crop to non-zero -> normalise -> resample to the target
 spacing (order 3, separate-z rule) -> sliding window per fold (Gaussian blending, mirroring, float16 accumulators)
 -> mean of the folds' logits -> resample the logits back to the cropped shape (order 1, float16) -> argmax ->
-un-crop -> inverse transpose/orientation. Each fold's ONNX file is checked against its sha256 before it runs.
+un-crop -> inverse transpose/orientation. The last resampling and the argmax run one class at a time
+(:func:`engines.nnunet.resampling.resample_argmax`), so the image grid never holds every class's logits.
+Each fold's ONNX file is checked against its sha256 before it runs.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from appliance.typed import Device, ProgressCallback
 from engines.nnunet.errors import NnUNetPackError
 from engines.nnunet.preprocessing import layout_for, preprocess
 from engines.nnunet.recipe import NnUNetRecipe, recipe_from_manifest
-from engines.nnunet.resampling import new_shape_for, resample
+from engines.nnunet.resampling import new_shape_for, resample, resample_argmax
 from engines.nnunet.sliding_window import Forward, ensemble_logits, importance_map, predict_logits
 
 log = logging.getLogger(__name__)
@@ -124,10 +126,11 @@ def predict_labels(recipe: NnUNetRecipe, forwards: Sequence[Forward], volume: Vo
     logits = ensemble_logits(fold_logits, len(forwards))
     timings["inference_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    logits = resample(logits, cropped_shape, recipe.spacing, spacing, recipe.probabilities_resampling,
-                      recipe.anisotropy_threshold)
-    labels = crop.uncrop(logits.argmax(0).astype(np.uint16))
+    cropped_labels = resample_argmax(logits, cropped_shape, recipe.spacing, spacing,
+                                     recipe.probabilities_resampling, recipe.anisotropy_threshold)
     del logits
+    labels = crop.uncrop(cropped_labels)
+    del cropped_labels
     labels = layout.to_volume(labels)
     timings["postprocess_s"] = time.perf_counter() - t2
     details = {"spacing_in": list(spacing), "shape_cropped": list(cropped_shape), "shape_network": list(target_shape),
