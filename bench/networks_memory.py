@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 MODES = ("all-classes", "per-class")
+REQUIREMENTS = ("REQ-PERF-950",)
 
 
 def _tiny_onnx(classes: int, path: Path) -> Path:
