@@ -66,22 +66,22 @@ class PackPreset(Preset):
             options: Mapping[str, Any] | None = None) -> SegmentationResult:
         """Segment ``volume`` with the pack on the resolved ``device``; its files are re-verified (sha256) first."""
         opts = dict(options or {})
-        findings: list[Finding] = []
-        if volume.modality not in (self.pack.modality, "OT"):
-            findings.append(Finding(
-                "pack_modality_mismatch", Severity.WARNING,
-                f"Pack {self.pack.name} was trained on {self.pack.modality}; this image is {volume.modality}. "
-                "Check every structure against the images.", "REQ-FUNC-100"))
-        if self.engine == "nnunet":
-            nnunet = load_nnunet_pack(self.pack.root, verify=True)
-            labelmap = run_nnunet_pack(nnunet, volume, device, str(opts.get("backend", "onnxruntime")), progress)
-            return SegmentationResult(labelmap, findings, {"preset": self.name, **labelmap.metadata})
-        if self.engine == SET_ENGINE:
-            pack_set = load_pack_set(self.pack.root, verify=True)
-            labelmap = run_pack_set(pack_set, volume, device, str(opts.get("backend", "onnxruntime")), progress)
-            return SegmentationResult(labelmap, findings, {"preset": self.name, **labelmap.metadata})
-        labelmap = self._run_onnx_pack(volume, device, opts, progress)
-        return SegmentationResult(labelmap, findings, dict(labelmap.metadata))
+        backend = str(opts.get("backend", "onnxruntime"))
+        if self.engine == "nnunet":  # every network is re-verified before the volume is touched
+            labelmap = run_nnunet_pack(load_nnunet_pack(self.pack.root, verify=True), volume, device, backend,
+                                       progress)
+        elif self.engine == SET_ENGINE:
+            labelmap = run_pack_set(load_pack_set(self.pack.root, verify=True), volume, device, backend, progress)
+        else:
+            labelmap = self._run_onnx_pack(volume, device, opts, progress)
+        return SegmentationResult(labelmap, self._modality_findings(volume), {"preset": self.name, **labelmap.metadata})
+
+    def _modality_findings(self, volume: Volume) -> list[Finding]:
+        if volume.modality in (self.pack.modality, "OT"):
+            return []
+        return [Finding("pack_modality_mismatch", Severity.WARNING,
+                        f"Pack {self.pack.name} was trained on {self.pack.modality}; this image is {volume.modality}. "
+                        "Check every structure against the images.", "REQ-FUNC-100")]
 
     def _run_onnx_pack(self, volume: Volume, device: Device, opts: Mapping[str, Any],
                        progress: ProgressCallback | None) -> LabelMap:
