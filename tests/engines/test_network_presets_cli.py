@@ -115,3 +115,17 @@ def test_models_verify_names_every_altered_or_missing_fold(packs: Path, total_fa
     (copies / PACK / "fold_1.onnx").unlink()
     assert main(["models", "--packs-dir", str(copies), "verify", PACK]) == 1
     assert f"FAILED  {PACK}: fold 1: fold_1.onnx is missing" in capsys.readouterr().out
+
+
+@pytest.mark.req("REQ-FUNC-956")
+def test_a_pack_chosen_for_another_modality_runs_with_a_warning(packs: Path, shared_data: Path) -> None:
+    from helpers.nnunet_models import MR_IMAGE
+
+    from appliance.io.nifti import load_volume
+    from engines.presets.network_pack import pack_preset
+
+    mr = load_volume(require(shared_data / MR_IMAGE), "MR")
+    mr = type(mr)(np.ascontiguousarray(mr.array[80:120, 80:120, 90:130]), mr.affine, "MR", mr.units)
+    result = pack_preset(f"pack:{PACK}", [packs]).run(mr, "cpu")
+    assert [f.code for f in result.findings] == ["pack_modality_mismatch"]
+    assert result.labelmap.labels.shape == mr.shape and result.provenance["preset"] == f"pack:{PACK}"
