@@ -129,3 +129,26 @@ def test_a_pack_chosen_for_another_modality_runs_with_a_warning(packs: Path, sha
     result = pack_preset(f"pack:{PACK}", [packs]).run(mr, "cpu")
     assert [f.code for f in result.findings] == ["pack_modality_mismatch"]
     assert result.labelmap.labels.shape == mr.shape and result.provenance["preset"] == f"pack:{PACK}"
+
+
+@pytest.mark.req("REQ-FUNC-952", "REQ-FUNC-956")
+def test_auto_runs_the_117_class_set_over_the_organ_pack(packs: Path, total_fast: Path, ct_crop: Path,
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engines.presets import available_presets, get_preset
+    from engines.presets.network_pack import PackPreset
+
+    installed = tmp_path / "installed"
+    shutil.copytree(packs / PACK, installed / PACK)
+    shutil.copytree(total_fast, installed / total_fast.name)
+    monkeypatch.setenv("APPLIANCE_MODEL_PACKS", str(installed))
+    name = f"pack:{total_fast.name}"
+    assert {f"pack:{PACK}", name} <= set(available_presets())  # the list the CLI, API and kiosk offer
+    preset = get_preset(name)
+    assert isinstance(preset, PackPreset) and preset.engine == "nnunet-set"
+    record = _segment(ct_crop, tmp_path / "out", "auto")
+    assert record["preset"]["name"] == name
+    assert {c["pack"]: c["structures"] for c in record["preset"]["candidates"]} == {PACK: 3, total_fast.name: 117}
+    assert record["provenance"]["pack"]["engine"] == "nnunet-set"
+    lm = read_labelmap(tmp_path / "out" / "labels.nii.gz", tmp_path / "out" / "structures.json")
+    names = {s.name for s in lm.structures}
+    assert "body" in names and len(names) > 10 and names <= {s.name for s in preset.pack.structures} | {"body"}
