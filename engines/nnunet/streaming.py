@@ -32,6 +32,8 @@ from engines.nnunet.sliding_window import Forward, pad_to_patch, predict_tile, t
 
 #: Output rows resampled together (bounded further so one slab's coordinates stay near 64 MiB).
 SLAB_ROWS = 16
+#: Final network-grid rows handed to the way back at a time.
+FINAL_ROWS = 8
 
 
 def can_stream(rule: Resampling) -> bool:
@@ -132,40 +134,38 @@ def stream_predict(forwards: Sequence[Forward], data: npt.NDArray[np.float32], p
     starts = [tile_starts(s, p, step) for s, p in zip(shape, patch, strict=True)]
     weight32 = weight.astype(np.float32)
     folds = len(forwards)
-    base = 0  # padded row of the accumulators' first row
-    logits = [np.zeros((classes, 0, *shape[1:]), dtype=np.float16) for _ in range(folds)]
-    weights = np.zeros((0, *shape[1:]), dtype=np.float16)
+    depth = patch[0]
+    # the window: padded rows [x0, x0 + depth) of the current tile row; x0 is also the first row not yet final
+    logits = [np.zeros((classes, depth, *shape[1:]), dtype=np.float16) for _ in range(folds)]
+    weights = np.zeros((depth, *shape[1:]), dtype=np.float16)
     total_tiles = len(starts[0]) * len(starts[1]) * len(starts[2])
     done = 0
     for i, x0 in enumerate(starts[0]):
-        top = x0 + patch[0]
-        grow = top - (base + weights.shape[0])
-        if grow > 0:
-            logits = [np.concatenate([acc, np.zeros((classes, grow, *shape[1:]), np.float16)], axis=1)
-                      for acc in logits]
-            weights = np.concatenate([weights, np.zeros((grow, *shape[1:]), np.float16)])
         for y0, z0 in itertools.product(starts[1], starts[2]):
-            window = (slice(x0 - base, top - base), slice(y0, y0 + patch[1]), slice(z0, z0 + patch[2]))
-            tile = np.ascontiguousarray(padded[:, x0:top, y0:y0 + patch[1], z0:z0 + patch[2]])
+            window = (slice(0, depth), slice(y0, y0 + patch[1]), slice(z0, z0 + patch[2]))
+            tile = np.ascontiguousarray(padded[:, x0:x0 + depth, y0:y0 + patch[1], z0:z0 + patch[2]])
             for k in range(folds):
                 prediction = predict_tile(forwards[k], tile, mirror_axes)
                 prediction *= weight32
                 logits[k][(slice(None), *window)] += prediction
+                del prediction
             weights[window] += weight
             done += 1
             if progress is not None:
                 progress(done / total_tiles)
-        final_to = starts[0][i + 1] if i + 1 < len(starts[0]) else shape[0]
-        n = final_to - base
-        if n <= 0:
-            continue
-        mean = _fold_mean([acc[:, :n] for acc in logits], weights[:n])
-        lo, hi = max(base, undo[0].start), min(final_to, undo[0].stop)
-        if hi > lo:
-            sink.add(np.ascontiguousarray(mean[:, lo - base:hi - base, undo[1], undo[2]]))
-        logits = [acc[:, n:].copy() for acc in logits]
-        weights = weights[n:].copy()
-        base = final_to
+        final = (starts[0][i + 1] if i + 1 < len(starts[0]) else shape[0]) - x0
+        for r0 in range(0, final, FINAL_ROWS):  # hand the final rows over a few at a time
+            r1 = min(r0 + FINAL_ROWS, final)
+            lo, hi = max(x0 + r0, undo[0].start), min(x0 + r1, undo[0].stop)
+            if hi <= lo:
+                continue
+            rows = slice(lo - x0, hi - x0)
+            sink.add(_fold_mean([acc[:, rows, undo[1], undo[2]] for acc in logits], weights[rows, undo[1], undo[2]]))
+        for acc in [*logits, weights]:  # move the rows still accumulating to the window's start, row by row
+            axis_rows = acc if acc.ndim == 3 else acc.transpose(1, 0, 2, 3)
+            for r in range(depth - final):
+                axis_rows[r] = axis_rows[r + final]
+            axis_rows[max(depth - final, 0):] = 0
 
 
 def _fold_mean(per_fold: list[npt.NDArray[np.float16]], weights: npt.NDArray[np.float16]) -> npt.NDArray[np.float16]:
@@ -187,4 +187,4 @@ def _fold_mean(per_fold: list[npt.NDArray[np.float16]], weights: npt.NDArray[np.
     return total
 
 
-__all__ = ["SLAB_ROWS", "StreamingArgmax", "back_coordinates", "can_stream", "stream_predict"]
+__all__ = ["FINAL_ROWS", "SLAB_ROWS", "StreamingArgmax", "back_coordinates", "can_stream", "stream_predict"]

@@ -55,6 +55,7 @@ def _ct(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> Vol
     ((30, 40, 12), (0.8, 0.8, 4.5), (1.5, 1.5, 4.5), (12, 16, 4), 2, (0, 1, 2)),  # separate z, 2 folds, mirroring
     ((9, 50, 40), (5.0, 1.0, 1.0), (5.0, 2.0, 2.0), (12, 12, 12), 1, (1,)),  # separate axis 0; padded on axis 0
     ((20, 22, 24), (2.0, 2.0, 2.0), (2.0, 2.0, 2.0), (10, 8, 12), 2, ()),  # no resampling
+    ((60, 20, 20), (1.0, 1.0, 1.0), (1.2, 1.2, 1.2), (24, 8, 8), 1, ()),  # final rows handed over in chunks
 ])
 def test_streamed_labels_equal_the_whole_volume_path(shape: tuple[int, int, int], spacing: tuple[float, float, float],
                                                       target: tuple[float, float, float], patch: tuple[int, int, int],
