@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -77,3 +78,29 @@ def test_only_order_one_back_resampling_is_streamed() -> None:
     recipe = replace(_recipe((2.0, 2.0, 2.0), (8, 8, 8), 3, 1, ()), probabilities_resampling=Resampling(3, 0, None))
     result = predict_labels(recipe, [_forward(3, 0)], _ct((20, 20, 20), (1.0, 1.0, 1.0)), stream_above_bytes=0)
     assert not result.details["streamed"]  # falls back to the whole-volume path
+
+
+@pytest.mark.req("REQ-PERF-950")
+def test_streamed_equals_whole_volume_with_a_real_network_on_real_ct(shared_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("dynamic_network_architectures")
+    from helpers.nnunet_models import PARITY_CASES, crop_nifti, write_model_folder
+
+    from appliance.io.nifti import load_volume
+    from engines.backends import choose_backend, create_backend
+    from engines.nnunet.importer import ImportOptions, import_nnunet
+
+    case = PARITY_CASES[0]  # anisotropic CT model (separate z), random weights
+    source = shared_data / case.image
+    if not source.is_file():
+        pytest.skip(f"real test file {case.image} is absent")
+    image = crop_nifti(source, tmp_path / "ct_0000.nii.gz", case.box)
+    pack = import_nnunet(write_model_folder(tmp_path / "models", case.spec), tmp_path / "packs",
+                         ImportOptions(name=case.spec.name, licence="CC0-1.0"))
+    forwards = [create_backend(choose_backend("cpu", "onnxruntime"), pack.onnx_path(k)).forward
+                for k in range(len(pack.recipe.folds))]
+    volume = load_volume(image, "CT")
+    whole = predict_labels(pack.recipe, forwards, volume, stream_above_bytes=None)
+    streamed = predict_labels(pack.recipe, forwards, volume, stream_above_bytes=0)
+    assert streamed.details["streamed"] and len(np.unique(whole.labels)) == 4
+    assert np.array_equal(streamed.labels, whole.labels)
