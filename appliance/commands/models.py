@@ -14,7 +14,9 @@ from appliance.commands.models_nnunet import add_import_nnunet
 from appliance.commands.models_totalseg import add_import_totalsegmentator
 from engines.backends.tensorrt import TensorRTBackend
 from engines.errors import BackendUnavailable, PackError
-from engines.packs import find_pack, import_pack, list_packs, load_pack, pack_dirs, verify_pack
+from engines.nnunet.errors import NnUNetPackError
+from engines.nnunet.integrity import NETWORK_ENGINES, check_network_files
+from engines.packs import ModelPack, find_pack, import_pack, list_packs, load_pack, pack_dirs, verify_pack
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +76,32 @@ def _import(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     targets = [load_pack(p) if Path(p).exists() else find_pack(p, _dirs(args)) for p in args.packs] \
         if args.packs else list_packs(_dirs(args))
-    failed = 0
-    for pack in targets:
-        try:
-            verify_pack(pack)
-            _out(f"ok      {pack.name} {pack.version} {pack.sha256[:16]}")
-        except PackError as exc:
-            failed += 1
-            _out(f"FAILED  {pack.name}: {exc}")
+    failed = sum(0 if _verify_one(pack) else 1 for pack in targets)
     return 1 if failed else 0
+
+
+def _verify_one(pack: ModelPack) -> bool:
+    """Check one pack and print the outcome; nnU-Net packs and pack sets: every fold of every member."""
+    if str(pack.manifest.get("engine", "onnx")) in NETWORK_ENGINES:
+        try:
+            checks = check_network_files(pack)
+        except NnUNetPackError as exc:
+            _out(f"FAILED  {pack.name}: {exc}")
+            return False
+        bad = [c for c in checks if not c.ok]
+        if not bad:
+            _out(f"ok      {pack.name} {pack.version} ({len(checks)} networks, every fold's sha256 checked)")
+            return True
+        for check in bad:
+            _out(f"FAILED  {pack.name}: {check.describe()}")
+        return False
+    try:
+        verify_pack(pack)
+    except PackError as exc:
+        _out(f"FAILED  {pack.name}: {exc}")
+        return False
+    _out(f"ok      {pack.name} {pack.version} {pack.sha256[:16]}")
+    return True
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -130,7 +149,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--trusted-key", action="append",
                    help="file with a base64 Ed25519 public key; when given, the pack must be signed by one")
     p.set_defaults(func=_import)
-    p = msub.add_parser("verify", help="recompute each pack's ONNX sha256")
+    p = msub.add_parser("verify", help="recompute the sha256 of each pack's networks (every fold, every member)")
     p.add_argument("packs", nargs="*", help="pack names or folders (default: all installed)")
     p.set_defaults(func=_verify)
     p = msub.add_parser("compile", help="build TensorRT engines for packs (needs TensorRT and a GPU)")

@@ -164,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
 
 def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``reconstruct`` and ``demo``."""
-    p.add_argument("--preset", default="auto", help="segmentation preset (ct-default, mr-brain) or auto (default)")
+    p.add_argument("--preset", default="auto",
+                   help="segmentation preset (ct-default, mr-brain, pack:NAME for any installed model pack) or auto "
+                   "(default)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device (default: auto)")
     p.add_argument("--formats", default=",".join(FORMATS),
                    help=f"mesh formats per structure, comma-separated (default: {','.join(FORMATS)})")

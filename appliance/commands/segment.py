@@ -85,7 +85,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``appliance segment``."""
     p = sub.add_parser("segment", help="segment a study into labelled structures (labels.nii.gz + JSON)")
     p.add_argument("input", help="DICOM folder, zip, DICOMDIR, single file, or NIfTI/NRRD volume")
-    p.add_argument("--preset", default="auto", help="ct-default, mr-brain, or auto (default: auto)")
+    p.add_argument("--preset", default="auto",
+                   help="ct-default, mr-brain, pack:NAME (any installed model pack), or auto (default: auto)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device")
     p.add_argument("--modality", help="modality of a NIfTI/NRRD input (CT gives HU units; default: the explicit "

@@ -34,7 +34,6 @@ from appliance.typed import Device, ProgressCallback
 from engines.nnunet.errors import NnUNetPackError, PackSetError
 from engines.nnunet.predict import MANIFEST, NnUNetPack, predict_labels
 from engines.nnunet.recipe import recipe_from_manifest
-from engines.presets.base import Preset, SegmentationResult
 
 log = logging.getLogger(__name__)
 SET_ENGINE = "nnunet-set"
@@ -211,25 +210,6 @@ def run_pack_set(pack_set: PackSet, volume: Volume, device: Device = "cpu", back
     return LabelMap.on(volume, combined, pack_set.structures, metadata)
 
 
-class PackSetPreset(Preset):
-    """Runs one installed pack set; ``options`` may set ``backend`` (default onnxruntime)."""
-
-    def __init__(self, root: Path) -> None:
-        self.pack_set = load_pack_set(root, verify=False)
-        self.name = "pack:" + self.pack_set.name
-        self.modalities = (str(self.pack_set.manifest.get("modality", "CT")),)
-
-    def run(self, volume: Volume, device: str = "auto", progress: ProgressCallback | None = None,
-            options: Mapping[str, Any] | None = None) -> SegmentationResult:
-        """Segment ``volume``; every member's fold files are re-verified (sha256) before they run."""
-        from kernels.device import resolve_device
-
-        pack_set = load_pack_set(self.pack_set.root, verify=True)
-        backend = str((options or {}).get("backend", "onnxruntime"))
-        labelmap = run_pack_set(pack_set, volume, resolve_device(device), backend, progress)
-        return SegmentationResult(labelmap, [], dict(labelmap.metadata))
-
-
 def pack_set_dirs(dirs: Iterable[Path | str] | None = None) -> list[Path]:
     """Folders of the installed pack sets under ``dirs`` (default: the pack directories of ``engines.packs``)."""
     from engines.packs import pack_dirs
@@ -241,5 +221,5 @@ def pack_set_dirs(dirs: Iterable[Path | str] | None = None) -> list[Path]:
     return found
 
 
-__all__ = ["COMBINATION", "SET_ENGINE", "SET_FORMAT", "PackSet", "PackSetPreset", "SetMember", "combine_into",
+__all__ = ["COMBINATION", "SET_ENGINE", "SET_FORMAT", "PackSet", "SetMember", "combine_into",
            "combine_labels", "is_pack_set", "load_pack_set", "lookup_table", "pack_set_dirs", "run_pack_set"]

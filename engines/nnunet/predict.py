@@ -3,7 +3,9 @@
 Order of operations (nnU-Net's): orientation/transpose -> crop to non-zero -> normalise -> resample to the target
 spacing (order 3, separate-z rule) -> sliding window per fold (Gaussian blending, mirroring, float16 accumulators)
 -> mean of the folds' logits -> resample the logits back to the cropped shape (order 1, float16) -> argmax ->
-un-crop -> inverse transpose/orientation. Each fold's ONNX file is checked against its sha256 before it runs.
+un-crop -> inverse transpose/orientation. The last resampling and the argmax run one class at a time
+(:func:`engines.nnunet.resampling.resample_argmax`), so the image grid never holds every class's logits.
+Each fold's ONNX file is checked against its sha256 before it runs.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from appliance.typed import Device, ProgressCallback
 from engines.nnunet.errors import NnUNetPackError
 from engines.nnunet.preprocessing import layout_for, preprocess
 from engines.nnunet.recipe import NnUNetRecipe, recipe_from_manifest
-from engines.nnunet.resampling import new_shape_for, resample
+from engines.nnunet.resampling import new_shape_for, resample, resample_argmax
 from engines.nnunet.sliding_window import Forward, ensemble_logits, importance_map, predict_logits
+from engines.nnunet.streaming import StreamingArgmax, back_coordinates, can_stream, stream_predict
 
 log = logging.getLogger(__name__)
 MANIFEST = "pack.json"
@@ -97,9 +100,19 @@ class Prediction:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+#: Above this many bytes of network-grid float16 logits (classes x voxels x folds x 2 B) the prediction is streamed
+#: in slabs (:mod:`engines.nnunet.streaming`); below it the whole-volume path runs (same labels either way).
+STREAM_ABOVE_BYTES = 1 << 30
+
+
 def predict_labels(recipe: NnUNetRecipe, forwards: Sequence[Forward], volume: Volume,
-                   progress: ProgressCallback | None = None) -> Prediction:
-    """nnU-Net's prediction of ``volume`` with one ``forward`` per fold (in the recipe's fold order)."""
+                   progress: ProgressCallback | None = None,
+                   stream_above_bytes: int | None = STREAM_ABOVE_BYTES) -> Prediction:
+    """nnU-Net's prediction of ``volume`` with one ``forward`` per fold (in the recipe's fold order).
+
+    ``stream_above_bytes``: stream when the network-grid logits would be larger (``None``: never; ``0``: always,
+    where the resampling rule allows it).
+    """
     if len(forwards) != len(recipe.folds):
         raise NnUNetPackError(f"{len(forwards)} networks given for {len(recipe.folds)} folds")
     timings: dict[str, float] = {}
@@ -112,6 +125,31 @@ def predict_labels(recipe: NnUNetRecipe, forwards: Sequence[Forward], volume: Vo
     timings["preprocess_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     weight = importance_map(recipe.patch_size, recipe.gaussian_sigma_scale, recipe.gaussian_value_scale)
+    logit_bytes = recipe.num_heads * int(np.prod(target_shape)) * 2 * len(forwards)
+    streamed = (stream_above_bytes is not None and logit_bytes > stream_above_bytes
+                and can_stream(recipe.probabilities_resampling))
+    if streamed:
+        cropped_labels = _streamed(recipe, forwards, data, weight, cropped_shape, spacing, progress)
+        timings["inference_and_back_s"] = time.perf_counter() - t1
+    else:
+        cropped_labels = _whole_volume(recipe, forwards, data, weight, cropped_shape, spacing, progress, timings)
+    del data
+    t2 = time.perf_counter()
+    labels = layout.to_volume(crop.uncrop(cropped_labels))
+    del cropped_labels
+    timings["postprocess_s"] = time.perf_counter() - t2
+    details = {"spacing_in": list(spacing), "shape_cropped": list(cropped_shape), "shape_network": list(target_shape),
+               "crop": [list(b) for b in crop.box], "mirror_axes": list(recipe.mirror_axes),
+               "folds": [f.fold for f in recipe.folds], "fold_combination": recipe.fold_combination,
+               "streamed": streamed, "network_logits_gib": round(logit_bytes / 2**30, 3)}
+    return Prediction(labels, timings, details)
+
+
+def _whole_volume(recipe: NnUNetRecipe, forwards: Sequence[Forward], data: npt.NDArray[np.float32],
+                  weight: npt.NDArray[np.float16], cropped_shape: tuple[int, ...], spacing: Sequence[float],
+                  progress: ProgressCallback | None, timings: dict[str, float]) -> npt.NDArray[np.uint16]:
+    """Every fold's logits over the whole network grid, their mean, then back one class at a time."""
+    t1 = time.perf_counter()
 
     def fold_logits(k: int) -> npt.NDArray[np.float16]:
         def step(fraction: float) -> None:
@@ -124,16 +162,27 @@ def predict_labels(recipe: NnUNetRecipe, forwards: Sequence[Forward], volume: Vo
     logits = ensemble_logits(fold_logits, len(forwards))
     timings["inference_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    logits = resample(logits, cropped_shape, recipe.spacing, spacing, recipe.probabilities_resampling,
-                      recipe.anisotropy_threshold)
-    labels = crop.uncrop(logits.argmax(0).astype(np.uint16))
-    del logits
-    labels = layout.to_volume(labels)
-    timings["postprocess_s"] = time.perf_counter() - t2
-    details = {"spacing_in": list(spacing), "shape_cropped": list(cropped_shape), "shape_network": list(target_shape),
-               "crop": [list(b) for b in crop.box], "mirror_axes": list(recipe.mirror_axes),
-               "folds": [f.fold for f in recipe.folds], "fold_combination": recipe.fold_combination}
-    return Prediction(labels, timings, details)
+    labels = resample_argmax(logits, cropped_shape, recipe.spacing, spacing, recipe.probabilities_resampling,
+                             recipe.anisotropy_threshold)
+    timings["back_s"] = time.perf_counter() - t2
+    return labels
+
+
+def _streamed(recipe: NnUNetRecipe, forwards: Sequence[Forward], data: npt.NDArray[np.float32],
+              weight: npt.NDArray[np.float16], cropped_shape: tuple[int, ...], spacing: Sequence[float],
+              progress: ProgressCallback | None) -> npt.NDArray[np.uint16]:
+    """The same labels, slab by slab (:mod:`engines.nnunet.streaming`)."""
+    coords = back_coordinates(data.shape[1:], cropped_shape, recipe.spacing, spacing,
+                              recipe.probabilities_resampling, recipe.anisotropy_threshold)
+    sink = StreamingArgmax(recipe.num_heads, data.shape[1:], coords)
+
+    def step(fraction: float) -> None:
+        if progress is not None:
+            progress("nnunet", fraction)
+
+    stream_predict(forwards, data, recipe.patch_size, recipe.num_heads, recipe.tile_step, recipe.mirror_axes,
+                   weight, sink, step)
+    return sink.labels
 
 
 def run_nnunet_pack(pack: NnUNetPack, volume: Volume, device: Device = "cpu", backend: str = "onnxruntime",
@@ -150,5 +199,5 @@ def run_nnunet_pack(pack: NnUNetPack, volume: Volume, device: Device = "cpu", ba
     return LabelMap.on(volume, result.labels, pack.recipe.structures, metadata)
 
 
-__all__ = ["MANIFEST", "NnUNetPack", "Prediction", "is_nnunet_pack", "load_nnunet_pack", "predict_labels",
-           "run_nnunet_pack"]
+__all__ = ["MANIFEST", "STREAM_ABOVE_BYTES", "NnUNetPack", "Prediction", "is_nnunet_pack", "load_nnunet_pack",
+           "predict_labels", "run_nnunet_pack"]

@@ -11,6 +11,8 @@ The rules (from ``nnunetv2.preprocessing.resampling.default_resampling``, writte
 * arithmetic is float64 per channel; the result has the input's dtype (float32 images, float16 logits).
 
 One channel is in float64 at a time, so memory stays at the output plus two single-channel copies.
+:func:`resample_argmax` goes further for the prediction's way back: it never holds all classes on the image grid,
+only a running maximum (float16) and the running argmax, one class resampled at a time (see its docstring).
 """
 
 from __future__ import annotations
@@ -105,4 +107,39 @@ def resample(data: npt.NDArray[Any], shape: Sequence[int], current: Sequence[flo
     return out
 
 
-__all__ = ["new_shape_for", "resample", "separate_axis", "zoom_like_skimage"]
+def resample_argmax(logits: npt.NDArray[Any], shape: Sequence[int], current: Sequence[float],
+                    target: Sequence[float], rule: Resampling, threshold: float = ANISOTROPY_THRESHOLD) \
+        -> npt.NDArray[np.uint16]:
+    """``resample(logits, ...).argmax(0)`` as uint16, holding one resampled class at a time.
+
+    Each class is resampled exactly as :func:`resample` does (float64 arithmetic, then cast to the logits' dtype)
+    and compared with the running maximum; a class replaces the running argmax only where it is strictly larger,
+    so ties go to the lower class as with ``numpy.argmax``. The labels are identical to the all-classes path; the
+    memory on the image grid is the running maximum, the labels and one class's float64 copy instead of
+    ``classes x voxels`` logits.
+    """
+    shape = tuple(int(s) for s in shape)
+    labels = np.zeros(shape, dtype=np.uint16)
+    if tuple(logits.shape[1:]) == shape:
+        best_same: npt.NDArray[Any] = np.array(logits[0], copy=True)
+        for c in range(1, logits.shape[0]):
+            better = logits[c] > best_same
+            labels[better] = c
+            np.maximum(best_same, logits[c], out=best_same)
+        return labels
+    axis = separate_axis(current, target, rule.force_separate_z, threshold)
+    best = np.empty(shape, dtype=logits.dtype)
+    for c in range(logits.shape[0]):
+        channel = _resample_channel(logits[c], shape, rule.order, rule.order_z, axis)
+        if c == 0:
+            best[...] = channel
+            continue
+        cast = channel.astype(logits.dtype)
+        del channel
+        better = cast > best
+        labels[better] = c
+        np.maximum(best, cast, out=best)
+    return labels
+
+
+__all__ = ["new_shape_for", "resample", "resample_argmax", "separate_axis", "zoom_like_skimage"]

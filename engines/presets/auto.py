@@ -1,9 +1,12 @@
 """``--preset auto``: the preset for a volume, chosen from its modality and body region, with the reason.
 
-Installed networks come first: an imported network pack (nnU-Net) made for the volume's modality whose
-``body_region`` covers the image's region (:mod:`engines.presets.regions`) is chosen over the classical CT preset
-and over ``mr-brain``; on CT, ct-default's ``body`` and ``airway`` are added where the network has no structure of
-that name (:mod:`engines.presets.merge`). Every candidate looked at and the merge rules are recorded.
+Installed networks come first: an imported network pack (nnU-Net, or a pack set of nnU-Net networks such as
+TotalSegmentator's) made for the volume's modality whose ``body_region`` covers the image's region
+(:mod:`engines.presets.regions`) is chosen over the classical CT preset and over ``mr-brain``. Among several that
+fit, the one with the most structures wins (a 117-class whole-body set over a single-organ pack: the surgeon gets
+every organ, vessel and bone of the region); on a tie the pack made for the narrower region wins, then the name.
+On CT, ct-default's ``body`` and ``airway`` are added where the network has no structure of that name
+(:mod:`engines.presets.merge`). Every candidate looked at and the merge rules are recorded.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ _NOT_BRAIN_WORDS = ("knee", "spine", "lumbar", "thoracic", "cervical", "abdomen"
                     "breast", "prostate", "liver", "cardiac", "heart", "shoulder", "hip", "ankle", "wrist",
                     "elbow", "foot", "hand", "kidney", "renal", "leg", "arm")
 _REGION_KEYS = ("body_part", "BodyPartExamined", "description", "series_description")
-#: Pack engines whose packs ``auto`` may choose on its own (imported whole-model networks).
-AUTO_ENGINES = frozenset({"nnunet"})
+#: Pack engines whose packs ``auto`` may choose on its own (imported nnU-Net networks and sets of them).
+AUTO_ENGINES = frozenset({"nnunet", "nnunet-set"})
 #: ct-default structures added to a CT network's labels when the network has none of that name.
 CT_FILL_STRUCTURES = ("body", "airway")
 
@@ -68,9 +71,10 @@ def _network_candidates(volume: Volume, region: BodyRegion, packs: Iterable[Mode
             weighed.append({"pack": pack.name, "fits": False,
                             "why": f"made for {pack.body_region!r}, image shows {sorted(region.regions)}"})
         else:
-            weighed.append({"pack": pack.name, "fits": True, "why": f"{pack.modality}, {pack.body_region!r}"})
+            weighed.append({"pack": pack.name, "fits": True, "structures": len(pack.labels),
+                            "why": f"{pack.modality}, {pack.body_region!r}, {len(pack.labels)} structures"})
             fitting.append(pack)
-    fitting.sort(key=lambda p: (-_specificity(p.body_region), -p.classes, p.name))
+    fitting.sort(key=lambda p: (-len(p.labels), -_specificity(p.body_region), p.name))
     return (fitting[0] if fitting else None), weighed
 
 

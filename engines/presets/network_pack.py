@@ -4,6 +4,8 @@ Every pack goes through :class:`PackPreset`; the pack's manifest says which engi
 
 * ``"engine": "nnunet"`` (imported nnU-Net v2 trained-model folders, :mod:`engines.nnunet`): nnU-Net's own
   preprocessing, sliding window, fold ensembling and resampling back (:func:`engines.nnunet.predict.run_nnunet_pack`);
+* ``"engine": "nnunet-set"`` (pack sets such as TotalSegmentator's ``total`` task): every member network through
+  the same nnU-Net runner, combined by the set's rule (:func:`engines.nnunet.pack_set.run_pack_set`);
 * any other pack (the shipped brainchop networks and ``appliance models import`` packs): conform to the pack's grid
   (:mod:`engines.conform`), :func:`engines.inference.run_pack`, labels back to the source grid.
 
@@ -25,6 +27,7 @@ from engines.backends import choose_backend, create_backend
 from engines.conform import conform, unconform_labels
 from engines.errors import PackNotFound, UnknownPreset
 from engines.inference import run_pack
+from engines.nnunet.pack_set import SET_ENGINE, load_pack_set, run_pack_set
 from engines.nnunet.predict import load_nnunet_pack, run_nnunet_pack
 from engines.packs import ModelPack, find_pack, list_packs, load_pack
 from engines.presets.base import Preset, SegmentationResult, register_preset_source
@@ -56,25 +59,29 @@ class PackPreset(Preset):
 
     @property
     def engine(self) -> str:
-        """``nnunet`` or ``onnx`` (every other pack)."""
+        """``nnunet``, ``nnunet-set`` or ``onnx`` (every other pack)."""
         return str(self.pack.manifest.get("engine", "onnx"))
 
     def run(self, volume: Volume, device: Device, progress: ProgressCallback | None = None,
             options: Mapping[str, Any] | None = None) -> SegmentationResult:
         """Segment ``volume`` with the pack on the resolved ``device``; its files are re-verified (sha256) first."""
         opts = dict(options or {})
-        findings: list[Finding] = []
-        if volume.modality not in (self.pack.modality, "OT"):
-            findings.append(Finding(
-                "pack_modality_mismatch", Severity.WARNING,
-                f"Pack {self.pack.name} was trained on {self.pack.modality}; this image is {volume.modality}. "
-                "Check every structure against the images.", "REQ-FUNC-100"))
-        if self.engine == "nnunet":
-            nnunet = load_nnunet_pack(self.pack.root, verify=True)
-            labelmap = run_nnunet_pack(nnunet, volume, device, str(opts.get("backend", "onnxruntime")), progress)
-            return SegmentationResult(labelmap, findings, {"preset": self.name, **labelmap.metadata})
-        labelmap = self._run_onnx_pack(volume, device, opts, progress)
-        return SegmentationResult(labelmap, findings, dict(labelmap.metadata))
+        backend = str(opts.get("backend", "onnxruntime"))
+        if self.engine == "nnunet":  # every network is re-verified before the volume is touched
+            labelmap = run_nnunet_pack(load_nnunet_pack(self.pack.root, verify=True), volume, device, backend,
+                                       progress)
+        elif self.engine == SET_ENGINE:
+            labelmap = run_pack_set(load_pack_set(self.pack.root, verify=True), volume, device, backend, progress)
+        else:
+            labelmap = self._run_onnx_pack(volume, device, opts, progress)
+        return SegmentationResult(labelmap, self._modality_findings(volume), {"preset": self.name, **labelmap.metadata})
+
+    def _modality_findings(self, volume: Volume) -> list[Finding]:
+        if volume.modality in (self.pack.modality, "OT"):
+            return []
+        return [Finding("pack_modality_mismatch", Severity.WARNING,
+                        f"Pack {self.pack.name} was trained on {self.pack.modality}; this image is {volume.modality}. "
+                        "Check every structure against the images.", "REQ-FUNC-100")]
 
     def _run_onnx_pack(self, volume: Volume, device: Device, opts: Mapping[str, Any],
                        progress: ProgressCallback | None) -> LabelMap:

@@ -7,7 +7,7 @@ import pytest
 
 from engines.nnunet.plans import ChannelNormalisation, Resampling
 from engines.nnunet.preprocessing import nonzero_crop, normalise_channel
-from engines.nnunet.resampling import new_shape_for, resample, separate_axis
+from engines.nnunet.resampling import new_shape_for, resample, resample_argmax, separate_axis
 from engines.nnunet.sliding_window import (
     ensemble_logits,
     importance_map,
@@ -140,3 +140,23 @@ def test_normalisation_matches_nnunet(scheme: str, use_mask: bool) -> None:
     ours = ChannelNormalisation("ct", False, 60.0, 280.0, -1000.0, 1300.0) if scheme == "CTNormalization" \
         else ChannelNormalisation("zscore", use_mask)
     assert np.array_equal(normalise_channel(image.copy(), mask, ours), expected)
+
+
+@pytest.mark.req("REQ-PERF-950")
+@pytest.mark.parametrize(("current", "target", "shape"), [
+    ((1.5, 1.5, 1.5), (0.8, 0.8, 1.0), (21, 19, 17)),  # plain 3-D zoom
+    ((5.0, 1.5, 1.5), (3.0, 0.7, 0.7), (9, 26, 24)),  # separate z: 2-D zoom per slice, nearest along z
+    ((2.0, 2.0, 2.0), (2.0, 2.0, 2.0), (11, 12, 10)),  # same shape: argmax only
+])
+def test_resample_argmax_equals_argmax_of_all_classes(current: tuple[float, float, float],
+                                                      target: tuple[float, float, float],
+                                                      shape: tuple[int, int, int]) -> None:
+    rng = np.random.default_rng(3)
+    source = new_shape_for(shape, target, current)
+    logits = (rng.standard_normal((6, *source)) * 3).astype(np.float16)
+    logits[2, :2] = logits[1, :2]  # exact ties: the lower class must win, as with numpy.argmax
+    rule = Resampling(order=1, order_z=0, force_separate_z=None)
+    expected = resample(logits, shape, current, target, rule).argmax(0)
+    labels = resample_argmax(logits, shape, current, target, rule)
+    assert labels.dtype == np.uint16 and labels.shape == shape
+    assert np.array_equal(labels, expected)

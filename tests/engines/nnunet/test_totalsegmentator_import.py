@@ -18,8 +18,9 @@ from helpers.nnunet_models import CT_IMAGE, crop_nifti
 from helpers.totalseg_models import published_rule, write_totalseg_folders
 
 from engines.nnunet.errors import LicenceRequired, PackSetError
-from engines.nnunet.pack_set import PackSetPreset, load_pack_set
+from engines.nnunet.pack_set import load_pack_set
 from engines.nnunet.totalsegmentator import TotalSegImportOptions, class_table, import_totalsegmentator
+from engines.presets.network_pack import PackPreset, pack_preset
 
 pytest.importorskip("torch")
 pytest.importorskip("dynamic_network_architectures")
@@ -76,7 +77,7 @@ def test_an_altered_member_network_is_refused(installed: Path, tmp_path: Path) -
     with pytest.raises(PackSetError, match=r"ribs.*sha256"):
         load_pack_set(copy, verify=True)
     with pytest.raises(PackSetError, match="sha256"):
-        PackSetPreset(copy).run(None, "cpu")  # type: ignore[arg-type]  # refused before the volume is touched
+        pack_preset("pack:totalsegmentator-total", [tmp_path]).run(None, "cpu")  # type: ignore[arg-type]
 
 
 @pytest.mark.req("REQ-FUNC-902")
@@ -85,7 +86,9 @@ def test_pack_set_runs_on_real_ct_and_combines_by_the_published_rule(installed: 
     from engines.nnunet.predict import run_nnunet_pack
 
     volume = load_volume(ct_crop, "CT")
-    result = PackSetPreset(installed).run(volume, "cpu")
+    preset = pack_preset("pack:totalsegmentator-total", [installed.parent])
+    assert isinstance(preset, PackPreset) and preset.engine == "nnunet-set"
+    result = preset.run(volume, "cpu")
     labels = result.labelmap.labels
     assert labels.shape == volume.shape and len(result.labelmap.structures) == 117
     assert result.provenance["pack"]["kind"] == "totalsegmentator-total"
@@ -118,5 +121,6 @@ def test_cli_imports_the_fast_model_and_it_runs(downloads: Path, ct_crop: Path, 
     pack_set = load_pack_set(tmp_path / "totalsegmentator-total-fast")
     assert [m.key for m in pack_set.members] == ["total_3mm"] and pack_set.members[0].pack.recipe.spacing == (3.0,) * 3
     assert list(pack_set.members[0].lookup) == list(range(118))  # the fast model predicts the combined values
-    labels = PackSetPreset(pack_set.root).run(load_volume(ct_crop, "CT"), "cpu").labelmap.labels
+    preset = pack_preset("pack:totalsegmentator-total-fast", [tmp_path])
+    labels = preset.run(load_volume(ct_crop, "CT"), "cpu").labelmap.labels
     assert labels.max() <= 117 and len(np.unique(labels)) > 10
