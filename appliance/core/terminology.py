@@ -163,7 +163,8 @@ def missing_names(structures: list[str] | tuple[str, ...], lang: str) -> list[st
 
 def page_table(lang: str) -> dict[str, Any]:
     """The table as a web page uses it: ``names`` and ``categories`` by structure, the categories' display order
-    (``category_order``) and the margin shells' (``margin_category``), and the margin-shell ``margin`` pattern (``regex`` in JavaScript syntax, ``text`` template with ``{base}``/``{mm}``)."""
+    (``category_order``) and the margin shells' (``margin_category``), and the margin-shell ``margin`` pattern
+    (``regex`` in JavaScript syntax, ``text`` template with ``{base}``/``{mm}``)."""
     names, patterns = _names(lang)
     terms, regex, margin_category = _table()
     return {
