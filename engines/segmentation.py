@@ -15,6 +15,7 @@ from typing import Any
 
 from appliance.core import Finding, Volume
 from appliance.typed import Device, ProgressCallback
+from engines.coverage import cut_off_findings
 from engines.errors import MarginError
 from engines.lesions import Lesion, add_lesion, lesion_from_file, lesion_from_seed
 from engines.margins import Overlay, add_margins
@@ -102,6 +103,7 @@ def segment_volume(volume: Volume, preset: str, device: Device,
             labelmap, report = add_margins(labelmap, les.name, margins_mm, dev, overlay)
             record["margins"] = report.to_dict()
             timings["margins"] = round(time.perf_counter() - t0, 4)
+    findings.extend(cut_off_findings(labelmap))
     provenance = dict(result.provenance)
     provenance["stage_timings_s"] = timings
     provenance["preset_choice"] = record["preset"]
