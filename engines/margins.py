@@ -95,11 +95,12 @@ class MarginReport:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MarginReport:
         """Inverse of :meth:`to_dict`; MarginError naming what is wrong otherwise."""
+        overlay = str(data.get("overlay"))
+        device = str(data.get("device"))
+        if overlay not in ("under", "over") or device not in ("cpu", "cuda"):
+            raise MarginError(f"malformed margin report: overlay {overlay!r} must be under/over and device "
+                              f"{device!r} cpu/cuda")
         try:
-            overlay = str(data["overlay"])
-            device = str(data["device"])
-            if overlay not in ("under", "over") or device not in ("cpu", "cuda"):
-                raise ValueError(f"overlay {overlay!r} / device {device!r}")
             return cls(str(data["lesion"]), tuple(MarginShell.from_dict(s) for s in data["shells"]),
                        MarginTable.from_dict(data["table"]), cast(Overlay, overlay), cast(Device, device))
         except (KeyError, TypeError, ValueError) as exc:
