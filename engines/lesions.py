@@ -235,6 +235,28 @@ def add_lesion(labelmap: LabelMap, lesion: Lesion) -> LabelMap:
     return LabelMap(labels, labelmap.affine, (*kept, structure), dict(labelmap.metadata))
 
 
+def mark_as_lesion(labelmap: LabelMap, structure: str) -> LabelMap:
+    """``labelmap`` with ``structure`` (e.g. a lesion class of a network pack) recorded as a lesion.
+
+    The voxels and the label stay; only the category becomes ``lesion`` (colour and SNOMED code of a lesion), so
+    margins and measurements can be taken around it. A structure that already is a lesion is returned unchanged.
+    """
+    try:
+        found = labelmap.structure(structure)
+    except KeyError:
+        raise LesionError(f"no structure {structure!r} to take as a lesion; structures: "
+                          f"{[s.name for s in labelmap.structures]}") from None
+    if found.category == StructureCategory.LESION:
+        return labelmap
+    if found.category == StructureCategory.MARGIN:
+        raise LesionError(f"{structure!r} is a margin shell, not a lesion")
+    if not bool((labelmap.labels == found.label).any()):
+        raise LesionError(f"structure {structure!r} has no voxels")
+    lesion = Structure(found.label, found.name, LESION_COLOR, StructureCategory.LESION, LESION_SNOMED)
+    structures = tuple(lesion if s.label == found.label else s for s in labelmap.structures)
+    return LabelMap(labelmap.labels, labelmap.affine, structures, dict(labelmap.metadata))
+
+
 def remove_lesion(labelmap: LabelMap, name: str) -> LabelMap:
     """``labelmap`` without lesion ``name`` (its voxels become background; margins of it are removed too).
 

@@ -26,6 +26,7 @@ from engines.lesions import (
     describe_lesion,
     lesion_from_seed,
     lesion_names,
+    mark_as_lesion,
     remove_lesion,
     replace_lesion,
 )
@@ -142,3 +143,18 @@ def test_seed_growing_refuses_malformed_input_by_field() -> None:
         lesion_from_seed(vol, (0.0, float("inf"), 0.0), (0.0, 80.0))
     with pytest.raises(LesionError, match="lesion name"):
         lesion_from_seed(vol, seed, (0.0, 80.0), name="")
+
+
+@pytest.mark.req("REQ-FUNC-1054")
+def test_a_network_structure_taken_as_a_lesion_keeps_its_voxels() -> None:
+    vol, liver, tumour, _ = _ct_liver_with_tumour()
+    labels = liver.astype(np.uint8)
+    labels[tumour] = 2
+    lm = LabelMap.on(vol, labels, [Structure(1, "liver", (150, 60, 40), StructureCategory.ORGAN),
+                                   Structure(2, "liver_tumor", (0, 255, 0), StructureCategory.ORGAN)])
+    marked = mark_as_lesion(lm, "liver_tumor")
+    assert lesion_names(marked) == ("liver_tumor",) and np.array_equal(marked.labels, lm.labels)
+    assert marked.structure("liver_tumor").category is StructureCategory.LESION
+    assert mark_as_lesion(marked, "liver_tumor") is marked
+    with pytest.raises(LesionError, match="no structure 'kidney'"):
+        mark_as_lesion(lm, "kidney")
