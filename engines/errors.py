@@ -94,8 +94,16 @@ class LesionError(EngineError):
     """The lesion could not be taken in (unreadable file, seed outside the volume or outside the window...)."""
 
 
+class UnknownWindowPreset(LesionError):
+    """A lesion window preset name that is not in the table; the message lists the known ones."""
+
+
 class MarginError(EngineError):
     """Margins were asked for without a lesion, or with distances that are not positive and increasing."""
+
+
+class MeasurementError(EngineError):
+    """A measurement cannot be taken (unknown or empty structure, bad point) or a stored one is malformed."""
 
 
 __all__ = [
@@ -109,6 +117,7 @@ __all__ = [
     "LabelMergeError",
     "LesionError",
     "MarginError",
+    "MeasurementError",
     "MrBrainError",
     "NoPresetForVolume",
     "PackError",
@@ -119,6 +128,7 @@ __all__ = [
     "SlidingWindowError",
     "TfjsConversionError",
     "UnknownPreset",
+    "UnknownWindowPreset",
 ]
 
 

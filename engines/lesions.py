@@ -8,6 +8,8 @@ so that a window touching a neighbouring organ cannot run away (a finding says w
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,58 @@ class Lesion:
     name: str = "lesion"
     source: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LesionRecord:
+    """What the manifest and the report keep about a lesion (its voxels live in the label map)."""
+
+    name: str
+    label: int
+    voxels: int
+    volume_ml: float
+    source: Mapping[str, Any]
+    findings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"name": self.name, "label": self.label, "voxels": self.voxels, "volume_ml": self.volume_ml,
+                "source": dict(self.source), "findings": list(self.findings)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LesionRecord:
+        """Inverse of :meth:`to_dict`; :class:`LesionError` naming what is wrong otherwise."""
+        try:
+            return cls(str(data["name"]), int(data["label"]), int(data["voxels"]), float(data["volume_ml"]),
+                       dict(data["source"]), tuple(str(f) for f in data.get("findings", ())))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LesionError(f"malformed lesion record ({type(exc).__name__}: {exc}); it needs name, label, "
+                              "voxels, volume_ml and source") from exc
+
+
+def check_lesion_name(name: str) -> str:
+    """``name`` when it can name a structure (ASCII letters, digits, ``_`` or ``-``); :class:`LesionError` else."""
+    safe = name.replace("_", "").replace("-", "")
+    if not name or not safe.isalnum() or not name.isascii() or len(name) > 64:
+        raise LesionError(f"lesion name {name!r} must be 1-64 ASCII letters, digits, '_' or '-' (e.g. nodule_1)")
+    return name
+
+
+def lesion_names(labelmap: LabelMap) -> tuple[str, ...]:
+    """Names of the lesions in ``labelmap``, in label order."""
+    return tuple(s.name for s in sorted(labelmap.structures, key=lambda s: s.label)
+                 if s.category == StructureCategory.LESION)
+
+
+def describe_lesion(labelmap: LabelMap, name: str, lesion: Lesion | None = None) -> LesionRecord:
+    """The record of lesion ``name`` in ``labelmap`` (source and findings from ``lesion`` when given)."""
+    if name not in lesion_names(labelmap):
+        raise LesionError(f"no lesion {name!r} in the label map; lesions: {list(lesion_names(labelmap))}")
+    structure = labelmap.structure(name)
+    voxels = int(np.count_nonzero(labelmap.labels == structure.label))
+    return LesionRecord(name, structure.label, voxels, round(voxels * labelmap.voxel_volume_ml, 4),
+                        dict(lesion.source) if lesion is not None else {},
+                        tuple(f.code for f in lesion.findings) if lesion is not None else ())
 
 
 def _load_label_volume(path: Path) -> Volume:
@@ -81,6 +135,7 @@ def resample_nearest(source: Volume, target: Volume) -> npt.NDArray[Any]:
 
 def lesion_from_file(path: Path, reference: Volume, label: int | None = None, name: str = "lesion") -> Lesion:
     """Lesion from a label file: non-zero voxels (or those equal to ``label``), put on ``reference``'s grid."""
+    check_lesion_name(name)
     path = Path(path)
     src = _load_label_volume(path)
     same_grid = src.shape == reference.shape and np.allclose(src.affine, reference.affine, atol=1e-3)
@@ -109,6 +164,13 @@ def lesion_from_seed(volume: Volume, seed_lps: tuple[float, float, float], windo
 
     6-connected, holes filled (calcification, necrosis), bounded by a sphere of ``max_radius_mm`` around the seed.
     """
+    if len(window) != 2 or not all(math.isfinite(float(v)) for v in window):
+        raise LesionError(f"window must be two finite values [low, high], got {window!r}")
+    if not (math.isfinite(max_radius_mm) and max_radius_mm > 0):
+        raise LesionError(f"max_radius_mm must be a positive number of mm, got {max_radius_mm!r}")
+    if len(seed_lps) != 3 or not all(math.isfinite(float(v)) for v in seed_lps):
+        raise LesionError(f"seed_lps must be three finite numbers (mm), got {seed_lps!r}")
+    check_lesion_name(name)
     lo, hi = float(min(window)), float(max(window))
     ijk = np.rint(volume.patient_to_voxel(np.asarray(seed_lps, dtype=np.float64))[0]).astype(int)
     if np.any(ijk < 0) or np.any(ijk >= np.asarray(volume.shape)):
@@ -148,14 +210,70 @@ def lesion_from_seed(volume: Volume, seed_lps: tuple[float, float, float], windo
 
 
 def add_lesion(labelmap: LabelMap, lesion: Lesion) -> LabelMap:
-    """``labelmap`` with the lesion written on top (a new label after the highest one used)."""
+    """``labelmap`` with the lesion written on top (a new label after the highest one used).
+
+    Several lesions may share a label map, each under its own name; a lesion overlapping another lesion is
+    refused (nothing is overwritten): remove or replace the other one first.
+    """
+    check_lesion_name(lesion.name)
     if lesion.mask.shape != labelmap.shape:
         raise LesionError(f"lesion grid {lesion.mask.shape} does not match the label grid {labelmap.shape}")
+    if not lesion.mask.any():
+        raise LesionError(f"lesion {lesion.name!r} has no voxels")
     if any(s.name == lesion.name for s in labelmap.structures):
         raise LesionError(f"a structure called {lesion.name!r} already exists; give the lesion another name")
+    for other in lesion_names(labelmap):
+        overlap = int(np.count_nonzero(lesion.mask & (labelmap.labels == labelmap.structure(other).label)))
+        if overlap:
+            raise LesionError(f"lesion {lesion.name!r} overlaps lesion {other!r} by {overlap} voxels; remove or "
+                              f"replace {other!r} first")
     label = max((s.label for s in labelmap.structures), default=0) + 1
     structure = Structure(label, lesion.name, LESION_COLOR, StructureCategory.LESION, LESION_SNOMED)
     labels: npt.NDArray[np.integer[Any]] = labelmap.labels.astype(np.uint8 if label < 256 else np.uint16)
     labels[lesion.mask] = label
     kept = [s for s in labelmap.structures if bool((labels == s.label).any())]
     return LabelMap(labels, labelmap.affine, (*kept, structure), dict(labelmap.metadata))
+
+
+def mark_as_lesion(labelmap: LabelMap, structure: str) -> LabelMap:
+    """``labelmap`` with ``structure`` (e.g. a lesion class of a network pack) recorded as a lesion.
+
+    The voxels and the label stay; only the category becomes ``lesion`` (colour and SNOMED code of a lesion), so
+    margins and measurements can be taken around it. A structure that already is a lesion is returned unchanged.
+    """
+    try:
+        found = labelmap.structure(structure)
+    except KeyError:
+        raise LesionError(f"no structure {structure!r} to take as a lesion; structures: "
+                          f"{[s.name for s in labelmap.structures]}") from None
+    if found.category == StructureCategory.LESION:
+        return labelmap
+    if found.category == StructureCategory.MARGIN:
+        raise LesionError(f"{structure!r} is a margin shell, not a lesion")
+    if not bool((labelmap.labels == found.label).any()):
+        raise LesionError(f"structure {structure!r} has no voxels")
+    lesion = Structure(found.label, found.name, LESION_COLOR, StructureCategory.LESION, LESION_SNOMED)
+    structures = tuple(lesion if s.label == found.label else s for s in labelmap.structures)
+    return LabelMap(labelmap.labels, labelmap.affine, structures, dict(labelmap.metadata))
+
+
+def remove_lesion(labelmap: LabelMap, name: str) -> LabelMap:
+    """``labelmap`` without lesion ``name`` (its voxels become background; margins of it are removed too).
+
+    The lesion's voxels had overwritten whatever lay under them, so they become background, not the organ.
+    """
+    if name not in lesion_names(labelmap):
+        raise LesionError(f"no lesion {name!r} in the label map; lesions: {list(lesion_names(labelmap))}")
+    prefix = f"{name}_margin_"
+    gone = [s for s in labelmap.structures if s.name == name
+            or (s.category == StructureCategory.MARGIN and s.name.startswith(prefix))]
+    labels = labelmap.labels.copy()
+    labels[np.isin(labels, [s.label for s in gone])] = 0
+    kept = tuple(s for s in labelmap.structures if s not in gone)
+    return LabelMap(labels, labelmap.affine, kept, dict(labelmap.metadata))
+
+
+def replace_lesion(labelmap: LabelMap, lesion: Lesion) -> LabelMap:
+    """``labelmap`` with lesion ``lesion.name`` replaced by ``lesion`` (after a re-grow); added when new."""
+    base = remove_lesion(labelmap, lesion.name) if lesion.name in lesion_names(labelmap) else labelmap
+    return add_lesion(base, lesion)

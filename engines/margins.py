@@ -2,7 +2,8 @@
 
 Shell ``i`` holds the voxels whose centre lies more than ``d[i-1]`` and at most ``d[i]`` millimetres from the
 nearest lesion voxel centre (anisotropic exact EDT, :mod:`kernels.distance`, GPU with a CPU oracle). The table
-gives, for every other structure, the minimum centre-to-centre distance to the lesion and the shells it reaches.
+(:mod:`engines.margin_table`) gives, for every other structure, the minimum centre-to-centre distance to the
+lesion, the shells it reaches and its volume in each, and the remnant of the organ holding the lesion.
 
 A label map holds one label per voxel, so shells and anatomy compete for voxels: with ``overlay="under"``
 (default) shells take only background and ``other``-category voxels (the body), so the anatomy stays whole and
@@ -13,9 +14,9 @@ The table is computed before writing, so it is the same for both.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +24,14 @@ import numpy.typing as npt
 from appliance.core import LabelMap, Structure, StructureCategory
 from appliance.typed import Device
 from engines.errors import MarginError
+from engines.margin_table import (
+    DISTANCE_DEFINITION,
+    MarginTable,
+    lesion_structure,
+    parse_distances,
+    require_perpendicular_axes,
+    table_from_distance,
+)
 from kernels.device import array_module
 from kernels.distance import TOLERANCE_MM, distance_to
 
@@ -49,32 +58,53 @@ class MarginShell:
         """JSON-ready form."""
         return {"name": self.structure.name, "label": self.structure.label, "inner_mm": self.inner_mm,
                 "outer_mm": self.outer_mm, "voxels": self.voxels, "volume_ml": round(self.volume_ml, 3),
-                "touches": list(self.touches)}
+                "touches": list(self.touches), "color": list(self.structure.color)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MarginShell:
+        """Inverse of :meth:`to_dict`."""
+        color = data.get("color", MARGIN_COLORS[0])
+        structure = Structure(int(data["label"]), str(data["name"]), (int(color[0]), int(color[1]), int(color[2])),
+                              StructureCategory.MARGIN)
+        return cls(structure, float(data["inner_mm"]), float(data["outer_mm"]), int(data["voxels"]),
+                   float(data["volume_ml"]), tuple(str(t) for t in data["touches"]))
 
 
 @dataclass(frozen=True)
 class MarginReport:
-    """Shells plus, per structure, its minimum distance to the lesion and the shells reaching it."""
+    """Shells plus the margin table (per structure: distance to the lesion, shells reaching it, volume in each)."""
 
     lesion: str
     shells: tuple[MarginShell, ...]
-    distances: tuple[dict[str, Any], ...]
+    table: MarginTable
     overlay: Overlay
     device: Device
 
+    @property
+    def distances(self) -> tuple[dict[str, Any], ...]:
+        """The table's rows as dicts, nearest first."""
+        return tuple(r.to_dict() for r in self.table.rows)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form (``distances`` are the table's rows; ``table`` adds the remnant)."""
         return {"lesion": self.lesion, "overlay": self.overlay, "device": self.device,
-                "distance_definition": "minimum distance between voxel centres, mm (anisotropic exact EDT)",
-                "shells": [s.to_dict() for s in self.shells], "distances": list(self.distances)}
+                "distance_definition": DISTANCE_DEFINITION,
+                "shells": [s.to_dict() for s in self.shells], "distances": list(self.distances),
+                "table": self.table.to_dict()}
 
-
-def parse_distances(distances_mm: Sequence[float]) -> list[float]:
-    """Sorted unique positive distances; MarginError otherwise."""
-    values = sorted({float(d) for d in distances_mm})
-    if not values or values[0] <= 0 or not all(np.isfinite(values)):
-        raise MarginError(f"margins must be positive distances in mm (e.g. 5,10), got {list(distances_mm)}")
-    return values
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MarginReport:
+        """Inverse of :meth:`to_dict`; MarginError naming what is wrong otherwise."""
+        overlay = str(data.get("overlay"))
+        device = str(data.get("device"))
+        if overlay not in ("under", "over") or device not in ("cpu", "cuda"):
+            raise MarginError(f"malformed margin report: overlay {overlay!r} must be under/over and device "
+                              f"{device!r} cpu/cuda")
+        try:
+            return cls(str(data["lesion"]), tuple(MarginShell.from_dict(s) for s in data["shells"]),
+                       MarginTable.from_dict(data["table"]), cast(Overlay, overlay), cast(Device, device))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MarginError(f"malformed margin report ({type(exc).__name__}: {exc})") from exc
 
 
 def _margin_name(lesion: str, d: float) -> str:
@@ -83,15 +113,16 @@ def _margin_name(lesion: str, d: float) -> str:
 
 
 def add_margins(labelmap: LabelMap, lesion_name: str, distances_mm: Sequence[float], device: Device = "cpu",
-                overlay: Overlay = "under") -> tuple[LabelMap, MarginReport]:
-    """``labelmap`` with one ``MarginShell`` structure per distance, and the margin report."""
+                overlay: Overlay = "under", organ: str | None = None) -> tuple[LabelMap, MarginReport]:
+    """``labelmap`` with one ``MarginShell`` structure per distance, and the margin report.
+
+    ``organ`` names the organ holding the lesion for the remnant (default: found from the lesion's boundary).
+    """
     if overlay not in ("under", "over"):
         raise MarginError(f"overlay must be 'under' or 'over', got {overlay!r}")
     d_sorted = parse_distances(distances_mm)
-    try:
-        lesion = labelmap.structure(lesion_name)
-    except KeyError:
-        raise MarginError(f"no lesion {lesion_name!r} in the label map; give --lesion or --seed first") from None
+    require_perpendicular_axes(labelmap.affine)
+    lesion = lesion_structure(labelmap, lesion_name)
     xp = array_module(device)
     labels_dev = xp.asarray(labelmap.labels)
     lesion_mask = labels_dev == lesion.label
@@ -102,8 +133,7 @@ def add_margins(labelmap: LabelMap, lesion_name: str, distances_mm: Sequence[flo
         shell = (dist > inner + TOLERANCE_MM) & (dist <= outer + TOLERANCE_MM) & ~lesion_mask
         shells_dev.append(shell)
         inner = outer
-    others = [s for s in labelmap.structures if s.label != lesion.label and s.category != StructureCategory.MARGIN]
-    distances = _distance_table(xp, labels_dev, dist, others, d_sorted, lesion_mask)
+    table = table_from_distance(labelmap, lesion, d_sorted, xp, labels_dev, dist, organ)
     next_label = max(s.label for s in labelmap.structures) + 1
     top = next_label + len(d_sorted)
     out: npt.NDArray[np.integer[Any]] = labelmap.labels.astype(np.uint8 if top < 256 else np.uint16)
@@ -114,7 +144,7 @@ def add_margins(labelmap: LabelMap, lesion_name: str, distances_mm: Sequence[flo
     inner = 0.0
     for i, (outer, shell_dev) in enumerate(zip(d_sorted, shells_dev, strict=True)):
         shell = np.asarray(shell_dev.get() if device == "cuda" else shell_dev)
-        touched = sorted({s.name for s in others if bool((labelmap.labels[shell] == s.label).any())})
+        touched = sorted(r.structure for r in table.rows if r.volume_in_shell_ml[i] > 0)
         structure = Structure(next_label + i, _margin_name(lesion_name, outer),
                               MARGIN_COLORS[min(i, len(MARGIN_COLORS) - 1)], StructureCategory.MARGIN)
         out[shell & writable] = structure.label
@@ -123,26 +153,10 @@ def add_margins(labelmap: LabelMap, lesion_name: str, distances_mm: Sequence[flo
         new_structures.append(structure)
         inner = outer
     kept = [s for s in new_structures if s.category == StructureCategory.MARGIN or bool((out == s.label).any())]
-    report = MarginReport(lesion_name, tuple(shells), tuple(distances), overlay, device)
+    report = MarginReport(lesion_name, tuple(shells), table, overlay, device)
     return LabelMap(out, labelmap.affine, tuple(kept), dict(labelmap.metadata)), report
 
 
 def _soft_voxels(labelmap: LabelMap) -> npt.NDArray[np.bool_]:
     soft = [0] + [s.label for s in labelmap.structures if s.category == StructureCategory.OTHER]
     return np.asarray(np.isin(labelmap.labels, soft))
-
-
-def _distance_table(xp: Any, labels: Any, dist: Any, structures: Sequence[Structure], d_sorted: Sequence[float],
-                    lesion_mask: Any) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for s in structures:
-        m = (labels == s.label) & ~lesion_mask
-        if not bool(m.any()):
-            continue
-        dmin = float(dist[m].min())
-        within = [float(d) for d in d_sorted if dmin <= d + TOLERANCE_MM]
-        rows.append({"structure": s.name, "category": s.category.value, "min_distance_mm": round(dmin, 3),
-                     "within_margins_mm": within})
-    rows.sort(key=lambda r: float(r["min_distance_mm"]))
-    return rows
-
