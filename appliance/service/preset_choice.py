@@ -12,6 +12,7 @@ from typing import Any
 from appliance.ingest.suitability import weighting_refusal
 from engines.errors import EngineError
 from engines.presets import available_presets, get_preset
+from engines.presets.regions import region_from_text
 
 #: The preset that chooses one from the volume (always accepted, whether or not the registry lists it).
 AUTO_PRESET = "auto"
@@ -41,6 +42,21 @@ DEFAULT_MR_WEIGHTINGS = ("T1",)
 
 def _weightings(preset: Any) -> tuple[str, ...]:
     return tuple(getattr(preset, "weightings", DEFAULT_MR_WEIGHTINGS))
+
+
+def region_refusal(name: str, preset: Any, study: dict[str, Any]) -> str | None:
+    """Why a network pack made for one body region must not run on a study whose descriptions name another
+    (REQ-ACQ-806: the images must cover what the preset segments); None when they fit or say nothing."""
+    pack_region = str(getattr(getattr(preset, "pack", None), "body_region", "") or "")
+    if not pack_region or pack_region.lower() == "any":
+        return None
+    descriptions = [study.get("description", ""), *(s.get("description", "") for s in study.get("series", []))]
+    text = " ".join(str(d) for d in descriptions)
+    named = region_from_text(text)
+    if named is None or named.fits(pack_region):
+        return None
+    return (f"preset {name!r} was made for {pack_region} images and this study's descriptions name "
+            f"{'/'.join(sorted(named.regions))} ({named.evidence[:80]!r}); choose another preset or 'auto'")
 
 
 def auto_refusal(study: dict[str, Any]) -> str | None:
@@ -80,6 +96,9 @@ def preset_refusal(name: str | None, study: dict[str, Any]) -> str | None:
     if segments and present and not segments & present:
         return (f"preset {name!r} segments {'/'.join(sorted(segments))} images and this study holds "
                 f"{'/'.join(sorted(present))}; choose another preset or 'auto'")
+    region = region_refusal(name, preset, study)
+    if region is not None:
+        return region
     if segments != {"MR"}:
         return None
     return weighting_refusal(name, _weightings(preset), study.get("findings", []))

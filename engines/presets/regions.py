@@ -54,13 +54,17 @@ def _words(text: str) -> list[str]:
     return text.lower().replace("_", " ").replace("-", " ").replace("/", " ").replace(",", " ").split()
 
 
-def region_from_tags(volume: Volume) -> BodyRegion | None:
-    """Regions named in the volume's recorded tags, or ``None`` when none are named."""
-    text = " ".join(str(volume.metadata.get(key, "")) for key in _TAG_KEYS).strip()
+def region_from_text(text: str) -> BodyRegion | None:
+    """Regions a text names (BodyPartExamined, study or series description), or ``None`` when it names none."""
     found = {REGION_WORDS[w] for w in _words(text) if w in REGION_WORDS}
     if not found:
         return None
-    return BodyRegion(frozenset(found), "tags", text)
+    return BodyRegion(frozenset(found), "tags", text.strip())
+
+
+def region_from_tags(volume: Volume) -> BodyRegion | None:
+    """Regions named in the volume's recorded tags, or ``None`` when none are named."""
+    return region_from_text(" ".join(str(volume.metadata.get(key, "")) for key in _TAG_KEYS))
 
 
 def region_from_ct(volume: Volume) -> BodyRegion:
@@ -108,4 +112,5 @@ def body_region(volume: Volume) -> BodyRegion:
     return BodyRegion(frozenset({"unknown"}), "unknown", "no region tag and no image rule for this modality")
 
 
-__all__ = ["COVERS", "REGION_WORDS", "BodyRegion", "body_region", "region_from_ct", "region_from_tags"]
+__all__ = ["COVERS", "REGION_WORDS", "BodyRegion", "body_region", "region_from_ct", "region_from_tags",
+           "region_from_text"]

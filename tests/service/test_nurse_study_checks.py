@@ -182,3 +182,19 @@ def test_auto_refuses_a_flair_study_at_the_api_and_in_the_worker(shared_data: Pa
     assert job.state == "refused" and "FLAIR-weighted MR" in str(job.error)
     assert [f["code"] for f in job.findings] == ["preset_unsuitable"]
     svc.worker.stop()
+
+
+@pytest.mark.req("REQ-ACQ-806")
+def test_a_network_made_for_another_body_region_is_refused_before_the_model_is_made() -> None:
+    from types import SimpleNamespace
+
+    from appliance.service.preset_choice import region_refusal
+
+    chest_pack = SimpleNamespace(pack=SimpleNamespace(body_region="chest"))
+    trunk_pack = SimpleNamespace(pack=SimpleNamespace(body_region="trunk"))
+    abdomen = {"description": "CT ABDOMEN W CONTRAST", "series": [{"description": "Portal venous 2mm"}]}
+    why = region_refusal("pack:lung-nodules", chest_pack, abdomen)
+    assert why is not None and "made for chest" in why and "abdomen" in why
+    assert region_refusal("pack:total", trunk_pack, abdomen) is None  # the trunk covers the abdomen
+    assert region_refusal("pack:lung-nodules", chest_pack, {"description": "", "series": []}) is None  # says nothing
+    assert region_refusal("mr-brain", SimpleNamespace(), abdomen) is None  # a preset without a pack region
