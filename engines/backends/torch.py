@@ -26,8 +26,20 @@ log = logging.getLogger(__name__)
 
 SUPPORTED_OPS = frozenset({
     "Conv", "Relu", "Elu", "Erf", "Mul", "Add", "Sub", "Div", "InstanceNormalization", "Softmax", "ArgMax",
-    "Identity", "Concat", "Sigmoid", "Tanh", "Gelu", "LeakyRelu",
+    "Identity", "Concat", "Sigmoid", "Tanh", "Gelu", "LeakyRelu", "ConvTranspose", "AveragePool",
 })
+
+
+def _check_exact_form(node: Any, path: Path) -> None:
+    """ConvTranspose and AveragePool in the forms torch computes exactly (nnU-Net's decoders: kernel = stride, no
+    padding; ResEnc's pooled skips); anything else is refused when the network is loaded, never mid-inference."""
+    a = _attrs(node)
+    pads = list(a.get("pads", []))
+    half = len(pads) // 2
+    if "output_shape" in a or str(a.get("auto_pad", b"NOTSET"), "ascii", "replace") not in ("NOTSET", "") \
+            or pads[:half] != pads[half:] or len(a.get("kernel_shape", [0, 0, 0])) != 3:
+        raise BackendError(f"torch backend cannot run {path.name}: {node.op_type} {node.name!r} uses output_shape, "
+                           "auto_pad, asymmetric pads or is not 3D")
 
 
 def _attrs(node: Any) -> dict[str, Any]:
@@ -70,6 +82,9 @@ class TorchBackend(Backend):
         unsupported = sorted({n.op_type for n in model.graph.node} - SUPPORTED_OPS)
         if unsupported:
             raise BackendError(f"torch backend cannot run {self.onnx_path.name}: unsupported ONNX ops {unsupported}")
+        for node in model.graph.node:
+            if node.op_type in ("ConvTranspose", "AveragePool"):
+                _check_exact_form(node, self.onnx_path)
         self._torch = torch
         self._device = torch.device("cuda" if device == "cuda" else "cpu")
         if device == "cuda" and precision == "fp32":
@@ -114,6 +129,20 @@ class TorchBackend(Backend):
             return functional.conv3d(x, w, None if b is None else b.to(w.dtype), stride=a.get("strides", 1),
                                      padding=tuple(begin), dilation=a.get("dilations", 1), groups=a.get("group", 1))
 
+        def conv_transpose(x: Any, w: Any, b: Any = None, **a: Any) -> Any:
+            half = w.ndim - 2
+            pads = list(a.get("pads", [0] * 2 * half))[:half]
+            return functional.conv_transpose3d(
+                x.to(w.dtype), w, None if b is None else b.to(w.dtype), stride=a.get("strides", 1),
+                padding=tuple(pads), output_padding=tuple(a.get("output_padding", [0] * half)),
+                groups=a.get("group", 1), dilation=a.get("dilations", 1))
+
+        def average_pool(x: Any, **a: Any) -> Any:
+            kernel = list(a["kernel_shape"])
+            return functional.avg_pool3d(
+                x, kernel, stride=list(a.get("strides", [1, 1, 1])), padding=list(a.get("pads", [0] * 6))[:3],
+                ceil_mode=bool(a.get("ceil_mode", 0)), count_include_pad=bool(a.get("count_include_pad", 0)))
+
         def instance_norm(x: Any, scale: Any, bias: Any, **a: Any) -> Any:
             y = functional.instance_norm(x.float(), eps=float(a.get("epsilon", 1e-5)))
             shape = (1, -1) + (1,) * (x.ndim - 2)
@@ -124,6 +153,8 @@ class TorchBackend(Backend):
 
         ops: dict[str, Callable[..., Any]] = {
             "Conv": conv,
+            "ConvTranspose": conv_transpose,
+            "AveragePool": average_pool,
             "Relu": lambda x, **a: torch.relu(x),
             "Elu": lambda x, **a: functional.elu(x, alpha=float(a.get("alpha", 1.0))),
             "LeakyRelu": lambda x, **a: functional.leaky_relu(x, float(a.get("alpha", 0.01))),

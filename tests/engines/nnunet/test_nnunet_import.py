@@ -177,3 +177,27 @@ def test_preset_runs_the_pack_on_a_volume(imported: tuple[Path, Path]) -> None:
     assert labels.shape == volume.shape and labels.labels.max() <= 3
     assert [s.name for s in labels.structures] == ["liver", "kidney_left", "spleen"]
     assert result.provenance["pack"]["name"] == "tiny-ct" and result.provenance["backend"]["backend"] == "onnxruntime"
+
+
+@pytest.mark.req("REQ-FUNC-957")
+def test_torch_backend_runs_an_imported_pack_like_onnxruntime(imported: tuple[Path, Path]) -> None:
+    """The torch backend (the CUDA path's CPU twin) executes nnU-Net's decoder (ConvTranspose) and gives the same
+    logits and the same labels as onnxruntime."""
+    from appliance.core import Volume
+    from engines.backends.onnxruntime import OnnxRuntimeBackend
+    from engines.backends.torch import TorchBackend
+    from engines.presets.network_pack import pack_preset
+
+    root, _ = imported
+    rng = np.random.default_rng(1)
+    tile = rng.standard_normal((1, 1, 16, 16, 16)).astype(np.float32)
+    reference = OnnxRuntimeBackend(root / "fold_0.onnx").forward(tile)
+    ours = TorchBackend(root / "fold_0.onnx").forward(tile)
+    assert ours.shape == reference.shape == (1, 4, 16, 16, 16)
+    assert float(np.abs(ours - reference).max()) <= 1e-4 * max(1.0, float(np.abs(reference).max()))
+    preset = pack_preset("pack:tiny-ct", [root.parent])
+    array = (rng.standard_normal((20, 18, 9)) * 300).astype(np.int16)
+    volume = Volume(array, np.diag([2.0, 2.0, 6.0, 1.0]), "CT", "HU")
+    by_ort = preset.run(volume, device="cpu").labelmap.labels
+    by_torch = preset.run(volume, device="cpu", options={"backend": "torch"}).labelmap.labels
+    assert float((by_ort == by_torch).mean()) >= 0.9999
