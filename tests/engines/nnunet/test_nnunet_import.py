@@ -201,3 +201,20 @@ def test_torch_backend_runs_an_imported_pack_like_onnxruntime(imported: tuple[Pa
     by_ort = preset.run(volume, device="cpu").labelmap.labels
     by_torch = preset.run(volume, device="cpu", options={"backend": "torch"}).labelmap.labels
     assert float((by_ort == by_torch).mean()) >= 0.9999
+
+
+@pytest.mark.gpu
+@pytest.mark.req("REQ-FUNC-957")
+def test_imported_pack_on_cuda_equals_the_cpu(imported: tuple[Path, Path]) -> None:
+    """The CUDA path (torch backend on the GPU, fp32) gives the CPU oracle's labels."""
+    from appliance.core import Volume
+    from engines.presets.network_pack import pack_preset
+
+    root, _ = imported
+    preset = pack_preset("pack:tiny-ct", [root.parent])
+    rng = np.random.default_rng(2)
+    volume = Volume((rng.standard_normal((40, 36, 18)) * 300).astype(np.int16), np.diag([2.0, 2.0, 6.0, 1.0]), "CT",
+                    "HU")  # fmt: skip
+    cpu = preset.run(volume, device="cpu").labelmap.labels
+    gpu = preset.run(volume, device="cuda", options={"backend": "torch"}).labelmap.labels
+    assert float((cpu == gpu).mean()) >= 0.9999
