@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
 
-REQ_RE = re.compile(r"REQ-(?:ACQ|OUT|PERF|FUNC|HCI|TRACE|PRIV|SAFE|UPD)-\d{3}")
+REQ_RE = re.compile(r"REQ-(?:ACQ|OUT|PERF|FUNC|HCI|TRACE|PRIV|SAFE|UPD)-\d{3,4}")
 MARK_RE = re.compile(r"pytest\.mark\.req\(([^)]*)\)")
 PACKAGES = ("appliance", "engines", "kernels", "ui")
 

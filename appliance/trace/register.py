@@ -17,7 +17,7 @@ import yaml
 
 from appliance.trace.errors import RegisterError
 
-ID_RE = re.compile(r"^REQ-(ACQ|OUT|PERF|FUNC|HCI|TRACE|PRIV|SAFE|UPD)-\d{3}$")
+ID_RE = re.compile(r"^REQ-(ACQ|OUT|PERF|FUNC|HCI|TRACE|PRIV|SAFE|UPD)-\d{3,4}$")
 VERIFICATION_KINDS = frozenset({"test", "benchmark", "inspection"})
 
 
