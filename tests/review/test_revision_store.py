@@ -126,3 +126,24 @@ def test_racing_writers_on_one_base_exactly_one_wins(tmp_path: Path) -> None:
         t.join()
     assert sorted(outcomes) == ["stale", "stale", "stale", "won"] and store.numbers() == [0, 1]
     assert not [p for p in store.root.iterdir() if p.name.startswith(".rev")]  # no half-written revision left
+
+
+@pytest.mark.req("REQ-FUNC-1005")
+def test_review_states_follow_revisions_and_only_a_surgeon_approves(tmp_path: Path) -> None:
+    from appliance.review.errors import ReviewNotAllowed
+    from appliance.review.states import record_decision, structure_states
+
+    store, aff = _job(tmp_path)
+    assert {s["state"] for s in structure_states(store, 0).values()} == {"automatic"}
+    record_decision(store, "bone", 0, "request_correction", "island", "ui:surgeon:li")
+    with pytest.raises(ReviewNotAllowed):
+        record_decision(store, "bone", 0, "approve", "", "ui:nurse:chen")
+    create_revision(store, 0, _erase_island(aff), "", "ui:engineer", _no_image, FAST)
+    create_revision(store, 1, [{"op": "recolour", "structure": "aorta", "color": [1, 1, 1]}], "", "ui:engineer",
+                    _no_image, FAST)
+    states = structure_states(store, 2)
+    assert states["bone"]["state"] == "corrected" and states["aorta"]["state"] == "automatic"
+    assert structure_states(store, 0)["bone"]["state"] == "correction_requested"  # per revision
+    event = record_decision(store, "bone", 2, "approve", "", "ui:surgeon:li")
+    assert (event["role"], structure_states(store, 2)["bone"]["state"]) == ("surgeon", "approved")
+    assert structure_states(store, 1)["bone"]["state"] == "corrected"
