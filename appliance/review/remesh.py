@@ -39,7 +39,7 @@ def remesh_structures(labels: npt.NDArray[np.integer[Any]], affine: npt.NDArray[
         shift = np.eye(4)
         shift[:3, 3] = [b.start for b in box]
         crop = LabelMap(np.where(mask[box], np.uint16(s.label), np.uint16(0)), affine @ shift, (s,))
-        for mesh in mesh_labelmap(crop, device, smoothing_iterations, target_triangles):
+        for mesh in mesh_labelmap(crop, device, smoothing_iterations, target_triangles, check_before=False):
             out[mesh.name] = mesh
     return out
 
