@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "export",
     "serve",
     "audit",
+    "users",
     "update",
     "trace",
     "demo",

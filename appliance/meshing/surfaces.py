@@ -44,6 +44,7 @@ def mesh_labelmap(
     smoothing_iterations: int = 20,
     target_triangles: int | None = None,
     progress: ProgressCallback | None = None,
+    check_before: bool = True,
 ) -> list[Mesh]:
     """Mesh every structure of ``labelmap``; each Mesh carries its QA before and after post-processing.
 
@@ -53,6 +54,8 @@ def mesh_labelmap(
         smoothing_iterations: windowed-sinc iterations (0 = no smoothing; the volume-restoring offset still applies).
         target_triangles: triangle budget per structure (None = no decimation).
         progress: ``progress(stage, fraction)`` callback.
+        check_before: also run QA on the raw surface (``qa["before"]``); re-meshing after an edit skips it and
+            keeps only the QA of the mesh it delivers.
 
     Returns:
         Meshes in the order of ``labelmap.structures``; structures without voxels are left out (logged).
@@ -80,14 +83,16 @@ def mesh_labelmap(
         report(f"post-processing {s.name}", (n + 0.5) / max(1, len(present)))
         mesh = raw[s.name]
         mask, crop_affine = _bbox_crop(mesh, labelmap.labels, s.label, labelmap.affine)
-        before = mesh_qa(mesh, mask, crop_affine)
+        before = mesh_qa(mesh, mask, crop_affine) if check_before else None
         t1 = time.perf_counter()
-        post, done = postprocess(mesh, device, before["mask_volume_ml"], min_spacing, smoothing_iterations,
-                                 target_triangles)
+        mask_ml = float(np.count_nonzero(mask)) * labelmap.voxel_volume_ml
+        post, done = postprocess(mesh, device, mask_ml, min_spacing, smoothing_iterations, target_triangles)
         t_post = time.perf_counter() - t1
         after = mesh_qa(post, mask, crop_affine)
-        qa = {**after, **done, "before": before, "method": marching_cubes.METHOD, "device": device,
+        qa = {**after, **done, "method": marching_cubes.METHOD, "device": device,
               "timings_s": {"postprocess": t_post, "extraction_all_structures": t_extract}}
+        if before is not None:
+            qa["before"] = before
         out.append(post.with_qa(qa))
     report("meshing done", 1.0)
     log.info("meshed %d structures on %s in %.2f s (extraction %.2f s)", len(out), device,

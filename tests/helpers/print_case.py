@@ -27,14 +27,20 @@ STRUCTURES = [
 ]
 
 
-def make_case(shared_data: Path, out: Path) -> dict[str, Mesh]:
-    """Write a finished case into ``out``; returns its meshes by structure name."""
+def case_grid(shared_data: Path) -> tuple[Volume, LabelMap]:
+    """The halved CT and its threshold label map (body > -300 HU, bone > 200 HU)."""
     full = load_volume(shared_data / CT, "CT", "HU")
     affine = full.affine.copy()
     affine[:3, :3] *= 2.0
     volume = Volume(np.ascontiguousarray(full.array[::2, ::2, ::2]), affine, "CT", "HU")
     labels = np.where(volume.array > 200, 2, np.where(volume.array > -300, 1, 0)).astype(np.uint8)
-    labelmap = LabelMap.on(volume, labels, STRUCTURES)
+    return volume, LabelMap.on(volume, labels, STRUCTURES)
+
+
+def make_case(shared_data: Path, out: Path) -> dict[str, Mesh]:
+    """Write a finished case into ``out``; returns its meshes by structure name."""
+    volume, labelmap = case_grid(shared_data)
+    affine, labels = volume.affine, labelmap.labels
     meshes: dict[str, Mesh] = {}
     entries = []
     for s in STRUCTURES:
