@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from appliance.core import Structure, Volume
+from appliance.core import LabelMap, Structure, StructureCategory, Volume
 from appliance.review.errors import InvalidOperation
 from appliance.review.operations import (
     Combine,
@@ -29,6 +29,7 @@ from appliance.review.operations import (
     GrowFromSeed,
     Island,
     Margin,
+    MarginShells,
     NewStructure,
     Operation,
     Paint,
@@ -37,6 +38,8 @@ from appliance.review.operations import (
     Sphere,
     Window,
 )
+from engines.errors import EngineError
+from engines.margins import add_margins
 
 Box = tuple[slice, slice, slice]
 _CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
@@ -270,6 +273,27 @@ def _restyle(work: _Work, op: Rename | Recolour | Delete, field: str) -> None:
     work.structures[s.name] = replace(s, color=op.color)
 
 
+def _margin_shells(work: _Work, op: MarginShells, field: str) -> None:
+    """Replace the lesion's margin shells by new ones at ``op.margins_mm`` (exact anisotropic distance, shells only
+    on background, like ``appliance segment --margins``)."""
+    lesion = work.structure(op.lesion, f"{field}.lesion")
+    if lesion.category != StructureCategory.LESION:
+        raise InvalidOperation(f"{lesion.name!r} is a {lesion.category.value}, not a lesion", f"{field}.lesion")
+    prefix = f"{lesion.name}_margin_"
+    for name in [n for n in work.structures if n.startswith(prefix)]:
+        old = work.structures.pop(name)
+        work.labels[work.labels == old.label] = 0
+    try:
+        marked, _report = add_margins(LabelMap(work.labels, work.affine, tuple(work.structures.values())),
+                                      lesion.name, op.margins_mm)
+    except EngineError as exc:
+        raise InvalidOperation(str(exc), f"{field}.margins_mm") from exc
+    before = set(work.structures)
+    work.labels = np.array(marked.labels, copy=True)
+    work.structures = {s.name: s for s in marked.structures}
+    work.touched |= {s.label for s in marked.structures if s.name not in before}
+
+
 def _apply(work: _Work, op: Operation, field: str) -> None:
     if isinstance(op, Paint | Erase):
         _paint(work, op, field)
@@ -283,6 +307,8 @@ def _apply(work: _Work, op: Operation, field: str) -> None:
         _combine(work, op, field)
     elif isinstance(op, NewStructure):
         _new(work, op, field)
+    elif isinstance(op, MarginShells):
+        _margin_shells(work, op, field)
     else:
         _restyle(work, op, field)
 

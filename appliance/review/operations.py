@@ -126,8 +126,20 @@ class Delete:
     structure: str
 
 
-Operation: TypeAlias = (Paint | Erase | GrowFromSeed | Island | Margin | Combine | NewStructure | Rename | Recolour
-                        | Delete)
+@dataclass(frozen=True)
+class MarginShells:
+    """(Re)make the resection-margin shells of a lesion at these distances (mm), replacing its earlier shells."""
+
+    lesion: str
+    margins_mm: tuple[float, ...]
+
+
+#: Most margin shells per lesion.
+MAX_MARGINS = 6
+
+
+Operation: TypeAlias = (Paint | Erase | GrowFromSeed | Island | Margin | Combine | NewStructure | MarginShells | Rename
+                        | Recolour | Delete)
 
 
 def _get(data: Mapping[str, Any], key: str, where: str) -> Any:
@@ -245,6 +257,14 @@ def _new(d: Mapping[str, Any], w: str) -> Operation:
                         StructureCategory(category))
 
 
+def _margins(d: Mapping[str, Any], w: str) -> Operation:
+    values = _get(d, "margins_mm", w)
+    if not isinstance(values, list) or not 1 <= len(values) <= MAX_MARGINS:
+        raise InvalidOperation(f"must be a list of 1 to {MAX_MARGINS} distances in mm", f"{w}.margins_mm")
+    margins = sorted({_distance(v, f"{w}.margins_mm[{i}]") for i, v in enumerate(values)})
+    return MarginShells(_name(_get(d, "lesion", w), f"{w}.lesion"), tuple(margins))
+
+
 def _rename(d: Mapping[str, Any], w: str) -> Operation:
     return Rename(_name(_get(d, "structure", w), f"{w}.structure"), _new_name(_get(d, "name", w), f"{w}.name"))
 
@@ -261,7 +281,7 @@ _PARSERS: dict[str, Callable[[Mapping[str, Any], str], Operation]] = {
     "paint": _paint, "erase": _erase, "grow_from_seed": _grow_seed,
     "keep_island": _island(True), "remove_island": _island(False),
     "grow": _margin(1.0), "shrink": _margin(-1.0), "add": _combine(True), "subtract": _combine(False),
-    "new_structure": _new, "rename": _rename, "recolour": _recolour, "delete": _delete,
+    "new_structure": _new, "margins": _margins, "rename": _rename, "recolour": _recolour, "delete": _delete,
 }  # fmt: skip
 #: The operation names accepted in ``{"op": ...}``.
 OPERATION_NAMES = tuple(_PARSERS)

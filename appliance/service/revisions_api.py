@@ -44,7 +44,7 @@ review_api = Blueprint("appliance_review_api", __name__, url_prefix="/api")
 review_api.before_request(authorise_api_request)
 
 
-def _service() -> ReviewService:
+def review_service() -> ReviewService:
     service: ReviewService | None = current_app.config.get("APPLIANCE_SERVICE")
     if service is None or not hasattr(service, "audit") or not hasattr(service, "data_dir"):
         abort(503, description="the appliance service is not running")
@@ -59,7 +59,7 @@ def _error(status: int, message: str, field: str | None = None) -> tuple[Respons
 
 
 @review_api.errorhandler(ReviewError)
-def _review_error(exc: ReviewError) -> tuple[Response, int]:
+def review_error_answer(exc: ReviewError) -> tuple[Response, int]:
     if isinstance(exc, InvalidOperation | InvalidReview):
         return _error(400, str(exc), exc.field)
     if isinstance(exc, ReviewNotAllowed):
@@ -72,7 +72,7 @@ def _review_error(exc: ReviewError) -> tuple[Response, int]:
 
 
 @review_api.errorhandler(UnknownJob)
-def _unknown_job(exc: UnknownJob) -> tuple[Response, int]:
+def unknown_job_answer(exc: UnknownJob) -> tuple[Response, int]:
     return _error(404, str(exc))
 
 
@@ -83,7 +83,8 @@ def _body() -> dict[str, Any]:
     return body
 
 
-def _summary(rev: Revision, job_id: int) -> dict[str, Any]:
+def revision_summary(rev: Revision, job_id: int) -> dict[str, Any]:
+    """A revision's record with the URL of each of its files."""
     data = rev.to_dict()
     data["files"] = [{"path": p, "sha256": h, "url": f"/api/jobs/{job_id}/revisions/{rev.number}/files/{p}"}
                      for p, h in sorted(rev.files.items())]
@@ -98,16 +99,16 @@ def _audit(svc: ReviewService, job_id: int, action: str, details: dict[str, Any]
 @review_api.get("/jobs/<int:job_id>/revisions")
 def revisions(job_id: int) -> Response:
     """Every revision of a job's model (revision 0 is made from its outputs on first use)."""
-    store = job_store(_service(), job_id, request_actor())
+    store = job_store(review_service(), job_id, request_actor())
     state = store.state()
     return jsonify({"current": state["current"], "events": state["events"],
-                    "revisions": [_summary(r, job_id) for r in store.revisions()]})
+                    "revisions": [revision_summary(r, job_id) for r in store.revisions()]})
 
 
 @review_api.post("/jobs/<int:job_id>/revisions")
 def create(job_id: int) -> tuple[Response, int]:
     """Apply edit operations to the current revision and keep the result as the next one."""
-    svc = _service()
+    svc = review_service()
     body = _body()
     store = job_store(svc, job_id, request_actor())
     rev = create_revision(store, body.get("base"), body.get("ops"), body.get("reason", ""), request_actor(),
@@ -115,11 +116,11 @@ def create(job_id: int) -> tuple[Response, int]:
     _audit(svc, job_id, "revision.created", {"revision": rev.number, "parent": rev.parent, "reason": rev.reason,
                                              "ops": [o.get("op") for o in rev.ops], "changed": rev.changed,
                                              "removed": rev.removed, "files": rev.files}, "REQ-TRACE-1002")
-    return jsonify(_summary(rev, job_id)), 201
+    return jsonify(revision_summary(rev, job_id)), 201
 
 
 def _move(job_id: int, kind: str) -> Response:
-    svc = _service()
+    svc = review_service()
     store = job_store(svc, job_id, request_actor())
     body = _body()
     state = (undo if kind == "undo" else redo)(store, body.get("base"), request_actor())
@@ -143,8 +144,8 @@ def redo_route(job_id: int) -> Response:
 @review_api.get("/jobs/<int:job_id>/revisions/<int:number>")
 def revision(job_id: int, number: int) -> Response:
     """One revision, with the review state of each of its structures."""
-    store = job_store(_service(), job_id, request_actor())
-    data = _summary(store.revision(number), job_id)
+    store = job_store(review_service(), job_id, request_actor())
+    data = revision_summary(store.revision(number), job_id)
     data["review"] = structure_states(store, number)
     return jsonify(data)
 
@@ -152,14 +153,14 @@ def revision(job_id: int, number: int) -> Response:
 @review_api.get("/jobs/<int:job_id>/revisions/<int:number>/files/<path:relpath>")
 def revision_file(job_id: int, number: int, relpath: str) -> Response:
     """A file of one revision (labels, structures, record, meshes); never anything outside its folder."""
-    store = job_store(_service(), job_id, request_actor())
+    store = job_store(review_service(), job_id, request_actor())
     return send_file(store.file(number, relpath), conditional=True)
 
 
 @review_api.post("/jobs/<int:job_id>/structures/<name>/review")
 def review(job_id: int, name: str) -> tuple[Response, int]:
     """Approve a structure in a revision, or request its correction with a note."""
-    svc = _service()
+    svc = review_service()
     body = _body()
     store = job_store(svc, job_id, request_actor())
     event = record_decision(store, name, body.get("revision"), body.get("decision"), body.get("note", ""),
@@ -179,5 +180,5 @@ def _worklist_items(job_id: int, store: RevisionStore) -> list[dict[str, Any]]:
 @review_api.get("/review/worklist")
 def worklist() -> Response:
     """The modelling engineer's worklist: every structure whose current state is "correction requested"."""
-    items = [item for job_id, store in job_stores(_service()) for item in _worklist_items(job_id, store)]
+    items = [item for job_id, store in job_stores(review_service()) for item in _worklist_items(job_id, store)]
     return jsonify({"corrections": items})

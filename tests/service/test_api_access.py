@@ -21,6 +21,7 @@ from werkzeug.security import generate_password_hash
 from appliance.commands.serve import create_web_app
 from appliance.service import api
 from appliance.service.api_token import API_TOKEN_FILE, issue_api_token, read_api_token, revoke_api_token
+from appliance.service.lesions_api import lesions_api
 from appliance.service.revisions_api import review_api
 from appliance.service.runtime import ApplianceService
 
@@ -123,7 +124,7 @@ def _api_routes(app: Any) -> dict[tuple[str, str], tuple[str, Any]]:
     blueprint's and the model review blueprint's."""
     routes: dict[tuple[str, str], tuple[str, Any]] = {}
     for rule in app.url_map.iter_rules():
-        if rule.endpoint.partition(".")[0] not in (api.api_blueprint.name, review_api.name):
+        if rule.endpoint.partition(".")[0] not in (api.api_blueprint.name, review_api.name, lesions_api.name):
             continue
         for method in sorted(set(rule.methods or ()) - {"HEAD", "OPTIONS"}):
             routes[(_template(rule.rule), method.lower())] = (rule.endpoint, rule)

@@ -1,0 +1,149 @@
+"""Lesions and resection margins of a finished job (Flask blueprint ``lesions_api``), as revisions of its model.
+
+Same access rule and audit actor as the service API (:func:`~appliance.service.api.authorise_request`,
+:func:`~appliance.service.api.request_actor`). A lesion is made by edit operations on the current revision (so it
+is versioned, reviewed and undone like any edit, docs/review.md):
+
+- ``POST /api/jobs/<id>/lesions`` ``{"seed_lps": [x, y, z], "window": [lo, hi] (or "preset": NAME, default by
+  modality), "max_radius_mm": R, "margins_mm": [5, 10], "name": "lesion", "base": N}`` grows a new lesion from the
+  tapped seed; ``{"from_structure": NAME, ...}`` takes an existing structure (e.g. a network's tumour class) as the
+  lesion. Either way its margin shells are made and the answer (201) holds the new revision, the window used, the
+  margin table (structures touched per shell with volume inside and minimum distance, remnant of the holding
+  organ) and the lesion's measurements (volume, longest 3D diameter, RECIST axial pair).
+- ``GET /api/jobs/<id>/lesions``: every lesion of the current revision with its measurements and margin table.
+
+Errors: 400 naming the field (``seed_lps``, ``window``, ``margins_mm``, ``ops[1].seed_lps`` ...), 404 an unknown job,
+409 a stale ``base``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from appliance.core import LabelMap, StructureCategory
+from appliance.review.errors import InvalidOperation, ReviewError
+from appliance.review.store import RevisionStore
+from appliance.review.workflow import create_revision
+from appliance.service.api import authorise_request as authorise_api_request
+from appliance.service.api import request_actor
+from appliance.service.errors import UnknownJob
+from appliance.service.revisions import image_loader, job_store, mesh_settings
+from appliance.service.revisions_api import review_error_answer, review_service, revision_summary, unknown_job_answer
+from engines.errors import EngineError
+from engines.lesion_growing import start_seed_growing
+from engines.lesions import LESION_COLOR
+from engines.margin_table import margin_table
+from engines.measurements import axial_diameters, lesion_volume, longest_diameter
+
+lesions_api = Blueprint("appliance_lesions_api", __name__, url_prefix="/api")
+lesions_api.before_request(authorise_api_request)
+lesions_api.register_error_handler(ReviewError, review_error_answer)  # the same answers as the review routes
+lesions_api.register_error_handler(UnknownJob, unknown_job_answer)
+
+#: Margin shells made when the request names none (mm).
+DEFAULT_MARGINS_MM = (5.0, 10.0, 15.0, 20.0)
+_SHELL = re.compile(r"^(?P<lesion>.+)_margin_(?P<mm>\d+(?:p\d+)?)mm$")
+
+
+def _point(value: Any, field: str) -> tuple[float, float, float]:
+    if not isinstance(value, list) or len(value) != 3 or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        raise InvalidOperation("must be three numbers (patient LPS mm)", field)
+    return float(value[0]), float(value[1]), float(value[2])
+
+
+def _window_json(value: Any) -> dict[str, Any]:
+    if not isinstance(value, list) or len(value) != 2:
+        raise InvalidOperation("must be [low, high]", "window")
+    return {"min": value[0], "max": value[1]}
+
+
+def lesion_ops(body: dict[str, Any], store: RevisionStore, svc: Any, job_id: int) -> tuple[list[dict[str, Any]], str,
+                                                                                           list[float] | None]:
+    """The edit operations a lesion request stands for, the lesion's name and the window used (seed growing)."""
+    names = {str(s["name"]) for s in store.revision(store.current()).structures}
+    name = body.get("name")
+    if name is None:
+        name = next(n for n in ("lesion", *(f"lesion_{i}" for i in range(2, 100))) if n not in names)
+    margins = body.get("margins_mm", list(DEFAULT_MARGINS_MM))
+    shells: dict[str, Any] = {"op": "margins", "lesion": name, "margins_mm": margins}
+    if body.get("from_structure") is not None:
+        source = body["from_structure"]
+        if not isinstance(source, str) or source not in names:
+            raise InvalidOperation(f"no structure {str(source)[:40]!r} in the current revision", "from_structure")
+        ops: list[dict[str, Any]] = [
+            {"op": "new_structure", "name": name, "color": list(LESION_COLOR), "category": "lesion"},
+            {"op": "add", "structure": name, "other": source}, {"op": "delete", "structure": source}, shells]
+        return ops, str(name), None
+    seed = _point(body.get("seed_lps"), "seed_lps")
+    radius = body.get("max_radius_mm")
+    if "window" in body:
+        window = _window_json(body["window"])
+    else:
+        volume = image_loader(svc, job_id)
+        if volume is None:
+            raise InvalidOperation("the job has no image to take a window from; give one", "window")
+        try:
+            grown = start_seed_growing(volume, seed, body.get("preset"),
+                                       float(radius) if isinstance(radius, int | float) else None)
+        except EngineError as exc:
+            raise InvalidOperation(str(exc), "preset" if "preset" in str(exc) else "seed_lps") from exc
+        window = {"min": grown.window[0], "max": grown.window[1]}
+        radius = grown.max_radius_mm if radius is None else radius
+    grow: dict[str, Any] = {"op": "grow_from_seed", "structure": name, "seed_lps": list(seed), "window": window}
+    if radius is not None:
+        grow["max_radius_mm"] = radius
+    new: dict[str, Any] = {"op": "new_structure", "name": name, "color": list(LESION_COLOR), "category": "lesion"}
+    return [new, grow, shells], str(name), [window["min"], window["max"]]
+
+
+def describe(labelmap: LabelMap, lesion: str, margins_mm: Sequence[float]) -> dict[str, Any]:
+    """A lesion's measurements and margin table (empty table without margins)."""
+    measurements = [m(labelmap, lesion).to_dict() for m in (lesion_volume, longest_diameter, axial_diameters)]
+    table = margin_table(labelmap, lesion, margins_mm).to_dict() if margins_mm else None
+    return {"name": lesion, "measurements": measurements, "margins_mm": list(margins_mm), "margin_table": table}
+
+
+def lesions_of(labelmap: LabelMap) -> list[dict[str, Any]]:
+    """Every lesion of a label map with the margins its shells were made at."""
+    shells: dict[str, list[float]] = {}
+    for s in labelmap.structures:
+        m = _SHELL.match(s.name)
+        if m and s.category == StructureCategory.MARGIN:
+            shells.setdefault(m["lesion"], []).append(float(m["mm"].replace("p", ".")))
+    return [describe(labelmap, s.name, sorted(shells.get(s.name, [])))
+            for s in labelmap.structures if s.category == StructureCategory.LESION]
+
+
+@lesions_api.post("/jobs/<int:job_id>/lesions")
+def create_lesion(job_id: int) -> tuple[Response, int]:
+    """Grow (or take) a lesion and make its margin shells, as the next revision of the job's model."""
+    svc = review_service()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidOperation("the request body must be a JSON object", "body")
+    store = job_store(svc, job_id, request_actor())
+    ops, name, window = lesion_ops(body, store, svc, job_id)
+    base = body.get("base", store.current())
+    rev = create_revision(store, base, ops, str(body.get("reason", "lesion marked at the kiosk"))[:2000],
+                          request_actor(), lambda: image_loader(svc, job_id), mesh_settings(svc, job_id))
+    labelmap = store.labelmap(rev.number)
+    margins = next(op["margins_mm"] for op in ops if op["op"] == "margins")
+    described = describe(labelmap, name, sorted(float(m) for m in margins))
+    svc.audit.append(request_actor(), "lesion.created", svc.study_hash(svc.catalogue.job(job_id).study_uid),
+                     {"job_id": job_id, "revision": rev.number, "lesion": name, "window": window,
+                      "margins_mm": described["margins_mm"],
+                      "volume_ml": described["measurements"][0]["value"]}, "REQ-FUNC-1090")
+    return jsonify({"revision": revision_summary(rev, job_id), "lesion": name, "window": window, **described}), 201
+
+
+@lesions_api.get("/jobs/<int:job_id>/lesions")
+def list_lesions(job_id: int) -> Response:
+    """The lesions of the current revision, each with its measurements and margin table."""
+    store = job_store(review_service(), job_id, request_actor())
+    current = store.current()
+    return jsonify({"revision": current, "lesions": lesions_of(store.labelmap(current))})
