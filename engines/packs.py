@@ -11,7 +11,6 @@ Ed25519 signature over the manifest is checked against trusted public keys.
 from __future__ import annotations
 
 import base64
-import hashlib
 import importlib.resources
 import json
 import logging
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import Structure, StructureCategory
+from appliance.fsio import sha256_file as sha256_file
 from engines.errors import PackError, PackIntegrityError, PackManifestError, PackNotFound
 
 log = logging.getLogger(__name__)
@@ -94,15 +94,6 @@ class ModelPack:
     def provenance(self) -> dict[str, Any]:
         """What outputs record about the pack."""
         return {"name": self.name, "version": self.version, "sha256": self.sha256, "licence": self.licence}
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _triple(value: Any, key: str, problems: list[str], kind: type = float) -> tuple[Any, Any, Any] | None:

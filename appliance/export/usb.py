@@ -132,14 +132,6 @@ def case_meshes(case_dir: Path, manifest: Mapping[str, Any], structures: Sequenc
     return meshes
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _read_back(path: Path) -> str:
     """SHA-256 of the file as the medium returns it (its cached pages dropped first)."""
     fd = os.open(path, os.O_RDONLY)
@@ -201,7 +193,7 @@ def export_for_printing(
         with tempfile.TemporaryDirectory(prefix="appliance-print-") as tmp:
             report("make", 0.0)
             made = _make_files(case_dir, Path(tmp), label, meshes, chosen, languages, reviews)
-            expected = {p.name: (_sha256(p), p.stat().st_size) for p in made}
+            expected = {p.name: (fsio.sha256_file(p), p.stat().st_size) for p in made}
             sums = "".join(f"{digest}  {name}\n" for name, (digest, _) in expected.items()).encode()
             (Path(tmp) / CHECKSUMS_NAME).write_bytes(sums)
             expected[CHECKSUMS_NAME] = (hashlib.sha256(sums).hexdigest(), len(sums))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from appliance.core import Finding, Volume
+from appliance.fsio import sha256_file
 from appliance.ingest import findings as fnd
 from appliance.ingest.errors import SeriesRefused
 from appliance.ingest.modality import infer_modality
@@ -40,17 +40,13 @@ def load_research(path: Path, modality: str | None = None) -> tuple[Volume, list
     if modality is None:
         modality, inferred = infer_modality(vol.array, path.name)
         found.append(inferred)
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
     units = "HU" if modality == "CT" else "arbitrary"
     metadata = {
         "series_instance_uid": "",
         "description": path.name,
         "modality": modality,
         "source_files": 1,
-        "identity_hash": digest.hexdigest(),
+        "identity_hash": sha256_file(path),
         "source": path.name,
         "source_format": "nifti" if name.endswith(NIFTI_SUFFIXES) else "nrrd",
     }

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -38,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.core import LabelMap, Structure
-from appliance.fsio import atomic_write_text, fsync_dir, fsync_tree
+from appliance.fsio import atomic_write_text, fsync_dir, fsync_tree, sha256_file
 from appliance.io.nifti import load_volume, save_labelmap
 from appliance.review.errors import RevisionStoreError, StaleRevision, UnknownRevision
 
@@ -59,15 +58,6 @@ def role_of(actor: str) -> str:
     """The role in an audit actor: ``ui:surgeon`` / ``ui:surgeon:li_wei`` -> ``surgeon``; ``api:token`` -> ``api``."""
     parts = actor.split(":")
     return parts[1] if parts[0] == "ui" and len(parts) > 1 else parts[0]
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

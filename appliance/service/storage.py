@@ -141,14 +141,6 @@ def _write_all(fd: int, parts: Sequence[Buffer]) -> None:
             views[0] = views[0][written:]
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class InstanceStore:
     """Stores instances under ``data_dir`` and records them in the catalogue.
 
@@ -286,7 +278,7 @@ class InstanceStore:
                     row = tx.instance(s.sop_uid)
                     known = seen.get(s.sop_uid) or (row[:2] if row else None)
                     if known is None and final.exists():  # on disk but unrecorded (crash, failed transaction)
-                        known = (str(final), _sha256_file(final))
+                        known = (str(final), fsio.sha256_file(final))
                     if known is not None and known[1] == item.sha256 and Path(known[0]).is_file():
                         item.temp.unlink(missing_ok=True)
                         results.append(StoreResult("identical", Path(known[0]), item.sha256, item.size))
