@@ -72,14 +72,15 @@ class ServedBox:
                 self.proc.wait(10)
 
 
-def start_box(tmp: Path, extra_toml: str = "") -> ServedBox:
-    """``python -m appliance.cli serve`` on a fresh data folder: storescu allowed, no automatic reconstruction,
-    the kiosk PINs of ``ui_browser.PINS`` (cheap hashes), STL only, CPU."""
+def start_box(tmp: Path, extra_toml: str = "", auto: bool = False) -> ServedBox:
+    """``python -m appliance.cli serve`` on a fresh data folder: storescu allowed, reconstruction on arrival only
+    with ``auto``, the kiosk PINs of ``ui_browser.PINS`` (cheap hashes), STL only, CPU."""
     cfg = tmp / "appliance.toml"
     pins = ", ".join(f'{role} = "{h}"' for role, h in PIN_HASHES.items())
     cfg.write_text(
         '[dicom]\nallowed = [{ae_title = "STORESCU", host = "127.0.0.1"}]\nstudy_stable_seconds = 1\n'
-        'min_free_bytes = 0\n[reconstruction]\nauto = false\ndevice = "cpu"\nformats = ["stl"]\n'
+        f'min_free_bytes = 0\n[reconstruction]\nauto = {"true" if auto else "false"}\n'
+        'device = "cpu"\nformats = ["stl"]\n'
         f"[ui]\npins = {{{pins}}}\nidle_lock_seconds = 600\n" + extra_toml
     )
     data_dir = tmp / "data"

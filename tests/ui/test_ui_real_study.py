@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from ui_browser import PIN_HASHES, SCREENSHOTS, login, new_page, wait_js
+from nurse_served import ServedBox, start_box, storescu
+from ui_browser import SCREENSHOTS, login, new_page, wait_js
 from ui_pixels import rgb
 
 from appliance.export.image import IMAGE_KEY, LABELS_KEY, output_file
@@ -30,7 +28,7 @@ from appliance.io.nifti import load_volume
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "service"))
-from svc_helpers import free_port, prepare_ct_series  # noqa: E402
+from svc_helpers import prepare_ct_series  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,
@@ -44,65 +42,19 @@ SHOTS = SCREENSHOTS
 WINDOWS = {"soft": (-160.0, 240.0, 0.9), "bone": (-500.0, 1300.0, 0.8)}
 
 
-class Serve:
-    """`appliance serve` on a data folder, with the surgeon's PIN, receiving from storescu, reconstructing."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.data_dir = tmp / "data"
-        self.dicom_port = free_port()
-        self.config = tmp / "appliance.toml"
-        self.config.write_text(
-            '[dicom]\nallowed = [{ae_title = "STORESCU", host = "127.0.0.1"}]\nstudy_stable_seconds = 1\n'
-            'min_free_bytes = 0\n[reconstruction]\nauto = true\ndevice = "cpu"\nformats = ["stl"]\n'
-            f'[ui]\nlanguage = "en"\nidle_lock_seconds = 900\npins = {{surgeon = "{PIN_HASHES["surgeon"]}"}}\n'
-        )
-        self.log = tmp / "serve.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "appliance.cli", "serve", "--data-dir", str(self.data_dir), "--http-port", "0",
-             "--dicom-port", str(self.dicom_port), "--config", str(self.config)],
-            cwd=ROOT, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        run_file = self.data_dir / "run" / "serve.json"
-        deadline = time.monotonic() + 90
-        while not run_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError("serve did not start: " + self.log.read_text()[-3000:])
-            time.sleep(0.2)
-        self.base = f"http://127.0.0.1:{json.loads(run_file.read_text())['http_port']}"
-
-    def api(self, path: str) -> Any:
-        from appliance.service.api import read_api_token
-
-        token = read_api_token(self.data_dir)
-        req = urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
 @pytest.fixture(scope="module")
-def reconstructed(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iterator[tuple[Serve, int, Path]]:
-    """The real CT sent by storescu to a real `appliance serve`, reconstructed automatically: (serve, job, outputs)."""
+def reconstructed(tmp_path_factory: pytest.TempPathFactory,
+                  shared_data: Path) -> Iterator[tuple[ServedBox, int, Path]]:  # fmt: skip
+    """The real CT sent by storescu to a real `appliance serve`, reconstructed automatically: (box, job, outputs)."""
     tmp = tmp_path_factory.mktemp("real-study")
-    srv = Serve(tmp)
+    srv = start_box(tmp, auto=True)
     try:
         _, files = prepare_ct_series(shared_data, tmp / "ct")
-        command = ["storescu", "-xv", "-aet", "STORESCU", "-aec", "EDGE3D", "127.0.0.1", str(srv.dicom_port)]
-        sent = subprocess.run([*command, *map(str, files)], capture_output=True, text=True, timeout=120, check=False)
-        assert sent.returncode == 0, sent.stdout + sent.stderr
+        storescu(srv, files, jpeg2000=True)
         deadline = time.monotonic() + 900
         job: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            jobs = srv.api("/api/jobs")["jobs"]
+            jobs = srv.api("/api/jobs")[1]["jobs"]
             job = jobs[0] if jobs else {}
             if job.get("state") in ("done", "failed", "refused"):
                 break
@@ -138,7 +90,8 @@ def _greys(img: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.req("REQ-HCI-701", "REQ-HCI-702", "REQ-HCI-703", "REQ-HCI-705", "REQ-OUT-700")
-def test_real_study_on_the_slice_view_in_both_languages(browser: Any, reconstructed: tuple[Serve, int, Path]) -> None:
+def test_real_study_on_the_slice_view_in_both_languages(browser: Any,
+                                                       reconstructed: tuple[ServedBox, int, Path]) -> None:
     srv, job, out = reconstructed
     context, page, watch = new_page(browser)
     login(page, srv.base, "surgeon")
