@@ -153,3 +153,64 @@ def test_nurse_signs_in_makes_the_model_opens_and_locks(box: tuple[ServedBox, di
     (requested,) = log.records(action="reconstruction.requested")
     assert requested.details["preset"] == "ct-default"
 
+
+
+def _soft_tissue_seed(image: Any) -> tuple[list[float], float]:
+    """A voxel well inside soft tissue (20..60 HU, its 5x5 in-plane neighbourhood too): LPS mm and its HU."""
+    import numpy as np
+    from scipy import ndimage
+
+    hu = image.array.astype(np.float32)
+    calm = (ndimage.minimum_filter(hu, (5, 5, 1)) > 20) & (ndimage.maximum_filter(hu, (5, 5, 1)) < 60)
+    ijk = np.argwhere(calm)[int(calm.sum()) // 2]
+    return [float(v) for v in image.affine[:3, :3] @ ijk + image.affine[:3, 3]], float(hu[tuple(ijk)])
+
+
+@pytest.mark.req("REQ-FUNC-1090", "REQ-TRACE-1002")
+def test_a_lesion_is_marked_on_a_job_of_the_real_service(box: tuple[ServedBox, dict[str, str]]) -> None:
+    """Over HTTP on the served box: a real reconstruction, then bad lesion requests (each a named 400 or a 409,
+    nothing written), two requests racing on one base (one wins), the lesion with its margin table, and an audit
+    trail that verifies."""
+    import subprocess
+    import sys
+    import threading
+
+    from appliance.io.nifti import load_volume
+
+    served, uids = box
+    status, job = served.api(f"/api/studies/{uids['plain']}/reconstruct", {"preset": "ct-default"})
+    assert status == 202, job
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while job["state"] not in ("done", "failed", "refused") and time.monotonic() < deadline:
+        time.sleep(1)
+        job = served.api(f"/api/jobs/{job['id']}")[1]
+    assert job["state"] == "done", job
+    lesions = f"/api/jobs/{job['id']}/lesions"
+    seed, hu = _soft_tissue_seed(load_volume(served.data_dir / "outputs" / f"job-{job['id']}" / "image.nii.gz",
+                                             "CT", "HU"))  # fmt: skip
+    good = {"seed_lps": seed, "window": [hu - 15, hu + 15], "max_radius_mm": 10, "margins_mm": [5, 10], "base": 0}
+    for bad, code, field in (({**good, "seed_lps": "here"}, 400, "seed_lps"),
+                             ({**good, "margins_mm": [-5]}, 400, "ops[2].margins_mm[0]"),
+                             ({**good, "seed_lps": [1e6, 0, 0]}, 400, "ops[1].seed_lps"),
+                             ({"from_structure": "liver"}, 400, "from_structure"),
+                             ({**good, "base": 4}, 409, None)):  # fmt: skip
+        status, answer = served.api(lesions, bad)
+        assert (status, answer.get("field")) == (code, field), answer
+    assert [r["revision"] for r in served.api(f"/api/jobs/{job['id']}/revisions")[1]["revisions"]] == [0]
+    results: list[tuple[int, Any]] = []
+    racers = [threading.Thread(target=lambda: results.append(served.api(lesions, good))) for _ in range(2)]
+    for t in racers:
+        t.start()
+    for t in racers:
+        t.join(120)
+    assert sorted(s for s, _ in results) == [201, 409], results
+    created = next(a for s, a in results if s == 201)
+    assert created["lesion"] == "lesion" and created["margins_mm"] == [5, 10] and created["margin_table"]["rows"]
+    status, listed = served.api(lesions)
+    assert status == 200 and listed["revision"] == 1 and listed["lesions"][0]["margin_table"] == created["margin_table"]
+    log = AuditLog(served.data_dir / AUDIT_FILENAME)
+    (record,) = log.records(action="lesion.created")
+    assert record.actor == "api:token" and record.details["revision"] == 1
+    verified = subprocess.run([sys.executable, "-m", "appliance.cli", "audit", "verify", "--data-dir",
+                               str(served.data_dir)], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
