@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(dcm2niix dcmtk dicom3tools orthanc chromium fonts-noto-cjk xvfb
-  nftables logrotate shellcheck squashfs-tools erofs-utils mmdebstrap)
+  nftables logrotate shellcheck squashfs-tools erofs-utils mmdebstrap systemd)
 # node and npm build the vendored UI assets; the image usually ships them (nodejs from its own repository).
 command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 SUDO=""
