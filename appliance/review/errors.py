@@ -1,5 +1,5 @@
-"""Errors of model review and revisions: a bad edit operation (naming its field), a stale base, an unknown revision
-or review decision, a revision store that cannot be read or written."""
+"""Errors of model review and revisions: a bad edit operation or measurement (naming its field), a stale base, an
+unknown revision or review decision, a revision store that cannot be read or written."""
 
 from __future__ import annotations
 
@@ -29,6 +29,15 @@ class UnknownRevision(ReviewError):
 
 class InvalidReview(ReviewError):
     """A review decision is malformed (unknown decision, structure or revision, missing note); ``field`` names it."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class InvalidMeasurement(ReviewError):
+    """A measurement request is malformed (unknown kind, structure or revision, a point outside the volume);
+    ``field`` names the offending field (``a_lps``, ``structures[1]``). Nothing was saved."""
 
     def __init__(self, message: str, field: str) -> None:
         super().__init__(f"{field}: {message}")

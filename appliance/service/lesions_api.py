@@ -11,9 +11,12 @@ is versioned, reviewed and undone like any edit, docs/review.md):
   margin table (structures touched per shell with volume inside and minimum distance, remnant of the holding
   organ) and the lesion's measurements (volume, longest 3D diameter, RECIST axial pair).
 - ``GET /api/jobs/<id>/lesions``: every lesion of the current revision with its measurements and margin table.
+- ``GET /api/jobs/<id>/measurements``: every measurement saved with the case; ``POST`` ``{"kind": ..., ...}`` takes
+  one on a revision (the current one unless ``revision`` is given) and saves it with its author and role from the
+  session or token (:mod:`appliance.review.measurements` lists the kinds and their fields); audited.
 
-Errors: 400 naming the field (``seed_lps``, ``window``, ``margins_mm``, ``ops[1].seed_lps`` ...), 404 an unknown job,
-409 a stale ``base``.
+Errors: 400 naming the field (``seed_lps``, ``window``, ``margins_mm``, ``ops[1].seed_lps``, ``a_lps`` ...), 404
+an unknown job, 409 a stale ``base``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from appliance.core import LabelMap, StructureCategory
 from appliance.review.errors import InvalidOperation, ReviewError
+from appliance.review.measurements import record_measurement, saved_measurements
 from appliance.review.store import RevisionStore
 from appliance.review.workflow import create_revision
 from appliance.service.api import authorise_request as authorise_api_request
@@ -147,3 +151,26 @@ def list_lesions(job_id: int) -> Response:
     store = job_store(review_service(), job_id, request_actor())
     current = store.current()
     return jsonify({"revision": current, "lesions": lesions_of(store.labelmap(current))})
+
+
+@lesions_api.get("/jobs/<int:job_id>/measurements")
+def list_measurements(job_id: int) -> Response:
+    """Every measurement saved with the case, oldest first, each with its revision, author and time."""
+    store = job_store(review_service(), job_id, request_actor())
+    return jsonify({"current": store.current(), "measurements": saved_measurements(store)})
+
+
+@lesions_api.post("/jobs/<int:job_id>/measurements")
+def create_measurement(job_id: int) -> tuple[Response, int]:
+    """Take one measurement on a revision and save it with the case (author from the session or token)."""
+    svc = review_service()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidOperation("the request body must be a JSON object", "body")
+    store = job_store(svc, job_id, request_actor())
+    record = record_measurement(store, body, request_actor())
+    svc.audit.append(request_actor(), "measurement.saved", svc.study_hash(svc.catalogue.job(job_id).study_uid),
+                     {"job_id": job_id, "revision": record["revision"], "measurement_id": record["measurement_id"],
+                      "kind": record["kind"], "value": record["value"], "unit": record["unit"],
+                      "structures": record["structures"]}, "REQ-FUNC-1430")
+    return jsonify(record), 201

@@ -24,6 +24,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file
 
 from appliance.review.errors import (
+    InvalidMeasurement,
     InvalidOperation,
     InvalidReview,
     NothingToMove,
@@ -60,7 +61,7 @@ def _error(status: int, message: str, field: str | None = None) -> tuple[Respons
 
 @review_api.errorhandler(ReviewError)
 def review_error_answer(exc: ReviewError) -> tuple[Response, int]:
-    if isinstance(exc, InvalidOperation | InvalidReview):
+    if isinstance(exc, InvalidOperation | InvalidReview | InvalidMeasurement):
         return _error(400, str(exc), exc.field)
     if isinstance(exc, ReviewNotAllowed):
         return _error(403, str(exc))
