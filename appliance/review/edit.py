@@ -12,8 +12,8 @@ axis. Labels are exclusive: painting or growing takes voxels from any other stru
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,8 @@ class EditResult:
         changed: names (after the edits) of the structures whose voxels changed.
         restyled: names (after the edits) of structures renamed or recoloured without voxel changes.
         removed: names of the input's structures that no longer exist (deleted, or renamed away).
+        margin_tables: lesion name -> margin table (``MarginTable.to_dict()``) made by a ``margins`` operation
+            that no later operation of the list could have changed (the table the shells were made with).
     """
 
     labels: npt.NDArray[np.integer[Any]]
@@ -62,6 +64,7 @@ class EditResult:
     changed: frozenset[str]
     restyled: frozenset[str]
     removed: frozenset[str]
+    margin_tables: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 class _Work:
@@ -76,6 +79,7 @@ class _Work:
         self.spacing = tuple(float(v) for v in np.linalg.norm(self.affine[:3, :3], axis=0))
         self.image = image
         self.touched: set[int] = set()
+        self.margin_tables: dict[str, dict[str, Any]] = {}
 
     def structure(self, name: str, field: str) -> Structure:
         found = self.structures.get(name)
@@ -284,10 +288,12 @@ def _margin_shells(work: _Work, op: MarginShells, field: str) -> None:
         old = work.structures.pop(name)
         work.labels[work.labels == old.label] = 0
     try:
-        marked, _report = add_margins(LabelMap(work.labels, work.affine, tuple(work.structures.values())),
-                                      lesion.name, op.margins_mm)
+        marked, report = add_margins(LabelMap(work.labels, work.affine, tuple(work.structures.values())),
+                                     lesion.name, op.margins_mm)
     except EngineError as exc:
         raise InvalidOperation(str(exc), f"{field}.margins_mm") from exc
+    # the shells may take voxels of soft structures: tables made before them are no longer the label map's
+    work.margin_tables = {lesion.name: report.table.to_dict()}
     before = set(work.structures)
     work.labels = np.array(marked.labels, copy=True)
     work.structures = {s.name: s for s in marked.structures}
@@ -295,6 +301,8 @@ def _margin_shells(work: _Work, op: MarginShells, field: str) -> None:
 
 
 def _apply(work: _Work, op: Operation, field: str) -> None:
+    if not isinstance(op, MarginShells):
+        work.margin_tables.clear()  # any other edit may change the distances or volumes of a table made before it
     if isinstance(op, Paint | Erase):
         _paint(work, op, field)
     elif isinstance(op, GrowFromSeed):
@@ -334,4 +342,4 @@ def apply_operations(labels: npt.NDArray[np.integer[Any]], structures: Sequence[
                          and (before[s.label].name != s.name or before[s.label].color != s.color))
     removed = frozenset(s.name for s in structures if s.name not in work.structures)
     new_empty = frozenset(s.name for s in after if s.label not in before and s.name not in changed)
-    return EditResult(work.labels, after, changed, restyled | new_empty, removed)
+    return EditResult(work.labels, after, changed, restyled | new_empty, removed, dict(work.margin_tables))

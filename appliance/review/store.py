@@ -7,7 +7,9 @@ Layout (``root`` is ``<data_dir>/revisions/job-<id>/``)::
         structures.json       [{"label", "name", "color", "category", "snomed"}]
         meshes/<name>.stl     meshes made in this revision (re-meshed structures only, from revision 1 on)
         revision.json         number, parent, author, role, reason, created_utc, ops, changed/restyled/removed,
-                              meshes {name: path under root}, files {relpath: sha256}
+                              meshes {name: path under root}, files {relpath: sha256}, margin_tables {lesion:
+                              table} (the margin tables valid for this revision's label map, see
+                              :mod:`appliance.review.lesion_tables`)
     rev-0001/ ...
     current.json              {"current": N, "events": [{"event": created|undo|redo, "revision", "from", "actor",
                               "at"}]}
@@ -28,7 +30,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -78,13 +80,15 @@ class Revision:
     meshes: dict[str, str]
     mesh_qa: dict[str, dict[str, Any]]
     files: dict[str, str]
+    margin_tables: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (the content of ``revision.json``)."""
         return {"revision": self.number, "parent": self.parent, "author": self.author, "role": self.role,
                 "reason": self.reason, "created_utc": self.created_utc, "ops": self.ops, "changed": self.changed,
                 "restyled": self.restyled, "removed": self.removed, "structures": self.structures,
-                "meshes": self.meshes, "mesh_qa": self.mesh_qa, "files": self.files}
+                "meshes": self.meshes, "mesh_qa": self.mesh_qa, "files": self.files,
+                "margin_tables": self.margin_tables}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Revision:
@@ -92,7 +96,7 @@ class Revision:
         return cls(int(d["revision"]), None if d["parent"] is None else int(d["parent"]), str(d["author"]),
                    str(d["role"]), str(d["reason"]), str(d["created_utc"]), list(d["ops"]), list(d["changed"]),
                    list(d["restyled"]), list(d["removed"]), list(d["structures"]), dict(d["meshes"]),
-                   dict(d.get("mesh_qa", {})), dict(d["files"]))
+                   dict(d.get("mesh_qa", {})), dict(d["files"]), dict(d.get("margin_tables", {})))
 
 
 def folder_name(number: int) -> str:
@@ -197,8 +201,9 @@ class RevisionStore:
                        inherited_meshes: Mapping[str, str]) -> Revision:
         """Write revision ``number`` (call under :meth:`locked`); :class:`StaleRevision` when it exists already.
 
-        ``meta``: author, reason, ops, changed, restyled, removed. ``mesh_files``: meshes made in this revision
-        (STL bytes, or a file to copy); ``inherited_meshes``: name -> path under the root of unchanged meshes.
+        ``meta``: author, reason, ops, changed, restyled, removed, margin_tables (optional). ``mesh_files``: meshes
+        made in this revision (STL bytes, or a file to copy); ``inherited_meshes``: name -> path under the root of
+        unchanged meshes.
         """
         final = self.root / folder_name(number)
         if final.exists():
@@ -223,7 +228,8 @@ class RevisionStore:
                            list(meta.get("ops", [])), sorted(meta.get("changed", [])),
                            sorted(meta.get("restyled", [])), sorted(meta.get("removed", [])),
                            [s.to_dict() for s in structures], meshes,
-                           {k: dict(v) for k, v in mesh_qa.items()}, files)
+                           {k: dict(v) for k, v in mesh_qa.items()}, files,
+                           {k: dict(v) for k, v in dict(meta.get("margin_tables", {})).items()})
             (tmp / RECORD_FILE).write_text(json.dumps(rev.to_dict(), indent=1) + "\n", encoding="utf-8")
             for p in tmp.rglob("*"):
                 if p.is_file():

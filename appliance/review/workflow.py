@@ -15,6 +15,7 @@ from appliance.core import Volume
 from appliance.export.stl import encode_stl
 from appliance.review.edit import apply_operations
 from appliance.review.errors import InvalidOperation, NothingToMove, StaleRevision
+from appliance.review.lesion_tables import revision_margin_tables
 from appliance.review.operations import GrowFromSeed, Paint, parse_operations
 from appliance.review.remesh import qa_summary, remesh_structures
 from appliance.review.store import Revision, RevisionStore
@@ -64,7 +65,8 @@ def create_revision(store: RevisionStore, base: Any, ops_json: Any, reason: Any,
         files: dict[str, bytes | Path] = {name: encode_stl([m]) for name, m in meshes.items()}
         files.update(restyled_files)
         meta = {"author": actor, "reason": reason, "ops": ops_json, "changed": sorted(result.changed),
-                "restyled": sorted(result.restyled), "removed": sorted(result.removed)}
+                "restyled": sorted(result.restyled), "removed": sorted(result.removed),
+                "margin_tables": revision_margin_tables(parent, result)}
         return store.write_revision(max(store.numbers()) + 1, base, result.labels,
                                     lm.affine, result.structures, meta, files,
                                     {n: qa_summary(m) for n, m in meshes.items()}, inherited)

@@ -21,16 +21,16 @@ an unknown job, 409 a stale ``base``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from appliance.core import LabelMap, StructureCategory
+from appliance.core import LabelMap
 from appliance.review.errors import InvalidOperation, ReviewError
+from appliance.review.lesion_tables import lesion_margin_table, lesion_margins
 from appliance.review.measurements import record_measurement, saved_measurements
-from appliance.review.store import RevisionStore
+from appliance.review.store import Revision, RevisionStore
 from appliance.review.workflow import create_revision
 from appliance.service.api import authorise_request as authorise_api_request
 from appliance.service.api import request_actor
@@ -40,7 +40,6 @@ from appliance.service.revisions_api import review_error_answer, review_service,
 from engines.errors import EngineError
 from engines.lesion_growing import start_seed_growing
 from engines.lesions import LESION_COLOR
-from engines.margin_table import margin_table
 from engines.measurements import axial_diameters, lesion_volume, longest_diameter
 
 lesions_api = Blueprint("appliance_lesions_api", __name__, url_prefix="/api")
@@ -50,7 +49,6 @@ lesions_api.register_error_handler(UnknownJob, unknown_job_answer)
 
 #: Margin shells made when the request names none (mm).
 DEFAULT_MARGINS_MM = (5.0, 10.0, 15.0, 20.0)
-_SHELL = re.compile(r"^(?P<lesion>.+)_margin_(?P<mm>\d+(?:p\d+)?)mm$")
 
 
 def _point(value: Any, field: str) -> tuple[float, float, float]:
@@ -105,22 +103,18 @@ def lesion_ops(body: dict[str, Any], store: RevisionStore, svc: Any, job_id: int
     return [new, grow, shells], str(name), [window["min"], window["max"]]
 
 
-def describe(labelmap: LabelMap, lesion: str, margins_mm: Sequence[float]) -> dict[str, Any]:
-    """A lesion's measurements and margin table (empty table without margins)."""
+def describe(revision: Revision, labelmap: LabelMap, lesion: str, margins_mm: Sequence[float]) -> dict[str, Any]:
+    """A lesion's measurements and margin table (the one stored with the revision when there is one; None without
+    margins)."""
     measurements = [m(labelmap, lesion).to_dict() for m in (lesion_volume, longest_diameter, axial_diameters)]
-    table = margin_table(labelmap, lesion, margins_mm).to_dict() if margins_mm else None
+    table = lesion_margin_table(revision, labelmap, lesion, margins_mm)
     return {"name": lesion, "measurements": measurements, "margins_mm": list(margins_mm), "margin_table": table}
 
 
-def lesions_of(labelmap: LabelMap) -> list[dict[str, Any]]:
-    """Every lesion of a label map with the margins its shells were made at."""
-    shells: dict[str, list[float]] = {}
-    for s in labelmap.structures:
-        m = _SHELL.match(s.name)
-        if m and s.category == StructureCategory.MARGIN:
-            shells.setdefault(m["lesion"], []).append(float(m["mm"].replace("p", ".")))
-    return [describe(labelmap, s.name, sorted(shells.get(s.name, [])))
-            for s in labelmap.structures if s.category == StructureCategory.LESION]
+def lesions_of(revision: Revision, labelmap: LabelMap) -> list[dict[str, Any]]:
+    """Every lesion of a revision with the margins its shells were made at."""
+    return [describe(revision, labelmap, name, margins)
+            for name, margins in lesion_margins(labelmap.structures).items()]
 
 
 @lesions_api.post("/jobs/<int:job_id>/lesions")
@@ -137,7 +131,7 @@ def create_lesion(job_id: int) -> tuple[Response, int]:
                           request_actor(), lambda: image_loader(svc, job_id), mesh_settings(svc, job_id))
     labelmap = store.labelmap(rev.number)
     margins = next(op["margins_mm"] for op in ops if op["op"] == "margins")
-    described = describe(labelmap, name, sorted(float(m) for m in margins))
+    described = describe(rev, labelmap, name, sorted(float(m) for m in margins))
     svc.audit.append(request_actor(), "lesion.created", svc.study_hash(svc.catalogue.job(job_id).study_uid),
                      {"job_id": job_id, "revision": rev.number, "lesion": name, "window": window,
                       "margins_mm": described["margins_mm"],
@@ -150,7 +144,7 @@ def list_lesions(job_id: int) -> Response:
     """The lesions of the current revision, each with its measurements and margin table."""
     store = job_store(review_service(), job_id, request_actor())
     current = store.current()
-    return jsonify({"revision": current, "lesions": lesions_of(store.labelmap(current))})
+    return jsonify({"revision": current, "lesions": lesions_of(store.revision(current), store.labelmap(current))})
 
 
 @lesions_api.get("/jobs/<int:job_id>/measurements")

@@ -14,8 +14,15 @@ import pytest
 from review_case import finished_job_box
 from scipy import ndimage
 
+import engines.margin_table
+import engines.margins
+from appliance.core import LabelMap
+from appliance.review.edit import apply_operations
+from appliance.review.operations import parse_operations
 from appliance.review.store import RevisionStore
 from appliance.service.runtime import ApplianceService
+from engines.margin_table import margin_table
+from kernels.distance import distance_to
 
 pytestmark = pytest.mark.req("REQ-FUNC-1090")
 
@@ -93,3 +100,43 @@ def test_bad_lesion_requests_are_refused_naming_the_field_and_write_nothing(box:
     revisions = client.get(f"/api/jobs/{job}/revisions", headers=headers).get_json()["revisions"]
     assert [x["revision"] for x in revisions] == [0]
     assert svc.audit.records(action="lesion.created") == []
+
+
+@pytest.mark.req("REQ-FUNC-1431")
+def test_the_margin_table_is_stored_with_the_revision_and_read_back_without_a_distance_map(
+        box: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    client, headers, job, svc = box["client"], box["headers"], box["job"], box["svc"]
+    calls: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return distance_to(*args, **kwargs)
+
+    monkeypatch.setattr(engines.margins, "distance_to", counted)
+    monkeypatch.setattr(engines.margin_table, "distance_to", counted)
+    seed, hu = _soft_tissue_seed(box)
+    ops_body = {"seed_lps": seed, "window": [hu - 15, hu + 15], "max_radius_mm": 12, "margins_mm": [5, 10],
+                "name": "tumour"}
+    answer = client.post(f"/api/jobs/{job}/lesions", headers=headers, json=ops_body).get_json()
+    assert len(calls) == 1  # the margins operation's distance map, not a second one for the answer
+    store = RevisionStore(svc.data_dir / "revisions" / f"job-{job}")
+    assert store.revision(1).margin_tables == {"tumour": answer["margin_table"]}
+    listed = client.get(f"/api/jobs/{job}/lesions", headers=headers).get_json()
+    assert len(calls) == 1 and listed["lesions"][0]["margin_table"] == answer["margin_table"]
+    # the same numbers as the table computed on its own from the label map the shells were made on
+    ops = parse_operations(store.revision(1).ops[:2])
+    before = store.labelmap(0)
+    grown = apply_operations(before.labels, before.structures, before.affine, ops, box["volume"])
+    alone = margin_table(LabelMap(grown.labels, before.affine, grown.structures), "tumour", [5, 10]).to_dict()
+    assert alone == answer["margin_table"]
+    calls.clear()
+    recolour = client.post(f"/api/jobs/{job}/revisions", headers=headers, json={
+        "base": 1, "ops": [{"op": "recolour", "structure": "bone", "color": [10, 20, 30]}]})
+    assert recolour.status_code == 201 and store.revision(2).margin_tables == {"tumour": answer["margin_table"]}
+    assert client.get(f"/api/jobs/{job}/lesions", headers=headers).get_json()["lesions"] == listed["lesions"]
+    assert calls == []
+    erase = client.post(f"/api/jobs/{job}/revisions", headers=headers, json={
+        "base": 2, "ops": [{"op": "erase", "structure": "tumour", "sphere": {"center_lps": seed, "radius_mm": 2}}]})
+    assert erase.status_code == 201 and store.revision(3).margin_tables == {}
+    after = client.get(f"/api/jobs/{job}/lesions", headers=headers).get_json()["lesions"][0]
+    assert len(calls) == 1 and after["margin_table"] == margin_table(store.labelmap(3), "tumour", [5, 10]).to_dict()
