@@ -8,7 +8,9 @@ networking disabled and host resolution mapped to nothing, so making a PDF canno
 
 Content: case label, reconstruction time, input geometry, preset, device; the report's pictures (taken from
 ``report.html``, so both documents show the same images); the structures table (colour, volume, triangles, mesh
-QA) with the review state from the audit trail; the findings; the versions. Nothing identifies the patient: it
+QA) with the review state (the approved revision of a reviewed case, else the audit trail's decisions); for a
+reviewed case the review history, lesions and measurements (:mod:`appliance.export.report_case`) and the override
+of the approved-revision rule; the findings; the versions. Nothing identifies the patient: it
 all comes from the (already redacted) manifest and report. The HTML report is unchanged.
 """
 
@@ -28,6 +30,7 @@ from typing import Any
 
 from appliance.export.common import atomic_write_bytes
 from appliance.export.errors import PdfReportError
+from appliance.export.report_case import case_sections_html, override_banner
 from appliance.export.report_text import LABELS, LANGUAGES, structure_name
 
 #: Where the kiosk's Chromium is (``APPLIANCE_CHROMIUM`` overrides); also looked up on PATH.
@@ -61,7 +64,8 @@ th,td{border:1px solid #bbc;padding:2pt 5pt;text-align:left;vertical-align:top}t
 td.num{text-align:right}.sw{display:inline-block;width:9pt;height:9pt;border:1px solid #555}
 figure{display:inline-block;width:48%;margin:0 1% 6pt 0;vertical-align:top;break-inside:avoid}
 figure img{width:100%}figcaption{font-size:8.5pt;color:#444}.approved{color:#11691f}.rejected{color:#b00020}
-tr{break-inside:avoid}.note{color:#444;font-size:8.5pt}
+tr{break-inside:avoid}.note{color:#444;font-size:8.5pt}.bad{color:#b00020;font-weight:bold}
+h3{font-size:10.5pt;margin:8pt 0 2pt}
 """
 
 
@@ -109,6 +113,8 @@ def build_pdf_html(
         name = str(s.get("name", ""))
         r, g, b = [*s.get("color", [200, 200, 200]), 0, 0, 0][:3]
         review = reviews.get(name)
+        if s.get("approved") is not None:  # a reviewed case: the state of the exported revision
+            review = {"decision": "approved", "actor": s.get("approved_by")} if s.get("approved") else None
         state = str(review.get("decision")) if review else "not_reviewed"
         who = t["review_by"].format(actor=_e(review.get("actor", ""))) if review else ""
         note = f"<br><span class=note>{_e(review.get('note'))}</span>" if review and review.get("note") else ""
@@ -138,7 +144,7 @@ def build_pdf_html(
     return f"""<!doctype html><html lang="{_e(language)}"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
 <title>{_e(t['title'])} {_e(case_label)}</title><style>{_STYLE}</style></head><body>
-<h1>{_e(t['title'])} · {_e(case_label)}</h1><p class=sub>{_e(t['subtitle'])}</p>
+<h1>{_e(t['title'])} · {_e(case_label)}</h1><p class=sub>{_e(t['subtitle'])}</p>{override_banner(manifest, language)}
 <table><tr><th>{_e(t['case'])}</th><td>{_e(case_label)}</td><th>{_e(t['created'])}</th>
 <td>{_e(prov.get('created_utc', ''))}</td></tr>
 <tr><th>{_e(t['input'])}</th><td>{_e(geometry)}</td><th>{_e(t['preset'])}</th><td>{_e(preset or '')}</td></tr>
@@ -147,6 +153,7 @@ def build_pdf_html(
 <th>{_e(t['volume'])}</th><th>{_e(t['triangles'])}</th><th>{_e(t['watertight'])}</th><th>{_e(t['manifold'])}</th>
 <th>{_e(t['distance'])}</th><th>{_e(t['review'])}</th></tr>{''.join(rows)}</table>
 <p class=note>{_e(t['units'])}</p>
+{case_sections_html(manifest, language)}
 <h2>{_e(t['findings'])}</h2>{f'<table>{findings}</table>' if findings else f"<p>{_e(t['no_findings'])}</p>"}
 <h2>{_e(t['pictures'])}</h2>{figures}
 <h2>{_e(t['versions'])}</h2><table>{''.join(f'<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>' for k, v in versions)}

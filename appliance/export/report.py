@@ -1,9 +1,11 @@
 """``report.html``: one self-contained page a surgeon or engineer reads after a reconstruction.
 
 Sections: summary (input geometry, hashed identity, preset, device, backend), findings, structures table
-(volume, surface area, triangles, mesh QA), pictures of the model (front and left views) and of slices with the
-structure outlines, timings per stage, output files and provenance. Pictures are PNGs embedded as base64 data
-URIs; styles are inline; there is no script and no external resource, so the file opens anywhere, offline.
+(volume, surface area, triangles, mesh QA), for a reviewed case the review, lesions and measurements sections
+(:mod:`appliance.export.report_case`, with the override of the approved-revision rule printed first), pictures
+of the model (front and left views) and of slices with the structure outlines, timings per stage, output files
+and provenance. Pictures are PNGs embedded as base64 data URIs; styles are inline; there is no script and no
+external resource, so the file opens anywhere, offline.
 Everything shown comes from the (already redacted) manifest; no patient data is added here.
 """
 
@@ -20,6 +22,7 @@ from appliance.core import LabelMap, Mesh, StructureCategory, Volume, terminolog
 from appliance.export.common import PRODUCT, atomic_write_text
 from appliance.export.image import IMAGE_KEY
 from appliance.export.render import encode_png, render_model, render_slices
+from appliance.export.report_case import case_sections_html, override_banner
 
 REPORT_NAME = "report.html"
 
@@ -35,7 +38,7 @@ th{background:#eef1f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{display:inline-block;margin:6px 10px 6px 0;vertical-align:top}
 figcaption{font-size:.85em;color:#444;max-width:420px}
 pre{background:#f6f8fa;padding:8px;font-size:.82em;overflow-x:auto}
-.note{color:#444;font-size:.9em}
+.note{color:#444;font-size:.9em}h3{font-size:1em;margin:1em 0 .2em}
 """
 
 
@@ -176,11 +179,13 @@ def build_report_html(manifest: Mapping[str, Any], pictures: Sequence[tuple[str,
 <title>{_e(PRODUCT)} reconstruction report</title><style>{_STYLE}</style></head>
 <body>
 <h1>3D reconstruction report</h1>
+{override_banner(manifest, "en")}
 <p class="note">Models are in millimetres in the patient coordinates of the source images. Check every model
 against the images before it is used for planning or printing.</p>
 <h2>Summary</h2>{_summary(manifest)}
 <h2>Findings</h2>{_findings(manifest)}
 <h2>Structures</h2>{_structures(manifest)}
+{case_sections_html(manifest, "en")}
 <h2>Pictures</h2>{figures or "<p>No pictures.</p>"}
 <h2>Timings</h2>{_timings(manifest)}
 <h2>Files</h2><table><tr><th>Output</th><th>Path</th></tr>{file_rows}</table>

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from appliance import fsio
 from appliance.core import Mesh
@@ -110,9 +111,24 @@ def _read_stl(path: Path, name: str, color: tuple[int, int, int]) -> Mesh:
         raise UsbExportError(f"the mesh of {name!r} ({path.name}) is not a complete binary STL")
     records = np.frombuffer(data, dtype=np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")]),
                             count=count, offset=84)  # fmt: skip
-    corners = records["v"].reshape(-1, 3)
-    vertices, inverse = np.unique(corners, axis=0, return_inverse=True)
-    return Mesh(vertices.astype(np.float64), inverse.reshape(-1, 3).astype(np.int64), name, color)
+    vertices, inverse = weld_corners(records["v"].reshape(-1, 3))
+    return Mesh(vertices.astype(np.float64), inverse.reshape(-1, 3), name, color)
+
+
+def weld_corners(corners: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Unique corners (bit-identical float32 after ``-0.0 -> 0.0``) and the index of each corner among them.
+
+    Sorting the corners' bit patterns as two integer keys is several times faster than ``np.unique(axis=0)``.
+    """
+    points = np.ascontiguousarray(corners, dtype=np.float32) + np.float32(0.0)
+    bits = points.view(np.uint32).reshape(-1, 3)
+    high = (bits[:, 0].astype(np.uint64) << np.uint64(32)) | bits[:, 1].astype(np.uint64)
+    order = np.lexsort((bits[:, 2], high))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (high[order][1:] != high[order][:-1]) | (bits[order, 2][1:] != bits[order, 2][:-1])
+    inverse = np.empty(len(order), dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return points[order[first]], inverse
 
 
 def case_meshes(case_dir: Path, manifest: Mapping[str, Any], structures: Sequence[str] | None) -> list[Mesh]:

@@ -18,6 +18,7 @@ from appliance.core import LabelMap, Structure, StructureCategory
 from appliance.review.edit import EditResult
 from appliance.review.store import Revision
 from engines.margin_table import margin_table
+from engines.measurements import axial_diameters, lesion_volume, longest_diameter
 
 #: Name of a margin shell structure: ``<lesion>_margin_<mm>mm`` (``2p5mm`` for 2.5 mm).
 SHELL_NAME = re.compile(r"^(?P<lesion>.+)_margin_(?P<mm>\d+(?:p\d+)?)mm$")
@@ -61,3 +62,10 @@ def lesion_margin_table(revision: Revision, labelmap: LabelMap, lesion: str,
     if stored is not None and [float(m) for m in stored.get("margins_mm", [])] == [float(m) for m in margins_mm]:
         return dict(stored)
     return margin_table(labelmap, lesion, margins_mm).to_dict()
+
+
+def lesion_record(revision: Revision, labelmap: LabelMap, lesion: str, margins_mm: Sequence[float]) -> dict[str, Any]:
+    """A lesion's measurements (volume, longest 3D diameter, RECIST axial pair) and margin table, in ``revision``."""
+    measurements = [m(labelmap, lesion).to_dict() for m in (lesion_volume, longest_diameter, axial_diameters)]
+    table = lesion_margin_table(revision, labelmap, lesion, margins_mm)
+    return {"name": lesion, "measurements": measurements, "margins_mm": list(margins_mm), "margin_table": table}

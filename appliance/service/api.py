@@ -39,8 +39,16 @@ from appliance.export import FORMATS as MESH_FORMATS
 from appliance.service.api_token import API_TOKEN_FILE as API_TOKEN_FILE
 from appliance.service.api_token import issue_api_token as issue_api_token
 from appliance.service.api_token import read_api_token as read_api_token
+from appliance.service.case_export import override_reason
 from appliance.service.catalogue import FINAL_STATES, Catalogue
-from appliance.service.errors import DicomExportError, ThumbnailUnavailable, UnknownJob, UnknownStudy
+from appliance.service.errors import (
+    DicomExportError,
+    InvalidExportRequest,
+    ThumbnailUnavailable,
+    UnapprovedStructures,
+    UnknownJob,
+    UnknownStudy,
+)
 from appliance.service.export.job_export import ExportContext, export_job
 from appliance.service.importer import ImportWatcher
 from appliance.service.preset_choice import AUTO_PRESET, preset_modalities, preset_names, preset_refusal
@@ -335,7 +343,11 @@ def file(job_id: int, relpath: str) -> Response | tuple[Response, int]:
 
 @api_blueprint.post("/jobs/<int:job_id>/export")
 def export(job_id: int) -> tuple[Response, int]:
-    """De-identified DICOM SEG + Encapsulated STL of a finished job; C-STORE to ``destination`` when given."""
+    """De-identified DICOM SEG + Encapsulated STL of a finished job; C-STORE to ``destination`` when given.
+
+    A reviewed job: the approved revision of each structure; unapproved ones only with ``"override_unapproved":
+    true`` and a ``"reason"`` (409 naming them otherwise).
+    """
     svc = _service()
     body = _json_object()
     if body is None:
@@ -344,7 +356,11 @@ def export(job_id: int) -> tuple[Response, int]:
     if destination is not None and not isinstance(destination, str):
         return _error(400, "'destination' must be the name of a configured export destination", "destination")
     try:
-        result = export_job(svc.export_context, job_id, request_actor(), destination)
+        result = export_job(svc.export_context, job_id, request_actor(), destination, override_reason(body))
+    except InvalidExportRequest as exc:
+        return _error(400, str(exc), exc.field)
+    except UnapprovedStructures as exc:
+        return jsonify({"error": str(exc), "unapproved": exc.structures}), 409
     except DicomExportError as exc:
         return _error(409, str(exc))
     folder = Path(svc.catalogue.job(job_id).output_dir or "")

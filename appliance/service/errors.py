@@ -39,3 +39,20 @@ class DicomExportError(ServiceError):
 
 class ThumbnailUnavailable(ServiceError):
     """A series has no image a thumbnail can be made of (not an image series, burned-in text, unreadable)."""
+
+
+class UnapprovedStructures(ServiceError):
+    """A reviewed model has structures no surgeon approved, and the export did not ask for the override (409)."""
+
+    def __init__(self, structures: list[str]) -> None:
+        super().__init__(f"not approved: {', '.join(structures)}; approve them first, or export with "
+                         '"override_unapproved": true and a "reason" (audited and printed on the report)')
+        self.structures = structures
+
+
+class InvalidExportRequest(ServiceError):
+    """An export request field is malformed (``field`` names it; answered 400, nothing exported)."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field

@@ -21,14 +21,13 @@ an unknown job, 409 a stale ``base``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
 from appliance.core import LabelMap
 from appliance.review.errors import InvalidOperation, ReviewError
-from appliance.review.lesion_tables import lesion_margin_table, lesion_margins
+from appliance.review.lesion_tables import lesion_margins, lesion_record
 from appliance.review.measurements import record_measurement, saved_measurements
 from appliance.review.store import Revision, RevisionStore
 from appliance.review.workflow import create_revision
@@ -40,7 +39,6 @@ from appliance.service.revisions_api import review_error_answer, review_service,
 from engines.errors import EngineError
 from engines.lesion_growing import start_seed_growing
 from engines.lesions import LESION_COLOR
-from engines.measurements import axial_diameters, lesion_volume, longest_diameter
 
 lesions_api = Blueprint("appliance_lesions_api", __name__, url_prefix="/api")
 lesions_api.before_request(authorise_api_request)
@@ -103,17 +101,9 @@ def lesion_ops(body: dict[str, Any], store: RevisionStore, svc: Any, job_id: int
     return [new, grow, shells], str(name), [window["min"], window["max"]]
 
 
-def describe(revision: Revision, labelmap: LabelMap, lesion: str, margins_mm: Sequence[float]) -> dict[str, Any]:
-    """A lesion's measurements and margin table (the one stored with the revision when there is one; None without
-    margins)."""
-    measurements = [m(labelmap, lesion).to_dict() for m in (lesion_volume, longest_diameter, axial_diameters)]
-    table = lesion_margin_table(revision, labelmap, lesion, margins_mm)
-    return {"name": lesion, "measurements": measurements, "margins_mm": list(margins_mm), "margin_table": table}
-
-
 def lesions_of(revision: Revision, labelmap: LabelMap) -> list[dict[str, Any]]:
     """Every lesion of a revision with the margins its shells were made at."""
-    return [describe(revision, labelmap, name, margins)
+    return [lesion_record(revision, labelmap, name, margins)
             for name, margins in lesion_margins(labelmap.structures).items()]
 
 
@@ -131,7 +121,7 @@ def create_lesion(job_id: int) -> tuple[Response, int]:
                           request_actor(), lambda: image_loader(svc, job_id), mesh_settings(svc, job_id))
     labelmap = store.labelmap(rev.number)
     margins = next(op["margins_mm"] for op in ops if op["op"] == "margins")
-    described = describe(rev, labelmap, name, sorted(float(m) for m in margins))
+    described = lesion_record(rev, labelmap, name, sorted(float(m) for m in margins))
     svc.audit.append(request_actor(), "lesion.created", svc.study_hash(svc.catalogue.job(job_id).study_uid),
                      {"job_id": job_id, "revision": rev.number, "lesion": name, "window": window,
                       "margins_mm": described["margins_mm"],

@@ -2,7 +2,9 @@
 
 Same access rule as the service API (its own check runs before every request). The body of the POST:
 ``{"medium": name, "formats": ["stl", "3mf", "amf", "pdf"], "structures": [...] or null (all),
-"languages": ["en", "zh-CN"]}`` (audited as the signed-in person or the API token, never a name sent).
+"languages": ["en", "zh-CN"], "override_unapproved": false, "reason": "..."}`` (audited as the signed-in person or
+the API token, never a name sent). A reviewed job is written from the approved revision of each structure
+(:mod:`appliance.service.case_export`); unapproved structures need the override with a reason (409 naming them).
 The answer is the verified export (folder, files with size and
 SHA-256, ``safe_to_remove``); 400 a malformed body, 404 an unknown job, 409 the export could not be done (the
 message says why; nothing is left on the medium). Exports run one at a time.
@@ -23,8 +25,9 @@ from appliance.export.report_text import LANGUAGES
 from appliance.export.usb import PRINT_FORMATS
 from appliance.service.api import authorise_request as authorise_api_request
 from appliance.service.api import request_actor
+from appliance.service.case_export import exported_case, override_reason
 from appliance.service.catalogue import Catalogue
-from appliance.service.errors import UnknownJob
+from appliance.service.errors import InvalidExportRequest, UnapprovedStructures, UnknownJob
 from appliance.service.print_export import (
     audited_print_export,
     job_case_dir,
@@ -33,6 +36,7 @@ from appliance.service.print_export import (
     medium_path,
     review_records,
 )
+from appliance.service.revisions import REVISIONS_DIR
 
 usb_export_api = Blueprint("appliance_usb_export_api", __name__, url_prefix="/api")
 usb_export_api.before_request(authorise_api_request)
@@ -45,6 +49,7 @@ class PrintExportService(Protocol):
     config: ApplianceConfig
     catalogue: Catalogue
     audit: AuditLog
+    data_dir: Path
 
     def study_hash(self, study_uid: str) -> str:
         """The study's keyed identity hash."""
@@ -97,17 +102,25 @@ def usb_export(job_id: int) -> tuple[Response, int]:
         return _error(404, str(exc))
     watch_dir = svc.config.import_.watch_dir
     try:
+        reason = override_reason(body)
+    except InvalidExportRequest as exc:
+        return jsonify({"error": str(exc), "field": exc.field}), 400
+    try:
         target = medium_path(Path(watch_dir) if watch_dir else None, body["medium"])
-        case_dir = job_case_dir(svc.catalogue, job_id)
+        job_out = job_case_dir(svc.catalogue, job_id)
         if not _ONE_AT_A_TIME.acquire(timeout=1.0):
             return _error(409, "another export is being written; wait until it says it is safe to remove")
         try:
-            result = audited_print_export(
-                svc.audit, actor, svc.study_hash(job.study_uid), case_dir, target, job_label(job_id), formats,
-                structures, languages, review_records(svc.audit, job_id),
-            )  # fmt: skip
+            with exported_case(Path(svc.data_dir) / REVISIONS_DIR, job_id, job_out, actor, reason, svc.audit,
+                               svc.study_hash(job.study_uid), "usb") as case_dir:
+                result = audited_print_export(
+                    svc.audit, actor, svc.study_hash(job.study_uid), case_dir, target, job_label(job_id), formats,
+                    structures, languages, review_records(svc.audit, job_id),
+                )  # fmt: skip
         finally:
             _ONE_AT_A_TIME.release()
+    except UnapprovedStructures as exc:
+        return jsonify({"error": str(exc), "unapproved": exc.structures}), 409
     except UsbExportError as exc:
         return _error(409, str(exc))
     data = result.to_dict()

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from appliance.audit import AuditLog
 from appliance.core import Structure, Volume
-from appliance.export.image import IMAGE_KEY, LABELS_KEY, output_file
-from appliance.io.nifti import load_volume
+from appliance.export.image import LABELS_KEY, output_file
 from appliance.review.errors import UnknownRevision
 from appliance.review.store import RevisionStore
 from appliance.review.workflow import MeshSettings
+from appliance.service.case_export import job_image, job_manifest
 from appliance.service.catalogue import Catalogue, Job
 
 #: Folder under the data directory holding every job's revision store.
@@ -36,14 +36,6 @@ class ReviewService(Protocol):
         """The study's keyed identity hash."""
 
 
-def _manifest(out: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def finished_output(svc: ReviewService, job_id: int) -> tuple[Job, Path]:
     """The job and its output folder; :class:`UnknownRevision` when it is not done (the job must exist)."""
     job = svc.catalogue.job(job_id)
@@ -58,7 +50,7 @@ def job_store(svc: ReviewService, job_id: int, actor: str) -> RevisionStore:
     store = RevisionStore(Path(svc.data_dir) / REVISIONS_DIR / f"job-{job_id}")
     if store.exists():
         return store
-    manifest = _manifest(out)
+    manifest = job_manifest(out)
     labels = output_file(out, manifest, LABELS_KEY) or out / "labels.nii.gz"
     structures_path = out / "structures.json"
     if not labels.is_file() or not structures_path.is_file():
@@ -76,7 +68,7 @@ def job_store(svc: ReviewService, job_id: int, actor: str) -> RevisionStore:
 def mesh_settings(svc: ReviewService, job_id: int) -> MeshSettings:
     """The meshing settings the job used (from its manifest), on the CPU unless it ran on CUDA."""
     _, out = finished_output(svc, job_id)
-    provenance = _manifest(out).get("provenance", {})
+    provenance = job_manifest(out).get("provenance", {})
     meshing = provenance.get("meshing", {}) if isinstance(provenance, dict) else {}
     device = (provenance.get("device", {}) or {}).get("resolved") if isinstance(provenance, dict) else None
     smoothing = meshing.get("smoothing_iterations", 20) if isinstance(meshing, dict) else 20
@@ -88,12 +80,7 @@ def mesh_settings(svc: ReviewService, job_id: int) -> MeshSettings:
 def image_loader(svc: ReviewService, job_id: int) -> Volume | None:
     """The job's image volume (HU for CT) for windowed operations, or None when it kept none."""
     _, out = finished_output(svc, job_id)
-    manifest = _manifest(out)
-    path = output_file(out, manifest, IMAGE_KEY) or (out / "image.nii.gz")
-    if not path.is_file():
-        return None
-    modality = str((manifest.get("input") or {}).get("modality", "OT")) if isinstance(manifest, dict) else "OT"
-    return load_volume(path, modality, "HU" if modality == "CT" else "arbitrary")
+    return job_image(out)
 
 
 def job_stores(svc: ReviewService) -> list[tuple[int, RevisionStore]]:

@@ -12,17 +12,23 @@ in the body. Routes (docs/review.md):
 - ``POST /api/jobs/<id>/structures/<name>/review`` ``{"revision": N, "decision": "approve" |
   "request_correction", "note": "..."}``.
 - ``GET /api/review/worklist``: structures whose current state is "correction requested", across jobs.
+- ``GET /api/jobs/<id>/report`` / ``GET /api/jobs/<id>/case``: the report (HTML) and the manifest (JSON) of the
+  case as it is exported (:mod:`appliance.service.case_export`): the approved revision of each structure, review
+  history, lesions, measurements; ``?override_unapproved=true&reason=...`` for a reviewed case with unapproved
+  structures (409 naming them otherwise; the override is audited and printed on the report).
 
 Errors: 400 a malformed body or bad operation (``{"error", "field"}``), 403 a role that may not approve, 404 an
-unknown job, revision or file, 409 a stale base or nothing to undo/redo.
+unknown job, revision or file, 409 a stale base, nothing to undo/redo, or unapproved structures in an export.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_file
 
+from appliance.export.report import REPORT_NAME
 from appliance.review.errors import (
     InvalidMeasurement,
     InvalidOperation,
@@ -38,8 +44,17 @@ from appliance.review.store import Revision, RevisionStore
 from appliance.review.workflow import create_revision, redo, undo
 from appliance.service.api import authorise_request as authorise_api_request
 from appliance.service.api import request_actor
-from appliance.service.errors import UnknownJob
-from appliance.service.revisions import ReviewService, image_loader, job_store, job_stores, mesh_settings
+from appliance.service.case_export import exported_case, override_reason
+from appliance.service.errors import InvalidExportRequest, UnapprovedStructures, UnknownJob
+from appliance.service.revisions import (
+    REVISIONS_DIR,
+    ReviewService,
+    finished_output,
+    image_loader,
+    job_store,
+    job_stores,
+    mesh_settings,
+)
 
 review_api = Blueprint("appliance_review_api", __name__, url_prefix="/api")
 review_api.before_request(authorise_api_request)
@@ -183,3 +198,41 @@ def worklist() -> Response:
     """The modelling engineer's worklist: every structure whose current state is "correction requested"."""
     items = [item for job_id, store in job_stores(review_service()) for item in _worklist_items(job_id, store)]
     return jsonify({"corrections": items})
+
+
+@review_api.errorhandler(UnapprovedStructures)
+def unapproved_answer(exc: UnapprovedStructures) -> tuple[Response, int]:
+    return jsonify({"error": str(exc), "unapproved": exc.structures}), 409
+
+
+@review_api.errorhandler(InvalidExportRequest)
+def invalid_export_answer(exc: InvalidExportRequest) -> tuple[Response, int]:
+    return _error(400, str(exc), exc.field)
+
+
+def _exported_file(job_id: int, name: str, export: str) -> bytes:
+    """A file of the case as exported (report or manifest); the override comes from the query string."""
+    svc = review_service()
+    job, out = finished_output(svc, job_id)
+    flag = request.args.get("override_unapproved", "false").lower()
+    if flag not in ("true", "false", "1", "0"):
+        raise InvalidExportRequest("must be true or false", "override_unapproved")
+    reason = override_reason({"override_unapproved": flag in ("true", "1"), "reason": request.args.get("reason")})
+    with exported_case(Path(svc.data_dir) / REVISIONS_DIR, job_id, out, request_actor(), reason, svc.audit,
+                       svc.study_hash(job.study_uid), export) as folder:
+        path = folder / name
+        if not path.is_file():
+            abort(404, description=f"job {job_id} has no {name}")
+        return path.read_bytes()
+
+
+@review_api.get("/jobs/<int:job_id>/report")
+def case_report(job_id: int) -> Response:
+    """The report of the case as exported: approved revisions, review history, lesions, measurements."""
+    return Response(_exported_file(job_id, REPORT_NAME, "report"), mimetype="text/html")
+
+
+@review_api.get("/jobs/<int:job_id>/case")
+def case_manifest(job_id: int) -> Response:
+    """The manifest of the case as exported (the job's manifest with review, lesions and measurements)."""
+    return Response(_exported_file(job_id, "manifest.json", "manifest"), mimetype="application/json")

@@ -32,6 +32,7 @@ from appliance.service.export.job_export import ExportContext, export_job
 from appliance.service.importer import ImportContext, ImportWatcher
 from appliance.service.monitor import QaFn, StudyMonitor, ingest_qa
 from appliance.service.receiver.server import DicomReceiver, ReceiverContext
+from appliance.service.revisions import REVISIONS_DIR
 from appliance.service.storage import InstanceStore
 from appliance.service.worker import ReconstructFn, Worker, default_reconstruct
 
@@ -103,7 +104,7 @@ class ApplianceService:
         self.import_context = ImportContext(config.import_, self.store, self.audit, self.study_hash)
         self.export_context = ExportContext(
             config.export, config.dicom.ae_title, config.dicom.tls, self.catalogue, self.data_dir / "studies",
-            self.deidentifier, self.secret_id(), self.audit, self.study_hash,
+            self.deidentifier, self.secret_id(), self.audit, self.study_hash, self.data_dir / REVISIONS_DIR,
         )  # fmt: skip
         self.receiver: DicomReceiver | None = None
         self.importer: ImportWatcher | None = None

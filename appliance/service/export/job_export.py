@@ -22,6 +22,7 @@ from appliance.core import Volume, terminology
 from appliance.export.image import IMAGE_KEY, LABELS_KEY, output_file
 from appliance.io.nifti import load_volume
 from appliance.privacy.deidentify import Deidentifier
+from appliance.service.case_export import exported_case, job_manifest
 from appliance.service.catalogue import Catalogue
 from appliance.service.errors import DicomExportError
 from appliance.service.export.scu import send_datasets
@@ -47,6 +48,9 @@ class ExportContext:
         device_serial_number: the box's non-secret identifier, written as Device Serial Number.
         audit: the audit trail every export is recorded in.
         study_hash: the study's keyed identity hash (what the audit trail records instead of the UID).
+        revisions_dir: the folder of the jobs' revision stores (``<data_dir>/revisions``): a reviewed job is
+            exported from the approved revision of each structure (:mod:`appliance.service.case_export`); None:
+            always from the reconstruction outputs.
     """
 
     settings: ExportConfig
@@ -58,6 +62,7 @@ class ExportContext:
     device_serial_number: str
     audit: AuditLog
     study_hash: Callable[[str], str]
+    revisions_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -80,18 +85,28 @@ def equipment(context: ExportContext) -> dict[str, str]:
     }
 
 
-def build_export(context: ExportContext, job_id: int) -> list[Dataset]:
-    """SEG + one Encapsulated STL per structure of a finished job, de-identified, in memory."""
+def _finished(context: ExportContext, job_id: int) -> Path:
     job = context.catalogue.job(job_id)
     if job.state != "done" or not job.output_dir:
         raise DicomExportError(f"job {job_id} is {job.state}; only finished reconstructions can be exported")
-    out = Path(job.output_dir)
+    return Path(job.output_dir)
+
+
+def build_export(context: ExportContext, job_id: int, case_dir: Path | None = None) -> list[Dataset]:
+    """SEG + one Encapsulated STL per structure of a finished job, de-identified, in memory.
+
+    ``case_dir``: the folder to take labels, structures and meshes from (the approved case of a reviewed job,
+    :func:`~appliance.service.case_export.exported_case`); default the job's outputs.
+    """
+    job = context.catalogue.job(job_id)
+    job_out = _finished(context, job_id)
+    out = case_dir or job_out
     manifest: dict[str, Any] = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     labels_path = output_file(out, manifest, LABELS_KEY) or out / "labels.nii.gz"
     if not labels_path.is_file():
         raise DicomExportError(f"job {job_id} has no labels.nii.gz; it cannot be exported as SEG")
     labels = load_volume(labels_path, "SEG", "label")
-    _check_image_grid(out, manifest, labels)
+    _check_image_grid(job_out, job_manifest(job_out), labels)
     sources = source_series(context.studies_dir / job.study_uid, labels)
     structures = _structures(out, manifest)
     equip = equipment(context)
@@ -151,11 +166,26 @@ def _structures(out: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def export_job(
-    context: ExportContext, job_id: int, actor: str, destination_name: str | None = None
+    context: ExportContext, job_id: int, actor: str, destination_name: str | None = None,
+    override_reason: str | None = None,
 ) -> ExportResult:
-    """Write ``<output>/dicom/*.dcm`` for a job and, with a destination, C-STORE them; audited."""
-    objects = build_export(context, job_id)
+    """Write ``<output>/dicom/*.dcm`` for a job and, with a destination, C-STORE them; audited.
+
+    A reviewed job is exported from the approved revision of each structure; with unapproved structures only when
+    ``override_reason`` is given (:class:`~appliance.service.errors.UnapprovedStructures` otherwise).
+    """
     job = context.catalogue.job(job_id)
+    job_out = _finished(context, job_id)
+    revisions: dict[str, Any] = {}
+    if context.revisions_dir is None:
+        objects = build_export(context, job_id)
+    else:
+        with exported_case(context.revisions_dir, job_id, job_out, actor, override_reason, context.audit,
+                           context.study_hash(job.study_uid), "pacs" if destination_name else "dicom") as case_dir:
+            objects = build_export(context, job_id, case_dir)
+            if case_dir != job_out:
+                case = json.loads((case_dir / "manifest.json").read_text(encoding="utf-8"))
+                revisions = {str(s["name"]): s.get("revision") for s in case.get("structures", [])}
     folder = Path(job.output_dir or "") / "dicom"
     files = []
     for ds in objects:
@@ -175,7 +205,7 @@ def export_job(
     context.audit.append(
         actor, "export", context.study_hash(job.study_uid),
         {"job": job_id, "objects": [o.Modality for o in objects], "destination": destination_name,
-         "statuses": [f"0x{s:04X}" for s in statuses]},
+         "statuses": [f"0x{s:04X}" for s in statuses], "revisions": revisions},
         "REQ-FUNC-312" if destination_name else "REQ-FUNC-310",
     )  # fmt: skip
     if statuses and any(s != 0 for s in statuses):
