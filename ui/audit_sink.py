@@ -11,7 +11,7 @@ from appliance.audit import AUDIT_FILENAME, AuditLog, AuditRecord
 
 
 class UiAudit:
-    """Opens ``<data_dir>/audit.sqlite3`` on first use and appends records with ``ui:<role>`` actors."""
+    """Opens ``<data_dir>/audit.sqlite3`` on first use and appends records with ``ui:<role>[:<person>]`` actors."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / AUDIT_FILENAME
@@ -33,5 +33,6 @@ class UiAudit:
         details: Mapping[str, Any] | None = None,
         requirement: str | None = None,
     ) -> AuditRecord:
-        """Append one record; ``actor`` is a role or ``kiosk`` and is written as ``ui:<actor>``."""
+        """Append one record; ``actor`` is a role, ``<role>:<person>`` (a named session) or ``kiosk`` and is
+        written as ``ui:<actor>``."""
         return self.log().append(f"ui:{actor}", action, study_hash, details, requirement)

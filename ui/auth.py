@@ -1,4 +1,10 @@
-"""Kiosk sessions: role PINs (hashed), lockout after repeated wrong PINs, idle lock.
+"""Kiosk sessions: named people (accounts of ``appliance users``) or role PINs (hashed), lockout after repeated
+wrong PINs, idle lock.
+
+A person signs in by choosing their name (or with their badge: the string a USB badge reader types) and their
+PIN; the session's audit actor is then ``ui:<role>:<name>`` (:attr:`appliance.people.Account.actor`). A role PIN
+(``[ui] pins``) signs in only while no enabled account of that role exists; once one does, that role's people
+sign in by name (REQ-TRACE-1435).
 
 The lockout counts wrong PINs per role (REQ-SAFE-651): once ``lockout_attempts`` wrong PINs for one role came in
 a row, that role's sign-in is refused for ``lockout_seconds``. Only a correct PIN of that same role resets its
@@ -21,8 +27,9 @@ from typing import Any, Literal, TypeVar, cast
 from flask import abort, current_app, jsonify, redirect, request, session, url_for
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from appliance.people import AccountBook
 from ui.errors import InvalidPin
-from ui.sessions import SessionStore
+from ui.sessions import KioskSession, SessionStore
 from ui.settings import ROLES, UiSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -76,14 +83,18 @@ class PinGate:
     def attempt(self, role: str, pin: str) -> LoginResult:
         """Try ``pin`` for ``role``: a wrong PIN counts towards that role's lockout; only a right PIN of the same
         role resets the count (a login of another role never does)."""
+        stored = self._settings.pin_hashes.get(role, "")
+        return self.attempt_with(role, lambda: bool(stored) and check_password_hash(stored, pin))
+
+    def attempt_with(self, role: str, check: Callable[[], bool]) -> LoginResult:
+        """One sign-in attempt counted against ``role``'s lockout; ``check`` (the PIN check of a role or a person)
+        runs only when the role is not locked out."""
         with self._lock:
             now = self._clock()
             until = self._locked_until.get(role, 0.0)
             if now < until:
                 return LoginResult(False, True, int(until - now + 0.999), 0)
-            stored = self._settings.pin_hashes.get(role, "")
-            ok = bool(stored) and check_password_hash(stored, pin)
-            if ok:
+            if check():
                 self._wrong[role] = 0
                 return LoginResult(True, False, 0, self._settings.lockout_attempts)
             wrong = self._wrong.get(role, 0) + 1
@@ -111,10 +122,38 @@ def current_role() -> str | None:
     return role if role in ROLES else None
 
 
+def current_session() -> KioskSession | None:
+    """The request's open, unlocked session (role and person), or None."""
+    found = sessions().session_of(session.get("sid"))
+    return found if found is not None and found.role in ROLES else None
+
+
+def session_identity() -> str | None:
+    """``<role>`` or ``<role>:<person>`` of the request's session (what :class:`~ui.audit_sink.UiAudit` records
+    after ``ui:``), or None without an unlocked session."""
+    found = current_session()
+    return found.identity if found is not None else None
+
+
 def session_actor() -> str | None:
-    """The audit actor of the request's session (``ui:<role>``), or None without an unlocked session."""
-    role = current_role()
-    return f"ui:{role}" if role is not None else None
+    """The audit actor of the request's session (``ui:<role>`` or ``ui:<role>:<person>``), or None without an
+    unlocked session."""
+    identity = session_identity()
+    return f"ui:{identity}" if identity is not None else None
+
+
+def account_book() -> AccountBook:
+    """The box's accounts (``<data_dir>/users.json``)."""
+    return AccountBook(settings().data_dir)
+
+
+def people_by_role() -> dict[str, list[str]]:
+    """Names of the enabled accounts of each kiosk role (roles without any are absent)."""
+    people: dict[str, list[str]] = {}
+    for a in account_book().accounts():
+        if a.enabled and a.role in ROLES:
+            people.setdefault(a.role, []).append(a.name)
+    return people
 
 
 def touch_session() -> None:
@@ -132,18 +171,20 @@ def _keep_language_only() -> None:
         session["lang"] = lang
 
 
-def start_session(role: str) -> None:
-    """Log ``role`` in: a fresh server-side session (the one the cookie named before, if any, is ended)."""
+def start_session(role: str, person: str | None = None) -> None:
+    """Log ``role`` (as ``person`` for a named login) in: a fresh server-side session (the one the cookie named
+    before, if any, is ended)."""
     sessions().end(session.get("sid"))
     _keep_language_only()
-    session["sid"] = sessions().open(role)
+    session["sid"] = sessions().open(role, person)
 
 
 def end_session() -> str | None:
-    """Log out / lock: end the server-side session and forget its id; returns the role it had, if still open."""
+    """Log out / lock: end the server-side session and forget its id; returns the identity it had (``<role>`` or
+    ``<role>:<person>``), if still open."""
     ended = sessions().end(session.get("sid"))
     _keep_language_only()
-    return ended.role if ended is not None else None
+    return ended.identity if ended is not None else None
 
 
 def service_api_access() -> Literal["allowed", "unauthenticated", "forbidden"]:

@@ -1,4 +1,5 @@
-"""Server-side kiosk sessions (REQ-PRIV-650): the cookie carries only a random session id, the role lives here.
+"""Server-side kiosk sessions (REQ-PRIV-650): the cookie carries only a random session id, the role (and the
+signed-in person, for a named login) lives here.
 
 A session is revocable: locking the screen, logging out and idle time past ``idle_lock_seconds`` remove it from
 this store, so a copy of the cookie taken before the lock opens nothing afterwards and cannot be refreshed. The
@@ -25,6 +26,7 @@ class KioskSession:
     Attributes:
         sid: the random id the browser's cookie carries.
         role: ``nurse``, ``surgeon`` or ``service``.
+        person: the account name of a named login (``li.wei``), None for a role-PIN login.
         started_at: clock reading of the sign-in.
         last_activity: clock reading of the last user activity (background polling does not count).
     """
@@ -33,6 +35,12 @@ class KioskSession:
     role: str
     started_at: float
     last_activity: float
+    person: str | None = None
+
+    @property
+    def identity(self) -> str:
+        """``<role>`` or ``<role>:<person>``: the audit actor without its ``ui:`` prefix."""
+        return f"{self.role}:{self.person}" if self.person else self.role
 
 
 class SessionStore:
@@ -44,8 +52,8 @@ class SessionStore:
         self._lock = threading.Lock()
         self._sessions: dict[str, KioskSession] = {}
 
-    def open(self, role: str) -> str:
-        """Start a session of ``role``; returns its new random id."""
+    def open(self, role: str, person: str | None = None) -> str:
+        """Start a session of ``role`` (signed in as ``person`` when named); returns its new random id."""
         sid = secrets.token_urlsafe(32)
         now = self.clock()
         with self._lock:
@@ -53,7 +61,7 @@ class SessionStore:
             while len(self._sessions) >= MAX_SESSIONS:
                 oldest = min(self._sessions.values(), key=lambda s: s.last_activity)
                 del self._sessions[oldest.sid]
-            self._sessions[sid] = KioskSession(sid, role, now, now)
+            self._sessions[sid] = KioskSession(sid, role, now, now, person)
         return sid
 
     def role_of(self, sid: object) -> str | None:
@@ -62,16 +70,19 @@ class SessionStore:
         An idle session opens nothing any more; it stays listed (so that the lock the page posts after its own
         idle timer is still audited with the role) until :meth:`end` or the next :meth:`open` removes it.
         """
+        found = self.session_of(sid)
+        return found.role if found is not None else None
+
+    def session_of(self, sid: object) -> KioskSession | None:
+        """The open, not idle session ``sid`` names (role and person), or None."""
         if not isinstance(sid, str):
             return None
         now = self.clock()
         with self._lock:
             found = self._sessions.get(sid)
-            if found is None:
+            if found is None or now - found.last_activity > self.idle_lock_seconds:
                 return None
-            if now - found.last_activity > self.idle_lock_seconds:
-                return None
-            return found.role
+            return found
 
     def touch(self, sid: object) -> bool:
         """Record user activity of an open session; an ended or idle one is not revived (False)."""

@@ -125,6 +125,14 @@ class AccountBook:
         """Give an account a new PIN (and enable it again)."""
         return self._change(name, pin_hash=_pin_hash(pin), enabled=True)
 
+    def by_badge(self, badge: str) -> Account | None:
+        """The enabled account whose badge this is, or None (a malformed badge string is nobody's)."""
+        try:
+            wanted = badge_hash(badge)
+        except InvalidAccount:
+            return None
+        return next((a for a in self.accounts() if a.enabled and a.badge_hash == wanted), None)
+
     def sign_in(self, pin: str, name: str | None = None, badge: str | None = None) -> Account | None:
         """The enabled account named (or badged) with this PIN, or None."""
         wanted = badge_hash(badge) if badge else None

@@ -1,4 +1,5 @@
-"""Login with role + PIN, lock, logout, language switch. Every login attempt is in the audit trail."""
+"""Login (a named person by name or badge + PIN, or a role PIN while that role has no accounts), lock, logout,
+language switch. Every login attempt is in the audit trail, a named session's records name the person."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from flask import Blueprint, current_app, jsonify, redirect, render_template, re
 from werkzeug.wrappers import Response
 
 from appliance.audit import AuditError
+from appliance.people import Account, PeopleError
 from ui import auth
 from ui.audit_sink import UiAudit
 from ui.settings import LANGUAGES, ROLES
@@ -40,9 +42,15 @@ def login() -> str:
     """Role buttons and the PIN keypad. ``?locked=1`` says the screen was locked after idle time."""
     gate: auth.PinGate = current_app.extensions["ui_pin_gate"]
     nxt = request.args.get("next", "")
+    try:
+        people = auth.people_by_role()
+    except PeopleError:
+        log.exception("the accounts file cannot be read")
+        people = {}
     return render_template(
         "login.html",
-        roles=gate.enabled_roles(),
+        roles=[r for r in ROLES if r in people or r in gate.enabled_roles()],
+        people=people,
         demo=bool(current_app.extensions.get("ui_demo")),
         locked=request.args.get("locked") == "1",
         next_path=nxt if nxt.startswith("/") and not nxt.startswith("//") else "",
@@ -60,26 +68,73 @@ def _bad_field(field: str, message: str, error: str = "bad_request") -> tuple[Re
     return jsonify({"error": error, "field": field, "message": message}), 400
 
 
+def _optional_text(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _named_attempt(gate: auth.PinGate, body: dict[str, Any], pin: str) -> tuple[auth.LoginResult, str, str | None]:
+    """A person's sign-in by badge or by name: (result, role counted, account name when it succeeded)."""
+    book = auth.account_book()
+    badge = _optional_text(body, "badge")
+    if badge is not None:
+        holder = book.by_badge(badge)
+        role = holder.role if holder is not None and holder.role in ROLES else "badge"
+        found: list[Account] = []
+        result = gate.attempt_with(role, lambda: _signed_in(book.sign_in(pin, badge=badge), role, found))
+    else:
+        role, person = str(body["role"]), str(body["person"])
+        found = []
+        result = gate.attempt_with(role, lambda: _signed_in(book.sign_in(pin, name=person), role, found))
+    return result, role, found[0].name if found else None
+
+
+def _signed_in(account: Account | None, role: str, found: list[Account]) -> bool:
+    if account is None or account.role != role:
+        return False
+    found.append(account)
+    return True
+
+
 @bp.post("/auth/login")
 def do_login() -> tuple[Response, int] | Response:
-    """JSON ``{role, pin}`` → ``{ok, redirect}``, or 401 ``{error: wrong_pin, attempts_left}``, or 429 lockout."""
+    """JSON ``{role, pin}`` (role PIN), ``{role, person, pin}`` or ``{badge, pin}`` (a named person) → ``{ok,
+    redirect}``, or 401 ``{error: wrong_pin, attempts_left}``, 429 lockout, 400 naming a malformed field (or
+    ``person`` when the role has accounts and a role PIN was sent)."""
     body = _body()
     role, pin = body.get("role"), body.get("pin")
-    if not isinstance(role, str) or role not in ROLES:
-        return _bad_field("role", f"'role' must be one of {', '.join(ROLES)}")
+    named = "badge" in body or "person" in body
     if not isinstance(pin, str) or not pin.isdigit() or len(pin) > 12:
         return _bad_field("pin", "'pin' must be a string of up to 12 digits")
+    for key in ("badge", "person"):
+        if key in body and (not isinstance(body[key], str) or not 1 <= len(body[key].strip()) <= 200):
+            return _bad_field(key, f"'{key}' must be a non-empty string of up to 200 characters")
+    if "badge" not in body and (not isinstance(role, str) or role not in ROLES):
+        return _bad_field("role", f"'role' must be one of {', '.join(ROLES)}")
     gate: auth.PinGate = current_app.extensions["ui_pin_gate"]
-    result = gate.attempt(role, pin)
+    try:
+        people = auth.people_by_role()
+        if named:
+            result, role, person = _named_attempt(gate, body, pin)
+        elif str(role) in people:
+            return _bad_field("person", f"the {role} role signs in by name or badge: choose your name",
+                              "person_required")
+        else:
+            result, person = gate.attempt(str(role), pin), None
+    except PeopleError:
+        log.exception("the accounts file cannot be read")
+        return jsonify({"error": "accounts_unreadable"}), 503
+    who = {"role": role, **({"person": body["person"]} if "person" in body else {}), "badge": "badge" in body}
     if result.ok:
-        auth.start_session(role)
-        _record(role, "login.success", {"role": role}, "REQ-TRACE-400")
-        return jsonify({"ok": True, "redirect": auth.home_for(role)})
+        auth.start_session(str(role), person)
+        identity = f"{role}:{person}" if person else str(role)
+        _record(identity, "login.success", {"role": role, "person": person}, "REQ-TRACE-400")
+        return jsonify({"ok": True, "redirect": auth.home_for(str(role)), "person": person})
     if result.locked_out:
         action = "login.lockout" if result.lockout_started else "login.refused_locked_out"
-        _record("kiosk", action, {"role": role, "retry_after_s": result.retry_after_s}, "REQ-SAFE-401")
+        _record("kiosk", action, {**who, "retry_after_s": result.retry_after_s}, "REQ-SAFE-401")
         return jsonify({"error": "locked_out", "retry_after_s": result.retry_after_s}), 429
-    _record("kiosk", "login.failure", {"role": role, "attempts_left": result.attempts_left}, "REQ-TRACE-400")
+    _record("kiosk", "login.failure", {**who, "attempts_left": result.attempts_left}, "REQ-TRACE-400")
     return jsonify({"error": "wrong_pin", "attempts_left": result.attempts_left}), 401
 
 
@@ -89,9 +144,9 @@ def lock() -> tuple[Response, int] | Response:
     reason = _body().get("reason", "manual")
     if not isinstance(reason, str):
         return _bad_field("reason", "'reason' must be a string: idle or manual")
-    role = auth.end_session()  # the server-side session ends here: a copy of the cookie opens nothing any more
-    if role is not None:
-        _record(role, "session.locked", {"reason": "idle" if reason == "idle" else "manual"}, "REQ-PRIV-400")
+    identity = auth.end_session()  # the server-side session ends here: a copy of the cookie opens nothing any more
+    if identity is not None:
+        _record(identity, "session.locked", {"reason": "idle" if reason == "idle" else "manual"}, "REQ-PRIV-400")
     return jsonify({"ok": True, "redirect": url_for("auth.login", locked="1")})
 
 
