@@ -63,7 +63,12 @@ async function submit() {
   let body = { role, pin };
   if (badge) body = { badge, pin };
   else if (peopleOf(role)) {
-    if (!person) { show(t('login.choose_person_first'), 'warn'); return; }
+    if (!person) {
+      pin = '';
+      render();
+      show(t('login.choose_person_first'), 'warn');
+      return;
+    }
     body = { role, person, pin };
   }
   const r = await postJSON('/auth/login', body);
