@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from appliance.core import LabelMap
+from appliance.review.errors import InvalidReview
 from appliance.review.states import APPROVED, review_events, structure_states
 from appliance.review.store import Revision, RevisionStore
 
@@ -58,11 +59,11 @@ class ExportBasis:
         return [c.structure for c in self.structures if not c.approved]
 
     def chosen(self, structure: str) -> ChosenRevision:
-        """The choice made for ``structure`` (KeyError when it is not in the current revision)."""
+        """The choice made for ``structure`` (:class:`InvalidReview` when it is not in the current revision)."""
         for c in self.structures:
             if c.structure == structure:
                 return c
-        raise KeyError(structure)
+        raise InvalidReview(f"revision {self.current} has no structure {structure[:40]!r}", "structure")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""

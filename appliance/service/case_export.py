@@ -1,12 +1,14 @@
 """The case as it leaves the box: the approved revision of each structure, with its review record.
 
 Every export of a finished job (PACS SEG and Encapsulated STL, USB print files, the report) goes through
-:func:`exported_case`. A job without a revision store is exported from its reconstruction outputs as they are. A
-job with one is exported from a case folder made for the export (a temporary folder beside the revision stores,
-removed afterwards) laid out like a reconstruction's outputs, so the exporters read it unchanged:
+:func:`exported_case`. A job that never entered review and has no saved measurement is exported from its
+reconstruction outputs as they are. Any other job is exported from a case folder made for the export (a
+temporary folder beside the revision stores, removed afterwards) laid out like a reconstruction's outputs, so the
+exporters read it unchanged:
 
 - ``labels.nii.gz``, ``structures.json``, ``meshes/<name>.stl``: each structure from its approved revision
-  (:mod:`appliance.review.approved`; a job that never entered review: revision 0, i.e. the job's outputs);
+  (:mod:`appliance.review.approved`; a job with measurements that never entered review: revision 0, i.e. the
+  job's outputs);
 - ``manifest.json``: the job's manifest with the exported structures (each with the revision it comes from and
   whether it is approved) and the sections ``review`` (per structure state and history), ``lesions``,
   ``measurements`` and ``export_basis`` (entered review or not, the override when there was one);
@@ -38,6 +40,7 @@ from appliance.io.nifti import load_volume, save_labelmap
 from appliance.review.approved import ExportBasis, entered_review, export_basis, exported_labelmap, exported_meshes
 from appliance.review.approved import mesh_qa as exported_mesh_qa
 from appliance.review.case_record import case_sections
+from appliance.review.measurements import saved_measurements
 from appliance.review.store import RevisionStore, utc_now
 from appliance.service.errors import InvalidExportRequest, UnapprovedStructures
 
@@ -128,8 +131,8 @@ def exported_case(revisions_dir: Path, job_id: int, job_out: Path, actor: str, r
     """The folder to export job ``job_id`` from (its outputs, or a case folder made for this export and removed
     afterwards); :class:`UnapprovedStructures` for a reviewed job with unapproved structures and no ``reason``."""
     store = RevisionStore(Path(revisions_dir) / f"job-{job_id}")
-    if not store.exists():
-        yield job_out
+    if not store.exists() or (not entered_review(store) and not saved_measurements(store)):
+        yield job_out  # never reviewed or measured: the reconstruction outputs, exactly as before review existed
         return
     override: dict[str, Any] | None = None
     basis = export_basis(store)

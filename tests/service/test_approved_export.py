@@ -22,6 +22,7 @@ from helpers.orthanc import start_orthanc
 from svc_helpers import free_port
 
 from appliance.core import Volume
+from appliance.export.pdf_report import build_pdf_html
 from appliance.privacy.deidentify import deidentifier_for
 from appliance.review.store import RevisionStore
 from appliance.service.export.sources import labels_on_sources, source_series
@@ -112,8 +113,11 @@ def test_unapproved_structures_need_the_override_which_is_audited_and_printed(
     (media / "STICK").mkdir(parents=True)
     box = reviewed_case_box(service_factory, tmp_path, shared_data, **{"import": {"watch_dir": str(media)}})
     svc, client, headers, job = box["svc"], box["client"], box["headers"], box["job"]
-    # a job that never entered review: exported and reported from its outputs, as before
+    # a job that never entered review (opened in the viewer: revision 0 only): exported and reported from its
+    # outputs, as before
+    assert client.get(f"/api/jobs/{job}/revisions", headers=headers).status_code == 200
     assert _post(box, "/export", {}).status_code == 200
+    assert svc.audit.records(action="export")[-1].details["revisions"] == {}
     assert client.get(f"/api/jobs/{job}/report", headers=headers).get_data(as_text=True) == (
         box["out"] / "report.html").read_text(encoding="utf-8")
     seed = _soft_seed(box)
@@ -165,3 +169,7 @@ def test_unapproved_structures_need_the_override_which_is_audited_and_printed(
                  f"{lesion.get_json()['margin_table']['rows'][0]['min_distance_mm']:.1f}"):
         assert text in report, text
     assert json.loads(json.dumps(case["structures"]))[0]["approved"] is True
+    for language, heading in (("en", "Lesions and resection margins"), ("zh-CN", "病灶与切除安全边界")):
+        pdf_page = build_pdf_html(case, [], {}, f"EDGE3D-job-{job}", language)
+        for text in (heading, reason, "tumour to bone", "api:token"):
+            assert text in pdf_page, (language, text)

@@ -93,6 +93,8 @@ def test_badge_login_and_the_role_pin_only_without_accounts(box: dict[str, Any])
     assert successes == [("ui:nurse", None), ("ui:surgeon:li.wei", "li.wei")]
     failures = svc.audit.records(action="login.failure")
     assert all(BADGE not in json.dumps(f.details) for f in failures)  # the badge string is never recorded
+    (svc.data_dir / USERS_FILE).write_text("{damaged", encoding="utf-8")  # never a fallback to role PINs
+    assert _post(app.test_client(), "/auth/login", {"role": "surgeon", "pin": PINS["surgeon"]}).status_code == 503
 
 
 def test_a_persons_wrong_pins_lock_the_role_out(box: dict[str, Any]) -> None:
