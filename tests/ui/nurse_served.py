@@ -46,8 +46,11 @@ class ServedBox:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def api(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-        """``(status, JSON)`` of a GET (or a POST with ``body``) with the service API token."""
+    def api(self, path: str, body: dict[str, Any] | None = None, timeout_s: float = 120.0) -> tuple[int, Any]:
+        """``(status, JSON)`` of a GET (or a POST with ``body``) with the service API token.
+
+        ``timeout_s`` is generous: a lesion or an edit re-meshes on the server, and two of them racing on a loaded
+        2-core CI machine took longer than 15 s."""
         from appliance.service.api import read_api_token
 
         data = json.dumps(body).encode() if body is not None else None
@@ -56,7 +59,7 @@ class ServedBox:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=15) as r:
+            with urllib.request.urlopen(req, timeout=timeout_s) as r:
                 raw = r.read()
                 return r.status, json.loads(raw) if r.headers.get_content_type() == "application/json" else raw
         except urllib.error.HTTPError as exc:
