@@ -1,0 +1,145 @@
+"""The root slot of the bootable disk: the Debian base with the Python runtime (built once by mmdebstrap and
+kept while its inputs are unchanged), then a copy of it finished with firmware_config, the application release,
+the system users, the fstab and the kernel links.
+
+Finishing works on the copy as root (chroot for ``systemd-sysusers``); the base build itself needs no root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from image_bundle import RUNTIME_VENV, BuildError
+from image_rootfs import mmdebstrap_rootfs
+
+log = logging.getLogger("image_build.system")
+
+#: What the base tree was built from (a changed input rebuilds it).
+BASE_STAMP = ".appliance-base.json"
+
+#: tmpfs for /tmp (services use PrivateTmp); /var is a tmpfs through systemd.volatile=state.
+FSTAB = """# Written by image_build/image_system.py. The root slot is read-only (kernel 'ro',
+# systemd.volatile=state puts /var on a tmpfs); the data partition is mounted by var-lib-appliance.mount.
+tmpfs /tmp tmpfs mode=1777,nosuid,nodev,size=25% 0 0
+"""
+
+#: Test images only: the QEMU user-network host may reach the web UI (production keeps it loopback-only).
+TEST_UI_DROPIN = """# Test image only (build_image.py disk --test-config): the VM test's host reaches the web UI
+# through QEMU's user network ({peer}). A production image never has this file.
+[Service]
+ExecStartPost=/usr/sbin/nft insert rule inet appliance input ip saddr {peer} tcp dport {port} accept
+"""
+
+
+def _runtime_hooks(wheelhouse: Path) -> tuple[str, ...]:
+    """mmdebstrap hooks: the venv at RUNTIME_VENV from the wheelhouse only (no index, nothing downloaded)."""
+    return (
+        'mkdir -p "$1/tmp/wheelhouse"',
+        f"sync-in {wheelhouse} /tmp/wheelhouse",
+        f'chroot "$1" python3 -m venv {RUNTIME_VENV}',
+        f'chroot "$1" {RUNTIME_VENV}/bin/pip install --quiet --no-index --no-cache-dir --find-links /tmp/wheelhouse'
+        " -r /tmp/wheelhouse/requirements.txt",
+        'rm -rf "$1/tmp/wheelhouse"',
+    )
+
+
+def base_key(suite: str, packages: list[str], wheelhouse: Path, mirror: str | None, epoch: int) -> dict[str, object]:
+    """The inputs of the base tree."""
+    wheels = sorted(p.name for p in wheelhouse.glob("*.whl"))
+    return {
+        "suite": suite,
+        "packages": sorted(packages),
+        "wheels": hashlib.sha256("\n".join(wheels).encode()).hexdigest(),
+        "mirror": mirror,
+        "epoch": epoch,
+    }
+
+
+def base_rootfs(
+    dest: Path, suite: str, packages: list[str], wheelhouse: Path, epoch: int, mirror: str | None = None
+) -> Path:
+    """The Debian base with the runtime venv; reused when it was built from the same inputs."""
+    key = base_key(suite, packages, wheelhouse, mirror, epoch)
+    stamp = dest / BASE_STAMP
+    if stamp.is_file() and json.loads(stamp.read_text()) == key:
+        log.info("base root filesystem unchanged, reused: %s", dest)
+        return dest
+    mode = "root" if os.geteuid() == 0 else "unshare"
+    log.info("building the base root filesystem with mmdebstrap (%s mode, %d packages)", mode, len(packages))
+    mmdebstrap_rootfs(dest, suite, packages, None, epoch, "minbase", mirror, _runtime_hooks(wheelhouse), mode)
+    stamp.write_text(json.dumps(key, sort_keys=True))
+    return dest
+
+
+def _chroot(tree: Path, *cmd: str) -> None:
+    try:
+        done = subprocess.run(["chroot", str(tree), *cmd], capture_output=True, text=True, timeout=300, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BuildError(f"chroot {' '.join(cmd)} failed: {exc}") from exc
+    if done.returncode != 0:
+        raise BuildError(f"chroot {' '.join(cmd)} failed: {done.stderr.strip()[-800:]}")
+
+
+def _newest_kernel(tree: Path) -> str:
+    kernels = sorted((tree / "boot").glob("vmlinuz-*"))
+    if not kernels:
+        raise BuildError("no kernel in the image's /boot: is linux-image-amd64 in the package list?")
+    version = kernels[-1].name.removeprefix("vmlinuz-")
+    if not (tree / "boot" / f"initrd.img-{version}").is_file():
+        raise BuildError(f"no initramfs for kernel {version}: is initramfs-tools in the package list?")
+    return version
+
+
+def finish_slot(
+    base: Path, slot: Path, stage: Path, ui_peer: str | None = None, ui_port: int = 8080
+) -> dict[str, object]:
+    """Copy ``base`` to ``slot`` and finish it: ``stage`` on top, users, fstab, kernel links, enabled units.
+
+    ``ui_peer`` (test images only) opens the web UI port to that address. Needs root (files owned by root).
+    """
+    if os.geteuid() != 0:
+        raise BuildError("finishing the root slot needs root (files owned by root, chroot); run the build as root")
+    if slot.exists():
+        shutil.rmtree(slot)
+    try:
+        subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(slot)], check=True, timeout=1800)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BuildError(f"copying the base root filesystem failed: {exc}") from exc
+    (slot / BASE_STAMP).unlink(missing_ok=True)
+    shutil.copytree(stage, slot, symlinks=True, dirs_exist_ok=True)
+    _chroot(slot, "systemd-sysusers")
+    (slot / "etc/fstab").write_text(FSTAB)
+    (slot / "etc/hostname").write_text("or-appliance\n")
+    version = _newest_kernel(slot)
+    for name in ("vmlinuz", "initrd.img"):
+        link = slot / "boot" / name
+        link.unlink(missing_ok=True)
+        link.symlink_to(f"{name}-{version}")
+    wants = slot / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    for unit in ("systemd-networkd.service",):
+        target = wants / unit
+        target.unlink(missing_ok=True)
+        target.symlink_to(f"/lib/systemd/system/{unit}")
+    if ui_peer:
+        dropin = slot / "etc/systemd/system/appliance-firewall.service.d"
+        dropin.mkdir(parents=True, exist_ok=True)
+        (dropin / "test-ui-peer.conf").write_text(TEST_UI_DROPIN.format(peer=ui_peer, port=ui_port))
+    return {"kernel": version}
+
+
+def tree_size(tree: Path) -> int:
+    """Bytes of the regular files under ``tree``."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(tree):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                total += os.lstat(full).st_size
+    return total
