@@ -17,7 +17,7 @@ from image_bundle import BuildError
 from image_disk import DiskLayout, assemble_disk, build_esp, disk_tools_missing, make_ext4, slot_script, stable_uuid
 from image_rootfs import factory_release, rootfs_manifest, stage_firmware, write_json
 from image_runtime import download_wheelhouse, runtime_pins
-from image_system import base_rootfs, finish_slot, tree_size
+from image_system import base_rootfs, data_tree, finish_slot, tree_size
 
 log = logging.getLogger("image_build.disk")
 
@@ -64,7 +64,6 @@ def build_disk(args: argparse.Namespace, out: Path, epoch: int) -> dict[str, obj
         times[name] = round(time.monotonic() - started, 1)
         started = time.monotonic()
 
-    step("bundle")
     packages = [name for lst in PACKAGE_LISTS for name in read_package_list(HERE / lst)]
     if args.test_config:
         packages += read_package_list(HERE / TEST_PACKAGE_LIST)
@@ -85,7 +84,8 @@ def build_disk(args: argparse.Namespace, out: Path, epoch: int) -> dict[str, obj
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)
     slot_img = make_ext4(parts / "root-a.ext4", slot, "appliance-root", layout.slot_mib, epoch)
-    data_img = make_ext4(parts / "data.ext4", None, "appliance-data", layout.data_mib, epoch)
+    data = data_tree(slot, out / "data-tree")
+    data_img = make_ext4(parts / "data.ext4", data, "appliance-data", layout.data_mib, epoch)
     partuuids = {name: stable_uuid(epoch, f"part-{name}") for name in ("A", "B")}
     esp = build_esp(parts / "esp.vfat", slot_script(partuuids), epoch, layout.esp_mib)
     disk = out / "disk.raw"

@@ -40,6 +40,7 @@ FIRMWARE_FILES: tuple[tuple[str, str], ...] = (
     ("gpu/gpu.conf", "etc/appliance/gpu.conf"),
     ("gpu/gpu-setup.sh", "usr/lib/appliance/gpu-setup.sh"),
     ("network/render-firewall.py", "usr/lib/appliance/render-firewall.py"),
+    ("network/80-wired.network", "etc/systemd/network/80-wired.network"),
 )
 ENABLED_UNITS = (
     "appliance.service",

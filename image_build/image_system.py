@@ -37,6 +37,12 @@ ExecStartPost=/usr/sbin/nft insert rule inet appliance input ip saddr {peer} tcp
 """
 
 
+#: Debian's units the box needs enabled (the appliance's own are enabled by stage_firmware).
+SYSTEM_UNITS = ("systemd-networkd.service",)
+#: Mount points on the read-only root: the data partition, the USB folder, the update stick.
+MOUNT_POINTS = ("var/lib/appliance", "media/usb", "media/appliance-update")
+
+
 def _runtime_hooks(wheelhouse: Path) -> tuple[str, ...]:
     """mmdebstrap hooks: the venv at RUNTIME_VENV from the wheelhouse only (no index, nothing downloaded)."""
     return (
@@ -109,10 +115,10 @@ def finish_slot(
         shutil.rmtree(slot)
     try:
         subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(slot)], check=True, timeout=1800)
+        (slot / BASE_STAMP).unlink(missing_ok=True)
+        subprocess.run(["cp", "-a", "--remove-destination", f"{stage}/.", str(slot)], check=True, timeout=600)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise BuildError(f"copying the base root filesystem failed: {exc}") from exc
-    (slot / BASE_STAMP).unlink(missing_ok=True)
-    shutil.copytree(stage, slot, symlinks=True, dirs_exist_ok=True)
+        raise BuildError(f"copying the base root filesystem and the staged files failed: {exc}") from exc
     _chroot(slot, "systemd-sysusers")
     (slot / "etc/fstab").write_text(FSTAB)
     (slot / "etc/hostname").write_text("or-appliance\n")
@@ -121,17 +127,55 @@ def finish_slot(
         link = slot / "boot" / name
         link.unlink(missing_ok=True)
         link.symlink_to(f"{name}-{version}")
-    wants = slot / "etc/systemd/system/multi-user.target.wants"
-    wants.mkdir(parents=True, exist_ok=True)
-    for unit in ("systemd-networkd.service",):
-        target = wants / unit
-        target.unlink(missing_ok=True)
-        target.symlink_to(f"/lib/systemd/system/{unit}")
+    _chroot(slot, "systemctl", "enable", *SYSTEM_UNITS)
+    for folder in MOUNT_POINTS:  # the root is read-only at run time: mount points exist in the image
+        (slot / folder).mkdir(parents=True, exist_ok=True)
     if ui_peer:
         dropin = slot / "etc/systemd/system/appliance-firewall.service.d"
         dropin.mkdir(parents=True, exist_ok=True)
         (dropin / "test-ui-peer.conf").write_text(TEST_UI_DROPIN.format(peer=ui_peer, port=ui_port))
     return {"kernel": version}
+
+
+#: Where the data partition is mounted (var-lib-appliance.mount).
+DATA_MOUNT = "/var/lib/appliance"
+
+
+def _ids(slot: Path, table: str, name: str) -> int:
+    for line in (slot / "etc" / table).read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == name:
+            return int(fields[2])
+    raise BuildError(f"{name} is not in the image's /etc/{table} (sysusers.d not applied?)")
+
+
+def data_tree(slot: Path, dest: Path) -> Path:
+    """The factory content of the data partition: the tmpfiles.d layout below DATA_MOUNT, made at build time.
+
+    At boot systemd-tmpfiles refuses root-owned folders below the service-owned data folder ("unsafe path
+    transition"), so the box would never get its ``releases/app/current`` link; the factory data partition has
+    it from the start. Only 'd' and 'L' lines are supported (what firmware_config uses).
+    """
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for conf in sorted((slot / "usr/lib/tmpfiles.d").glob("appliance*.conf")):
+        for line in conf.read_text().splitlines():
+            fields = line.split()
+            if not fields or fields[0].startswith("#") or not fields[1].startswith(DATA_MOUNT):
+                continue
+            kind, path = fields[0], fields[1]
+            target = dest / Path(path).relative_to(DATA_MOUNT)
+            if kind == "d":
+                target.mkdir(parents=True, exist_ok=True)
+                target.chmod(int(fields[2], 8))
+                os.chown(target, _ids(slot, "passwd", fields[3]), _ids(slot, "group", fields[4]))
+            elif kind == "L":
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(fields[6])
+            else:
+                raise BuildError(f"{conf.name}: tmpfiles type {kind!r} below {DATA_MOUNT} is not supported here")
+    return dest
 
 
 def tree_size(tree: Path) -> int:

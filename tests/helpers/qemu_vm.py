@@ -1,7 +1,8 @@
-"""One appliance disk booted in QEMU/KVM for system tests: UEFI (OVMF), 2 vCPU, 4 GB, virtio disk through a qcow2
-overlay (the built image is never written), user-mode networking forwarding the web UI and DICOM ports to
-127.0.0.1, a USB (xHCI) controller for virtual sticks, the serial console in a file, QMP for the monitor
-(device_add, screendump) and the QEMU guest agent (test images only) to read files and run commands in the box.
+"""One appliance disk booted in QEMU/KVM (TCG where KVM cannot run firmware) for system tests: UEFI (OVMF),
+2 vCPU, 4 GB, virtio disk through a qcow2 overlay (the built image is never written), user-mode networking
+forwarding the web UI and DICOM ports to 127.0.0.1, a USB (xHCI) controller for virtual sticks, the serial
+console in a file, QMP for the monitor (device_add, screendump) and the QEMU guest agent (test images only) to
+read files and run commands in the box.
 """
 
 from __future__ import annotations
@@ -27,9 +28,29 @@ def vm_unavailable() -> str | None:
         return "QEMU is not installed (apt-get install qemu-system-x86 qemu-utils)"
     if not OVMF.is_file():
         return f"{OVMF} is missing (apt-get install ovmf)"
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return "/dev/kvm is not usable here"
     return None
+
+
+def kvm_usable() -> bool:
+    """Whether KVM runs UEFI firmware here. Some nested hypervisors expose /dev/kvm but cannot run real-mode or
+    firmware code (a 'KVM internal error' at once); there the VM falls back to TCG (much slower).
+    ``APPLIANCE_VM_ACCEL=kvm|tcg`` decides without probing."""
+    forced = os.environ.get("APPLIANCE_VM_ACCEL")
+    if forced in ("kvm", "tcg"):
+        return forced == "kvm"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    probe = subprocess.Popen(
+        [QEMU, "-enable-kvm", "-cpu", "host", "-machine", "q35", "-m", "256", "-bios", str(OVMF), "-nodefaults",
+         "-display", "none", "-serial", "none", "-monitor", "none"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        out, _ = probe.communicate(timeout=8)
+    except subprocess.TimeoutExpired:  # QEMU pauses (does not exit) on an internal error: look at what it said
+        probe.kill()
+        out, _ = probe.communicate()
+    return b"KVM internal error" not in out
 
 
 class _JsonLines:
@@ -164,6 +185,13 @@ class Vm:
         self.proc: subprocess.Popen[bytes] | None = None
         self.qmp: Qmp | None = None
         self.agent = GuestAgent(workdir / "qga.sock")
+        self.accel = "kvm" if kvm_usable() else "tcg"
+
+    def accel_args(self) -> list[str]:
+        """KVM with the host CPU, or QEMU's multi-threaded TCG where KVM cannot run firmware (see kvm_usable)."""
+        if self.accel == "kvm":
+            return ["-enable-kvm", "-cpu", "host"]
+        return ["-accel", "tcg,thread=multi", "-cpu", "max"]
 
     def start(self) -> None:
         """Boot (a fresh overlay over the built disk on the first start; later starts keep it)."""
@@ -175,7 +203,7 @@ class Vm:
             )  # fmt: skip
         fwd = f"hostfwd=tcp:127.0.0.1:{self.http_port}-:8080,hostfwd=tcp:127.0.0.1:{self.dicom_port}-:11112"
         cmd = [
-            QEMU, "-enable-kvm", "-machine", "q35", "-cpu", "host", "-smp", "2", "-m", "4096",
+            QEMU, *self.accel_args(), "-machine", "q35", "-smp", "2", "-m", "4096",
             "-bios", str(OVMF), "-display", "none", "-vga", "std",
             "-drive", f"file={self.overlay},if=virtio,format=qcow2",
             "-netdev", f"user,id=n0,{fwd}", "-device", "virtio-net-pci,netdev=n0",

@@ -112,3 +112,25 @@ def test_package_lists_and_refusals(tmp_path: Path) -> None:
     code = build_image.main(["disk", "--out", str(tmp_path), "--test-ui-peer", "10.0.2.2"])
     report = json.loads((tmp_path / "build-report.json").read_text())
     assert code == 1 and "only for test images" in report["error"]
+
+
+@pytest.mark.req("REQ-UPD-1470")
+@pytest.mark.skipif(os.geteuid() != 0, reason="the data partition's factory tree is owned by the box's users (root)")
+def test_factory_data_partition_has_the_release_link(tmp_path: Path) -> None:
+    """The data partition starts with firmware_config's tmpfiles layout: releases/app/current pointing at the
+    factory release in the image (tmpfiles refuses to make it at boot below the service-owned folder)."""
+    import image_system
+
+    slot = tmp_path / "slot"
+    (slot / "etc").mkdir(parents=True)
+    (slot / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nappliance:x:998:997::/var/lib/appliance:/x\n")
+    (slot / "etc/group").write_text("root:x:0:\nappliance:x:997:\n")
+    (slot / "usr/lib/tmpfiles.d").mkdir(parents=True)
+    conf = ROOT / "firmware_config" / "tmpfiles.d" / "appliance.conf"
+    (slot / "usr/lib/tmpfiles.d/appliance.conf").write_text(conf.read_text())
+    data = image_system.data_tree(slot, tmp_path / "data")
+    current = data / "releases/app/current"
+    assert current.is_symlink() and os.readlink(current) == "/usr/lib/appliance/factory-release"
+    assert (data.stat().st_uid, data.stat().st_gid) == (998, 997)
+    assert (data / "releases").stat().st_uid == 0 and (data / "logs").stat().st_uid == 998
+    assert oct((data / "update").stat().st_mode & 0o777) == "0o750"
