@@ -76,7 +76,7 @@ def build_disk(args: argparse.Namespace, out: Path, epoch: int) -> dict[str, obj
     if args.test_config:
         shutil.copyfile(args.test_config, stage / "etc/appliance/appliance.toml")
     slot = out / "slot-a"
-    finished = finish_slot(base, slot, stage, args.test_ui_peer)
+    finished = finish_slot(base, slot, stage, args.test_ui_peer, test_image=bool(args.test_config))
     manifest = rootfs_manifest(slot)
     step("slot")
     size = tree_size(slot)

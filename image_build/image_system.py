@@ -37,10 +37,20 @@ ExecStartPost=/usr/sbin/nft insert rule inet appliance input ip saddr {peer} tcp
 """
 
 
+#: The application release shipped in the image (stage_firmware puts it there).
+FACTORY_RELEASE = "/usr/lib/appliance/factory-release"
 #: Debian's units the box needs enabled (the appliance's own are enabled by stage_firmware).
 SYSTEM_UNITS = ("systemd-networkd.service",)
 #: Mount points on the read-only root: the data partition, the USB folder, the update stick.
 MOUNT_POINTS = ("var/lib/appliance", "media/usb", "media/appliance-update")
+
+
+#: Test images only: the VM test may run under QEMU's TCG (no usable KVM), where the first start takes minutes;
+#: the watchdog (WatchdogSec) stays as in production.
+TEST_START_DROPIN = """# Test image only (build_image.py disk --test-config): a VM without KVM starts slowly.
+[Service]
+TimeoutStartSec=20min
+"""
 
 
 def _runtime_hooks(wheelhouse: Path) -> tuple[str, ...]:
@@ -103,11 +113,12 @@ def _newest_kernel(tree: Path) -> str:
 
 
 def finish_slot(
-    base: Path, slot: Path, stage: Path, ui_peer: str | None = None, ui_port: int = 8080
+    base: Path, slot: Path, stage: Path, ui_peer: str | None = None, ui_port: int = 8080, test_image: bool = False
 ) -> dict[str, object]:
     """Copy ``base`` to ``slot`` and finish it: ``stage`` on top, users, fstab, kernel links, enabled units.
 
-    ``ui_peer`` (test images only) opens the web UI port to that address. Needs root (files owned by root).
+    ``ui_peer`` (test images only) opens the web UI port to that address; ``test_image`` allows a slow start.
+    Needs root (files owned by root).
     """
     if os.geteuid() != 0:
         raise BuildError("finishing the root slot needs root (files owned by root, chroot); run the build as root")
@@ -128,12 +139,18 @@ def finish_slot(
         link.unlink(missing_ok=True)
         link.symlink_to(f"{name}-{version}")
     _chroot(slot, "systemctl", "enable", *SYSTEM_UNITS)
+    # bytecode at build time: the root is read-only, so without it every start compiles the release in memory
+    _chroot(slot, f"{RUNTIME_VENV}/bin/python", "-m", "compileall", "-q", "-j0", FACTORY_RELEASE)
     for folder in MOUNT_POINTS:  # the root is read-only at run time: mount points exist in the image
         (slot / folder).mkdir(parents=True, exist_ok=True)
     if ui_peer:
         dropin = slot / "etc/systemd/system/appliance-firewall.service.d"
         dropin.mkdir(parents=True, exist_ok=True)
         (dropin / "test-ui-peer.conf").write_text(TEST_UI_DROPIN.format(peer=ui_peer, port=ui_port))
+    if test_image:
+        dropin = slot / "etc/systemd/system/appliance.service.d"
+        dropin.mkdir(parents=True, exist_ok=True)
+        (dropin / "test-slow-start.conf").write_text(TEST_START_DROPIN)
     return {"kernel": version}
 
 
