@@ -25,7 +25,10 @@ sys.path.insert(0, str(HERE.parent))
 from appliance import config as appcfg  # noqa: E402
 
 #: Box-specific values replacing the defaults in the shipped file (section, key, TOML value).
+#: A key only shown commented out in the defaults (``# key = ...``) is switched on by its entry here.
 BOX_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    # USB sticks are mounted read-only under here by appliance-usb-stick@.service (udev/90-appliance-usb.rules)
+    ("import", "watch_dir", '"/media/usb"'),
     ("update", "repository", '"/media/appliance-update"'),
     ("update", "trusted_metadata_dir", '"/var/lib/appliance/update/metadata"'),
     (
@@ -101,7 +104,8 @@ def box_toml() -> str:
     """default_toml() with the box settings applied inside their sections."""
     text = appcfg.default_toml()
     for section, key, value in BOX_SETTINGS:
-        pattern = re.compile(rf"(^\[{re.escape(section)}\]\n(?:(?!^\[).*\n)*?)^{re.escape(key)} = .*$", re.MULTILINE)
+        head = rf"(^\[{re.escape(section)}\]\n(?:(?!^\[).*\n)*?)"
+        pattern = re.compile(rf"{head}^(?:# )?{re.escape(key)} = .*$", re.MULTILINE)
         replacement = f"{key} = {value}"  # returned as is by the function: no escape processing
         text, n = pattern.subn(lambda m, r=replacement: m.group(1) + r, text, count=1)  # type: ignore[misc]
         if n != 1:

@@ -2,6 +2,7 @@
 
     python image_build/build_image.py bundle --out out/image [--keys KEYDIR] [--version 0.1.0]
     python image_build/build_image.py all --out out/image [--fs erofs|squashfs] [--suite bookworm]
+    python image_build/build_image.py disk --out out/disk [--test-config FILE --test-ui-peer 10.0.2.2]
 
 Outputs under --out:
     packs/*.tar                  deterministic packs (app, config, model packs)
@@ -9,6 +10,7 @@ Outputs under --out:
     bundle-manifest.json         what the bundle holds, with hashes
     rootfs.<fs>, rootfs-manifest.json, rauc/manifest.raucm   the OS slot (when the OS part ran)
     build-report.json            what ran and what was skipped, and why
+    disk.raw, disk-manifest.json the bootable GPT disk (disk): ESP + root slots A/B + data, and its manifest
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 
 from image_bundle import BuildError, build_bundle, bundle_manifest, sign_bundle  # noqa: E402
+from image_disk_build import build_disk, disk_preflight  # noqa: E402
 from image_rootfs import (  # noqa: E402
+    factory_release,
     mmdebstrap_rootfs,
     os_build_unavailable,
     pack_image,
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from appliance import __version__
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1] if __doc__ else None)
-    p.add_argument("what", choices=["bundle", "os", "all"])
+    p.add_argument("what", choices=["bundle", "os", "all", "disk"])
     p.add_argument("--out", default=str(ROOT / "out" / "image"))
     p.add_argument("--version", default=__version__, help="application release version")
     p.add_argument("--min-os", default="1.0", help="oldest OS image the application release runs on")
@@ -81,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", default="minbase")
     p.add_argument("--mirror", help="Debian mirror (default: the host's apt sources)")
     p.add_argument("--packages", default=str(HERE / "packages.txt"), help="package list file ('' = none)")
+    p.add_argument("--test-config", help="disk: install this appliance.toml (a test image) and the test packages")
+    p.add_argument("--test-ui-peer", help="disk, test images only: open the web UI port to this address")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     out = Path(args.out)
@@ -88,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     epoch = args.epoch if args.epoch is not None else default_epoch()
     report: dict[str, object] = {"epoch": epoch, "git_commit": _git("rev-parse", "HEAD")}
     try:
+        if args.what == "disk":
+            disk_preflight(args)
         app_tree = None
-        if args.what in ("bundle", "all"):
+        if args.what in ("bundle", "all", "disk"):
             artifacts = build_bundle(
                 ROOT,
                 out,
@@ -111,16 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning("OS image skipped: %s", reason)
                 report["os"] = {"built": False, "reason": reason}
             else:
-                if (out / "packs").is_dir():
-                    import tempfile
-
-                    from appliance.update.packs import extract_pack
-
-                    apps = sorted((out / "packs").glob("app-*.tar"))
-                    if apps:
-                        app_tree = Path(tempfile.mkdtemp(prefix="appliance-app-")) / "release"
-                        app_tree.mkdir()
-                        extract_pack(apps[-1], app_tree)
+                app_tree = factory_release(out / "packs")
                 stage = stage_firmware(ROOT / "firmware_config", app_tree, args.image_version, out / "stage")
                 packages = read_packages(Path(args.packages)) if args.packages else []
                 rootfs = mmdebstrap_rootfs(
@@ -130,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                 image = pack_image(rootfs, out / f"rootfs.{args.fs}", args.fs, epoch)
                 write_rauc_manifest(out, image, args.image_version, epoch)
                 report["os"] = {"built": True, "image": str(image), "packages": packages}
+        if args.what == "disk":
+            report["disk"] = build_disk(args, out, epoch)
     except BuildError as exc:
         sys.stderr.write(f"image build: {exc}\n")
         report["error"] = str(exc)

@@ -32,6 +32,7 @@ FIRMWARE_LAYOUT: tuple[tuple[str, str], ...] = (
     ("tmpfiles.d", "usr/lib/tmpfiles.d"),
     ("logrotate.d", "etc/logrotate.d"),
     ("journald.conf.d", "etc/systemd/journald.conf.d"),
+    ("udev", "usr/lib/udev/rules.d"),
 )
 FIRMWARE_FILES: tuple[tuple[str, str], ...] = (
     ("appliance.toml", "etc/appliance/appliance.toml"),
@@ -39,6 +40,7 @@ FIRMWARE_FILES: tuple[tuple[str, str], ...] = (
     ("gpu/gpu.conf", "etc/appliance/gpu.conf"),
     ("gpu/gpu-setup.sh", "usr/lib/appliance/gpu-setup.sh"),
     ("network/render-firewall.py", "usr/lib/appliance/render-firewall.py"),
+    ("network/80-wired.network", "etc/systemd/network/80-wired.network"),
 )
 ENABLED_UNITS = (
     "appliance.service",
@@ -46,6 +48,7 @@ ENABLED_UNITS = (
     "appliance-gpu.service",
     "appliance-firewall.service",
     "var-lib-appliance.mount",
+    "media-usb.mount",
 )
 
 
@@ -98,28 +101,50 @@ def stage_firmware(firmware: Path, app_release: Path | None, image_version: str,
     return stage
 
 
+def factory_release(packs: Path) -> Path | None:
+    """The newest application pack in ``packs`` unpacked into a temporary folder (None when there is none)."""
+    import tempfile
+
+    from appliance.update.packs import extract_pack
+
+    apps = sorted(packs.glob("app-*.tar")) if packs.is_dir() else []
+    if not apps:
+        return None
+    app_tree = Path(tempfile.mkdtemp(prefix="appliance-app-")) / "release"
+    app_tree.mkdir()
+    extract_pack(apps[-1], app_tree)
+    return app_tree
+
+
 def mmdebstrap_rootfs(
     dest: Path,
     suite: str,
     packages: list[str],
-    stage: Path,
+    stage: Path | None,
     epoch: int,
     variant: str = "minbase",
     mirror: str | None = None,
+    hooks: tuple[str, ...] = (),
+    mode: str = "unshare",
 ) -> Path:
-    """Build the root filesystem into the folder ``dest`` with mmdebstrap in unshare mode."""
+    """Build the root filesystem into the folder ``dest`` with mmdebstrap (unshare mode unless told otherwise).
+
+    ``stage`` is copied over the tree; ``hooks`` are further ``--customize-hook`` commands, run before the
+    clean-up (``$1`` is the tree).
+    """
     if dest.exists():
         shutil.rmtree(dest)
     cmd = [
         "mmdebstrap",
-        "--mode=unshare",
+        f"--mode={mode}",
         f"--variant={variant}",
         "--format=directory",
         '--aptopt=Acquire::Retries "3"',
         "--dpkgopt=path-exclude=/usr/share/doc/*",
         "--dpkgopt=path-exclude=/usr/share/man/*",
         "--dpkgopt=path-exclude=/usr/share/locale/*",
-        f"--customize-hook=sync-in {stage} /",
+        *([f"--customize-hook=sync-in {stage} /"] if stage is not None else []),
+        *[f"--customize-hook={hook}" for hook in hooks],
         '--customize-hook=rm -f "$1/etc/machine-id" && touch "$1/etc/machine-id"',
         '--customize-hook=rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*',
     ]

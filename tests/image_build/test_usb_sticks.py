@@ -1,0 +1,128 @@
+"""USB sticks on the box: the udev rule decides which block devices are mounted, the template unit mounts them
+read-only under import.watch_dir, and the image build puts both in place (the VM test plugs a real virtual stick).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from helpers.data import ROOT
+
+sys.path[:0] = [str(ROOT / "image_build")]
+
+import image_rootfs  # noqa: E402
+
+FW = ROOT / "firmware_config"
+RULE = FW / "udev" / "90-appliance-usb.rules"
+TEMPLATE = FW / "systemd" / "appliance-usb-stick@.service"
+MEDIA_MOUNT = FW / "systemd" / "media-usb.mount"
+
+_MATCH = re.compile(r'^(ACTION|SUBSYSTEM|ENV\{(\w+)\})(==|!=)"([^"]*)"$')
+
+
+def udev_wants(env: dict[str, str]) -> list[str]:
+    """What the rule file adds to SYSTEMD_WANTS for a device with ``env`` (ACTION, SUBSYSTEM and properties).
+
+    A small interpreter of the constructs the rule uses: ``==``/``!=`` matches with ``|`` alternatives,
+    ``GOTO``/``LABEL``, ``TAG+=`` and ``ENV{...}+=``; an unknown construct fails the test.
+    """
+    lines = [ln.strip() for ln in RULE.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    wants: list[str] = []
+    goto: str | None = None
+    for line in lines:
+        if line.startswith("LABEL="):
+            if goto == line.split("=", 1)[1].strip('"'):
+                goto = None
+            continue
+        if goto is not None:
+            continue
+        matched = True
+        actions: list[str] = []
+        for part in (p.strip() for p in line.split(", ")):
+            m = _MATCH.match(part)
+            if m:
+                key = m.group(2) or m.group(1)
+                value = env.get(key, "")
+                hit = any(value == alt for alt in m.group(4).split("|"))
+                matched = matched and (hit if m.group(3) == "==" else not hit)
+            elif part.startswith(("GOTO=", "TAG+=", "ENV{SYSTEMD_WANTS}+=")):
+                actions.append(part)
+            else:
+                raise AssertionError(f"rule construct not understood by this test: {part!r}")
+        if not matched:
+            continue
+        for action in actions:
+            if action.startswith("GOTO="):
+                goto = action.split("=", 1)[1].strip('"')
+            elif action.startswith("ENV{SYSTEMD_WANTS}+="):
+                wants.append(action.split("+=", 1)[1].strip('"'))
+    return wants
+
+
+STICK = {"ACTION": "add", "SUBSYSTEM": "block", "ID_BUS": "usb", "ID_FS_USAGE": "filesystem", "ID_FS_TYPE": "vfat"}
+
+
+@pytest.mark.req("REQ-SAFE-1472")
+def test_rule_mounts_usb_filesystems_only() -> None:
+    """A FAT, exFAT or ext4 stick starts the mount unit; an internal disk, a swap partition, an unknown filesystem,
+    a partition table without filesystem, and a removal do not."""
+    for fs in ("vfat", "exfat", "ext4", "iso9660"):
+        assert udev_wants({**STICK, "ID_FS_TYPE": fs}) == ["appliance-usb-stick@%k.service"], fs
+    refused = [
+        {**STICK, "ID_BUS": "ata"},
+        {**STICK, "ID_BUS": "nvme"},
+        {**STICK, "ID_FS_USAGE": "other", "ID_FS_TYPE": "swap"},
+        {**STICK, "ID_FS_TYPE": "squashfs"},
+        {**STICK, "ID_FS_USAGE": "", "ID_FS_TYPE": ""},
+        {**STICK, "ACTION": "remove"},
+        {**STICK, "SUBSYSTEM": "usb"},
+    ]
+    for env in refused:
+        assert udev_wants(env) == [], env
+    text = RULE.read_text()
+    assert 'TAG+="systemd"' in text  # without the tag systemd ignores SYSTEMD_WANTS
+
+
+@pytest.mark.req("REQ-SAFE-1472")
+def test_stick_unit_mounts_read_only_and_follows_the_device(tmp_path: Path) -> None:
+    """The template mounts /dev/%I at /media/usb/%I with ro,nosuid,nodev,noexec, is bound to the device (pulled
+    stick = unmounted) and needs the tmpfs mount folder; systemd-analyze accepts an instance of it."""
+    text = TEMPLATE.read_text()
+    mount = next(ln for ln in text.splitlines() if ln.startswith("ExecStart="))
+    options = re.search(r"-o (\S+)", mount)
+    assert options is not None and set(options.group(1).split(",")) >= {"ro", "nosuid", "nodev", "noexec"}
+    assert mount.endswith("/dev/%I /media/usb/%I")
+    assert "BindsTo=dev-%i.device" in text and "Requires=media-usb.mount" in text
+    assert re.search(r"^ExecStop=/usr/bin/umount .*/media/usb/%I$", text, re.MULTILINE)
+    media = MEDIA_MOUNT.read_text()
+    assert "Where=/media/usb" in media and "Type=tmpfs" in media and "noexec" in media
+    config = tomllib.loads((FW / "appliance.toml").read_text())
+    assert config["import"]["watch_dir"] == "/media/usb"
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed; the text checks above ran")
+    instance = tmp_path / "appliance-usb-stick@sda1.service"
+    shutil.copyfile(TEMPLATE, instance)
+    shutil.copyfile(MEDIA_MOUNT, tmp_path / MEDIA_MOUNT.name)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(instance), str(tmp_path / MEDIA_MOUNT.name)],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+
+
+@pytest.mark.req("REQ-SAFE-1472", "REQ-UPD-1470")
+def test_image_stage_has_rule_units_and_watch_dir(tmp_path: Path) -> None:
+    """The image's staged tree carries the rule where udev reads it, the template and the enabled mount folder."""
+    stage = image_rootfs.stage_firmware(FW, None, "1.0", tmp_path / "stage")
+    assert (stage / "usr/lib/udev/rules.d" / RULE.name).read_text() == RULE.read_text()
+    assert (stage / "etc/systemd/system" / TEMPLATE.name).is_file()
+    wanted = stage / "etc/systemd/system/multi-user.target.wants"
+    assert (wanted / "media-usb.mount").is_symlink() and (wanted / "appliance.service").is_symlink()
+    shipped = tomllib.loads((stage / "etc/appliance/appliance.toml").read_text())
+    assert shipped["import"]["watch_dir"] == "/media/usb"
