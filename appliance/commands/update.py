@@ -188,12 +188,16 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _install(args: argparse.Namespace) -> int:
     from appliance.update.client import UpdateClient
+    from appliance.audit.ownership import hand_to_folder_owner
     from appliance.update.flow import update_kind
 
     repo, metadata_dir, install_root, audit_path, opts = _box_paths(args)
     client = UpdateClient(repo, metadata_dir, _bootstrap(args))
-    installer = _installer(args, install_root, audit_path, opts)
-    result = update_kind(client, installer, ArtifactKind(args.kind), args.version, args.authorise_downgrade)
+    try:
+        installer = _installer(args, install_root, audit_path, opts)
+        result = update_kind(client, installer, ArtifactKind(args.kind), args.version, args.authorise_downgrade)
+    finally:
+        hand_to_folder_owner(audit_path)
     _out(
         args,
         {
@@ -208,8 +212,13 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    from appliance.audit.ownership import hand_to_folder_owner
+
     _repo, _meta, install_root, audit_path, opts = _box_paths(args)
-    result = _installer(args, install_root, audit_path, opts).rollback(ArtifactKind(args.kind), args.reason)
+    try:
+        result = _installer(args, install_root, audit_path, opts).rollback(ArtifactKind(args.kind), args.reason)
+    finally:
+        hand_to_folder_owner(audit_path)
     _out(
         args,
         {"kind": result.kind.value, "version": result.version, "from": result.previous},
@@ -225,8 +234,13 @@ def _recover(args: argparse.Namespace) -> int:
     _repo, _meta, install_root, audit_path, _opts = _box_paths(args)
     from appliance.audit import AuditLog
 
-    installer = Installer(install_root, BoxProfile(os_version=(0,)), audit=AuditLog(audit_path), actor="service:boot")
-    done = installer.recover() if install_root.is_dir() else []
+    from appliance.audit.ownership import hand_to_folder_owner
+
+    try:
+        installer = Installer(install_root, BoxProfile(os_version=(0,)), audit=AuditLog(audit_path), actor="service:boot")
+        done = installer.recover() if install_root.is_dir() else []
+    finally:
+        hand_to_folder_owner(audit_path)  # runs as root before the service: the trail stays the service user's
     _out(args, done, "\n".join(done) or "nothing to recover")
     return 0
 
