@@ -187,8 +187,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _install(args: argparse.Namespace) -> int:
-    from appliance.update.client import UpdateClient
     from appliance.audit.ownership import hand_to_folder_owner
+    from appliance.update.client import UpdateClient
     from appliance.update.flow import update_kind
 
     repo, metadata_dir, install_root, audit_path, opts = _box_paths(args)
@@ -233,11 +233,11 @@ def _recover(args: argparse.Namespace) -> int:
 
     _repo, _meta, install_root, audit_path, _opts = _box_paths(args)
     from appliance.audit import AuditLog
-
     from appliance.audit.ownership import hand_to_folder_owner
 
     try:
-        installer = Installer(install_root, BoxProfile(os_version=(0,)), audit=AuditLog(audit_path), actor="service:boot")
+        audit = AuditLog(audit_path)
+        installer = Installer(install_root, BoxProfile(os_version=(0,)), audit=audit, actor="service:boot")
         done = installer.recover() if install_root.is_dir() else []
     finally:
         hand_to_folder_owner(audit_path)  # runs as root before the service: the trail stays the service user's
