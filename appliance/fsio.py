@@ -7,11 +7,10 @@ loses power sees the old content or the new, never a mix; atomic symlink switch;
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,41 +22,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-#: ``sync_file_range(2)``'s flag that starts the writeback of a file's dirty pages without waiting for it.
-SYNC_FILE_RANGE_WRITE = 2
-
-
-def _sync_file_range() -> Callable[..., int] | None:
-    """The C library's ``sync_file_range`` (Linux), or None where there is none."""
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_SYNC_FILE_RANGE = _sync_file_range()
-
-
-def start_writeback(fd: int) -> None:
-    """Start writing a file's dirty pages to disk without waiting (a hint: durability still needs
-    :func:`sync_data`, which then has less left to wait for). Does nothing where the system has no
-    ``sync_file_range``; its errors are left to the later sync to report."""
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
-
-
-def sync_data(path: Path) -> None:
-    """Make a file's content (and the size and blocks needed to read it back) durable: ``fdatasync``."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        getattr(os, "fdatasync", os.fsync)(fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_dir(path: Path) -> None:

@@ -5,12 +5,9 @@ Layout under the data folder::
     studies/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm
     duplicates/<SOPInstanceUID>/<sha256>.dcm     # same SOP Instance UID, different content (flagged)
 
-A file is written to a temporary name in its final folder (:meth:`InstanceStore.stage`) and made durable (fsynced
-at once, or later together with the other files of its batch: :meth:`InstanceStore.sync_staged`); only then is it
-renamed to its final name, its folder fsynced and recorded in the catalogue, for a whole batch at once (group
-commit, :meth:`InstanceStore.commit`, which first syncs any staged file not yet durable). So a final name always
-holds a complete, durable file; a crash between the rename and the record is repaired at start by
-:meth:`InstanceStore.reconcile`, and temporary files left by a crash (never acknowledged) are removed there.
+A file is written to a temporary name in its final folder and fsynced (in the receiving thread), then renamed,
+its folder fsynced and recorded in the catalogue, for a whole batch at once (group commit); a crash between the
+rename and the record is repaired at start by :meth:`InstanceStore.reconcile`.
 When the quota (or the disk reserve) is reached, :class:`~appliance.service.errors.StorageFull` is raised:
 nothing stored is ever deleted to make room.
 """
@@ -28,7 +25,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +42,6 @@ log = logging.getLogger(__name__)
 Buffer = bytes | bytearray | memoryview
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 PREAMBLE = b"\0" * 128
-#: Threads that fsync staged files and folders of a batch at the same time (their flushes overlap).
-SYNC_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -120,18 +115,13 @@ class StoreResult:
 
 @dataclass(frozen=True)
 class StagedInstance:
-    """An instance written to a temporary file beside its final place; not yet renamed or recorded.
-
-    ``durable`` once the temporary file was fsynced (:meth:`InstanceStore.stage` with ``durable=True`` or
-    :meth:`InstanceStore.sync_staged`); :meth:`InstanceStore.commit` never renames a file that is not.
-    """
+    """An instance written to a temporary file beside its final place and fsynced; not yet renamed or recorded."""
 
     summary: InstanceSummary
     temp: Path
     sha256: str
     size: int
     source: str
-    durable: bool = True
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -151,23 +141,12 @@ def _write_all(fd: int, parts: Sequence[Buffer]) -> None:
             views[0] = views[0][written:]
 
 
-def _sync_error(path: Path) -> OSError | None:
-    """fsync a file's data; the error instead of raising it (so that the other files of a batch still sync)."""
-    try:
-        fsio.sync_data(path)
-    except OSError as exc:
-        return exc
-    return None
-
-
 class InstanceStore:
     """Stores instances under ``data_dir`` and records them in the catalogue.
 
     Storing is two steps so that many instances can share the expensive ones: :meth:`stage` (in the caller's
-    thread, in parallel with others: temporary file written, and fsynced or only its writeback started) and
-    :meth:`commit` (one batch at a time: staged files not yet durable fsynced, duplicate check, rename, folder
-    fsync and the catalogue rows in one transaction). :meth:`sync_staged` fsyncs staged files together (the group
-    committer flushes the next batch's files while it commits the current one). :meth:`store` does both steps
+    thread, in parallel with others: temporary file written and fsynced) and :meth:`commit` (one batch at a time:
+    duplicate check, rename, folder fsync and the catalogue rows in one transaction). :meth:`store` does both
     for one instance.
     """
 
@@ -198,7 +177,7 @@ class InstanceStore:
         self._stored = catalogue.stored_bytes()
         self._full_alarmed = False
         self._folders: set[Path] = set()
-        self._sync_pool: ThreadPoolExecutor | None = None
+        self._fsync_pool: ThreadPoolExecutor | None = None
         self.studies_dir.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, s: InstanceSummary) -> Path:
@@ -245,12 +224,9 @@ class InstanceStore:
             fsio.fsync_dir(m.parent)
         self._folders.add(folder)
 
-    def stage(
-        self, parts: Sequence[Buffer], summary: InstanceSummary, source: str, durable: bool = True
-    ) -> StagedInstance:
+    def stage(self, parts: Sequence[Buffer], summary: InstanceSummary, source: str) -> StagedInstance:
         """Write an instance's Part 10 bytes (``parts`` joined, preamble already zeroed) to a temporary file beside
-        its final place and fsync it (``durable=False``: only start its writeback; :meth:`sync_staged` or
-        :meth:`commit` fsyncs it later); counted against the quota until committed or discarded.
+        its final place and fsync it; counted against the quota until committed or discarded.
 
         With ``privacy.deidentify_on_ingest`` the staged copy is the de-identified one (UIDs remapped, so the
         study is filed under its remapped UID).
@@ -271,10 +247,7 @@ class InstanceStore:
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{summary.sop_uid}.", suffix=".tmp")
             try:
                 _write_all(fd, parts)
-                if durable:
-                    os.fsync(fd)
-                else:
-                    fsio.start_writeback(fd)
+                os.fsync(fd)
             finally:
                 os.close(fd)
         except BaseException as exc:
@@ -284,50 +257,13 @@ class InstanceStore:
             if isinstance(exc, OSError):
                 raise StorageError(f"cannot store instance {summary.sop_uid}: {exc}") from exc
             raise
-        return StagedInstance(summary, Path(tmp), digest.hexdigest(), size, source, durable)
-
-    def _pool(self) -> ThreadPoolExecutor:
-        """The threads that fsync files and folders (only single fsyncs run there, so nothing waits on itself)."""
-        with self._lock:
-            if self._sync_pool is None:
-                self._sync_pool = ThreadPoolExecutor(max_workers=SYNC_THREADS, thread_name_prefix="store-fsync")
-            return self._sync_pool
-
-    def sync_staged(self, items: Sequence[StagedInstance]) -> list[StagedInstance | StorageError]:
-        """fsync the temporary files of staged instances, all at the same time: per item its durable copy, or the
-        :class:`StorageError` of a file that could not be synced (that item must be discarded, not committed)."""
-        pending = [i.temp for i in items if not i.durable]
-        if len(pending) > 1:
-            pool = self._pool()
-            jobs = {path: pool.submit(_sync_error, path) for path in pending}
-            errors = {path: job.result() for path, job in jobs.items()}
-        else:
-            errors = {path: _sync_error(path) for path in pending}
-        out: list[StagedInstance | StorageError] = []
-        for item in items:
-            if item.durable:
-                out.append(item)
-            elif (error := errors[item.temp]) is None:
-                out.append(replace(item, durable=True))
-            else:
-                out.append(StorageError(f"cannot store instance {item.summary.sop_uid}: {error}"))
-        return out
+        return StagedInstance(summary, Path(tmp), digest.hexdigest(), size, source)
 
     def commit(self, batch: Sequence[StagedInstance]) -> list[StoreResult]:
-        """Move a batch of staged instances into place and record them: staged files not yet durable are fsynced
-        first (a batch with one that cannot be is refused whole); then the duplicate check, the renames, one
+        """Move a batch of staged instances into place and record them: the duplicate check, the renames, one
         fsync per folder and the catalogue rows happen in one transaction under one lock, so two copies of one
         instance arriving at once are never both filed at the same place (the second is kept aside or found
         identical). On return every ``stored`` instance is durable on disk and in the catalogue."""
-        if not all(i.durable for i in batch):
-            synced = self.sync_staged(batch)
-            failed = next((r for r in synced if isinstance(r, StorageError)), None)
-            if failed is not None:
-                for item in batch:
-                    item.temp.unlink(missing_ok=True)
-                self._release(sum(i.size for i in batch))
-                raise failed
-            batch = [r for r in synced if isinstance(r, StagedInstance)]
         results: list[StoreResult] = []
         aside: list[tuple[StagedInstance, Path]] = []
         stored_bytes = 0
@@ -403,8 +339,9 @@ class InstanceStore:
             for folder in folders:
                 fsio.fsync_dir(folder)
             return
-        pool = self._pool()
-        for done in [pool.submit(fsio.fsync_dir, f) for f in folders]:
+        if self._fsync_pool is None:
+            self._fsync_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="folder-fsync")
+        for done in [self._fsync_pool.submit(fsio.fsync_dir, f) for f in folders]:
             done.result()
 
     def discard(self, item: StagedInstance) -> None:

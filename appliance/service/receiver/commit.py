@@ -1,29 +1,10 @@
-"""Group commit: staged instances of all associations are flushed, renamed, folder-fsynced and recorded in batches.
+"""Group commit: staged instances of all associations are renamed, folder-fsynced and recorded in batches.
 
-Each association's thread stages its instance (temporary file written, its writeback started, in parallel with
-the others) and then waits here. One thread works in rounds; a round takes everything that arrived while the
-previous round ran (the new batch) and, at the same time,
-
-* fsyncs the new batch's temporary files (:meth:`InstanceStore.sync_staged`, all files at once), and
-* commits the batch whose files the previous round made durable (:meth:`InstanceStore.commit`: duplicate check,
-  rename, one fsync per folder, one catalogue transaction), then releases its waiting associations to answer
-  0x0000.
-
-So every instance takes two rounds, and one round's flushes (the new files' data, the committed batch's folder
-entries) overlap and share the file system's journal commits instead of following one another. The order per
-instance never changes: its file is fsynced, then renamed, then its folder fsynced, then its catalogue row
-committed, then it is acknowledged; a final name never holds a file that is not durable.
-
-Durability of the catalogue row: the catalogue is SQLite in WAL mode with ``synchronous=NORMAL``; a committed
-transaction survives the end of the process (``kill -9``: the WAL is in the operating system's page cache), but a
-power cut may take the last transactions. An acknowledged instance's file is then still durable under its final
-name (fsynced, its folder fsynced, before the acknowledgement) and :meth:`InstanceStore.reconcile` records it again
-at start, so after any crash every acknowledged instance is on disk and in the catalogue. Temporary files (never
-acknowledged) are removed there; a batch not yet acknowledged may be lost and its senders re-send it.
-
-A batch that fails is answered with a failure status as a whole (an instance whose file cannot be fsynced is
-answered with a failure on its own and its file removed); nothing of it was acknowledged, so the senders re-send
-it.
+Each association's thread stages its instance (temporary file written and fsynced, in parallel with the others)
+and then waits here. One thread takes everything that arrived while the previous batch was being committed and
+commits it with :meth:`InstanceStore.commit` (one folder fsync per folder, one catalogue transaction); only then
+are the waiting associations released to answer 0x0000. A batch that fails is answered with a failure status as a
+whole; nothing of it was acknowledged, so the senders re-send it.
 """
 
 from __future__ import annotations
@@ -32,15 +13,12 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from appliance.service.errors import ServiceError, StorageError
 from appliance.service.storage import InstanceStore, StagedInstance, StoreResult
 
 log = logging.getLogger(__name__)
-#: Per staged instance of a batch: its durable copy, or why its file could not be fsynced.
-_Flushed = list[StagedInstance | StorageError]
 
 
 class StageTimings:
@@ -78,8 +56,7 @@ class _Waiting:
 
 
 class GroupCommitter:
-    """Flushes and commits staged instances in rounds on one thread; :meth:`commit` blocks until its instance is
-    durable on disk and in the catalogue (or refused)."""
+    """Commits staged instances in batches on one thread; :meth:`commit` blocks until its batch is durable."""
 
     def __init__(self, store: InstanceStore, timings: StageTimings) -> None:
         self.store = store
@@ -87,8 +64,6 @@ class GroupCommitter:
         self._queue: list[_Waiting] = []
         self._cond = threading.Condition()
         self._stopping = False
-        #: Flushes a round's new batch while the committing thread commits the previous one.
-        self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dicom-group-flush")
         self._thread = threading.Thread(target=self._loop, name="dicom-group-commit", daemon=True)
         self._thread.start()
 
@@ -114,62 +89,30 @@ class GroupCommitter:
             self._stopping = True
             self._cond.notify()
         self._thread.join(30)
-        self._flusher.shutdown(wait=False)
 
     def _loop(self) -> None:
-        ready: list[_Waiting] = []  # files durable: renamed, folder-fsynced and recorded in the next round
         while True:
             with self._cond:
-                while not self._queue and not ready and not self._stopping:
+                while not self._queue and not self._stopping:
                     self._cond.wait()
-                if not self._queue and not ready:
+                if not self._queue:
                     return
-                new, self._queue = self._queue, []
+                batch, self._queue = self._queue, []
             start = time.perf_counter()
-            flushing = self._flusher.submit(self.store.sync_staged, [w.item for w in new]) if new else None
             try:
-                if ready:
-                    self._commit(ready)
+                results = self.store.commit([w.item for w in batch])
+                for w, r in zip(batch, results, strict=True):
+                    w.result = r
+            except ServiceError as exc:
+                log.error("a batch of %d instance(s) could not be committed: %s", len(batch), exc)
+                for w in batch:
+                    w.error = exc
+            except Exception as exc:  # never let one batch end the thread: its senders get a failure
+                log.exception("committing a batch of %d instance(s) failed", len(batch))
+                for w in batch:
+                    w.error = StorageError(f"commit failed: {type(exc).__name__}")
             finally:
-                ready = self._synced(new, flushing)
-                self.timings.add("group commit round: flush next, commit this (share)", time.perf_counter() - start)
-
-    def _synced(self, new: list[_Waiting], flushing: Future[_Flushed] | None) -> list[_Waiting]:
-        """The instances of ``new`` whose files are now durable; the others are answered with their failure."""
-        if flushing is None:
-            return []
-        try:
-            synced: _Flushed = flushing.result()
-        except Exception as exc:  # never let one batch end the thread: its senders get a failure
-            log.exception("flushing a batch of %d instance(s) failed", len(new))
-            synced = [StorageError(f"flush failed: {type(exc).__name__}")] * len(new)
-        ready = []
-        for w, result in zip(new, synced, strict=True):
-            if isinstance(result, StagedInstance):
-                w.item = result
-                ready.append(w)
-                continue
-            log.error("a received instance could not be made durable: %s", result)
-            self.store.discard(w.item)
-            w.error = result
-            w.done.set()
-        return ready
-
-    def _commit(self, batch: list[_Waiting]) -> None:
-        """Commit ``batch`` (files durable) and release its waiting associations with its results."""
-        try:
-            results = self.store.commit([w.item for w in batch])
-            for w, r in zip(batch, results, strict=True):
-                w.result = r
-        except ServiceError as exc:
-            log.error("a batch of %d instance(s) could not be committed: %s", len(batch), exc)
-            for w in batch:
-                w.error = exc
-        except Exception as exc:  # never let one batch end the thread: its senders get a failure
-            log.exception("committing a batch of %d instance(s) failed", len(batch))
-            for w in batch:
-                w.error = StorageError(f"commit failed: {type(exc).__name__}")
-        finally:
-            self.timings.count(batches=1)
-            for w in batch:
-                w.done.set()
+                self.timings.add("group commit: rename, folder fsync, catalogue (share)", time.perf_counter() - start)
+                self.timings.count(batches=1)
+                for w in batch:
+                    w.done.set()

@@ -1,9 +1,7 @@
 """C-STORE: one received dataset checked, staged, group-committed and answered; this never raises.
 
 The dataset is stored as received (no decode/re-encode) under a Part 10 header built from the request. It is
-checked completely first (:mod:`.dataset`), written to a staged file whose writeback starts at once; success is
-answered only after the group commit (:mod:`.commit`) fsynced that file, renamed it, fsynced its folder and
-committed its catalogue row.
+checked completely first (:mod:`.dataset`); success is answered only after the group commit made it durable.
 Statuses: 0x0000 stored (or already held, or a differing duplicate kept aside and flagged), 0xA700 out of
 resources (quota or disk reserve reached; nothing is deleted), 0xC000 cannot understand (truncated or impossible
 dataset, unusable UIDs), 0x0110 processing failure (disk or database error, anything else).
@@ -67,7 +65,7 @@ class StoreHandler:
         try:
             header = part10_header(request.sop_class_uid, request.sop_instance_uid, transfer_syntax,
                                    IMPLEMENTATION_CLASS_UID)  # fmt: skip
-            staged = self.store.stage([header, data], summary, stats.actor, durable=False)
+            staged = self.store.stage([header, data], summary, stats.actor)
             t2 = time.perf_counter()
             result = self.committer.commit(staged)
         except StorageFull as exc:
@@ -82,8 +80,8 @@ class StoreHandler:
             return STATUS_PROCESSING_FAILURE, "processing failure"
         t3 = time.perf_counter()
         self.timings.add("check (walk every element)", t1 - t0)
-        self.timings.add("write (staged file, writeback started)", t2 - t1)
-        self.timings.add("wait for group commit (fsyncs, catalogue)", t3 - t2)
+        self.timings.add("write + fsync (staged file)", t2 - t1)
+        self.timings.add("wait for group commit", t3 - t2)
         self.timings.count(instances=1)
         if result.outcome == "stored":
             stats.stored += 1
