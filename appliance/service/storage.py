@@ -6,7 +6,8 @@ Layout under the data folder::
     duplicates/<SOPInstanceUID>/<sha256>.dcm     # same SOP Instance UID, different content (flagged)
 
 A file is written to a temporary name in its final folder and fsynced (in the receiving thread), then renamed,
-its folder fsynced and recorded in the catalogue, for a whole batch at once (group commit); a crash between the
+its folder fsynced and recorded in the catalogue, for a whole batch at once (group commit: the rows' statements run
+while the folders are fsynced, and the transaction commits only after the last folder fsync); a crash between the
 rename and the record is repaired at start by :meth:`InstanceStore.reconcile`.
 When the quota (or the disk reserve) is reached, :class:`~appliance.service.errors.StorageFull` is raised:
 nothing stored is ever deleted to make room.
@@ -24,7 +25,7 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -305,7 +306,7 @@ class InstanceStore:
                     seen[s.sop_uid] = (str(final), item.sha256)
                     stored_bytes += item.size
                     results.append(StoreResult("stored", final, item.sha256, item.size))
-                self._fsync_folders(folders)
+                fsyncs = self._start_fsync_folders(folders)  # the rows' statements run while the folders sync
                 for item, final in rows:
                     s = item.summary
                     tx.add(
@@ -316,6 +317,8 @@ class InstanceStore:
                         series_tags={"modality": s.modality, "description": s.series_description,
                                      "sop_class_uid": s.sop_class_uid},
                     )  # fmt: skip
+                for done in fsyncs:
+                    done.result()  # the transaction commits (on leaving the block) only after every folder fsync
         except (OSError, sqlite3.Error) as exc:
             stored_bytes = 0
             raise StorageError(f"cannot store a batch of {len(batch)} instance(s): {exc}") from exc
@@ -333,16 +336,16 @@ class InstanceStore:
             )
         return results
 
-    def _fsync_folders(self, folders: set[Path]) -> None:
-        """fsync the folders of a batch, at the same time when there are several (their flushes overlap)."""
-        if len(folders) <= 1:
-            for folder in folders:
-                fsio.fsync_dir(folder)
-            return
-        if self._fsync_pool is None:
-            self._fsync_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="folder-fsync")
-        for done in [self._fsync_pool.submit(fsio.fsync_dir, f) for f in folders]:
-            done.result()
+    def _start_fsync_folders(self, folders: set[Path]) -> list[Future[None]]:
+        """Start the fsyncs of a batch's folders, all at the same time (their flushes overlap), on the store's
+        threads, so that the committing thread writes the catalogue rows meanwhile."""
+        if not folders:
+            return []
+        with self._lock:
+            if self._fsync_pool is None:
+                self._fsync_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="folder-fsync")
+            pool = self._fsync_pool
+        return [pool.submit(fsio.fsync_dir, f) for f in folders]
 
     def discard(self, item: StagedInstance) -> None:
         """Remove a staged instance that will not be committed (its sender was not acknowledged)."""

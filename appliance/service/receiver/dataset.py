@@ -19,6 +19,7 @@ from typing import Any
 from pydicom._dicom_dict import DicomDictionary
 
 from appliance.service.receiver.errors import UnusableDataset, UnusableDatasetOf
+from appliance.service.storage import Buffer
 
 EXPLICIT_BIG = "1.2.840.10008.1.2.2"
 IMPLICIT_LITTLE = "1.2.840.10008.1.2"
@@ -72,7 +73,7 @@ NO_PIXELS = frozenset({"1.2.840.10008.5.1.4.1.1.481.3"})
 class _Walker:
     """One pass over a dataset's bytes in one transfer syntax."""
 
-    def __init__(self, data: bytes, explicit: bool, little: bool) -> None:
+    def __init__(self, data: Buffer, explicit: bool, little: bool) -> None:
         self.data = data
         self.explicit = explicit
         self.e = "<" if little else ">"
@@ -196,7 +197,7 @@ class _Walker:
         return raw.decode("latin-1").strip(" \0")
 
 
-def inflate(data: bytes) -> bytes:
+def inflate(data: Buffer) -> bytes:
     """The dataset of a Deflated Explicit VR Little Endian transfer (bounded, so a zip bomb is refused)."""
     try:
         d = zlib.decompressobj(-zlib.MAX_WBITS)
@@ -217,7 +218,7 @@ def _number(value: Any, default: int) -> int:
         raise UnusableDataset(f"an image dimension is not a number ({str(value)[:20]!r})") from exc
 
 
-def inspect_dataset(data: bytes, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str) -> dict[str, Any]:
+def inspect_dataset(data: Buffer, transfer_syntax: str, sop_class_uid: str, sop_instance_uid: str) -> dict[str, Any]:
     """Check ``data`` completely (see the module text); returns the top-level values by keyword."""
     if transfer_syntax == DEFLATED:
         data = inflate(data)

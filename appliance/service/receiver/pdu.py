@@ -1,7 +1,8 @@
 """DICOM upper-layer PDUs (PS3.8 section 9.3): reading from a socket, the association request, the answers.
 
 Only what an acceptor of storage needs: A-ASSOCIATE-RQ is decoded; A-ASSOCIATE-AC/RJ, P-DATA-TF, A-RELEASE-RP and
-A-ABORT are encoded; P-DATA-TF is split into its presentation data values without copying the payload.
+A-ABORT are encoded; the presentation data values of a P-DATA-TF are read one by one (:func:`read_pdv_header`), and
+a dataset's fragments straight into one reusable buffer (:class:`DatasetBuffer`: no copy per PDU, no join).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ IMPLEMENTATION_VERSION = "EDGE3D_RCV_1"
 PREALLOCATE_LIMIT = 64 * 1024 * 1024
 _HEADER = struct.Struct(">BxL")
 _ITEM = struct.Struct(">BxH")
+_PDV = struct.Struct(">LBB")
+#: A dataset buffer larger than this is not kept for the association's next dataset (memory of long associations).
+KEEP_BUFFER_LIMIT = 64 * 1024 * 1024
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytearray:
@@ -44,8 +48,8 @@ def _recv_exact(sock: socket.socket, n: int) -> bytearray:
     return out
 
 
-def read_pdu(sock: socket.socket) -> tuple[int, bytearray]:
-    """``(type, body)`` of the next PDU; :class:`ProtocolError` on a closed connection or an unknown type."""
+def read_pdu_header(sock: socket.socket) -> tuple[int, int]:
+    """``(type, body length)`` of the next PDU; :class:`ProtocolError` on a closed connection or an unknown type."""
     first = sock.recv(6)
     if not first:
         raise ProtocolError("connection closed")
@@ -53,7 +57,69 @@ def read_pdu(sock: socket.socket) -> tuple[int, bytearray]:
     pdu_type, length = _HEADER.unpack(head)
     if pdu_type not in (ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ, P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABORT):
         raise ProtocolError(f"unknown PDU type 0x{pdu_type:02X}")
-    return pdu_type, _recv_exact(sock, length)
+    return pdu_type, length
+
+
+def read_pdu(sock: socket.socket) -> tuple[int, bytearray]:
+    """``(type, body)`` of the next PDU; :class:`ProtocolError` on a closed connection or an unknown type."""
+    pdu_type, length = read_pdu_header(sock)
+    return pdu_type, read_body(sock, length)
+
+
+def read_body(sock: socket.socket, length: int) -> bytearray:
+    """The next ``length`` bytes of a PDU body (``ProtocolError`` when the peer closes first)."""
+    return _recv_exact(sock, length)
+
+
+def read_pdv_header(sock: socket.socket, remaining: int) -> tuple[int, int, int]:
+    """``(context id, message control header, payload length)`` of the next presentation data value of a
+    P-DATA-TF of which ``remaining`` bytes are unread; :class:`ProtocolError` when it does not fit in them."""
+    if remaining < 6:
+        raise ProtocolError("truncated presentation data value")
+    length, context_id, control = _PDV.unpack(_recv_exact(sock, 6))
+    if length < 2 or length + 4 > remaining:
+        raise ProtocolError("presentation data value length runs past its PDU")
+    return context_id, control, length - 2
+
+
+class DatasetBuffer:
+    """The fragments of one dataset, received straight from the socket into one buffer reused for the next dataset
+    of the association (no buffer per PDU, no join). It grows as data arrives (at most
+    :data:`PREALLOCATE_LIMIT` beyond what has arrived, whatever a length field claims), into a new buffer, so views
+    of the old one stay valid."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.used = 0
+
+    def receive(self, sock: socket.socket, n: int) -> None:
+        """Append the next ``n`` bytes from ``sock``; :class:`ProtocolError` when the peer closes first."""
+        while n:
+            chunk = min(n, PREALLOCATE_LIMIT)
+            need = self.used + chunk
+            if need > len(self._buf):
+                grown = bytearray(max(need, 2 * len(self._buf)))
+                grown[: self.used] = memoryview(self._buf)[: self.used]
+                self._buf = grown
+            view = memoryview(self._buf)
+            got = self.used
+            while got < need:
+                k = sock.recv_into(view[got:need], need - got)
+                if k == 0:
+                    raise ProtocolError(f"connection closed after {got - self.used} of {chunk} bytes of a PDU")
+                got += k
+            self.used = need
+            n -= chunk
+
+    def dataset(self) -> memoryview:
+        """The dataset received so far (valid until the buffer receives the next dataset)."""
+        return memoryview(self._buf)[: self.used]
+
+    def clear(self) -> None:
+        """Start the next dataset (a very large buffer is let go rather than kept for the association)."""
+        self.used = 0
+        if len(self._buf) > KEEP_BUFFER_LIMIT:
+            self._buf = bytearray()
 
 
 def _text(raw: bytes | bytearray) -> str:
@@ -154,17 +220,3 @@ def abort(source: int = 2, reason: int = 0) -> bytes:
 def p_data(context_id: int, control: int, payload: bytes) -> bytes:
     """A P-DATA-TF with one presentation data value (``control``: bit 0 command, bit 1 last fragment)."""
     return _pdu(P_DATA_TF, struct.pack(">LBB", len(payload) + 2, context_id, control) + payload)
-
-
-def split_pdvs(body: bytearray) -> Iterator[tuple[int, int, memoryview]]:
-    """``(context id, message control header, payload view)`` of each presentation data value of a P-DATA-TF."""
-    view = memoryview(body)
-    pos, end = 0, len(body)
-    while pos < end:
-        if pos + 6 > end:
-            raise ProtocolError("truncated presentation data value")
-        (length,) = struct.unpack_from(">L", body, pos)
-        if length < 2 or pos + 4 + length > end:
-            raise ProtocolError("presentation data value length runs past its PDU")
-        yield body[pos + 4], body[pos + 5], view[pos + 6 : pos + 4 + length]
-        pos += 4 + length

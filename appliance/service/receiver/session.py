@@ -64,6 +64,12 @@ class DicomSession:
         self.address = address
         self.context = context
         self.config = context.settings
+        # the DIMSE state of an association (reset by _serve)
+        self._command_parts: list[bytes] = []
+        self._dataset = pdu.DatasetBuffer()
+        self._request: dimse.Command | None = None
+        self._request_context = 0
+        self._started = 0.0
 
     def _send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -148,51 +154,59 @@ class DicomSession:
     def _serve(self, stats: AssociationStats, syntaxes: dict[int, str]) -> str:
         """DIMSE until release (returns ``released``) or abort by the peer (``aborted``)."""
         self.sock.settimeout(self.config.network_timeout_seconds or None)
-        timings = self.context.timings
-        command_parts: list[memoryview] = []
-        data_parts: list[memoryview] = []
-        request: dimse.Command | None = None
-        request_context = 0
-        started = 0.0
+        self._command_parts, self._request = [], None
+        self._dataset.clear()
         while True:
-            pdu_type, body = pdu.read_pdu(self.sock)
-            if pdu_type == pdu.RELEASE_RQ:
-                self._send(pdu.release_rp())
-                return "released"
-            if pdu_type == pdu.ABORT:
-                return "aborted"
+            pdu_type, length = pdu.read_pdu_header(self.sock)
             if pdu_type != pdu.P_DATA_TF:
+                pdu.read_body(self.sock, length)
+                if pdu_type == pdu.RELEASE_RQ:
+                    self._send(pdu.release_rp())
+                    return "released"
+                if pdu_type == pdu.ABORT:
+                    return "aborted"
                 raise ProtocolError(f"unexpected PDU type {pdu_type} during an association")
-            for context_id, control, payload in pdu.split_pdvs(body):
+            while length:
+                context_id, control, size = pdu.read_pdv_header(self.sock, length)
+                length -= 6 + size
                 if context_id not in syntaxes:
                     raise ProtocolError(f"presentation context {context_id} was not accepted")
                 if control & 1:
-                    if request is not None:
-                        raise ProtocolError("a command arrived before the previous request's dataset was complete")
-                    command_parts.append(payload)
-                    if not control & 2:
-                        continue
-                    started = time.perf_counter()
-                    command = dimse.parse_command(b"".join(command_parts))
-                    command_parts = []
-                    if command.command_field == dimse.C_ECHO_RQ:
-                        self._send(pdu.p_data(context_id, 3, dimse.response(command, dimse.C_ECHO_RSP, 0)))
-                    elif command.command_field == dimse.C_STORE_RQ and command.has_dataset:
-                        request, request_context = command, context_id
-                    else:
-                        raise ProtocolError(f"DIMSE command 0x{command.command_field:04X} is not supported here")
-                    continue
-                if request is None or context_id != request_context:
-                    raise ProtocolError("a dataset fragment arrived without its C-STORE request")
-                data_parts.append(payload)
-                if not control & 2:
-                    continue
-                data = b"".join(data_parts)
-                data_parts = []
-                received = time.perf_counter()
-                status, comment = self.context.handler.handle(request, syntaxes[context_id], data, stats)
-                answered = time.perf_counter()
-                self._send(pdu.p_data(context_id, 3, dimse.response(request, dimse.C_STORE_RSP, status, comment)))
-                timings.add("receive (PDUs of one instance)", received - started)
-                timings.add("answer (encode + send response)", time.perf_counter() - answered)
-                request = None
+                    self._command_fragment(context_id, control, bytes(pdu.read_body(self.sock, size)))
+                else:
+                    self._dataset_fragment(context_id, control, size, syntaxes[context_id], stats)
+
+    def _command_fragment(self, context_id: int, control: int, payload: bytes) -> None:
+        """A fragment of a command set: C-ECHO answered, C-STORE remembered until its dataset is complete."""
+        if self._request is not None:
+            raise ProtocolError("a command arrived before the previous request's dataset was complete")
+        self._command_parts.append(payload)
+        if not control & 2:
+            return
+        self._started = time.perf_counter()
+        command = dimse.parse_command(b"".join(self._command_parts))
+        self._command_parts = []
+        if command.command_field == dimse.C_ECHO_RQ:
+            self._send(pdu.p_data(context_id, 3, dimse.response(command, dimse.C_ECHO_RSP, 0)))
+        elif command.command_field == dimse.C_STORE_RQ and command.has_dataset:
+            self._request, self._request_context = command, context_id
+        else:
+            raise ProtocolError(f"DIMSE command 0x{command.command_field:04X} is not supported here")
+
+    def _dataset_fragment(self, context_id: int, control: int, size: int, syntax: str, stats: AssociationStats) -> None:
+        """A fragment of a C-STORE's dataset, received into the dataset buffer; the last one stores and answers."""
+        request = self._request
+        if request is None or context_id != self._request_context:
+            raise ProtocolError("a dataset fragment arrived without its C-STORE request")
+        self._dataset.receive(self.sock, size)
+        if not control & 2:
+            return
+        timings = self.context.timings
+        received = time.perf_counter()
+        status, comment = self.context.handler.handle(request, syntax, self._dataset.dataset(), stats)
+        answered = time.perf_counter()
+        self._send(pdu.p_data(context_id, 3, dimse.response(request, dimse.C_STORE_RSP, status, comment)))
+        timings.add("receive (PDUs of one instance)", received - self._started)
+        timings.add("answer (encode + send response)", time.perf_counter() - answered)
+        self._request = None
+        self._dataset.clear()

@@ -20,7 +20,7 @@ from appliance.service.receiver.dataset import inspect_dataset, part10_header
 from appliance.service.receiver.dimse import Command
 from appliance.service.receiver.errors import UnusableDataset, UnusableDatasetOf
 from appliance.service.receiver.pdu import IMPLEMENTATION_CLASS_UID
-from appliance.service.storage import InstanceStore, StagedInstance, summarise
+from appliance.service.storage import Buffer, InstanceStore, StagedInstance, summarise
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class StoreHandler:
         except Exception:  # the refusal is still answered; only the study's bookkeeping is missing
             log.exception("cannot record a refused instance")
 
-    def handle(self, request: Command, transfer_syntax: str, data: bytes, stats: AssociationStats) -> tuple[int, str]:
+    def handle(self, request: Command, transfer_syntax: str, data: Buffer, stats: AssociationStats) -> tuple[int, str]:
         """``(status, error comment)`` for one C-STORE request with its dataset ``data``."""
         t0 = time.perf_counter()
         try:
