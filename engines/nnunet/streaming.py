@@ -26,9 +26,10 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from engines.nnunet.errors import NumericalError
+from engines.nnunet.half import RunningArgmax, add_half, divide_half, scale_half, store_half
 from engines.nnunet.plans import ANISOTROPY_THRESHOLD, Resampling
 from engines.nnunet.resampling import separate_axis
-from engines.nnunet.sliding_window import Forward, pad_to_patch, predict_tile, tile_starts
+from engines.nnunet.sliding_window import Forward, blend_tile, pad_to_patch, predict_tile, tile_starts
 
 #: Output rows resampled together (bounded further so one slab's coordinates stay near 64 MiB).
 SLAB_ROWS = 16
@@ -69,17 +70,21 @@ def back_coordinates(shape_in: Sequence[int], shape_out: Sequence[int], current:
 class StreamingArgmax:
     """Receives final network-grid logits row by row (axis 0) and writes the labels of the output rows they allow."""
 
-    def __init__(self, classes: int, shape_in: Sequence[int], coords: list[npt.NDArray[np.float64]],
-                 dtype: npt.DTypeLike = np.float16) -> None:
+    def __init__(self, classes: int, shape_in: Sequence[int], coords: list[npt.NDArray[np.float64]]) -> None:
         self.shape_in = tuple(int(s) for s in shape_in)
         self.coords = coords
-        self.labels = np.zeros(tuple(len(c) for c in coords), dtype=np.uint16)
+        self.running = RunningArgmax(tuple(len(c) for c in coords))
         plane = max(len(coords[1]) * len(coords[2]), 1)
         self.rows = max(1, min(SLAB_ROWS, (64 << 20) // (24 * plane)))
-        self.buffer = np.zeros((classes, 0, *self.shape_in[1:]), dtype=dtype)
+        self.buffer = np.zeros((classes, 0, *self.shape_in[1:]), dtype=np.float16)
         self.first_row = 0  # network-grid row of buffer[:, 0]
         self.done_rows = 0  # output rows written
         self.final_rows = 0  # network-grid rows received
+
+    @property
+    def labels(self) -> npt.NDArray[np.uint16]:
+        """The labels written so far (uint16, the output grid)."""
+        return self.running.labels
 
     def _need(self, o0: int, o1: int) -> tuple[int, int]:
         x = self.coords[0][o0:o1]
@@ -109,17 +114,11 @@ class StreamingArgmax:
     def _resample(self, o0: int, o1: int, lo: int, hi: int) -> None:
         mesh = np.stack(np.meshgrid(self.coords[0][o0:o1] - lo, self.coords[1], self.coords[2], indexing="ij"))
         block = self.buffer[:, lo - self.first_row:hi - self.first_row]
-        best = np.empty(mesh.shape[1:], dtype=self.buffer.dtype)
-        labels = self.labels[o0:o1]
+        cast = np.empty(mesh.shape[1:], dtype=np.float16)
         for c in range(block.shape[0]):
             values = ndimage.map_coordinates(block[c].astype(np.float64), mesh, order=1, mode="nearest")
-            if c == 0:
-                best[...] = values
-                continue
-            cast = values.astype(self.buffer.dtype)
-            better = cast > best
-            labels[better] = c
-            np.maximum(best, cast, out=best)
+            store_half(cast, values)
+            self.running.update(c, cast, (slice(o0, o1),))
 
 
 def stream_predict(forwards: Sequence[Forward], data: npt.NDArray[np.float32], patch: Sequence[int], classes: int,
@@ -146,10 +145,11 @@ def stream_predict(forwards: Sequence[Forward], data: npt.NDArray[np.float32], p
             tile = np.ascontiguousarray(padded[:, x0:x0 + depth, y0:y0 + patch[1], z0:z0 + patch[2]])
             for k in range(folds):
                 prediction = predict_tile(forwards[k], tile, mirror_axes)
-                prediction *= weight32
-                logits[k][(slice(None), *window)] += prediction
+                # every fold's window is untouched exactly when the weights' is, so each fold sees them before
+                # they are added to (the last fold adds them)
+                blend_tile(logits[k][(slice(None), *window)], weights[window], prediction, weight, weight32,
+                           add_weight=k == folds - 1)
                 del prediction
-            weights[window] += weight
             done += 1
             if progress is not None:
                 progress(done / total_tiles)
@@ -172,18 +172,19 @@ def _fold_mean(per_fold: list[npt.NDArray[np.float16]], weights: npt.NDArray[np.
     """nnU-Net's per-fold float16 division by the weights, float16 sum over the folds, division by their number."""
     total: npt.NDArray[np.float16] | None = None
     for acc in per_fold:
-        part = np.divide(acc, weights, dtype=np.float16)
+        part = np.array(acc, dtype=np.float16)
+        divide_half(part, weights)
         if not np.all(np.isfinite(part)):
             raise NumericalError("float16 logits overflowed; the network's logits are too large for nnU-Net's "
                                  "float16 accumulation")
         if total is None:
             total = part
         else:
-            total += part
+            add_half(total, part)
     if total is None:
         raise NumericalError("no fold ran")
     if len(per_fold) > 1:
-        total /= len(per_fold)
+        scale_half(total, len(per_fold))
     return total
 
 
