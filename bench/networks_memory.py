@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(f"{mode:12} failed: {res['error']}\n")
             continue
         sys.stdout.write(f"{mode:12} peak RSS {res['peak_rss_gib']:.2f} GiB sampled, ru_maxrss "
-                         f"{res['ru_maxrss_gib']:.2f} GiB, {res['seconds']:.0f} s "
+                         f"{res['ru_maxrss_gib']:.2f} GiB, {res['seconds']:.0f} s wall, {res['cpu_s']:.0f} s CPU "
                          f"({', '.join(f'{k} {v:.0f}' for k, v in res['timings'].items())})\n")
         sys.stdout.flush()
         if args.json:

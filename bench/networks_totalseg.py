@@ -20,6 +20,7 @@ Measured, each with its anchor in the same run:
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -201,10 +202,11 @@ def child_pipeline(spec: dict[str, Any]) -> dict[str, Any]:
         forward = torch_forward(build_network(classes, int(spec.get("seed", 0))), spec["device"], spec["fp16"])
     baseline = PeakRss.kernel_max_gib()
     with PeakRss() as rss:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), os.times()
         result = predict_labels(rec, [forward], volume)
-        seconds = time.perf_counter() - start
-    return {"seconds": seconds, "timings": result.timings, "shape_network": result.details["shape_network"],
+        seconds, cpu_end = time.perf_counter() - start, os.times()
+    return {"seconds": seconds, "cpu_s": (cpu_end.user - cpu.user) + (cpu_end.system - cpu.system),
+            "timings": result.timings, "shape_network": result.details["shape_network"],
             "peak_rss_gib": rss.gib, "ru_maxrss_gib": PeakRss.kernel_max_gib(), "rss_before_gib": baseline,
             "classes_found": len(np.unique(result.labels))}
 

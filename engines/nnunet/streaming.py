@@ -10,22 +10,26 @@ of output rows, one class at a time with a running argmax.
 
 The way back is the order-1 spline of :func:`engines.nnunet.resampling.resample` (with a separately resampled
 axis taken by nearest neighbour, order 0, as nnU-Net's plans set it) evaluated with
-``scipy.ndimage.map_coordinates`` at the very coordinates ``ndimage.zoom`` uses, on the slab of input rows each
-output slab needs; for order 1 this gives bit-identical values (the interpolation is local and needs no spline
-prefilter), so the labels equal the whole-volume path's. Other resampling orders are not streamed
+``scipy.ndimage.map_coordinates``' arithmetic (:func:`engines.nnunet.grid_linear.linear_on_grid`) at the very
+coordinates ``ndimage.zoom`` uses, on the slab of input rows each output slab needs; for order 1 this gives
+bit-identical values (the interpolation is local and needs no spline prefilter), so the labels equal the
+whole-volume path's. A slab's output rows are shared between threads. Other resampling orders are not streamed
 (:func:`can_stream`).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
 from engines.nnunet.errors import NumericalError
+from engines.nnunet.grid_linear import linear_on_grid
 from engines.nnunet.half import RunningArgmax, add_half, divide_half, scale_half, store_half
 from engines.nnunet.plans import ANISOTROPY_THRESHOLD, Resampling
 from engines.nnunet.resampling import separate_axis
@@ -33,6 +37,8 @@ from engines.nnunet.sliding_window import Forward, blend_tile, pad_to_patch, pre
 
 #: Output rows resampled together (bounded further so one slab's coordinates stay near 64 MiB).
 SLAB_ROWS = 16
+#: Threads of the way back (each takes a share of a slab's output rows).
+WORKERS = max(1, min(os.cpu_count() or 1, 4))
 #: Final network-grid rows handed to the way back at a time.
 FINAL_ROWS = 8
 
@@ -112,12 +118,21 @@ class StreamingArgmax:
                     self.first_row = keep_from
 
     def _resample(self, o0: int, o1: int, lo: int, hi: int) -> None:
-        mesh = np.stack(np.meshgrid(self.coords[0][o0:o1] - lo, self.coords[1], self.coords[2], indexing="ij"))
+        """Output rows ``[o0, o1)`` from network-grid rows ``[lo, hi)``, split between :data:`WORKERS` threads."""
         block = self.buffer[:, lo - self.first_row:hi - self.first_row]
-        cast = np.empty(mesh.shape[1:], dtype=np.float16)
+        bounds = np.linspace(o0, o1, min(WORKERS, o1 - o0) + 1).astype(int)
+        parts = list(itertools.pairwise(int(b) for b in bounds))
+        if len(parts) == 1:
+            self._resample_rows(block, lo, o0, o1)
+            return
+        with ThreadPoolExecutor(len(parts)) as pool:  # NumPy releases the GIL; the rows are disjoint
+            list(pool.map(lambda p: self._resample_rows(block, lo, p[0], p[1]), parts))
+
+    def _resample_rows(self, block: npt.NDArray[np.float16], lo: int, o0: int, o1: int) -> None:
+        coords = [self.coords[0][o0:o1] - lo, self.coords[1], self.coords[2]]
+        cast = np.empty((o1 - o0, len(coords[1]), len(coords[2])), dtype=np.float16)
         for c in range(block.shape[0]):
-            values = ndimage.map_coordinates(block[c].astype(np.float64), mesh, order=1, mode="nearest")
-            store_half(cast, values)
+            store_half(cast, linear_on_grid(block[c], coords))
             self.running.update(c, cast, (slice(o0, o1),))
 
 
