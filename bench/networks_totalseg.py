@@ -210,12 +210,26 @@ def child_pipeline(spec: dict[str, Any]) -> dict[str, Any]:
     baseline = PeakRss.kernel_max_gib()
     with PeakRss() as rss:
         start, cpu = time.perf_counter(), os.times()
-        result = predict_labels(rec, [forward], volume)
+        result = predict_labels(rec, [forward], volume, _progress_file(spec.get("progress")))
         seconds, cpu_end = time.perf_counter() - start, os.times()
     return {"seconds": seconds, "cpu_s": (cpu_end.user - cpu.user) + (cpu_end.system - cpu.system),
             "timings": result.timings, "shape_network": result.details["shape_network"],
             "peak_rss_gib": rss.gib, "ru_maxrss_gib": PeakRss.kernel_max_gib(), "rss_before_gib": baseline,
             "classes_found": len(np.unique(result.labels)), **({"anchor": anchor} if anchor else {})}
+
+
+def _progress_file(path: str | None) -> Callable[[str, float], None] | None:
+    """A progress callback writing ``stage fraction elapsed_s`` to ``path`` at every whole percent (long runs)."""
+    if not path:
+        return None
+    start, last = time.perf_counter(), [-1]
+
+    def progress(stage: str, fraction: float) -> None:
+        if int(fraction * 100) > last[0]:
+            last[0] = int(fraction * 100)
+            Path(path).write_text(f"{stage} {fraction:.3f} {time.perf_counter() - start:.0f}\n")
+
+    return progress
 
 
 def _anchor_forward(forward: Callable[[npt.NDArray[np.float32]], Any], classes: int) -> dict[str, float]:

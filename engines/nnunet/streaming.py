@@ -79,18 +79,13 @@ class StreamingArgmax:
     def __init__(self, classes: int, shape_in: Sequence[int], coords: list[npt.NDArray[np.float64]]) -> None:
         self.shape_in = tuple(int(s) for s in shape_in)
         self.coords = coords
-        self.running = RunningArgmax(tuple(len(c) for c in coords))
+        self.labels = np.zeros(tuple(len(c) for c in coords), dtype=np.uint16)
         plane = max(len(coords[1]) * len(coords[2]), 1)
         self.rows = max(1, min(SLAB_ROWS, (64 << 20) // (24 * plane)))
         self.buffer = np.zeros((classes, 0, *self.shape_in[1:]), dtype=np.float16)
         self.first_row = 0  # network-grid row of buffer[:, 0]
         self.done_rows = 0  # output rows written
         self.final_rows = 0  # network-grid rows received
-
-    @property
-    def labels(self) -> npt.NDArray[np.uint16]:
-        """The labels written so far (uint16, the output grid)."""
-        return self.running.labels
 
     def _need(self, o0: int, o1: int) -> tuple[int, int]:
         x = self.coords[0][o0:o1]
@@ -130,10 +125,13 @@ class StreamingArgmax:
 
     def _resample_rows(self, block: npt.NDArray[np.float16], lo: int, o0: int, o1: int) -> None:
         coords = [self.coords[0][o0:o1] - lo, self.coords[1], self.coords[2]]
-        cast = np.empty((o1 - o0, len(coords[1]), len(coords[2])), dtype=np.float16)
+        shape = (o1 - o0, len(coords[1]), len(coords[2]))
+        cast = np.empty(shape, dtype=np.float16)
+        running = RunningArgmax(shape)  # the slab's running maximum only, not the whole grid's
         for c in range(block.shape[0]):
             store_half(cast, linear_on_grid(block[c], coords))
-            self.running.update(c, cast, (slice(o0, o1),))
+            running.update(c, cast)
+        self.labels[o0:o1] = running.labels
 
 
 def stream_predict(forwards: Sequence[Forward], data: npt.NDArray[np.float32], patch: Sequence[int], classes: int,
