@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 #: Requirements this benchmark verifies (read by `appliance trace`).
-REQUIREMENTS = ("REQ-PERF-101", "REQ-PERF-900")
+REQUIREMENTS = ("REQ-PERF-101", "REQ-PERF-900", "REQ-PERF-1301")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -24,6 +24,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from engines.nnunet.errors import InputMismatch
+from engines.nnunet.half import RunningArgmax, argmax_half, store_half
 from engines.nnunet.plans import ANISOTROPY_THRESHOLD, Resampling
 
 
@@ -107,39 +109,31 @@ def resample(data: npt.NDArray[Any], shape: Sequence[int], current: Sequence[flo
     return out
 
 
-def resample_argmax(logits: npt.NDArray[Any], shape: Sequence[int], current: Sequence[float],
+def resample_argmax(logits: npt.NDArray[np.float16], shape: Sequence[int], current: Sequence[float],
                     target: Sequence[float], rule: Resampling, threshold: float = ANISOTROPY_THRESHOLD) \
         -> npt.NDArray[np.uint16]:
-    """``resample(logits, ...).argmax(0)`` as uint16, holding one resampled class at a time.
+    """``resample(logits, ...).argmax(0)`` as uint16 for float16 logits, holding one resampled class at a time.
 
-    Each class is resampled exactly as :func:`resample` does (float64 arithmetic, then cast to the logits' dtype)
-    and compared with the running maximum; a class replaces the running argmax only where it is strictly larger,
-    so ties go to the lower class as with ``numpy.argmax``. The labels are identical to the all-classes path; the
-    memory on the image grid is the running maximum, the labels and one class's float64 copy instead of
-    ``classes x voxels`` logits.
+    Each class is resampled exactly as :func:`resample` does (float64 arithmetic, then cast to float16) and
+    compared with the running maximum (:class:`engines.nnunet.half.RunningArgmax`: a class replaces the running
+    argmax only where it is strictly larger, so ties go to the lower class as with ``numpy.argmax``). The labels
+    are identical to the all-classes path; the memory on the image grid is the running maximum, the labels and
+    one class's float64 copy instead of ``classes x voxels`` logits.
     """
     shape = tuple(int(s) for s in shape)
-    labels = np.zeros(shape, dtype=np.uint16)
+    if logits.dtype != np.float16:
+        raise InputMismatch(f"resample_argmax takes nnU-Net's float16 logits, not {logits.dtype}")
     if tuple(logits.shape[1:]) == shape:
-        best_same: npt.NDArray[Any] = np.array(logits[0], copy=True)
-        for c in range(1, logits.shape[0]):
-            better = logits[c] > best_same
-            labels[better] = c
-            np.maximum(best_same, logits[c], out=best_same)
-        return labels
+        return argmax_half(logits)
     axis = separate_axis(current, target, rule.force_separate_z, threshold)
-    best = np.empty(shape, dtype=logits.dtype)
+    running = RunningArgmax(shape)
+    cast = np.empty(shape, dtype=np.float16)
     for c in range(logits.shape[0]):
         channel = _resample_channel(logits[c], shape, rule.order, rule.order_z, axis)
-        if c == 0:
-            best[...] = channel
-            continue
-        cast = channel.astype(logits.dtype)
+        store_half(cast, channel)
         del channel
-        better = cast > best
-        labels[better] = c
-        np.maximum(best, cast, out=best)
-    return labels
+        running.update(c, cast)
+    return running.labels
 
 
 __all__ = ["new_shape_for", "resample", "resample_argmax", "separate_axis", "zoom_like_skimage"]

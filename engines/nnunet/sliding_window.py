@@ -29,6 +29,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from engines.nnunet.errors import NumericalError
+from engines.nnunet.half import accumulate_half, add_half, divide_half, scale_half
 
 #: ``forward(batch [N, 1, *patch] float32) -> logits [N, classes, *patch]`` (a backend's ``forward``).
 Forward = Callable[[npt.NDArray[np.float32]], Any]
@@ -88,7 +89,9 @@ def predict_tile(forward: Forward, tile: npt.NDArray[np.float32], mirror_axes: S
     The copies run one at a time (as nnU-Net does), so memory stays at one tile's logits however many classes.
     """
     combos = mirror_combinations(mirror_axes)
-    total = _to_numpy(forward(np.ascontiguousarray(tile[None])))[0].copy()
+    total = _to_numpy(forward(np.ascontiguousarray(tile[None])))[0]
+    if not total.flags.writeable:  # blending scales the tile's logits in place
+        total = total.copy()
     for combo in combos:
         axes = tuple(a + 1 for a in combo)
         flipped = np.ascontiguousarray(np.flip(tile, axis=axes)[None])
@@ -99,43 +102,74 @@ def predict_tile(forward: Forward, tile: npt.NDArray[np.float32], mirror_axes: S
     return out
 
 
+def _inside(corner: Sequence[int], patch: Sequence[int], undo: Sequence[slice]) \
+        -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """The part of the tile at ``corner`` (padded grid) that lies on the image: slices into the tile and the image."""
+    tile, image = [], []
+    for c, p, u in zip(corner, patch, undo, strict=True):
+        lo, hi = max(c, u.start), min(c + p, u.stop)
+        tile.append(slice(lo - c, hi - c))
+        image.append(slice(lo - u.start, hi - u.start))
+    return tuple(tile), tuple(image)
+
+
+def blend_tile(logits: npt.NDArray[np.float16], weights: npt.NDArray[np.float16],
+               prediction: npt.NDArray[np.float32], weight: npt.NDArray[np.float16],
+               weight32: npt.NDArray[np.float32], add_weight: bool = True) -> None:
+    """nnU-Net's ``logits += prediction * weight; weights += weight`` for one tile's window (views of one shape).
+
+    The float32 product is rounded into the float16 accumulator as torch does (:mod:`engines.nnunet.half`); a
+    window no earlier tile touched takes ``0 + product`` without reading the zeros back. ``prediction`` is consumed;
+    ``add_weight=False`` leaves ``weights`` alone (another fold's logits share them).
+    """
+    accumulate_half(logits, prediction, weight32, fresh=not weights.any())
+    if add_weight:
+        weights += weight
+
+
 def predict_logits(forward: Forward, data: npt.NDArray[np.float32], patch: Sequence[int], classes: int,
                    step: float = 0.5, mirror_axes: Sequence[int] = (), weight: npt.NDArray[np.float16] | None = None,
                    progress: Callable[[float], None] | None = None) -> npt.NDArray[np.float16]:
-    """Blended logits ``[classes, X, Y, Z]`` (float16) of one network over ``data`` ``[C, X, Y, Z]``."""
+    """Blended logits ``[classes, X, Y, Z]`` (float16) of one network over ``data`` ``[C, X, Y, Z]``.
+
+    Tiles run over the zero-padded image as in nnU-Net; only the image's voxels are accumulated (the padding's
+    logits are cut away at the end in nnU-Net, and no voxel's value depends on another's).
+    """
     patch = tuple(int(p) for p in patch)
     padded, undo = pad_to_patch(data, patch)
     shape = padded.shape[1:]
     weight = importance_map(patch) if weight is None else weight
     weight32 = weight.astype(np.float32)
-    logits = np.zeros((classes, *shape), dtype=np.float16)
-    weights = np.zeros(shape, dtype=np.float16)
+    image = tuple(int(s) for s in data.shape[1:])
+    logits = np.zeros((classes, *image), dtype=np.float16)
+    weights = np.zeros(image, dtype=np.float16)
     corners = list(itertools.product(*(tile_starts(s, p, step) for s, p in zip(shape, patch, strict=True))))
     for n, corner in enumerate(corners):
         window = tuple(slice(c, c + p) for c, p in zip(corner, patch, strict=True))
         tile = np.ascontiguousarray(padded[(slice(None), *window)])
         prediction = predict_tile(forward, tile, mirror_axes)
-        prediction *= weight32
-        logits[(slice(None), *window)] += prediction
-        weights[window] += weight
+        inside, target = _inside(corner, patch, undo)
+        blend_tile(logits[(slice(None), *target)], weights[target], prediction[(slice(None), *inside)],
+                   weight[inside], weight32[inside])
+        del prediction
         if progress is not None:
             progress((n + 1) / len(corners))
-    np.divide(logits, weights, out=logits)
+    divide_half(logits, weights)
     if not np.all(np.isfinite(logits)):
         raise NumericalError("float16 logits overflowed; the network's logits are too large for nnU-Net's "
                              "float16 accumulation")
-    return logits[(slice(None), *undo)]
+    return logits
 
 
 def ensemble_logits(per_fold: Callable[[int], npt.NDArray[np.float16]], folds: int) -> npt.NDArray[np.float16]:
     """nnU-Net's fold average: float16 sum of each fold's logits, then division by the fold count."""
     total = per_fold(0)
     for k in range(1, folds):
-        total += per_fold(k)
+        add_half(total, per_fold(k))
     if folds > 1:
-        total /= folds
+        scale_half(total, folds)
     return total
 
 
-__all__ = ["Forward", "ensemble_logits", "importance_map", "mirror_combinations", "pad_to_patch", "predict_logits",
-           "predict_tile", "tile_starts"]
+__all__ = ["Forward", "blend_tile", "ensemble_logits", "importance_map", "mirror_combinations", "pad_to_patch",
+           "predict_logits", "predict_tile", "tile_starts"]

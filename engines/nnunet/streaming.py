@@ -10,28 +10,35 @@ of output rows, one class at a time with a running argmax.
 
 The way back is the order-1 spline of :func:`engines.nnunet.resampling.resample` (with a separately resampled
 axis taken by nearest neighbour, order 0, as nnU-Net's plans set it) evaluated with
-``scipy.ndimage.map_coordinates`` at the very coordinates ``ndimage.zoom`` uses, on the slab of input rows each
-output slab needs; for order 1 this gives bit-identical values (the interpolation is local and needs no spline
-prefilter), so the labels equal the whole-volume path's. Other resampling orders are not streamed
+``scipy.ndimage.map_coordinates``' arithmetic (:func:`engines.nnunet.grid_linear.linear_on_grid`) at the very
+coordinates ``ndimage.zoom`` uses, on the slab of input rows each output slab needs; for order 1 this gives
+bit-identical values (the interpolation is local and needs no spline prefilter), so the labels equal the
+whole-volume path's. A slab's output rows are shared between threads. Other resampling orders are not streamed
 (:func:`can_stream`).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
 from engines.nnunet.errors import NumericalError
+from engines.nnunet.grid_linear import linear_on_grid
+from engines.nnunet.half import RunningArgmax, add_half, divide_half, scale_half, store_half
 from engines.nnunet.plans import ANISOTROPY_THRESHOLD, Resampling
 from engines.nnunet.resampling import separate_axis
-from engines.nnunet.sliding_window import Forward, pad_to_patch, predict_tile, tile_starts
+from engines.nnunet.sliding_window import Forward, blend_tile, pad_to_patch, predict_tile, tile_starts
 
 #: Output rows resampled together (bounded further so one slab's coordinates stay near 64 MiB).
 SLAB_ROWS = 16
+#: Threads of the way back (each takes a share of a slab's output rows).
+WORKERS = max(1, min(os.cpu_count() or 1, 4))
 #: Final network-grid rows handed to the way back at a time.
 FINAL_ROWS = 8
 
@@ -69,14 +76,13 @@ def back_coordinates(shape_in: Sequence[int], shape_out: Sequence[int], current:
 class StreamingArgmax:
     """Receives final network-grid logits row by row (axis 0) and writes the labels of the output rows they allow."""
 
-    def __init__(self, classes: int, shape_in: Sequence[int], coords: list[npt.NDArray[np.float64]],
-                 dtype: npt.DTypeLike = np.float16) -> None:
+    def __init__(self, classes: int, shape_in: Sequence[int], coords: list[npt.NDArray[np.float64]]) -> None:
         self.shape_in = tuple(int(s) for s in shape_in)
         self.coords = coords
         self.labels = np.zeros(tuple(len(c) for c in coords), dtype=np.uint16)
         plane = max(len(coords[1]) * len(coords[2]), 1)
         self.rows = max(1, min(SLAB_ROWS, (64 << 20) // (24 * plane)))
-        self.buffer = np.zeros((classes, 0, *self.shape_in[1:]), dtype=dtype)
+        self.buffer = np.zeros((classes, 0, *self.shape_in[1:]), dtype=np.float16)
         self.first_row = 0  # network-grid row of buffer[:, 0]
         self.done_rows = 0  # output rows written
         self.final_rows = 0  # network-grid rows received
@@ -107,19 +113,25 @@ class StreamingArgmax:
                     self.first_row = keep_from
 
     def _resample(self, o0: int, o1: int, lo: int, hi: int) -> None:
-        mesh = np.stack(np.meshgrid(self.coords[0][o0:o1] - lo, self.coords[1], self.coords[2], indexing="ij"))
+        """Output rows ``[o0, o1)`` from network-grid rows ``[lo, hi)``, split between :data:`WORKERS` threads."""
         block = self.buffer[:, lo - self.first_row:hi - self.first_row]
-        best = np.empty(mesh.shape[1:], dtype=self.buffer.dtype)
-        labels = self.labels[o0:o1]
+        bounds = np.linspace(o0, o1, min(WORKERS, o1 - o0) + 1).astype(int)
+        parts = list(itertools.pairwise(int(b) for b in bounds))
+        if len(parts) == 1:
+            self._resample_rows(block, lo, o0, o1)
+            return
+        with ThreadPoolExecutor(len(parts)) as pool:  # NumPy releases the GIL; the rows are disjoint
+            list(pool.map(lambda p: self._resample_rows(block, lo, p[0], p[1]), parts))
+
+    def _resample_rows(self, block: npt.NDArray[np.float16], lo: int, o0: int, o1: int) -> None:
+        coords = [self.coords[0][o0:o1] - lo, self.coords[1], self.coords[2]]
+        shape = (o1 - o0, len(coords[1]), len(coords[2]))
+        cast = np.empty(shape, dtype=np.float16)
+        running = RunningArgmax(shape)  # the slab's running maximum only, not the whole grid's
         for c in range(block.shape[0]):
-            values = ndimage.map_coordinates(block[c].astype(np.float64), mesh, order=1, mode="nearest")
-            if c == 0:
-                best[...] = values
-                continue
-            cast = values.astype(self.buffer.dtype)
-            better = cast > best
-            labels[better] = c
-            np.maximum(best, cast, out=best)
+            store_half(cast, linear_on_grid(block[c], coords))
+            running.update(c, cast)
+        self.labels[o0:o1] = running.labels
 
 
 def stream_predict(forwards: Sequence[Forward], data: npt.NDArray[np.float32], patch: Sequence[int], classes: int,
@@ -146,10 +158,11 @@ def stream_predict(forwards: Sequence[Forward], data: npt.NDArray[np.float32], p
             tile = np.ascontiguousarray(padded[:, x0:x0 + depth, y0:y0 + patch[1], z0:z0 + patch[2]])
             for k in range(folds):
                 prediction = predict_tile(forwards[k], tile, mirror_axes)
-                prediction *= weight32
-                logits[k][(slice(None), *window)] += prediction
+                # every fold's window is untouched exactly when the weights' is, so each fold sees them before
+                # they are added to (the last fold adds them)
+                blend_tile(logits[k][(slice(None), *window)], weights[window], prediction, weight, weight32,
+                           add_weight=k == folds - 1)
                 del prediction
-            weights[window] += weight
             done += 1
             if progress is not None:
                 progress(done / total_tiles)
@@ -172,18 +185,19 @@ def _fold_mean(per_fold: list[npt.NDArray[np.float16]], weights: npt.NDArray[np.
     """nnU-Net's per-fold float16 division by the weights, float16 sum over the folds, division by their number."""
     total: npt.NDArray[np.float16] | None = None
     for acc in per_fold:
-        part = np.divide(acc, weights, dtype=np.float16)
+        part = np.array(acc, dtype=np.float16)
+        divide_half(part, weights)
         if not np.all(np.isfinite(part)):
             raise NumericalError("float16 logits overflowed; the network's logits are too large for nnU-Net's "
                                  "float16 accumulation")
         if total is None:
             total = part
         else:
-            total += part
+            add_half(total, part)
     if total is None:
         raise NumericalError("no fold ran")
     if len(per_fold) > 1:
-        total /= len(per_fold)
+        scale_half(total, len(per_fold))
     return total
 
 
