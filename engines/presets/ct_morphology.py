@@ -200,9 +200,9 @@ def ball_distance2(mask: Array, radius_mm: float, spacing: Spacing) -> Array:
     :func:`within_ball` at that radius (float32 rounding is monotone, so the minimum over more offsets cannot
     fall below the threshold where the fewer did not), which lets a ring reuse one map for both of its radii.
     Written once against ``xp`` with float32 sums in the same order on both paths (CPU and GPU give the same
-    values). On the CPU the passes run one slab at a time (axis 0 over slabs of axis 1, then axes 1 and 2 together
-    over slabs of axis 0, each slab about ``SLAB_VOXELS``), so that their buffers stay in cache (1.7x faster than whole-volume
-    passes on 256x256x300); the GPU runs each pass over the whole array.
+    values). On the CPU the passes run one slab at a time (axis 0 over slabs of axis 1, then axes 1 and 2
+    together over slabs of axis 0, each slab about ``SLAB_VOXELS``), so that their buffers stay in cache (1.7x
+    faster than whole-volume passes on 256x256x300); the GPU runs each pass over the whole array.
     """
     xp = array_module_of(mask)
     reach = _ball_margin(radius_mm, spacing)
