@@ -18,7 +18,7 @@ import numpy.typing as npt
 from appliance.core import LabelMap, Mesh
 from appliance.meshing.errors import MeshingError
 from appliance.meshing.postprocessing import postprocess
-from appliance.meshing.qa import mesh_qa
+from appliance.meshing.qa import MaskSurface, mesh_qa, topology
 from appliance.typed import Device, ProgressCallback
 from kernels import marching_cubes
 
@@ -83,12 +83,16 @@ def mesh_labelmap(
         report(f"post-processing {s.name}", (n + 0.5) / max(1, len(present)))
         mesh = raw[s.name]
         mask, crop_affine = _bbox_crop(mesh, labelmap.labels, s.label, labelmap.affine)
-        before = mesh_qa(mesh, mask, crop_affine) if check_before else None
+        surface = MaskSurface.of(mask, np.linalg.norm(crop_affine[:3, :3], axis=0))  # shared by both QA runs
+        faces_topology = topology(mesh.faces, mesh.vertices.shape[0]) if check_before else None
+        before = mesh_qa(mesh, mask, crop_affine, surface, faces_topology) if check_before else None
         t1 = time.perf_counter()
         mask_ml = float(np.count_nonzero(mask)) * labelmap.voxel_volume_ml
         post, done = postprocess(mesh, device, mask_ml, min_spacing, smoothing_iterations, target_triangles)
         t_post = time.perf_counter() - t1
-        after = mesh_qa(post, mask, crop_affine)
+        same_faces = post.vertices.shape == mesh.vertices.shape and (
+            post.faces is mesh.faces or bool(np.array_equal(post.faces, mesh.faces)))  # smoothing moves vertices only
+        after = mesh_qa(post, mask, crop_affine, surface, faces_topology if same_faces else None)
         qa = {**after, **done, "method": marching_cubes.METHOD, "device": device,
               "timings_s": {"postprocess": t_post, "extraction_all_structures": t_extract}}
         if before is not None:
