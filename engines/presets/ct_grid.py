@@ -13,6 +13,8 @@ CuPy give the same analysis grid (the GPU path stays the CPU path's twin).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -74,6 +76,79 @@ def block_labels(coarse: Array, factors: Factors, shape: tuple[int, int, int]) -
     return out[: shape[0], : shape[1], : shape[2]]
 
 
+@dataclass(frozen=True)
+class BoundaryRule:
+    """Where blocks of ``inside`` meet blocks of ``outside``, each voxel takes ``inside`` where its own value
+    (``field``: ``"hu"``, the CT's voxel; ``"smooth"``, the smoothed analysis grid interpolated linearly) is above
+    ``threshold`` (``above``) or below it (not ``above``), and ``outside`` otherwise."""
+
+    inside: int
+    outside: int
+    field: str
+    threshold: float
+    above: bool
+
+
+def linear_upsample(coarse: Array, factors: Factors, shape: tuple[int, int, int]) -> Array:
+    """Values of the block grid interpolated linearly at the CT's voxel centres (float32; edges held).
+
+    Separable, one axis at a time, with fixed weights in a fixed order (NumPy and CuPy give the same values).
+    """
+    xp = morph.array_module_of(coarse)
+    out = coarse.astype(xp.float32, copy=False)
+    for axis, f in enumerate(factors):
+        if f == 1:
+            continue
+        n = int(out.shape[axis])
+        prev_idx = xp.asarray(np.maximum(np.arange(n) - 1, 0))
+        next_idx = xp.asarray(np.minimum(np.arange(n) + 1, n - 1))
+        prev = xp.take(out, prev_idx, axis=axis)
+        nxt = xp.take(out, next_idx, axis=axis)
+        parts = []
+        for k in range(f):
+            t = np.float32((k - (f - 1) / 2.0) / f)  # offset of fine voxel k from its block's centre (blocks)
+            if t < 0:
+                parts.append(out * np.float32(1.0 + t) + prev * np.float32(-t))
+            elif t > 0:
+                parts.append(out * np.float32(1.0 - t) + nxt * t)
+            else:
+                parts.append(out)
+        out = xp.stack(parts, axis=axis + 1).reshape(
+            tuple(int(m) * (f if a == axis else 1) for a, m in enumerate(out.shape)))
+    return out[: shape[0], : shape[1], : shape[2]]
+
+
+def refine_boundaries(coarse: Array, hu: Array, smooth: Array, factors: Factors, rules: tuple[BoundaryRule, ...],
+                      ndi: ModuleType) -> Array:
+    """Labels on the CT's grid: each voxel its block's label, and in blocks where two structures of a rule meet
+    (a block of one next to a block of the other), the voxel by its own value (see :class:`BoundaryRule`).
+
+    The boundaries the thresholds define (skin, bone, lung) are thus placed at the CT's own resolution, while
+    what each structure is was decided on the blocks. ``hu``: the CT; ``smooth``: the smoothed block grid.
+    """
+    shape = (int(hu.shape[0]), int(hu.shape[1]), int(hu.shape[2]))
+    fine = block_labels(coarse, factors, shape)
+    for rule in rules:
+        band_c = (morph.dilate_cross(coarse == rule.inside, ndi) & morph.dilate_cross(coarse == rule.outside, ndi)
+                  & ((coarse == rule.inside) | (coarse == rule.outside)))
+        box_c = morph.mask_box(band_c, (1, 1, 1))
+        if box_c is None:
+            continue
+        box = tuple(slice(b.start * f, min(b.stop * f, n)) for b, f, n in zip(box_c, factors, shape, strict=True))
+        sub_shape = tuple(b.stop - b.start for b in box)
+        if rule.field == "hu":
+            value = hu[box]
+        else:
+            value = linear_upsample(smooth[box_c], factors, (sub_shape[0], sub_shape[1], sub_shape[2]))
+        band = block_labels(band_c[box_c], factors, (sub_shape[0], sub_shape[1], sub_shape[2]))
+        sub = fine[box]
+        band &= (sub == rule.inside) | (sub == rule.outside)
+        hit = value > np.float32(rule.threshold) if rule.above else value < np.float32(rule.threshold)
+        sub[band & hit] = rule.inside
+        sub[band & ~hit] = rule.outside
+    return fine
+
+
 def grid_summary(fine: GridGeometry, coarse: GridGeometry, factors: Factors) -> dict[str, Any]:
     """Provenance and finding details: the block, both spacings and shapes."""
     return {
@@ -92,4 +167,5 @@ def as_host(labels: Array) -> npt.NDArray[np.uint8]:
     return np.asarray(labels.get(), dtype=np.uint8)
 
 
-__all__ = ["as_host", "block_factors", "block_labels", "block_mean", "coarse_geometry", "grid_summary"]
+__all__ = ["BoundaryRule", "as_host", "block_factors", "block_labels", "block_mean", "coarse_geometry", "grid_summary",
+           "linear_upsample", "refine_boundaries"]
