@@ -133,7 +133,8 @@ def _split_whole_grid(mask: np.ndarray, depth: float, spacing: tuple[float, floa
         grown = np.where(unreached, ndimage.grey_dilation(grown, footprint=cross), grown)
     rest = mask & (grown == 0)
     rest_lab, _ = ndimage.label(rest)
-    return np.where(rest, rest_lab + n, grown)
+    parts: np.ndarray = np.where(rest, rest_lab + n, grown)
+    return parts
 
 
 @pytest.mark.req("REQ-FUNC-1371")
