@@ -31,6 +31,8 @@ from kernels.unique import sorted_unique
 
 #: Candidate boundary faces examined per sample point.
 _K_NEAREST = 8
+#: Points whose candidate faces are compared at a time (keeps the (points, k, 3) temporaries in cache).
+_CHUNK_POINTS = 16_384
 #: Largest number of surface points whose distance is measured (evenly strided subset beyond that).
 MAX_DISTANCE_SAMPLES = 200_000
 
@@ -146,13 +148,19 @@ def distance_to_mask(
     k = min(_K_NEAREST, centres.shape[0])
     _, cand = surf.tree.query(points_ijk * spacing, k=k, workers=-1)  # points are independent: same answer
     cand = np.asarray(cand).reshape(points_ijk.shape[0], k)
-    off = np.abs(points_ijk[:, None, :] - centres[cand])  # voxel units
-    gap = np.maximum(off - surf.half[cand], 0.0)
-    d_mm = np.sqrt(((gap * spacing) ** 2).sum(axis=2))
-    best = np.argmin(d_mm, axis=1)
-    rows = np.arange(points_ijk.shape[0])
-    d_vox = np.sqrt((gap[rows, best] ** 2).sum(axis=1))
-    return d_mm[rows, best], d_vox
+    d_mm = np.empty(points_ijk.shape[0])
+    d_vox = np.empty(points_ijk.shape[0])
+    for start in range(0, points_ijk.shape[0], _CHUNK_POINTS):  # (points, k, 3) temporaries that fit in cache
+        part = slice(start, start + _CHUNK_POINTS)
+        c = cand[part]
+        off = np.abs(points_ijk[part, None, :] - centres[c])  # voxel units
+        gap = np.maximum(off - surf.half[c], 0.0)
+        dist = np.sqrt(((gap * spacing) ** 2).sum(axis=2))
+        best = np.argmin(dist, axis=1)
+        rows = np.arange(best.shape[0])
+        d_mm[part] = dist[rows, best]
+        d_vox[part] = np.sqrt((gap[rows, best] ** 2).sum(axis=1))
+    return d_mm, d_vox
 
 
 def mesh_qa(mesh: Mesh, mask: npt.NDArray[np.bool_], affine: npt.NDArray[np.float64],
