@@ -128,9 +128,15 @@ def refine_boundaries(coarse: Array, hu: Array, smooth: Array, factors: Factors,
     """
     shape = (int(hu.shape[0]), int(hu.shape[1]), int(hu.shape[2]))
     fine = block_labels(coarse, factors, shape)
+    near: dict[int, Array] = {}  # blocks of a label and their 6 neighbours, once per label
+
+    def next_to(label: int) -> Array:
+        if label not in near:
+            near[label] = morph.dilate_cross(coarse == label, ndi)
+        return near[label]
+
     for rule in rules:
-        band_c = (morph.dilate_cross(coarse == rule.inside, ndi) & morph.dilate_cross(coarse == rule.outside, ndi)
-                  & ((coarse == rule.inside) | (coarse == rule.outside)))
+        band_c = next_to(rule.inside) & next_to(rule.outside) & ((coarse == rule.inside) | (coarse == rule.outside))
         box_c = morph.mask_box(band_c, (1, 1, 1))
         if box_c is None:
             continue

@@ -403,6 +403,6 @@ def split_by_erosion(mask: Array, ndi: ModuleType, depth_mm: float, spacing: Spa
 
 
 def dilate_cross(mask: Array, ndi: ModuleType) -> Array:
-    """Dilation by the 6-neighbourhood."""
-    xp = array_module_of(mask)
-    return ndi.binary_dilation(mask, structure=xp.asarray(ndi.generate_binary_structure(3, 1)))
+    """Dilation by the 6-neighbourhood (shifted in-place ORs: the voxels of ``binary_dilation`` with the cross,
+    several times faster)."""
+    return max_cross(mask)
