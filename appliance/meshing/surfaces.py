@@ -9,20 +9,35 @@ after-figures at the top level, the before-figures under ``"before"``).
 from __future__ import annotations
 
 import logging
+import os
 import time
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from appliance.core import LabelMap, Mesh
+from appliance.core import LabelMap, Mesh, Structure
 from appliance.meshing.errors import MeshingError
 from appliance.meshing.postprocessing import postprocess
-from appliance.meshing.qa import mesh_qa
+from appliance.meshing.qa import MaskSurface, mesh_qa, topology
 from appliance.typed import Device, ProgressCallback
 from kernels import marching_cubes
 
 log = logging.getLogger(__name__)
+
+#: Post-processing and QA tasks run at the same time on the CPU (each holds a mesh and its mask crop).
+MAX_PARALLEL_TASKS = 4
+
+
+class _Prepared(NamedTuple):
+    """What the QA before and the post-processing of one structure share."""
+
+    mesh: Mesh
+    mask: npt.NDArray[np.bool_]
+    affine: npt.NDArray[np.float64]
+    surface: MaskSurface
+    faces_topology: dict[str, Any] | None
 
 
 def _bbox_crop(
@@ -77,23 +92,47 @@ def mesh_labelmap(
     if missing:
         log.info("structures without voxels, not meshed: %s", ", ".join(missing))
     min_spacing = float(min(labelmap.spacing))
-    out: list[Mesh] = []
     present = [s for s in labelmap.structures if s.name in raw]
-    for n, s in enumerate(present):
-        report(f"post-processing {s.name}", (n + 0.5) / max(1, len(present)))
+
+    def prepare(s: Structure) -> _Prepared:
+        """The structure's mask crop, its boundary surface (shared by both QA runs) and the raw face topology."""
         mesh = raw[s.name]
         mask, crop_affine = _bbox_crop(mesh, labelmap.labels, s.label, labelmap.affine)
-        before = mesh_qa(mesh, mask, crop_affine) if check_before else None
+        surface = MaskSurface.of(mask, np.linalg.norm(crop_affine[:3, :3], axis=0))
+        faces_topology = topology(mesh.faces, mesh.vertices.shape[0]) if check_before else None
+        return _Prepared(mesh, mask, crop_affine, surface, faces_topology)
+
+    def qa_before(prep: _Prepared) -> dict[str, Any]:
+        return mesh_qa(prep.mesh, prep.mask, prep.affine, prep.surface, prep.faces_topology)
+
+    def post_and_qa(prep: _Prepared) -> Mesh:
+        mesh = prep.mesh
         t1 = time.perf_counter()
-        mask_ml = float(np.count_nonzero(mask)) * labelmap.voxel_volume_ml
+        mask_ml = float(np.count_nonzero(prep.mask)) * labelmap.voxel_volume_ml
         post, done = postprocess(mesh, device, mask_ml, min_spacing, smoothing_iterations, target_triangles)
         t_post = time.perf_counter() - t1
-        after = mesh_qa(post, mask, crop_affine)
+        same_faces = post.vertices.shape == mesh.vertices.shape and (
+            post.faces is mesh.faces or bool(np.array_equal(post.faces, mesh.faces)))  # smoothing moves vertices only
+        after = mesh_qa(post, prep.mask, prep.affine, prep.surface, prep.faces_topology if same_faces else None)
         qa = {**after, **done, "method": marching_cubes.METHOD, "device": device,
               "timings_s": {"postprocess": t_post, "extraction_all_structures": t_extract}}
-        if before is not None:
-            qa["before"] = before
-        out.append(post.with_qa(qa))
+        return post.with_qa(qa)
+
+    # structures, and the QA of the raw surface beside the post-processing of the same structure, are independent,
+    # and NumPy/SciPy release the GIL in their array work: on the CPU they run side by side on the machine's cores
+    # (the GPU path keeps one stream of work); results are the same in any order
+    workers = 1 if device == "cuda" else max(1, min(2 * len(present), os.cpu_count() or 1, MAX_PARALLEL_TASKS))
+    out: list[Mesh] = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        prepared = list(pool.map(prepare, present))
+        afters = [pool.submit(post_and_qa, prep) for prep in prepared]
+        befores = [pool.submit(qa_before, prep) if check_before else None for prep in prepared]
+        for n, (s, after, before) in enumerate(zip(present, afters, befores, strict=True)):
+            report(f"post-processing {s.name}", (n + 0.5) / max(1, len(present)))
+            mesh = after.result()
+            if before is not None:
+                mesh = mesh.with_qa({**mesh.qa, "before": before.result()})
+            out.append(mesh)
     report("meshing done", 1.0)
     log.info("meshed %d structures on %s in %.2f s (extraction %.2f s)", len(out), device,
              time.perf_counter() - t0, t_extract)

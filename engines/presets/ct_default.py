@@ -36,6 +36,15 @@ from engines.presets.ct_contrast import (
     smooth_bone_share,
 )
 from engines.presets.ct_geometry import GridGeometry
+from engines.presets.ct_grid import (
+    BoundaryRule,
+    as_host,
+    block_factors,
+    block_mean,
+    coarse_geometry,
+    grid_summary,
+    refine_boundaries,
+)
 from engines.presets.ct_lumen import describe_regions, enhanced_parenchyma_share, release_smooth_regions
 from engines.presets.ct_parameters import CtDefaultParameters
 from kernels.device import array_module, device_description
@@ -221,6 +230,17 @@ def _release_smooth_regions(bone: Array, vessels: Array, hu: Array, hu_smooth: A
     )]
 
 
+def _boundary_rules(p: CtDefaultParameters) -> tuple[BoundaryRule, ...]:
+    """The threshold boundaries placed at the CT's own resolution after segmenting on blocks (skin, bone, lungs)."""
+    body, bone = STRUCTURES["body"].label, STRUCTURES["bone"].label
+    return (
+        BoundaryRule(body, 0, "hu", p.body_hu, above=True),
+        BoundaryRule(bone, body, "hu", p.bone_weak_hu, above=True),
+        BoundaryRule(STRUCTURES["lung_left"].label, body, "smooth", p.lung_hu, above=False),
+        BoundaryRule(STRUCTURES["lung_right"].label, body, "smooth", p.lung_hu, above=False),
+    )
+
+
 class CtDefaultPreset(Preset):
     """Classical CT preset (see module docstring)."""
 
@@ -270,7 +290,24 @@ def segment_ct(
         return t1
 
     t = time.perf_counter()
-    hu_full = xp.asarray(volume.array).astype(xp.float32)
+    factors = block_factors(geo.spacing, p.analysis_voxel_mm)
+    fine = geo
+    if factors == (1, 1, 1):
+        hu_full = xp.asarray(volume.array).astype(xp.float32)
+    else:  # a fine CT: segmented on blocks of whole voxels (ct_grid), labels copied back per block
+        hu_full = block_mean(xp.asarray(volume.array), factors)
+        geo = coarse_geometry(fine, factors)
+        details = grid_summary(fine, geo, factors)
+        findings.append(Finding(
+            "ct_analysis_grid", Severity.INFO,
+            "The CT's voxels ({} mm) are finer than ct-default's analysis grid; it segmented blocks of {} voxels "
+            "({} mm) and gave each voxel its block's label, with the skin, bone and lung boundaries placed at the "
+            "CT's own voxels.".format(
+                " x ".join(f"{v:g}" for v in details["ct_spacing_mm"]),
+                " x ".join(str(f) for f in factors),
+                " x ".join(f"{v:g}" for v in details["analysis_spacing_mm"])),
+            "REQ-PERF-1370", details,
+        ))
     t = stage("upload", 0.05, t)
     body_full = segment_body(hu_full, geo, ndi, p)
     box = geo.bounding_box(body_full, margin=1)
@@ -345,9 +382,13 @@ def segment_ct(
         lab[mask] = STRUCTURES[name].label
     full = xp.zeros(hu_full.shape, dtype=xp.uint8)
     full[box] = lab
-    out = full.get() if device == "cuda" else full
+    if factors != (1, 1, 1):
+        smooth_full = xp.zeros(hu_full.shape, dtype=xp.float32)
+        smooth_full[box] = hu_smooth
+        full = refine_boundaries(full, xp.asarray(volume.array), smooth_full, factors, _boundary_rules(p), ndi)
+    out = as_host(full)
     stage("assemble", 1.0, t)
-    return np.asarray(out), timings, findings
+    return out, timings, findings
 
 
 register_preset(PRESET_NAME, CtDefaultPreset)

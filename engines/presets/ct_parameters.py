@@ -16,6 +16,7 @@ from typing import Any
 class CtDefaultParameters:
     """Physical parameters of ``ct-default`` (HU and mm). Defaults are textbook values, not fitted to one scan."""
 
+    analysis_voxel_mm: float = 1.5  # axes with voxels at most half this are segmented in blocks (ct_grid)
     body_hu: float = -500.0  # air/tissue midpoint for the patient outline
     body_opening_mm: float = 3.0  # detaches the table and blankets
     body_min_fraction: float = 0.02  # body parts apart from the trunk (arms) kept above this fraction of it

@@ -135,3 +135,26 @@ def test_a_decimation_that_breaks_the_mesh_is_discarded(monkeypatch: pytest.Monk
     (mesh,) = mesh_labelmap(lm, device="cpu", smoothing_iterations=5, target_triangles=50)
     assert mesh.n_triangles > 50 and mesh.qa["manifold"] and mesh.qa["watertight"]
     assert mesh.qa["decimation"].startswith("skipped")
+
+
+@pytest.mark.req("REQ-FUNC-207")
+def test_side_by_side_meshing_gives_the_figures_of_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Structures (and each one's raw-surface QA) processed on several cores: the meshes and QA of one worker,
+    and the QA of a mesh equals mesh_qa run on its own (the shared mask surface and face topology change nothing)."""
+    from appliance.meshing import surfaces
+
+    labels = phantoms.ellipsoids((40, 36, 30), 5, seed=4)
+    lm = LabelMap(labels, np.diag([0.8, 0.9, 1.5, 1.0]), phantoms.structures_for(5))
+    side_by_side = mesh_labelmap(lm, device="cpu", smoothing_iterations=10)
+    monkeypatch.setattr(surfaces, "MAX_PARALLEL_TASKS", 1)
+    one_by_one = mesh_labelmap(lm, device="cpu", smoothing_iterations=10)
+    assert len(side_by_side) == len(one_by_one) == 5
+    for a, b in zip(side_by_side, one_by_one, strict=True):
+        assert a.name == b.name and np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)
+        strip = ("timings_s",)
+        assert {k: v for k, v in a.qa.items() if k not in strip} == {k: v for k, v in b.qa.items() if k not in strip}
+        label = next(s.label for s in lm.structures if s.name == a.name)
+        alone = mesh_qa(a, labels == label, lm.affine)
+        for key in ("watertight", "manifold", "euler", "components", "volume_ml", "mean_distance_mm",
+                    "p95_distance_mm", "max_distance_mm"):
+            assert alone[key] == pytest.approx(a.qa[key]), key
