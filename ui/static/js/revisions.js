@@ -100,9 +100,11 @@ export class RevisionView {
   /** Undo or redo on the current revision: `{ok, status, data}` of the API. */
   move(kind) { return postJSON(`/api/jobs/${this.jobId}/revisions/${kind}`, { base: this.current }); }
 
-  /** Badge text: "Revision 3 · by Dr Li (Surgeon)". */
+  /** Badge text: "Revision 3 · by Dr Li (Surgeon)"; revision 0 is the automatic segmentation (its record's author
+   * is only whoever first opened the revisions). */
   badge() {
     if (!this.record) return '';
+    if (this.record.parent === null) return t('case_rev.badge_original', { n: this.current });
     return t('case_rev.badge', { n: this.current, who: actorName(this.record.author) });
   }
 }
