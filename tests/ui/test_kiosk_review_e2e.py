@@ -23,9 +23,21 @@ from typing import Any
 
 import numpy as np
 import pytest
+from kiosk_review import (
+    LOADED,
+    centre_of,
+    margin_table,
+    open_case,
+    page_for,
+    show_slices,
+    soft_tissue,
+    tap_at,
+    voxel,
+    wait_message,
+)
 from nurse_served import SAMPLE_CT, STORESCU, ServedBox, rewrite_study, start_box, storescu, wait_complete
 from scipy import ndimage
-from ui_browser import login, new_page, screenshot, wait_js
+from ui_browser import login, screenshot, wait_js
 
 from appliance.audit import AUDIT_FILENAME, AuditLog
 from appliance.io.nifti import load_volume
@@ -35,7 +47,6 @@ pytestmark = [
     pytest.mark.skipif(not STORESCU.exists(), reason="dcmtk (storescu) is not installed"),
 ]
 JOB_TIMEOUT_S = 300.0
-LOADED = "document.getElementById('case-viewer').dataset.loaded === '1'"
 
 
 @pytest.fixture(scope="module")
@@ -70,83 +81,25 @@ def _lesions(box: ServedBox, job: int) -> Any:
         return json.loads(r.read())
 
 
-def _open_case(page: Any, box: ServedBox, job: int, query: str = "") -> None:
-    page.goto(f"{box.base}/cases/{job}{query}")
-    wait_js(page, f"{LOADED} && document.getElementById('case-viewer').dataset.revision !== undefined", timeout_s=120)
-
-
-def _page(browser: Any) -> tuple[Any, Any, Any]:
-    """A kiosk page whose waits allow for SwiftShader's first slice render on a loaded 2-core box (the page's main
-    thread was seen busy for a minute there)."""
-    context, page, watch = new_page(browser)
-    page.set_default_timeout(180_000)
-    return context, page, watch
-
-
-def _show_slices(page: Any) -> None:
-    page.locator("#mode-2d").tap()
-    wait_js(page, "window.slices && window.slices.ready", timeout_s=180)
-
-
-def _tap_at(page: Any, lps: list[float]) -> list[float]:
-    """Scroll the axial view to the point's slice (as the slider does), tap it; the crosshair's LPS after the tap."""
-    page.evaluate("p => { const s = window.slices; s.setPosition(s.nv.mm2frac([-p[0], -p[1], p[2]])[2]); }", lps)
-    x, y = page.evaluate("p => window.slices.screenOfLps(p)", lps)
-    canvas = page.locator("#canvas2d").bounding_box()
-    page.touchscreen.tap(canvas["x"] + x, canvas["y"] + y)
-    time.sleep(0.3)
-    return list(page.evaluate("window.slices.crosshairLps()"))
-
-
-def _voxel(affine: np.ndarray, lps: list[float]) -> tuple[int, int, int]:
-    i, j, k = np.rint(np.linalg.inv(affine) @ [*lps, 1.0])[:3].astype(int)
-    return int(i), int(j), int(k)
-
-
-def _centre_of(mask: np.ndarray, affine: np.ndarray) -> list[float]:
-    """LPS of the voxel deepest inside ``mask`` within its own axial slice (a tap a pixel off stays inside)."""
-    depth = np.zeros(mask.shape)
-    for k in np.unique(np.nonzero(mask)[2]):
-        depth[:, :, k] = ndimage.distance_transform_edt(mask[:, :, k])
-    ijk = np.unravel_index(int(np.argmax(depth)), mask.shape)
-    return [float(v) for v in affine[:3, :3] @ np.asarray(ijk, float) + affine[:3, 3]]
-
-
-def _wait_message(page: Any, selector: str, timeout_s: float = 180.0) -> str:
-    wait_js(page, f"(() => {{ const m = document.querySelector('{selector}'); "
-                  "return m && !m.classList.contains('hidden') && /\\b(ok|bad)\\b/.test(m.className); })()",
-            timeout_s=timeout_s)  # fmt: skip
-    text: str = page.locator(selector).inner_text()
-    assert "ok" in (page.locator(selector).get_attribute("class") or ""), text
-    return text
-
-
-def _table(page: Any) -> list[tuple[str, float, float, float]]:
-    return [tuple(r) for r in page.eval_on_selector_all(  # type: ignore[misc]
-        "#margin-table tbody tr[data-structure]",
-        "rs => rs.map(r => [r.dataset.structure, Number(r.dataset.shellMm), "
-        "Number(r.cells[2].dataset.value), Number(r.cells[3].dataset.value)])")]
-
-
 @pytest.mark.req("REQ-FUNC-1392", "REQ-FUNC-1393", "REQ-SAFE-1394", "REQ-HCI-1395", "REQ-HCI-1399")
 def test_surgeon_marks_a_lesion_with_a_10_mm_margin(browser: Any, served: tuple[ServedBox, int]) -> None:
     box, job = served
     out = box.data_dir / "outputs" / f"job-{job}"
     image = load_volume(out / "image.nii.gz", "CT", "HU")
     hu = image.array.astype(np.float32)
-    calm = (ndimage.minimum_filter(hu, (7, 7, 1)) > 20) & (ndimage.maximum_filter(hu, (7, 7, 1)) < 80)
-    seed = _centre_of(calm, image.affine)
-    context, page, watch = _page(browser)
+    calm = soft_tissue(hu)
+    seed = centre_of(calm, image.affine)
+    context, page, watch = page_for(browser)
     login(page, box.base, "surgeon")
-    _open_case(page, box, job)
+    open_case(page, box.base, job)
     assert page.locator("#revision-badge").inner_text() == "Revision 0 · automatic segmentation"
-    _show_slices(page)
-    tapped = _tap_at(page, seed)
-    assert calm[_voxel(image.affine, tapped)], (seed, tapped)
+    show_slices(page)
+    tapped = tap_at(page, seed)
+    assert calm[voxel(image.affine, tapped)], (seed, tapped)
     assert page.locator("#lesion-name").input_value() == "lesion_1"
     page.locator('.lesion-margin[data-mm="10"]').tap()
     page.locator("#lesion-mark").tap()
-    _wait_message(page, "#lesion-msg")
+    wait_message(page, "#lesion-msg")
     assert page.locator("#revision-badge").inner_text() == "Revision 1 · by Surgeon"
     names = page.evaluate("[...window.viewer.structures.keys()]")
     assert "lesion_1" in names and "lesion_1_margin_10mm" in names
@@ -158,7 +111,7 @@ def test_surgeon_marks_a_lesion_with_a_10_mm_margin(browser: Any, served: tuple[
     assert mt["margins_mm"] == [10.0]
     expected = [(r["structure"], 10.0, r["min_distance_mm"], r["volume_within_ml"][0]) for r in mt["rows"]
                 if r["category"] != "margin" and r["volume_within_ml"][0] > 0]
-    shown = _table(page)
+    shown = margin_table(page)
     assert shown == expected and shown, (shown, expected)
     assert float(page.locator("#lesion-volume").get_attribute("data-ml") or "nan") == lesion["measurements"][0]["value"]
     first = page.evaluate("window.viewer.structures.get('lesion_1').mesh.geometry.attributes.position.count")
@@ -169,7 +122,7 @@ def test_surgeon_marks_a_lesion_with_a_10_mm_margin(browser: Any, served: tuple[
     screenshot(page, "kiosk-lesion-en")
 
     page.locator('.lesion-adjust[data-adjust="wider"]').tap()  # re-run in place of the first attempt
-    _wait_message(page, "#lesion-msg")
+    wait_message(page, "#lesion-msg")
     revisions = box.api(f"/api/jobs/{job}/revisions")[1]
     current = next(r for r in revisions["revisions"] if r["revision"] == revisions["current"])
     assert (revisions["current"], current["parent"]) == (2, 0)  # one lesion on the chain, not a pile of attempts
@@ -184,7 +137,7 @@ def test_surgeon_marks_a_lesion_with_a_10_mm_margin(browser: Any, served: tuple[
     wait_js(page, LOADED, timeout_s=120)
     assert page.locator("#revision-badge").inner_text().startswith("版本 2 ·")
     assert page.locator("#lesion-mark").inner_text() == "在此标记病灶"
-    _show_slices(page)
+    show_slices(page)
     screenshot(page, "kiosk-lesion-zh-CN")
     watch.assert_clean(page)
     context.close()
@@ -206,22 +159,23 @@ def test_correction_loop_surgeon_engineer_surgeon(browser: Any, served: tuple[Se
     base = before["current"]
     store = box.data_dir / "revisions" / f"job-{job}"
     frozen = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(store.glob("rev-*/**/*")) if p.is_file()}
-    surgeon_ctx, surgeon, watch_s = _page(browser)
+    surgeon_ctx, surgeon, watch_s = page_for(browser)
     login(surgeon, box.base, "surgeon")
-    _open_case(surgeon, box, job)
+    open_case(surgeon, box.base, job)
     row = surgeon.locator('.structure[data-structure="bone"]')
-    assert row.locator(".review-state").get_attribute("data-review-state") == "automatic"
+    state = box.api(f"/api/jobs/{job}/revisions/{base}")[1]["review"]["bone"]["state"]
+    assert row.locator(".review-state").get_attribute("data-review-state") == state  # what the service says
     row.locator(".adjust").tap()
     surgeon.locator("#reject-btn").tap()  # a correction request needs a note
     assert "note" in surgeon.locator("#review-msg").inner_text()
     surgeon.locator('.quick-note[data-note-key="note.boundary"]').tap()
     surgeon.locator("#review-note").fill("Boundary not right: loose fragment at the spine")
     surgeon.locator("#reject-btn").tap()
-    _wait_message(surgeon, "#review-msg")
+    wait_message(surgeon, "#review-msg")
     assert row.locator(".review-state").get_attribute("data-review-state") == "correction_requested"
     screenshot(surgeon, "kiosk-review-requested-en")
 
-    engineer_ctx, engineer, watch_e = _page(browser)
+    engineer_ctx, engineer, watch_e = page_for(browser)
     login(engineer, box.base, "engineer")
     engineer.wait_for_url("**/worklist")
     wait_js(engineer, "document.getElementById('worklist').dataset.loaded === '1'")
@@ -233,7 +187,7 @@ def test_correction_loop_surgeon_engineer_surgeon(browser: Any, served: tuple[Se
     wait_js(engineer, LOADED, timeout_s=120)
     assert engineer.locator("#editor-title").inner_text() == "Bone"  # the structure of the worklist item selected
     assert engineer.locator("#approve-btn").count() == 0 and engineer.locator("#lesion-panel").count() == 0
-    _show_slices(engineer)
+    show_slices(engineer)
 
     rev = box.api(f"/api/jobs/{job}/revisions/{base}")[1]
     labels = load_volume(store / f"rev-{base:04d}" / "labels.nii.gz", "SEG", "label")
@@ -242,16 +196,16 @@ def test_correction_loop_surgeon_engineer_surgeon(browser: Any, served: tuple[Se
     pieces, _ = ndimage.label(bone, structure=np.ones((3, 3, 3), bool))
     sizes = np.bincount(pieces.ravel())[1:]
     island = int(np.argmin(np.where(sizes >= 30, sizes, sizes.max() + 1))) + 1
-    tapped = _tap_at(engineer, _centre_of(pieces == island, labels.affine))
-    assert pieces[_voxel(labels.affine, tapped)] == island
+    tapped = tap_at(engineer, centre_of(pieces == island, labels.affine))
+    assert pieces[voxel(labels.affine, tapped)] == island
     engineer.locator('.edit-op[data-op="remove_island"]').tap()
-    _wait_message(engineer, "#edit-msg")
+    wait_message(engineer, "#edit-msg")
     wait_js(engineer, f"document.getElementById('case-viewer').dataset.revision === '{base + 1}'")
     largest = int(np.argmax(sizes)) + 1
-    tapped = _tap_at(engineer, _centre_of(pieces == largest, labels.affine))
+    tapped = tap_at(engineer, centre_of(pieces == largest, labels.affine))
     engineer.locator('.brush-radius[data-mm="2"]').tap()
     engineer.locator('.edit-op[data-op="erase"]').tap()
-    _wait_message(engineer, "#edit-msg")
+    wait_message(engineer, "#edit-msg")
     assert engineer.locator("#revision-badge").inner_text() == f"Revision {base + 2} · by Modelling engineer"
     screenshot(engineer, "kiosk-edit-en")
     revisions = box.api(f"/api/jobs/{job}/revisions")[1]
@@ -265,12 +219,12 @@ def test_correction_loop_surgeon_engineer_surgeon(browser: Any, served: tuple[Se
     watch_e.assert_clean(engineer)
     engineer_ctx.close()
 
-    _open_case(surgeon, box, job)
+    open_case(surgeon, box.base, job)
     row = surgeon.locator('.structure[data-structure="bone"]')
     assert row.locator(".review-state").get_attribute("data-review-state") == "corrected"
     row.locator(".adjust").tap()
     surgeon.locator("#approve-btn").tap()
-    _wait_message(surgeon, "#review-msg")
+    wait_message(surgeon, "#review-msg")
     assert row.locator(".review-state").get_attribute("data-review-state") == "approved"
     screenshot(surgeon, "kiosk-review-approved-en")
     surgeon.locator("#lang-switch").tap()

@@ -47,7 +47,8 @@ export function wireEditTools(ctx) {
           tell(t('edit.refused', { why: r.data.error || r.status }), 'bad');
         } else {
           await ctx.reload();
-          tell(t('edit.done', { name: ctx.displayName(structure), n: r.data.revision }), 'ok');
+          const changed = (r.data.changed || []).includes(structure);
+          tell(t(changed ? 'edit.done' : 'edit.unchanged', { name: ctx.displayName(structure), n: r.data.revision }), changed ? 'ok' : 'warn');
         }
       } catch (err) {
         tell(t('edit.failed'), 'bad');

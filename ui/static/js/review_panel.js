@@ -36,6 +36,7 @@ export function wireReview(ctx) {
       tell(t(ctx.revisions ? 'case_review.need_note' : 'review.need_note'), false);
       return;
     }
+    out.className = 'message hidden';  // the previous answer goes while this one is on its way
     if (!ctx.revisions) {
       const r = await postJSON('/ui/api/review', {
         job_id: ctx.jobId, structure: name, decision, note: note.value, study_hash: ctx.study()?.study_hash ?? null,
@@ -48,10 +49,11 @@ export function wireReview(ctx) {
       revision: ctx.revisions.current, decision, note: note.value,
     });
     if (r.ok) {
-      tell(t(decision === 'approve' ? 'case_review.approved' : 'case_review.correction_requested',
-        { name: ctx.displayName(name), n: ctx.revisions.current }), true);
+      const n = ctx.revisions.current;
       note.value = '';
-      await ctx.afterDecision();
+      await ctx.afterDecision();  // the row's state first, then the word that it is done
+      tell(t(decision === 'approve' ? 'case_review.approved' : 'case_review.correction_requested',
+        { name: ctx.displayName(name), n }), true);
     } else {
       tell(t('case_review.refused', { why: r.data.error || r.status }), false);
     }

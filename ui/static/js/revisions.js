@@ -4,6 +4,7 @@
 import * as THREE from 'three';
 import { mergeVertices } from 'three/addons/utils/BufferGeometryUtils.js';
 import { getJSON, postJSON, t } from './common.js';
+import { actorName } from './people.js';
 import { toHex } from './viewer3d.js';
 
 const STL_HEADER = 80;
@@ -24,15 +25,6 @@ export function parseStl(buffer) {
   const welded = mergeVertices(soup, 1e-4);
   welded.computeVertexNormals();
   return welded;
-}
-
-/** An audit actor as a person reads it: `ui:surgeon:Dr Li` -> "Dr Li (Surgeon)", `ui:engineer` -> "Modelling
- * engineer", `api:token` -> "service API". */
-export function actorName(actor) {
-  const parts = String(actor || '').split(':');
-  if (parts[0] !== 'ui' || parts.length < 2) return t('case_rev.actor_api');
-  const role = t(`role.${parts[1]}`);
-  return parts.length > 2 ? `${parts.slice(2).join(':')} (${role})` : role;
 }
 
 export class RevisionView {

@@ -1,7 +1,7 @@
 // The modelling engineer's worklist (GET /api/review/worklist): every structure whose correction a surgeon requested
 // in its job's current revision, with the surgeon's note; a tap opens the case with that structure selected.
 import { el, getJSON, t } from './common.js';
-import { actorName } from './revisions.js';
+import { actorName } from './people.js';
 
 const box = document.getElementById('worklist');
 const items = document.getElementById('worklist-items');
