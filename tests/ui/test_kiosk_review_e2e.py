@@ -43,6 +43,7 @@ from appliance.audit import AUDIT_FILENAME, AuditLog
 from appliance.io.nifti import load_volume
 
 pytestmark = [
+    pytest.mark.slow,  # a full-resolution reconstruction and minutes of SwiftShader; the short path is _fast.py
     pytest.mark.serial,
     pytest.mark.skipif(not STORESCU.exists(), reason="dcmtk (storescu) is not installed"),
 ]

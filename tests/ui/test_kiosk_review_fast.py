@@ -155,13 +155,18 @@ def test_correction_requested_erased_by_the_engineer_then_approved(browser: Any,
     wait_js(engineer, "document.getElementById('worklist').dataset.loaded === '1'")
     item = engineer.locator(f'.work-item[data-job-id="{job}"][data-structure="bone"]')
     assert "Boundary not right" in item.inner_text() and "Surgeon" in item.inner_text()
+    engineer.locator("#lang-switch").tap()  # the engineer works in Chinese
+    engineer.wait_for_selector('html[lang="zh-CN"]')
+    wait_js(engineer, "document.getElementById('worklist').dataset.loaded === '1'")
+    assert "外科医生" in item.inner_text() and engineer.locator("#worklist-title").inner_text() == "待修改"
+    screenshot(engineer, "kiosk-worklist-zh-CN")
     item.tap()
     engineer.wait_for_url(f"**/cases/{job}?structure=bone")
     wait_js(engineer, "document.getElementById('case-viewer').dataset.loaded === '1'")
-    assert engineer.locator("#editor-title").inner_text() == "Bone"
+    assert engineer.locator("#editor-title").inner_text() == "骨骼"
     assert engineer.locator("#approve-btn").count() == 0 and engineer.locator("#lesion-panel").count() == 0
     engineer.locator('.edit-op[data-op="erase"]').tap()  # no slice view, no place: it says so, nothing sent
-    assert "tap the place" in engineer.locator("#edit-msg").inner_text()
+    assert engineer.locator("#edit-msg").inner_text() == "请先显示断层并点击要修改的位置。"
     vertices = "window.viewer.structures.get('bone').mesh.geometry.attributes.position.count"
     before = engineer.evaluate(vertices)
     show_slices(engineer)
@@ -171,9 +176,9 @@ def test_correction_requested_erased_by_the_engineer_then_approved(browser: Any,
     engineer.locator('.brush-radius[data-mm="10"]').tap()
     engineer.locator('.edit-op[data-op="erase"]').tap()
     wait_message(engineer, "#edit-msg")
-    assert engineer.locator("#revision-badge").inner_text() == f"Revision {base + 1} · by Modelling engineer"
+    assert engineer.locator("#revision-badge").inner_text() == f"版本 {base + 1} · 建模工程师"
     assert engineer.evaluate(vertices) != before  # the re-meshed bone was swapped in
-    screenshot(engineer, "kiosk-fast-edit-en")
+    screenshot(engineer, "kiosk-edit-zh-CN")
     made = _api(served, f"/api/jobs/{job}/revisions/{base + 1}")
     assert (made["ops"], made["author"], made["parent"]) == (
         [{"op": "erase", "structure": "bone", "sphere": {"center_lps": tapped, "radius_mm": 10}}], "ui:engineer", base)

@@ -4,6 +4,7 @@ the modelling engineer's worklist; the older approve/reject route into the audit
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import cast
 
 from flask import Blueprint, current_app, jsonify, render_template, request, url_for
@@ -11,6 +12,8 @@ from werkzeug.wrappers import Response
 
 from appliance.audit import AuditError
 from appliance.core import terminology
+from appliance.review.store import RevisionStore
+from appliance.service.revisions import REVISIONS_DIR
 from ui import auth
 from ui.audit_sink import UiAudit
 
@@ -27,13 +30,20 @@ def revisions_served() -> bool:
         hasattr(service, a) for a in ("audit", "data_dir"))
 
 
+def _has_revisions(job_id: int) -> bool:
+    """Whether the job's revision store exists: a nurse's look at a case never makes revision 0 (the first person
+    who may edit or review does, when the case page reads the revisions)."""
+    service = current_app.config["APPLIANCE_SERVICE"]
+    return RevisionStore(Path(service.data_dir) / REVISIONS_DIR / f"job-{job_id}").exists()
+
+
 @bp.get("/cases/<int:job_id>")
 @auth.require_area("viewer")
 def viewer(job_id: int) -> str:
     """3D model, slices with the model over them, structure list, measurement; with the review routes also the
     current revision, the lesion panel (surgeon), the review panel and the edit tools (surgeon, engineer)."""
     role = auth.current_role()
-    served = revisions_served()
+    served = revisions_served() and (role in auth.AREA_ROLES["edit"] or _has_revisions(job_id))
     return render_template("viewer.html", job_id=job_id, can_review=role in auth.AREA_ROLES["review"],
                            revisions=served, can_mark_lesions=served and role in auth.AREA_ROLES["lesions"],
                            can_edit=served and role in auth.AREA_ROLES["edit"],
