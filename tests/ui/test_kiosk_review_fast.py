@@ -158,7 +158,8 @@ def test_correction_requested_erased_by_the_engineer_then_approved(browser: Any,
     engineer.locator("#lang-switch").tap()  # the engineer works in Chinese
     engineer.wait_for_selector('html[lang="zh-CN"]')
     wait_js(engineer, "document.getElementById('worklist').dataset.loaded === '1'")
-    assert "外科医生" in item.inner_text() and engineer.locator("#worklist-title").inner_text() == "待修改"
+    assert "骨骼" in item.inner_text() and "外科医生" in item.inner_text()
+    assert engineer.locator("#worklist-title").inner_text() == "待修改"
     screenshot(engineer, "kiosk-worklist-zh-CN")
     item.tap()
     engineer.wait_for_url(f"**/cases/{job}?structure=bone")

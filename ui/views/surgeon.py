@@ -55,7 +55,7 @@ def viewer(job_id: int) -> str:
 @auth.require_area("worklist")
 def worklist() -> str:
     """The modelling engineer's worklist: structures whose correction a surgeon requested (tap opens the case)."""
-    return render_template("worklist.html", revisions=revisions_served())
+    return render_template("worklist.html", revisions=revisions_served(), structure_terms=structure_terms)
 
 
 def structure_terms(lang: str) -> dict[str, object]:

@@ -6,6 +6,9 @@ import { actorName } from './people.js';
 const box = document.getElementById('worklist');
 const items = document.getElementById('worklist-items');
 const msg = document.getElementById('worklist-msg');
+// Structure names in the page's language (appliance.core.terminology, the table the case page uses).
+const TERMS = JSON.parse(document.getElementById('structure-terms').textContent);
+const nameOf = (name) => TERMS.names[name] || name.replace(/_/g, ' ');
 
 async function load() {
   if (box.dataset.revisions !== '1') { msg.textContent = t('worklist.unavailable'); msg.className = 'message bad'; return; }
@@ -24,7 +27,7 @@ async function load() {
       class: 'button work-item', href: `/cases/${c.job_id}?structure=${encodeURIComponent(c.structure)}`,
       'data-job-id': String(c.job_id), 'data-structure': c.structure,
     });
-    a.append(el('strong', {}, t('worklist.item', { structure: c.structure.replace(/_/g, ' '), job: c.job_id, n: c.revision })),
+    a.append(el('strong', {}, t('worklist.item', { structure: nameOf(c.structure), job: c.job_id, n: c.revision })),
       el('span', { class: 'note' }, c.note), el('span', { class: 'muted' }, t('worklist.by', { who: actorName(c.actor), at: c.at || '' })));
     return a;
   });
