@@ -35,12 +35,17 @@ from ui.settings import ROLES, UiSettings
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Which roles may open which area. Surgeons see the inbox too; service engineers see no patient data.
+#: The modelling engineer (issue 14) opens cases to correct them (the edit tools) and has the worklist of requested
+#: corrections as home; only surgeons approve, mark lesions and take review decisions.
 AREA_ROLES: dict[str, frozenset[str]] = {
     "inbox": frozenset({"nurse", "surgeon"}),
-    "viewer": frozenset({"surgeon", "nurse"}),
+    "viewer": frozenset({"surgeon", "nurse", "engineer"}),
     "review": frozenset({"surgeon"}),
+    "lesions": frozenset({"surgeon"}),
+    "edit": frozenset({"surgeon", "engineer"}),
+    "worklist": frozenset({"engineer", "surgeon"}),
     "service": frozenset({"service"}),
-    "patient_data": frozenset({"nurse", "surgeon"}),
+    "patient_data": frozenset({"nurse", "surgeon", "engineer"}),
 }
 
 
@@ -190,8 +195,9 @@ def end_session() -> str | None:
 def service_api_access() -> Literal["allowed", "unauthenticated", "forbidden"]:
     """The kiosk's authoriser of the service JSON API (``appliance.service.api``, REQ-PRIV-007).
 
-    ``"allowed"`` for an unlocked session of a role that may see patient data, ``"forbidden"`` for an unlocked
-    service-engineer session, ``"unauthenticated"`` when logged out, locked or idle past the lock time.
+    ``"allowed"`` for an unlocked session of a role that may see patient data (nurse, surgeon, modelling
+    engineer), ``"forbidden"`` for an unlocked service-engineer session, ``"unauthenticated"`` when logged out,
+    locked or idle past the lock time.
     """
     role = current_role()
     if role is None:
@@ -200,8 +206,10 @@ def service_api_access() -> Literal["allowed", "unauthenticated", "forbidden"]:
 
 
 def home_for(role: str) -> str:
-    """The landing page of a role."""
-    return url_for("service.index") if role == "service" else url_for("nurse.inbox")
+    """The landing page of a role (the modelling engineer's is the worklist of requested corrections)."""
+    if role == "service":
+        return url_for("service.index")
+    return url_for("surgeon.worklist") if role == "engineer" else url_for("nurse.inbox")
 
 
 def require_area(area: str) -> Callable[[F], F]:

@@ -16,7 +16,7 @@ from typing import Any
 from appliance.config import ApplianceConfig, load_config
 from ui.errors import UiConfigurationError
 
-ROLES = ("nurse", "surgeon", "service")
+ROLES = ("nurse", "surgeon", "engineer", "service")
 LANGUAGES = ("zh-CN", "en")
 
 

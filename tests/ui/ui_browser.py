@@ -36,7 +36,7 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
     "--ignore-gpu-blocklist",
 ]
-PINS = {"nurse": "1111", "surgeon": "2222", "service": "3333"}
+PINS = {"nurse": "1111", "surgeon": "2222", "engineer": "4444", "service": "3333"}
 # Cheap hashes keep the many test logins fast; ui.auth.hash_pin (600 000 iterations) is tested in test_ui_app.py.
 PIN_HASHES = {role: generate_password_hash(pin, method="pbkdf2:sha256:1000") for role, pin in PINS.items()}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "ui-screenshots"

@@ -1,15 +1,19 @@
-"""Surgeon flow: the 3D viewer and slices of a finished job; approve/reject per structure into the audit trail."""
+"""Case flow: the 3D viewer and slices of a finished job with its current revision, lesions, review and edit tools;
+the modelling engineer's worklist; the older approve/reject route into the audit trail."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import cast
 
-from flask import Blueprint, current_app, jsonify, render_template, request
+from flask import Blueprint, current_app, jsonify, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from appliance.audit import AuditError
 from appliance.core import terminology
+from appliance.review.store import RevisionStore
+from appliance.service.revisions import REVISIONS_DIR
 from ui import auth
 from ui.audit_sink import UiAudit
 
@@ -17,12 +21,41 @@ bp = Blueprint("surgeon", __name__)
 _HASH_RE = re.compile(r"^[0-9a-fA-F]{8,128}$")
 
 
+def revisions_served() -> bool:
+    """Whether the model review routes (revisions, lesions, worklist) run here: the real service with its audit
+    trail and data folder; the demo's folder service and a test's scripted service have none, so their case page
+    shows the job's outputs only (no revision badge, no lesion, review or edit panel)."""
+    service = current_app.config.get("APPLIANCE_SERVICE")
+    return bool(current_app.config.get("UI_SERVICE_API_REGISTERED")) and all(
+        hasattr(service, a) for a in ("audit", "data_dir"))
+
+
+def _has_revisions(job_id: int) -> bool:
+    """Whether the job's revision store exists: a nurse's look at a case never makes revision 0 (the first person
+    who may edit or review does, when the case page reads the revisions)."""
+    service = current_app.config["APPLIANCE_SERVICE"]
+    return RevisionStore(Path(service.data_dir) / REVISIONS_DIR / f"job-{job_id}").exists()
+
+
 @bp.get("/cases/<int:job_id>")
 @auth.require_area("viewer")
 def viewer(job_id: int) -> str:
-    """3D model, slices with the model over them, structure list, measurement, review."""
-    return render_template("viewer.html", job_id=job_id, can_review=auth.current_role() in auth.AREA_ROLES["review"],
+    """3D model, slices with the model over them, structure list, measurement; with the review routes also the
+    current revision, the lesion panel (surgeon), the review panel and the edit tools (surgeon, engineer)."""
+    role = auth.current_role()
+    served = revisions_served() and (role in auth.AREA_ROLES["edit"] or _has_revisions(job_id))
+    return render_template("viewer.html", job_id=job_id, can_review=role in auth.AREA_ROLES["review"],
+                           revisions=served, can_mark_lesions=served and role in auth.AREA_ROLES["lesions"],
+                           can_edit=served and role in auth.AREA_ROLES["edit"],
+                           back_url=auth.home_for(role) if role else url_for("nurse.inbox"),
                            structure_terms=structure_terms)
+
+
+@bp.get("/worklist")
+@auth.require_area("worklist")
+def worklist() -> str:
+    """The modelling engineer's worklist: structures whose correction a surgeon requested (tap opens the case)."""
+    return render_template("worklist.html", revisions=revisions_served(), structure_terms=structure_terms)
 
 
 def structure_terms(lang: str) -> dict[str, object]:

@@ -1,11 +1,16 @@
 // Surgeon's case page: loads a finished job's outputs through the service API and wires the viewers' controls.
-import { el, getJSON, onLanguageSwitch, postJSON, t } from './common.js';
+import { el, getJSON, onLanguageSwitch, t } from './common.js';
 import { ModelViewer } from './viewer3d.js';
 import { SliceViewer, windowPresets } from './slices.js';
+import { RevisionView } from './revisions.js';
+import { showStates, wireReview } from './review_panel.js';
+import { wireEditTools } from './edit_panel.js';
+import { wireLesionPanel } from './lesion_panel.js';
 
 const root = document.getElementById('case-viewer');
 const jobId = Number(root.dataset.jobId);
 const canReview = root.dataset.canReview === '1';
+const flag = (name) => root.dataset[name] === '1';
 const fileUrl = (p) => `/api/jobs/${jobId}/files/${p.split('/').map(encodeURIComponent).join('/')}`;
 const PALETTE = [
   ['colour.red', '#e6194b'], ['colour.green', '#3cb44b'], ['colour.yellow', '#ffe119'], ['colour.blue', '#4363d8'],
@@ -38,6 +43,9 @@ const viewer = new ModelViewer(document.getElementById('canvas3d'), {
   },
 });
 window.viewer = viewer;  // for the browser tests and the first-frame benchmark
+// The job's current revision (only where the service runs the review routes; the demo shows the job's outputs).
+const revisions = flag('revisions') ? new RevisionView(jobId, viewer) : null;
+window.revisions = revisions;
 
 /** DICOM person name (FAMILY^GIVEN) as shown on screen. */
 export function personName(pn) { return (pn || '').split('=')[0].replace(/\^+/g, ' ').trim(); }
@@ -68,7 +76,7 @@ function categoryOf(name) {
 
 function structureRow(name) {
   const row = el('div', { class: 'structure', 'data-structure': name });
-  const toggle = el('button', { type: 'button', class: 'toggle', 'aria-pressed': 'true' });
+  const toggle = el('button', { type: 'button', class: 'toggle', 'aria-pressed': String(viewer.isVisible(name)) });
   const swatch = el('span', { class: 'swatch', 'aria-hidden': 'true' });
   swatch.style.background = viewer.colour(name);
   toggle.append(swatch, el('span', { class: 'label' }, displayName(name)));
@@ -133,6 +141,11 @@ function buildList(names) {
     for (const name of names) list.append(structureRow(name));
     return;
   }
+  buildGroups(list, names);
+  syncGroups();
+}
+
+function buildGroups(list, names) {
   const byCategory = new Map();
   for (const name of names) {
     const category = categoryOf(name);
@@ -179,27 +192,9 @@ function buildEditor() {
   document.getElementById('opacity').addEventListener('input', (e) => setOpacity(Number(e.target.value)));
   document.getElementById('opacity-down').addEventListener('click', () => setOpacity(Number(document.getElementById('opacity').value) - 25));
   document.getElementById('opacity-up').addEventListener('click', () => setOpacity(Number(document.getElementById('opacity').value) + 25));
-  if (!canReview) return;
-  const note = document.getElementById('review-note');
-  for (const b of document.querySelectorAll('.quick-note')) {
-    b.addEventListener('click', () => { note.value = [note.value, t(b.dataset.noteKey)].filter(Boolean).join(' '); });
+  if (canReview) {
+    wireReview({ jobId, revisions, selected: () => selected, study: () => study, displayName, afterDecision: reloadRevision });
   }
-  const send = async (decision) => {
-    const out = document.getElementById('review-msg');
-    if (decision === 'reject' && !note.value.trim()) {
-      out.textContent = t('review.need_note');
-      out.className = 'message bad';
-      return;
-    }
-    const r = await postJSON('/ui/api/review', {
-      job_id: jobId, structure: selected, decision, note: note.value, study_hash: study?.study_hash ?? null,
-    });
-    out.textContent = r.ok ? t(decision === 'approve' ? 'review.approved' : 'review.rejected', { name: displayName(selected) })
-      : t('review.failed');
-    out.className = `message ${r.ok ? 'ok' : 'bad'}`;
-  };
-  document.getElementById('approve-btn').addEventListener('click', () => send('approve'));
-  document.getElementById('reject-btn').addEventListener('click', () => send('reject'));
 }
 
 function wireToolbar() {
@@ -317,9 +312,61 @@ function loadScript(src) {
   });
 }
 
+// ------------------------------------------------------------------ the current revision, lesions, edits
+const onReload = [];  // panels that follow the current revision (e.g. the next free lesion name)
+
+/** Show the job's current revision: swap changed meshes, rebuild the list, badge, review states, undo/redo. */
+async function reloadRevision() {
+  if (!revisions) return;
+  const had = new Set(viewer.structures.keys());
+  try {
+    const changed = await revisions.refresh();
+    if (changed.length) {
+      for (const s of revisions.structures()) {
+        if (!had.has(s.name) && viewer.structures.has(s.name) && (s.category === 'margin' || MARGIN_RE.test(s.name))) viewer.setOpacity(s.name, 0.35);
+      }
+      buildList([...viewer.structures.keys()]);
+      slices?.setMeshes(viewer.meshData());
+      if (selected && !viewer.structures.has(selected)) { selected = null; document.getElementById('editor').classList.add('hidden'); }
+    }
+    showStates(revisions);
+    const badge = document.getElementById('revision-badge');
+    badge.textContent = revisions.badge();
+    badge.dataset.revision = String(revisions.current);
+    document.getElementById('undo-btn').disabled = !revisions.canUndo();
+    document.getElementById('redo-btn').disabled = !revisions.canRedo();
+    for (const f of onReload) f();
+    root.dataset.revision = String(revisions.current);
+  } catch (err) {
+    say(t('case_rev.failed'));
+    console.info(err);
+  }
+}
+
+function wireRevisions() {
+  if (!revisions) return;
+  for (const kind of ['undo', 'redo']) {
+    document.getElementById(`${kind}-btn`).addEventListener('click', async () => {
+      const r = await revisions.move(kind);
+      await reloadRevision();
+      say(r.ok ? '' : t(r.status === 409 ? 'edit.stale' : 'case_rev.move_refused', { n: revisions.current, why: r.data.error || r.status }));
+    });
+  }
+  const ctx = {
+    jobId, viewer, revisions, onReload, displayName, select,
+    selected: () => selected,
+    slices: () => slices,
+    crosshairLps: () => (slices?.ready && pressed('mode-2d') ? slices.crosshairLps() : null),
+    reload: reloadRevision,
+  };
+  if (flag('canEdit')) wireEditTools(ctx);
+  if (flag('canMark')) wireLesionPanel(ctx);
+}
+
 async function start() {
   buildEditor();
   wireToolbar();
+  wireRevisions();
   let job;
   try {
     job = await getJSON(`/api/jobs/${jobId}`, { background: true });
@@ -353,6 +400,9 @@ async function start() {
     say(t('viewer.model_failed'));
     console.info(err);
   }
+  await reloadRevision();
+  const wanted = new URLSearchParams(window.location.search).get('structure');  // from the engineer's worklist
+  if (wanted && viewer.structures.has(wanted)) select(wanted);
   const saved = takeState();
   if (saved) {
     try { await restoreState(saved); } catch (err) { console.info('state not restored', err); }

@@ -19,6 +19,13 @@ export function windowPresets(modality) {
   return String(modality).toUpperCase() === 'CT' ? Object.keys(CT_WINDOWS) : ['auto'];
 }
 
+/** A mesh of the model frame (LPS mm) as the overlay keeps it (RAS mm). */
+function rasMesh({ name, pts, tris, srgb, visible }) {
+  const ras = new Float32Array(pts.length);
+  for (let i = 0; i < pts.length; i += 3) { ras[i] = -pts[i]; ras[i + 1] = -pts[i + 1]; ras[i + 2] = pts[i + 2]; }
+  return { name, ras, tris, rgb: srgb, visible };
+}
+
 export class SliceViewer {
   constructor(canvas, overlay, { onValue = () => {} } = {}) {
     this.canvas = canvas;
@@ -55,11 +62,7 @@ export class SliceViewer {
     this.voxelMm = Math.min(...vol.hdr.pixDims.slice(1, 4).map(Math.abs));
     this.modality = String(modality).toUpperCase();
     this.presets = windowPresets(this.modality);
-    this.meshes = meshes.map(({ name, pts, tris, srgb, visible }) => {
-      const ras = new Float32Array(pts.length);
-      for (let i = 0; i < pts.length; i += 3) { ras[i] = -pts[i]; ras[i + 1] = -pts[i + 1]; ras[i + 2] = pts[i + 2]; }
-      return { name, ras, tris, rgb: srgb, visible };
-    });
+    this.meshes = meshes.map(rasMesh);
     const draw = this.nv.drawScene.bind(this.nv);
     this.nv.drawScene = (...args) => { const r = draw(...args); this.drawOverlay(); return r; };
     this.nv.onLocationChange = (data) => { this.drawOverlay(); this.reportValue(data); };
@@ -167,6 +170,15 @@ export class SliceViewer {
   }
 
   mesh(name) { return this.meshes.find((m) => m.name === name); }
+
+  /** Replace the outlines drawn over the slices (the 3D viewer's meshData() after a revision swapped meshes). */
+  setMeshes(meshes) { this.meshes = meshes.map(rasMesh); if (this.ready) this.drawOverlay(); }
+
+  /** The crosshair in patient LPS mm (NiiVue works in RAS: LPS = [-x, -y, z]), what edit operations take. */
+  crosshairLps() {
+    const { mm } = this.crosshairValue();
+    return [-mm[0], -mm[1], mm[2]];
+  }
 
   setMeshVisible(name, visible) { const m = this.mesh(name); if (m) { m.visible = visible; this.drawOverlay(); } }
 

@@ -145,6 +145,49 @@ export class ModelViewer {
 
   colour(name) { return this.structures.get(name).srgb; }
 
+  /** Show `geometry` (model frame, LPS mm: a revision's re-meshed STL) as the structure `name`: an existing
+   * structure keeps its colour, opacity and visibility; a new one gets `srgb` and joins the model. */
+  replaceMesh(name, geometry, srgb) {
+    const s = this.structures.get(name);
+    if (s) {
+      s.mesh.geometry.dispose();
+      s.mesh.geometry = geometry;
+    } else {
+      const material = new THREE.MeshStandardMaterial({ color: srgb, side: THREE.DoubleSide, roughness: 0.6, metalness: 0 });
+      material.clippingPlanes = this.clip.enabled ? [this.clipPlane] : [];
+      const mesh = new THREE.Mesh(geometry, material);
+      mesh.name = name;
+      (this.root || this.scene).add(mesh);
+      this.structures.set(name, { mesh, material, srgb });
+    }
+    this.requestRender();
+  }
+
+  /** Take a structure out of the model (a revision removed it). */
+  removeStructure(name) {
+    const s = this.structures.get(name);
+    if (!s) return;
+    s.mesh.parent?.remove(s.mesh);
+    s.mesh.geometry.dispose();
+    this.structures.delete(name);
+    if (this.highlighted === name) this.highlight(null);
+    this.requestRender();
+  }
+
+  /** Bring one structure forward: every other one dimmed (null: all back as they were). */
+  highlight(name) {
+    this.highlighted = name;
+    for (const [n, s] of this.structures) {
+      if (s.dimmedFrom !== undefined) { const o = s.dimmedFrom; delete s.dimmedFrom; this.setOpacity(n, o); }
+    }
+    if (!name) return;
+    for (const [n, s] of this.structures) {
+      if (n === name) continue;
+      s.dimmedFrom = s.material.opacity;
+      this.setOpacity(n, Math.min(s.material.opacity, 0.12));
+    }
+  }
+
   // ---------------------------------------------------------------- camera
   setView(name) {
     if (!this.bounds) return;
