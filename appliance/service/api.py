@@ -106,7 +106,7 @@ class ApiService(Protocol):
 
 
 _HOW_TO_AUTHENTICATE = (
-    "authentication required: log in on the kiosk (an unlocked nurse or surgeon session) or send "
+    "authentication required: log in on the kiosk (an unlocked nurse, surgeon or modelling-engineer session) or send "
     f"'Authorization: Bearer <token>' with the service API token from <data_dir>/{API_TOKEN_FILE.as_posix()}"
 )
 
@@ -137,7 +137,7 @@ def authorise_request() -> tuple[Response, int] | None:
         g.api_actor = (identity() if identity is not None else None) or "ui:unknown"
         return None
     if access == "forbidden":
-        return _error(403, "this role sees no patient data (studies, jobs, files); log in as nurse or surgeon")
+        return _error(403, "this role sees no patient data (studies, jobs, files); log in as nurse, surgeon or modelling engineer")
     return _error(401, _HOW_TO_AUTHENTICATE)
 
 

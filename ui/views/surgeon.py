@@ -83,7 +83,7 @@ def review() -> tuple[Response, int] | Response:
         return jsonify({"error": "a rejection needs a note saying why"}), 400
     if study_hash is not None and not (isinstance(study_hash, str) and _HASH_RE.match(study_hash)):
         return jsonify({"error": "study_hash must be the study's hex identity hash"}), 400
-    role = auth.current_role() or "surgeon"
+    role = auth.session_identity() or "surgeon"  # names the person when one signed in
     try:
         record = cast(UiAudit, current_app.extensions["ui_audit"]).record(
             role,
