@@ -137,7 +137,9 @@ def authorise_request() -> tuple[Response, int] | None:
         g.api_actor = (identity() if identity is not None else None) or "ui:unknown"
         return None
     if access == "forbidden":
-        return _error(403, "this role sees no patient data (studies, jobs, files); log in as nurse, surgeon or modelling engineer")
+        return _error(
+            403, "this role sees no patient data (studies, jobs, files); log in as nurse, surgeon or modelling engineer"
+        )
     return _error(401, _HOW_TO_AUTHENTICATE)
 
 
