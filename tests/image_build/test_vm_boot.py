@@ -153,7 +153,7 @@ def _fat_stick(files: list[Path], image: Path) -> Path:
 
 
 @pytest.mark.timeout(3 * 3600)  # under TCG (no usable KVM) the two CPU reconstructions alone take long
-@pytest.mark.req("REQ-FUNC-1473", "REQ-UPD-1470", "REQ-SAFE-1472")
+@pytest.mark.req("REQ-UPD-1470", "REQ-SAFE-1472")
 def test_box_boots_receives_and_reconstructs(box: tuple[Vm, Steps], tmp_path: Path, shared_data: Path) -> None:
     """Boot to appliance.service ready (sd_notify) and /api/health; the demo study over DICOM from the allowed
     peer is reconstructed; a USB stick with another study plugged in through QMP is mounted read-only, imported
