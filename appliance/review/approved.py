@@ -26,8 +26,8 @@ import numpy as np
 
 from appliance.core import LabelMap
 from appliance.review.errors import InvalidReview
-from appliance.review.states import APPROVED, review_events, structure_states
-from appliance.review.store import Revision, RevisionStore
+from appliance.review.states import APPROVED, ancestry, review_events, structure_states
+from appliance.review.store import RevisionStore
 
 
 @dataclass(frozen=True)
@@ -74,17 +74,6 @@ class ExportBasis:
 def entered_review(store: RevisionStore) -> bool:
     """Whether the job entered review: a revision beyond 0 or any review decision."""
     return store.exists() and (max(store.numbers(), default=0) > 0 or bool(review_events(store)))
-
-
-def ancestry(store: RevisionStore, number: int) -> list[Revision]:
-    """Revision ``number`` and its ancestors, newest first."""
-    chain = []
-    n: int | None = number
-    while n is not None:
-        rev = store.revision(n)
-        chain.append(rev)
-        n = rev.parent
-    return chain
 
 
 def export_basis(store: RevisionStore) -> ExportBasis:

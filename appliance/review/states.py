@@ -14,7 +14,7 @@ from typing import Any
 
 from appliance.fsio import atomic_write_text
 from appliance.review.errors import InvalidReview, ReviewNotAllowed
-from appliance.review.store import RevisionStore, role_of, utc_now
+from appliance.review.store import Revision, RevisionStore, role_of, utc_now
 
 REVIEWS_FILE = "reviews.json"
 AUTOMATIC = "automatic"
@@ -36,15 +36,21 @@ def review_events(store: RevisionStore) -> list[dict[str, Any]]:
     return data
 
 
-def structure_states(store: RevisionStore, number: int, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """``{name: {"state", "note", "actor", "at"}}`` for every structure of revision ``number``."""
-    events = review_events(store) if events is None else events
+def ancestry(store: RevisionStore, number: int) -> list[Revision]:
+    """Revision ``number`` and its ancestors, newest first."""
     chain = []
     n: int | None = number
     while n is not None:
         rev = store.revision(n)
         chain.append(rev)
         n = rev.parent
+    return chain
+
+
+def structure_states(store: RevisionStore, number: int, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``{name: {"state", "note", "actor", "at"}}`` for every structure of revision ``number``."""
+    events = review_events(store) if events is None else events
+    chain = ancestry(store, number)
     states: dict[str, dict[str, Any]] = {}
     for rev in reversed(chain):
         names = [s["name"] for s in rev.structures]

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from update_fleet import write_box_config
 
 from appliance.audit import AUDIT_FILENAME, AuditLog
 from appliance.audit.ownership import hand_to_folder_owner
@@ -14,28 +15,13 @@ from appliance.cli import main
 SERVICE_UID = 65534  # "nobody": any non-root owner stands for the service user
 
 
-def _config(tmp: Path) -> Path:
-    cfg = tmp / "appliance.toml"
-    cfg.write_text(
-        f"""
-[storage]
-data_dir = "{tmp / "data"}"
-
-[update]
-repository = "{tmp / "usb"}"
-trusted_metadata_dir = "{tmp / "data" / "update" / "metadata"}"
-"""
-    )
-    return cfg
-
-
 @pytest.mark.req("REQ-UPD-1474")
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving files away needs root")
 def test_recover_as_root_on_a_fresh_box_leaves_the_audit_trail_to_the_data_folders_owner(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     os.chown(data, SERVICE_UID, SERVICE_UID)
-    assert main(["update", "recover", "--config", str(_config(tmp_path))]) == 0
+    assert main(["update", "recover", "--config", str(write_box_config(tmp_path))]) == 0
     trail = data / AUDIT_FILENAME
     assert trail.is_file(), "recover opens (creates) the audit trail"
     for path in data.glob(AUDIT_FILENAME + "*"):

@@ -7,28 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from update_fleet import write_box_config
 
 from appliance.audit import AuditLog
 from appliance.cli import main
-
-
-def _write_config(tmp: Path) -> Path:
-    cfg = tmp / "appliance.toml"
-    cfg.write_text(
-        f"""
-[storage]
-data_dir = "{tmp / "data"}"
-
-[update]
-repository = "{tmp / "usb"}"
-trusted_metadata_dir = "{tmp / "data" / "update" / "metadata"}"
-
-[update.options]
-os_version = "2.0"
-health_window_s = "10"
-"""
-    )
-    return cfg
 
 
 def _release(tmp: Path, version: str) -> Path:
@@ -41,7 +23,7 @@ def _release(tmp: Path, version: str) -> Path:
 @pytest.mark.req("REQ-UPD-018", "REQ-UPD-006", "REQ-UPD-002")
 def test_cli_publish_verify_install_rollback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Fault: a release signed by only one of two required targets key holders; then a manual rollback."""
-    keys, repo, cfg = tmp_path / "keys", tmp_path / "usb", _write_config(tmp_path)
+    keys, repo, cfg = tmp_path / "keys", tmp_path / "usb", write_box_config(tmp_path)
     for role in ("root", "snapshot", "timestamp"):
         assert main(["update", "keygen", "--keys", str(keys), "--role", role]) == 0
     assert main(["update", "keygen", "--keys", str(keys), "--role", "targets", "--count", "2"]) == 0
@@ -106,7 +88,7 @@ def test_cli_publish_verify_install_rollback(tmp_path: Path, capsys: pytest.Capt
 @pytest.mark.req("REQ-UPD-018", "REQ-UPD-001")
 def test_cli_refusal_is_one_line_with_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Attack: a tampered artifact on the stick; the CLI says so in one line and exits 1."""
-    keys, repo, cfg = tmp_path / "keys", tmp_path / "usb", _write_config(tmp_path)
+    keys, repo, cfg = tmp_path / "keys", tmp_path / "usb", write_box_config(tmp_path)
     for role in ("root", "targets", "snapshot", "timestamp"):
         main(["update", "keygen", "--keys", str(keys), "--role", role])
     main(

@@ -107,3 +107,22 @@ class Fleet:
 def shift(days: float) -> datetime:
     return now() + timedelta(days=days)
 
+
+def write_box_config(tmp: Path) -> Path:
+    """A box's appliance.toml under ``tmp``: data in ``tmp/data``, the update repository (USB stick) ``tmp/usb``."""
+    cfg = tmp / "appliance.toml"
+    cfg.write_text(
+        f"""
+[storage]
+data_dir = "{tmp / "data"}"
+
+[update]
+repository = "{tmp / "usb"}"
+trusted_metadata_dir = "{tmp / "data" / "update" / "metadata"}"
+
+[update.options]
+os_version = "2.0"
+health_window_s = "10"
+"""
+    )
+    return cfg
