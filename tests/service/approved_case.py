@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from helpers.print_case import STRUCTURES
-from svc_helpers import prepare_ct_series
+from svc_helpers import claimed_job
 
 from appliance.commands.serve import create_web_app
 from appliance.core import LabelMap
@@ -30,13 +30,7 @@ def reviewed_case_box(service_factory: Callable[..., ApplianceService], tmp_path
     """A started service (``sections`` of configuration) with one finished job on 4 real CT slices."""
     svc = service_factory(**sections)
     svc.start(receiver=False, importer=False)
-    study_uid, files = prepare_ct_series(shared_data, tmp_path / "ct", n=4)
-    for f in files:
-        svc.store.store_file(f, "test")
-    job_id = svc.request_reconstruction(study_uid, "test")
-    svc.catalogue.claim_job()
-    out = svc.worker.final_dir(job_id)
-    out.mkdir(parents=True)
+    study_uid, job_id, out = claimed_job(svc, shared_data, tmp_path, n=4)
     volume, _, _ = load_input(tmp_path / "ct")
     labels = np.where(volume.array > 200, 2, np.where(volume.array > -300, 1, 0)).astype(np.uint8)
     labelmap = LabelMap.on(volume, labels, STRUCTURES)

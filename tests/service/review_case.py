@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.print_case import case_grid, make_case
-from svc_helpers import prepare_ct_series
+from svc_helpers import claimed_job
 
 from appliance.commands.serve import create_web_app
 from appliance.export.image import write_image_volume
@@ -22,13 +22,7 @@ def finished_job_box(service_factory: Callable[..., ApplianceService], tmp_path:
     """A started service with one finished job on a real CT (labels, image, meshes) and an API client."""
     svc = service_factory()
     svc.start(receiver=False, importer=False)
-    study_uid, files = prepare_ct_series(shared_data, tmp_path / "ct", n=3)
-    for f in files:
-        svc.store.store_file(f, "test")
-    job_id = svc.request_reconstruction(study_uid, "test")
-    svc.catalogue.claim_job()
-    out = svc.worker.final_dir(job_id)
-    out.mkdir(parents=True)
+    _study_uid, job_id, out = claimed_job(svc, shared_data, tmp_path, n=3)
     make_case(shared_data, out)
     volume, labelmap = case_grid(shared_data)
     save_labelmap(labelmap, out / "labels.nii.gz")

@@ -114,3 +114,16 @@ def make_config(data_dir: Path, **sections: Mapping[str, Any]) -> ApplianceConfi
     for name, values in sections.items():
         overrides.setdefault(name, {}).update(values)
     return load_config(None, overrides)
+
+
+def claimed_job(svc: Any, shared_data: Path, tmp_path: Path, n: int) -> tuple[str, int, Path]:
+    """``(study_uid, job_id, output folder)``: ``n`` real CT slices stored in the started service ``svc``, a
+    reconstruction requested and claimed as the worker would, its (empty) output folder made."""
+    study_uid, files = prepare_ct_series(shared_data, tmp_path / "ct", n=n)
+    for f in files:
+        svc.store.store_file(f, "test")
+    job_id = svc.request_reconstruction(study_uid, "test")
+    svc.catalogue.claim_job()
+    out = svc.worker.final_dir(job_id)
+    out.mkdir(parents=True)
+    return study_uid, job_id, out

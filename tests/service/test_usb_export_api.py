@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from helpers.print_case import make_case
-from svc_helpers import prepare_ct_series
+from svc_helpers import claimed_job
 
 from appliance.commands.serve import create_web_app
 from appliance.service.api_token import issue_api_token
@@ -26,13 +26,7 @@ def box(service_factory: Callable[..., ApplianceService], tmp_path: Path, shared
     (media / "KINGSTON").mkdir(parents=True)
     svc = service_factory(**{"import": {"watch_dir": str(media)}})
     svc.start(receiver=False, importer=False)
-    study_uid, files = prepare_ct_series(shared_data, tmp_path / "ct", n=3)
-    for f in files:
-        svc.store.store_file(f, "test")
-    job_id = svc.request_reconstruction(study_uid, "test")
-    svc.catalogue.claim_job()
-    out = svc.worker.final_dir(job_id)
-    out.mkdir(parents=True)
+    study_uid, job_id, out = claimed_job(svc, shared_data, tmp_path, n=3)
     make_case(shared_data, out)
     svc.catalogue.update_job(job_id, state="done", output_dir=str(out), manifest_path=str(out / "manifest.json"))
     token = issue_api_token(svc.data_dir)
