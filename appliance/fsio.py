@@ -7,8 +7,11 @@ loses power sees the old content or the new, never a mix; atomic symlink switch;
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,3 +93,51 @@ def fsync_tree(root: Path) -> None:
             finally:
                 os.close(fd)
         fsync_dir(Path(dirpath))
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one ``renameat2(RENAME_EXCHANGE)``; False where the C library or file system lacks it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Put the complete folder ``staging`` at ``target`` (same file system), replacing the folder there if any.
+
+    Where the kernel allows, the two folders are swapped in one atomic ``renameat2(RENAME_EXCHANGE)``: a reader sees
+    the old folder or the new, never neither. Elsewhere the old folder is first renamed aside (restored if the second
+    rename fails). The old folder is removed only after the new one is in place and its parent flushed, so a failure
+    at any step leaves a complete folder at ``target`` (or, after a power cut in the fallback's one gap, the complete
+    old folder beside it under a dot-name).
+    """
+    if not target.exists():
+        os.rename(staging, target)
+        fsync_dir(target.parent)
+        return
+    if _exchange(staging, target):
+        fsync_dir(target.parent)
+        shutil.rmtree(staging)
+        return
+    aside = target.with_name(f".{target.name}.replaced-{os.getpid()}")
+    os.rename(target, aside)
+    try:
+        os.rename(staging, target)
+    except BaseException:
+        os.rename(aside, target)
+        raise
+    fsync_dir(target.parent)
+    shutil.rmtree(aside)

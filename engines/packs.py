@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import Structure, StructureCategory
+from appliance.fsio import replace_dir
 from appliance.fsio import sha256_file as sha256_file
 from engines.errors import PackError, PackIntegrityError, PackManifestError, PackNotFound
 
@@ -355,6 +356,8 @@ def list_packs(dirs: Iterable[Path | str] | None = None) -> list[ModelPack]:
         if not base.is_dir():
             continue
         for child in sorted(base.iterdir()):
+            if child.name.startswith("."):  # a pack being imported or replaced: staging and set-aside folders
+                continue
             if not child.is_dir() or not any((child / m).is_file() for m in MANIFEST_NAMES):
                 continue
             try:
@@ -384,10 +387,15 @@ def import_pack(source: Path | str, dest_dir: Path | str, trusted_keys: Sequence
         root = _extract_zip(source, Path(tmp)) if source.is_file() and zipfile.is_zipfile(source) else source
         pack = load_pack(root, verify=True, trusted_keys=trusted_keys)
         target = Path(dest_dir) / pack.name
-        if target.exists():
-            if not replace:
-                raise PackError(f"a pack {pack.name!r} is already installed at {target}; pass replace to overwrite it")
-            shutil.rmtree(target)
-        shutil.copytree(pack.root, target)
+        if target.exists() and not replace:
+            raise PackError(f"a pack {pack.name!r} is already installed at {target}; pass replace to overwrite it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{pack.name}-", dir=target.parent))
+        try:
+            shutil.copytree(pack.root, staging, dirs_exist_ok=True)
+            replace_dir(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     log.info("imported model pack %s %s into %s", pack.name, pack.version, target)
     return load_pack(target, verify=True, trusted_keys=trusted_keys)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.fsio import replace_dir
 from engines.nnunet.errors import CheckpointError, LicenceRequired, ModelFolderError
 from engines.nnunet.network import (
     build_network,
@@ -149,9 +150,7 @@ def import_nnunet(source: Path | str, dest_dir: Path | str, options: ImportOptio
             licence_file = folder / "LICENSE"
             if licence_file.is_file():
                 shutil.copy2(licence_file, staging / "LICENSE")
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
+            replace_dir(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

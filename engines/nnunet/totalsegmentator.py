@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.core import Structure, StructureCategory
+from appliance.fsio import replace_dir
 from engines.nnunet.errors import IncompleteModelSet, LicenceRequired, ModelFolderError, NotTotalSegmentator
 from engines.nnunet.pack_set import COMBINATION, SET_ENGINE, SET_FORMAT, PackSet, load_pack_set
 from engines.nnunet.predict import MANIFEST
@@ -324,9 +325,7 @@ def import_totalsegmentator(source: Path | str, dest_dir: Path | str, options: T
             manifest = build_set_manifest(name, options, variant, members)
             (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
             load_pack_set(staging, verify=True)
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
+            replace_dir(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
