@@ -80,7 +80,7 @@ def test_display_name_api() -> None:
     assert terminology.display_name("body", "en") == "Body outline"
     assert terminology.display_name("ctx_rh_superiorfrontal", "zh-CN") == "右侧额上回"
     assert terminology.display_name("lesion_margin_2p5mm", "en") == "Lesion, 2.5 mm margin"
-    assert terminology.display_name("lesion_margin_10mm", "zh-CN") == "病灶10 mm 安全边界"
+    assert terminology.display_name("lesion_margin_10mm", "zh-CN") == "病灶（10 mm 安全边界）"
     assert terminology.category("bone") == "bone" and terminology.category("lesion_margin_5mm") == "lesion"
     assert terminology.snomed("bone") == ("272673000", "Bone")
     assert terminology.snomed("lesion_margin_5mm") is None

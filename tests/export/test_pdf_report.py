@@ -13,9 +13,10 @@ import pytest
 from helpers.pdf_text import normalised, pdf_text
 from helpers.print_case import make_case
 
+from appliance.core import terminology
 from appliance.export.errors import PdfReportError
 from appliance.export.pdf_report import CHROMIUM_FLAGS, build_pdf_html, report_figures, write_pdf_report
-from appliance.export.report_text import STRUCTURE_NAMES, structure_name
+from appliance.export.report_text import structure_name
 
 pytestmark = pytest.mark.skipif(shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists(),
                                 reason="Chromium (Debian package 'chromium') is not installed")  # fmt: skip
@@ -42,7 +43,7 @@ def test_pdf_in_both_languages_names_the_structures(printed: dict[str, Any]) -> 
         assert data.startswith(b"%PDF-1.") and data.rstrip().endswith(b"%%EOF") and len(data) > 50_000
         texts[lang] = normalised(pdf_text(data))
     for name in ("body", "bone"):
-        english, chinese = STRUCTURE_NAMES[name]
+        english, chinese = terminology.display_name(name, "en"), terminology.display_name(name, "zh-CN")
         assert normalised(english) in texts["en"] and normalised(chinese) in texts["zh-CN"], name
         assert name in texts["en"] and name in texts["zh-CN"]  # the identifier the files carry
     assert normalised("3D model report · EDGE3D-job-7") in texts["en"]
@@ -72,9 +73,14 @@ def test_pdf_page_is_offline_and_html_report_unchanged(printed: dict[str, Any]) 
 @pytest.mark.req("REQ-OUT-864")
 def test_structure_names_and_refusals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert structure_name("lung_left", "zh-CN") == "左肺" and structure_name("lung_left", "en") == "Left lung"
-    assert structure_name("lesion_margin_2p5mm", "zh-CN") == "病灶 安全边界 2.5 毫米"
-    assert structure_name("lesion_margin_10mm", "en") == "Lesion safety margin 10 mm"
-    assert structure_name("ctx_lh_insula", "zh-CN") == "ctx lh insula"  # unknown: shown, never dropped
+    # the report names structures exactly as the kiosk does (one terminology table)
+    for identifier in ("lesion_margin_2p5mm", "liver", "vessels_contrast", "lesion_1_margin_10mm"):
+        for language in ("en", "zh-CN"):
+            assert structure_name(identifier, language) == terminology.display_name(identifier, language)
+    assert structure_name("lesion_margin_2p5mm", "zh-CN") == "病灶（2.5 mm 安全边界）"
+    assert structure_name("lesion_1_margin_10mm", "zh-CN") == "lesion 1（10 mm 安全边界）"
+    assert structure_name("ctx_lh_insula", "zh-CN") == "左侧岛叶"  # brain parcels are named in the report too
+    assert structure_name("phantom_box", "zh-CN") == "phantom box"  # unknown: shown, never dropped
     with pytest.raises(PdfReportError, match="no report language"):
         build_pdf_html({}, [], {}, "x", "fr")
     with pytest.raises(PdfReportError, match="no readable manifest"):

@@ -28,7 +28,7 @@ from appliance.io.nifti import save_volume
 
 NAMES = {"phantom_box": "body", "inner_core": "bone", "core_margin_5mm": "lesion_margin_5mm",
          "vessel_sphere": "lung_left"}
-ZH = {"body": "体表轮廓", "bone": "骨骼", "lung_left": "左肺", "lesion_margin_5mm": "病灶5 mm 安全边界"}
+ZH = {"body": "体表轮廓", "bone": "骨骼", "lung_left": "左肺", "lesion_margin_5mm": "病灶（5 mm 安全边界）"}
 EN = {"body": "Body outline", "bone": "Bone", "lung_left": "Left lung", "lesion_margin_5mm": "Lesion, 5 mm margin"}
 
 
