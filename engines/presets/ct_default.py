@@ -46,6 +46,7 @@ from engines.presets.ct_grid import (
     refine_boundaries,
 )
 from engines.presets.ct_lumen import describe_regions, enhanced_parenchyma_share, release_smooth_regions
+from engines.presets.ct_marrow import fill_marrow
 from engines.presets.ct_parameters import CtDefaultParameters
 from kernels.device import array_module, device_description
 
@@ -100,13 +101,17 @@ def segment_body(hu: Array, geo: GridGeometry, ndi: ModuleType, p: CtDefaultPara
     return morph.fill_holes(keep[lab], ndi, geo.axial_axis)
 
 
-def segment_bone(hu: Array, body: Array, exclude: Array, geo: GridGeometry, ndi: ModuleType,
-                 p: CtDefaultParameters) -> Array:
-    """Cortex by hysteresis, marrow by closing and hole filling in the three planes (see :func:`clean_bone`)."""
+def segment_bone(hu: Array, body: Array, exclude: Array, texture: Texture, midline_x: float, geo: GridGeometry,
+                 ndi: ModuleType, p: CtDefaultParameters) -> Array:
+    """Cortex by hysteresis, marrow by closing and hole filling in the three planes (see :func:`clean_bone`).
+
+    Holes whose contents are water-like and smooth (the spinal canal inside the vertebral arch) are not marrow and
+    stay open (:func:`ct_marrow.fill_marrow`).
+    """
     allowed = body & ~exclude
     hyst = morph.hysteresis((hu > p.bone_strong_hu) & allowed, (hu > p.bone_weak_hu) & allowed, ndi)
     closed = morph.closing_ball(hyst, ndi, p.bone_closing_mm, geo.spacing)
-    return morph.fill_holes_planes(closed, ndi) & allowed
+    return fill_marrow(closed, hu, texture, midline_x, geo, ndi, p) & allowed
 
 
 def select_lungs(air: Array, hu: Array, hu_smooth: Array, airway: Array, geo: GridGeometry, ndi: ModuleType,
@@ -327,7 +332,8 @@ def segment_ct(
             "REQ-FUNC-153", {"vessel_ml": float(xp.count_nonzero(vessels)) * sub.voxel_ml},
         ))
     t = stage("vessels", 0.4, t)
-    bone = segment_bone(hu, body, vessels | enhancing, sub, ndi, p)
+    midline = sub.midline_x(xp, body)
+    bone = segment_bone(hu, body, vessels | enhancing, texture, midline, sub, ndi, p)
     t = stage("bone", 0.6, t)
     air = (hu_smooth < p.lung_hu) & body
     seed = find_trachea_seed(hu, air, body, sub, ndi, p)
@@ -348,7 +354,6 @@ def segment_ct(
             ))
     t = stage("airway", 0.75, t)
     lungs = select_lungs(air, hu, hu_smooth, airway, sub, ndi, p)
-    midline = sub.midline_x(xp, body)
     lung_left, lung_right = split_lungs(lungs, midline, sub, ndi)
     # vessels and bronchi inside each lung are lung (as in anatomical atlases): fill each side's holes in the
     # three planes; the airway label is written last, so the lumen keeps its own label. Enhanced pulmonary

@@ -31,6 +31,11 @@ class CtDefaultParameters:
     bone_weak_hu: float = 120.0  # trabecular bone reached by hysteresis
     bone_closing_mm: float = 3.0  # bridges cortex broken by partial volume before filling the marrow
     bone_min_ml: float = 0.2  # drops isolated calcifications
+    canal_low_hu: float = -30.0  # a hole of the closed cortex whose mean is water-like (CSF 0-15 HU, cord 30-40,
+    canal_high_hu: float = 50.0  # some epidural fat; fatty marrow is below, disc and trabecular marrow above)...
+    canal_smooth_share: float = 0.5  # ...and mostly smooth (marrow is textured)...
+    canal_min_area_mm2: float = 30.0  # ...and this large in its plane and centred within...
+    canal_max_offset_mm: float = 25.0  # ...this distance of the body's midline is the spinal canal (ct_marrow)
     bone_cortex_hu: float = 400.0  # cortical bone; enhancing soft tissue stays below
     bone_min_cortex_share: float = 0.05
     bone_max_smooth_share: float = 0.18  # above: warn that enhanced soft tissue was left in bone (bone 0.03-0.13)
