@@ -45,7 +45,12 @@ from engines.presets.ct_grid import (
     grid_summary,
     refine_boundaries,
 )
-from engines.presets.ct_lumen import describe_regions, enhanced_parenchyma_share, release_smooth_regions
+from engines.presets.ct_lumen import (
+    describe_regions,
+    enhanced_parenchyma_share,
+    release_smooth_regions,
+    vessel_wall_calcification,
+)
 from engines.presets.ct_marrow import fill_marrow
 from engines.presets.ct_parameters import CtDefaultParameters
 from kernels.device import array_module, device_description
@@ -235,6 +240,24 @@ def _release_smooth_regions(bone: Array, vessels: Array, hu: Array, hu_smooth: A
     )]
 
 
+def _take_vessel_walls(bone: Array, vessels: Array, geo: GridGeometry, ndi: ModuleType, p: CtDefaultParameters
+                       ) -> tuple[Array, Array, list[Finding]]:
+    """Calcified walls of contrast-filled vessels move from bone to the vessel, with an INFO finding of their volume
+    (:func:`ct_lumen.vessel_wall_calcification`)."""
+    xp = morph.array_module_of(bone)
+    wall = vessel_wall_calcification(bone, vessels, geo, ndi, p)
+    if not bool(wall.any()):
+        return bone, vessels, []
+    ml = round(float(xp.count_nonzero(wall)) * geo.voxel_ml, 1)
+    bone = morph.remove_small(bone & ~wall, ndi, geo.voxels_for_ml(p.bone_min_ml))
+    return bone, vessels | wall, [Finding(
+        "ct_vessel_wall_calcification", Severity.INFO,
+        f"{ml:g} ml of calcified vessel wall (plaque on a contrast-filled vessel, too thin to be cortex) that the "
+        "bone thresholds reached was given to the vessel, not to bone.",
+        "REQ-FUNC-1760", {"wall_ml": ml},
+    )]
+
+
 def _boundary_rules(p: CtDefaultParameters) -> tuple[BoundaryRule, ...]:
     """The threshold boundaries placed at the CT's own resolution after segmenting on blocks (skin, bone, lungs)."""
     body, bone = STRUCTURES["body"].label, STRUCTURES["bone"].label
@@ -367,6 +390,8 @@ def segment_ct(
         # 70 HU), while smooth-looking marrow (soft kernels, fine or interpolated grids) must stay bone
         bone, vessels, found = _release_smooth_regions(bone, vessels, hu, hu_smooth, texture, midline, sub, ndi, p)
         findings.extend(found)
+    bone, vessels, found = _take_vessel_walls(bone, vessels, sub, ndi, p)
+    findings.extend(found)
     soft_share = smooth_bone_share(bone, hu_smooth, texture, p)
     if soft_share > p.bone_max_smooth_share:
         before = float(xp.count_nonzero(bone))
