@@ -51,7 +51,7 @@ from engines.presets.ct_lumen import (
     release_smooth_regions,
     vessel_wall_calcification,
 )
-from engines.presets.ct_marrow import fill_marrow
+from engines.presets.ct_marrow import fill_marrow, thin_parts
 from engines.presets.ct_parameters import CtDefaultParameters
 from kernels.device import array_module, device_description
 
@@ -240,21 +240,24 @@ def _release_smooth_regions(bone: Array, vessels: Array, hu: Array, hu_smooth: A
     )]
 
 
-def _take_vessel_walls(bone: Array, vessels: Array, geo: GridGeometry, ndi: ModuleType, p: CtDefaultParameters
-                       ) -> tuple[Array, Array, list[Finding]]:
-    """Calcified walls of contrast-filled vessels move from bone to the vessel, with an INFO finding of their volume
-    (:func:`ct_lumen.vessel_wall_calcification`)."""
+def _take_calcifications(bone: Array, vessels: Array, geo: GridGeometry, ndi: ModuleType, p: CtDefaultParameters
+                         ) -> tuple[Array, Array, list[Finding]]:
+    """Bone without calcified vessel walls (given to the vessel, :func:`ct_lumen.vessel_wall_calcification`) and
+    without small parts that hold no marrow (:func:`ct_marrow.thin_parts`); an INFO finding states both volumes."""
     xp = morph.array_module_of(bone)
     wall = vessel_wall_calcification(bone, vessels, geo, ndi, p)
-    if not bool(wall.any()):
-        return bone, vessels, []
-    ml = round(float(xp.count_nonzero(wall)) * geo.voxel_ml, 1)
     bone = morph.remove_small(bone & ~wall, ndi, geo.voxels_for_ml(p.bone_min_ml))
-    return bone, vessels | wall, [Finding(
-        "ct_vessel_wall_calcification", Severity.INFO,
-        f"{ml:g} ml of calcified vessel wall (plaque on a contrast-filled vessel, too thin to be cortex) that the "
-        "bone thresholds reached was given to the vessel, not to bone.",
-        "REQ-FUNC-1760", {"wall_ml": ml},
+    thin = thin_parts(bone, geo, ndi, p)
+    wall_ml = round(float(xp.count_nonzero(wall)) * geo.voxel_ml, 1)
+    thin_ml = round(float(xp.count_nonzero(thin)) * geo.voxel_ml, 1)
+    if wall_ml + thin_ml < p.bone_min_ml:
+        return bone, vessels, []
+    return bone & ~thin, vessels | wall, [Finding(
+        "ct_bone_calcifications_excluded", Severity.INFO,
+        f"Left out of bone: {wall_ml:g} ml of calcified vessel wall (plaque on a contrast-filled vessel, too thin to "
+        f"be cortex; given to the vessel) and {thin_ml:g} ml in small parts that hold no marrow (calcified costal "
+        "cartilage or vessels).",
+        "REQ-FUNC-1760", {"vessel_wall_ml": wall_ml, "thin_parts_ml": thin_ml},
     )]
 
 
@@ -390,7 +393,7 @@ def segment_ct(
         # 70 HU), while smooth-looking marrow (soft kernels, fine or interpolated grids) must stay bone
         bone, vessels, found = _release_smooth_regions(bone, vessels, hu, hu_smooth, texture, midline, sub, ndi, p)
         findings.extend(found)
-    bone, vessels, found = _take_vessel_walls(bone, vessels, sub, ndi, p)
+    bone, vessels, found = _take_calcifications(bone, vessels, sub, ndi, p)
     findings.extend(found)
     soft_share = smooth_bone_share(bone, hu_smooth, texture, p)
     if soft_share > p.bone_max_smooth_share:
