@@ -39,11 +39,13 @@ def _marrow_holes(mask: Array, hu: Array, smooth: Array, midline_x: float, plane
     border_axes = tuple(a for a in (0, 1, 2) if a != plane_axis)
     outside[morph.face_labels(xp, lab, border_axes)] = True
     outside[0] = True  # label 0 is the mask itself
-    flat = lab[background]
+    holes = ~outside[lab]
+    if not bool(holes.any()):
+        return holes
+    flat = lab[holes]  # statistics on the holes only (the background outside is most of the grid)
     size = xp.bincount(flat, minlength=n + 1)
-    mean_hu = xp.bincount(flat, weights=hu[background].astype(xp.float64), minlength=n + 1) / xp.maximum(size, 1)
-    smooth_share = xp.bincount(flat, weights=smooth[background].astype(xp.float64),
-                               minlength=n + 1) / xp.maximum(size, 1)
+    mean_hu = xp.bincount(flat, weights=hu[holes].astype(xp.float64), minlength=n + 1) / xp.maximum(size, 1)
+    smooth_share = xp.bincount(flat, weights=smooth[holes].astype(xp.float64), minlength=n + 1) / xp.maximum(size, 1)
     pixel_mm2 = 1.0
     for a in border_axes:
         pixel_mm2 *= geo.spacing[a]
@@ -51,14 +53,15 @@ def _marrow_holes(mask: Array, hu: Array, smooth: Array, midline_x: float, plane
              & (smooth_share >= p.canal_smooth_share) & (size * pixel_mm2 >= p.canal_min_area_mm2) & ~outside)
     canal[0] = False
     if bool(canal.any()):  # the canal runs in the midline; water-like marrow of a femur or an ilium lies aside
-        holes = canal[lab]
-        x = geo.patient_x(xp, holes)
-        owner = lab[holes]
-        mean_x = xp.bincount(owner, weights=x, minlength=n + 1) / xp.maximum(size, 1)
+        in_canal = canal[lab]
+        owner = lab[in_canal]
+        idx = in_canal.nonzero()
+        row = [float(v) for v in geo.affine[0]]
+        # centres from sums of integer indices (exact in any order, so CPU and GPU agree), then to patient x
+        mean_x = row[3] + sum(row[axis] * xp.bincount(owner, weights=idx[axis].astype(xp.float64), minlength=n + 1)
+                            for axis in range(3)) / xp.maximum(size, 1)
         canal &= xp.abs(mean_x - midline_x) <= p.canal_max_offset_mm
-    marrow = ~outside & ~canal
-    marrow[0] = False
-    return marrow[lab]
+    return holes & ~canal[lab]
 
 
 def fill_marrow(mask: Array, hu: Array, texture: Texture, midline_x: float, geo: GridGeometry, ndi: ModuleType,
