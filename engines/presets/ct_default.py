@@ -45,7 +45,13 @@ from engines.presets.ct_grid import (
     grid_summary,
     refine_boundaries,
 )
-from engines.presets.ct_lumen import describe_regions, enhanced_parenchyma_share, release_smooth_regions
+from engines.presets.ct_lumen import (
+    describe_regions,
+    enhanced_parenchyma_share,
+    release_smooth_regions,
+    vessel_wall_calcification,
+)
+from engines.presets.ct_marrow import fill_marrow, thin_parts
 from engines.presets.ct_parameters import CtDefaultParameters
 from kernels.device import array_module, device_description
 
@@ -100,13 +106,17 @@ def segment_body(hu: Array, geo: GridGeometry, ndi: ModuleType, p: CtDefaultPara
     return morph.fill_holes(keep[lab], ndi, geo.axial_axis)
 
 
-def segment_bone(hu: Array, body: Array, exclude: Array, geo: GridGeometry, ndi: ModuleType,
-                 p: CtDefaultParameters) -> Array:
-    """Cortex by hysteresis, marrow by closing and hole filling in the three planes (see :func:`clean_bone`)."""
+def segment_bone(hu: Array, body: Array, exclude: Array, texture: Texture, midline_x: float, geo: GridGeometry,
+                 ndi: ModuleType, p: CtDefaultParameters) -> Array:
+    """Cortex by hysteresis, marrow by closing and hole filling in the three planes (see :func:`clean_bone`).
+
+    Holes whose contents are water-like and smooth (the spinal canal inside the vertebral arch) are not marrow and
+    stay open (:func:`ct_marrow.fill_marrow`).
+    """
     allowed = body & ~exclude
     hyst = morph.hysteresis((hu > p.bone_strong_hu) & allowed, (hu > p.bone_weak_hu) & allowed, ndi)
     closed = morph.closing_ball(hyst, ndi, p.bone_closing_mm, geo.spacing)
-    return morph.fill_holes_planes(closed, ndi) & allowed
+    return fill_marrow(closed, hu, texture, midline_x, geo, ndi, p) & allowed
 
 
 def select_lungs(air: Array, hu: Array, hu_smooth: Array, airway: Array, geo: GridGeometry, ndi: ModuleType,
@@ -230,6 +240,27 @@ def _release_smooth_regions(bone: Array, vessels: Array, hu: Array, hu_smooth: A
     )]
 
 
+def _take_calcifications(bone: Array, vessels: Array, geo: GridGeometry, ndi: ModuleType, p: CtDefaultParameters
+                         ) -> tuple[Array, Array, list[Finding]]:
+    """Bone without calcified vessel walls (given to the vessel, :func:`ct_lumen.vessel_wall_calcification`) and
+    without small parts that hold no marrow (:func:`ct_marrow.thin_parts`); an INFO finding states both volumes."""
+    xp = morph.array_module_of(bone)
+    wall = vessel_wall_calcification(bone, vessels, geo, ndi, p)
+    bone = morph.remove_small(bone & ~wall, ndi, geo.voxels_for_ml(p.bone_min_ml))
+    thin = thin_parts(bone, geo, ndi, p)
+    wall_ml = round(float(xp.count_nonzero(wall)) * geo.voxel_ml, 1)
+    thin_ml = round(float(xp.count_nonzero(thin)) * geo.voxel_ml, 1)
+    if wall_ml + thin_ml < p.bone_min_ml:
+        return bone, vessels, []
+    return bone & ~thin, vessels | wall, [Finding(
+        "ct_bone_calcifications_excluded", Severity.INFO,
+        f"Left out of bone: {wall_ml:g} ml of calcified vessel wall (plaque on a contrast-filled vessel, too thin to "
+        f"be cortex; given to the vessel) and {thin_ml:g} ml in small parts that hold no marrow (calcified costal "
+        "cartilage or vessels).",
+        "REQ-FUNC-1760", {"vessel_wall_ml": wall_ml, "thin_parts_ml": thin_ml},
+    )]
+
+
 def _boundary_rules(p: CtDefaultParameters) -> tuple[BoundaryRule, ...]:
     """The threshold boundaries placed at the CT's own resolution after segmenting on blocks (skin, bone, lungs)."""
     body, bone = STRUCTURES["body"].label, STRUCTURES["bone"].label
@@ -327,7 +358,8 @@ def segment_ct(
             "REQ-FUNC-153", {"vessel_ml": float(xp.count_nonzero(vessels)) * sub.voxel_ml},
         ))
     t = stage("vessels", 0.4, t)
-    bone = segment_bone(hu, body, vessels | enhancing, sub, ndi, p)
+    midline = sub.midline_x(xp, body)
+    bone = segment_bone(hu, body, vessels | enhancing, texture, midline, sub, ndi, p)
     t = stage("bone", 0.6, t)
     air = (hu_smooth < p.lung_hu) & body
     seed = find_trachea_seed(hu, air, body, sub, ndi, p)
@@ -348,7 +380,6 @@ def segment_ct(
             ))
     t = stage("airway", 0.75, t)
     lungs = select_lungs(air, hu, hu_smooth, airway, sub, ndi, p)
-    midline = sub.midline_x(xp, body)
     lung_left, lung_right = split_lungs(lungs, midline, sub, ndi)
     # vessels and bronchi inside each lung are lung (as in anatomical atlases): fill each side's holes in the
     # three planes; the airway label is written last, so the lumen keeps its own label. Enhanced pulmonary
@@ -362,6 +393,8 @@ def segment_ct(
         # 70 HU), while smooth-looking marrow (soft kernels, fine or interpolated grids) must stay bone
         bone, vessels, found = _release_smooth_regions(bone, vessels, hu, hu_smooth, texture, midline, sub, ndi, p)
         findings.extend(found)
+    bone, vessels, found = _take_calcifications(bone, vessels, sub, ndi, p)
+    findings.extend(found)
     soft_share = smooth_bone_share(bone, hu_smooth, texture, p)
     if soft_share > p.bone_max_smooth_share:
         before = float(xp.count_nonzero(bone))

@@ -169,6 +169,30 @@ def _lumens(released: Array, midline_x: float, geo: GridGeometry, ndi: ModuleTyp
     return grown | lumen_cores
 
 
+def vessel_wall_calcification(bone: Array, vessels: Array, geo: GridGeometry, ndi: ModuleType,
+                              p: CtDefaultParameters) -> Array:
+    """Parts of ``bone`` that are a calcified wall of a contrast-filled vessel, not bone.
+
+    Atherosclerotic plaque calcifies the vessel wall, which lies within ``vessel_wall_mm`` of the lumen; it is a
+    thin shell or crescent, too thin for a ball of ``bone_body_radius_mm``, where a vertebral body or a rib lying
+    next to the vessel holds that ball up to its cortex (the opening of bone by the ball keeps them whole). A
+    plaque joined to the spine, or to a rib, by the hysteresis is thus told from the cortex it touches.
+    """
+    xp = morph.array_module_of(bone)
+    if not bool(vessels.any()) or not bool(bone.any()):
+        return xp.zeros_like(bone)
+    margin = int(np.ceil((p.vessel_wall_mm + 2.0 * p.bone_body_radius_mm) / min(geo.spacing))) + 2
+    box = geo.bounding_box(vessels, margin=margin)
+    sub = geo.cropped(box)
+    b = bone[box]
+    near = morph.dilate_ball(vessels[box], ndi, p.vessel_wall_mm, sub.spacing) & b
+    out = xp.zeros_like(bone)
+    if not bool(near.any()):
+        return out
+    out[box] = near & ~morph.opening_ball(b, ndi, p.bone_body_radius_mm, sub.spacing)
+    return out
+
+
 def enhanced_parenchyma_share(hu_smooth: Array, texture: Texture, body: Array, bone: Array, geo: GridGeometry,
                               ndi: ModuleType, p: CtDefaultParameters) -> float:
     """Share of the soft tissue (body more than ``enhancement_bone_margin_mm`` from bone) that is enhanced organ.
@@ -205,4 +229,5 @@ def describe_regions(release: SmoothRelease, geo: GridGeometry) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["SmoothRelease", "describe_regions", "enhanced_parenchyma_share", "release_smooth_regions"]
+__all__ = ["SmoothRelease", "describe_regions", "enhanced_parenchyma_share", "release_smooth_regions",
+           "vessel_wall_calcification"]

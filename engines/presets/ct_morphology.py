@@ -38,7 +38,7 @@ def plane_structure(axis: int) -> npt.NDArray[np.bool_]:
     return st
 
 
-def _face_labels(xp: ModuleType, lab: Array, axes: tuple[int, ...]) -> Array:
+def face_labels(xp: ModuleType, lab: Array, axes: tuple[int, ...]) -> Array:
     """Label values found on the two faces of ``lab`` normal to each axis in ``axes``."""
     faces = []
     for axis in axes:
@@ -66,7 +66,7 @@ def fill_holes(mask: Array, ndi: ModuleType, plane_axis: int | None = None) -> A
     lab, n = ndi.label(background, structure=structure)
     n = int(n)
     outside = xp.zeros(n + 1, dtype=bool)
-    outside[_face_labels(xp, lab, border_axes)] = True
+    outside[face_labels(xp, lab, border_axes)] = True
     outside[0] = True  # label 0 is the mask itself
     return mask | ~outside[lab]
 
