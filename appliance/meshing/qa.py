@@ -38,7 +38,13 @@ MAX_DISTANCE_SAMPLES = 200_000
 
 
 def topology(faces: npt.NDArray[np.int64], n_vertices: int) -> dict[str, Any]:
-    """Watertight / manifold / Euler figures of an indexed triangle mesh."""
+    """Watertight / manifold / Euler figures of an indexed triangle mesh.
+
+    One sort of the undirected edge keys gives every figure: the edge counts (boundary: 1, non-manifold: > 2),
+    the orientation (watertight: each edge used twice, once in each direction) and, on a watertight mesh, each
+    half-edge's twin (the other half-edge of its edge) for the vertex fans. No binary search of millions of
+    random keys (the cache-missing part of a search-based version, 70 % of its time on the demo's body).
+    """
     f = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
     n_f = f.shape[0]
     if n_f == 0:
@@ -47,44 +53,45 @@ def topology(faces: npt.NDArray[np.int64], n_vertices: int) -> dict[str, Any]:
     src = f.reshape(-1)
     dst = f[:, [1, 2, 0]].reshape(-1)
     n = np.int64(max(n_vertices, 1))
-    directed = src * n + dst
     undirected = np.minimum(src, dst) * n + np.maximum(src, dst)
-    und_keys, und_counts = np.unique(undirected, return_counts=True)
-    dir_keys, dir_counts = np.unique(directed, return_counts=True)
-    reverse = dst * n + src
-    # membership by binary search in the sorted keys (np.isin hashes, 50x slower on millions of edges)
-    pos = np.minimum(np.searchsorted(dir_keys, reverse), dir_keys.size - 1)
-    has_twin = dir_keys[pos] == reverse
-    boundary = int(np.count_nonzero(und_counts == 1))
-    nonmanifold_edges = int(np.count_nonzero(und_counts > 2))
-    oriented = bool(np.all(dir_counts == 1) and np.all(has_twin))
-    watertight = boundary == 0 and nonmanifold_edges == 0 and oriented
-    used = sorted_unique(src, np)
+    order = np.argsort(undirected)
+    keys = undirected[order]
+    first = np.empty(keys.size, dtype=bool)
+    first[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.append(starts, keys.size))
+    boundary = int(np.count_nonzero(counts == 1))
+    nonmanifold_edges = int(np.count_nonzero(counts > 2))
+    watertight = boundary == 0 and nonmanifold_edges == 0
+    if watertight:  # every edge twice: once in each direction <=> exactly one of its two half-edges runs low -> high
+        forward = np.add.reduceat((src < dst)[order].astype(np.int64), starts)
+        watertight = bool(np.all(forward == 1))
+    used = np.flatnonzero(np.bincount(src, minlength=int(n_vertices)))
     # Fans: corners (face, k) joined across each edge to the twin face's corner at the same vertex.
     nonmanifold_vertices = -1
     components = 0
     if watertight:
-        order = np.argsort(directed)
-        pos = np.searchsorted(directed[order], reverse)
-        twin_halfedge = order[pos]  # half-edge h = 3*face + k runs src[h] -> dst[h]
+        twin_halfedge = np.empty_like(order)  # half-edge h = 3*face + k runs src[h] -> dst[h]
+        twin_halfedge[order[0::2]] = order[1::2]
+        twin_halfedge[order[1::2]] = order[0::2]
         h = np.arange(3 * n_f)
         # corner at src[h] in face h//3 <-> corner at src[h] (= dst of twin) in the twin's face
         twin_face = twin_halfedge // 3
         twin_k_next = (twin_halfedge % 3 + 1) % 3  # the twin's corner at its dst vertex
-        a = h
         b = twin_face * 3 + twin_k_next
-        graph = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(3 * n_f, 3 * n_f))
+        graph = coo_matrix((np.ones(h.size, dtype=np.int8), (h, b)), shape=(3 * n_f, 3 * n_f))
         n_fans, _ = connected_components(graph, directed=False)
         nonmanifold_vertices = int(n_fans - used.size)
         mesh_graph = coo_matrix((np.ones(src.size, dtype=np.int8), (src, dst)), shape=(n_vertices, n_vertices))
         _, comp = connected_components(mesh_graph, directed=False)
         components = int(sorted_unique(comp[used], np).size)
-    euler = int(used.size - und_keys.size + n_f)
+    euler = int(used.size - starts.size + n_f)
     return {
         "watertight": watertight,
         "manifold": bool(watertight and nonmanifold_vertices == 0),
         "euler": euler,
-        "edges": int(und_keys.size),
+        "edges": int(starts.size),
         "boundary_edges": boundary,
         "nonmanifold_edges": nonmanifold_edges,
         "nonmanifold_vertices": nonmanifold_vertices,
@@ -163,6 +170,17 @@ def distance_to_mask(
     return d_mm, d_vox
 
 
+def distance_samples(mesh: Mesh) -> npt.NDArray[np.float64]:
+    """The points whose distance to the mask is measured: the vertices, then the triangle centroids, evenly
+    strided to at most ``MAX_DISTANCE_SAMPLES`` (only the centroids that are kept are computed)."""
+    n_v, n_f = mesh.vertices.shape[0], mesh.n_triangles
+    stride = max(1, -(-(n_v + n_f) // MAX_DISTANCE_SAMPLES)) if n_v + n_f > MAX_DISTANCE_SAMPLES else 1
+    picks = np.arange(0, n_v + n_f, stride)
+    kept_faces = mesh.faces[picks[picks >= n_v] - n_v]
+    centroids = mesh.vertices[kept_faces].mean(axis=1)
+    return np.concatenate([mesh.vertices[picks[picks < n_v]], centroids])
+
+
 def mesh_qa(mesh: Mesh, mask: npt.NDArray[np.bool_], affine: npt.NDArray[np.float64],
             surface: MaskSurface | None = None, faces_topology: dict[str, Any] | None = None) -> dict[str, Any]:
     """QA figures of ``mesh`` against the binary ``mask`` on the grid of ``affine`` (voxel -> LPS mm).
@@ -180,20 +198,19 @@ def mesh_qa(mesh: Mesh, mask: npt.NDArray[np.bool_], affine: npt.NDArray[np.floa
     topo = faces_topology if faces_topology is not None else topology(mesh.faces, mesh.vertices.shape[0])
     out: dict[str, Any] = dict(topo)
     voxel_ml = abs(float(np.linalg.det(aff[:3, :3]))) / 1000.0
-    volume_ml = mesh.signed_volume_mm3() / 1000.0
+    area_mm2, volume_mm3 = mesh.area_and_volume()
+    volume_ml = volume_mm3 / 1000.0
     mask_ml = float(np.count_nonzero(m)) * voxel_ml
     out.update(
         triangles=mesh.n_triangles,
         vertices=int(mesh.vertices.shape[0]),
-        area_mm2=mesh.area_mm2(),
+        area_mm2=area_mm2,
         volume_ml=volume_ml,
         mask_volume_ml=mask_ml,
         volume_error_pct=(100.0 * (volume_ml - mask_ml) / mask_ml) if mask_ml > 0 else float("nan"),
     )
     if mesh.n_triangles:
-        samples = np.concatenate([mesh.vertices, mesh.vertices[mesh.faces].mean(axis=1)])
-        if samples.shape[0] > MAX_DISTANCE_SAMPLES:
-            samples = samples[:: -(-samples.shape[0] // MAX_DISTANCE_SAMPLES)]
+        samples = distance_samples(mesh)
         out["distance_samples"] = int(samples.shape[0])
         ijk = apply_affine(samples, np.linalg.inv(aff))
         spacing = np.linalg.norm(aff[:3, :3], axis=0)
