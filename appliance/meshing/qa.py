@@ -9,32 +9,30 @@ All figures are computed from the arrays, not trusted from the mesher:
 * **volume**: enclosed volume (divergence theorem) against the mask's voxel count times the voxel volume;
 * **distance to the mask boundary**: the mask boundary is the surface made of the voxel faces between a mask
   voxel and a non-mask voxel. For the mesh vertices and triangle centroids the exact distance to the nearest such
-  face is taken (candidate faces from a k-d tree of face centres), in mm and in voxels. Exact for affines with
+  face is taken (:mod:`appliance.meshing.mask_surface`: a local search of the 54 faces around each point, a k-d
+  tree of face centres for the rare point farther than a voxel), in mm and in voxels. Exact for affines with
   orthogonal columns (every DICOM/NIfTI geometry without shear); for sheared affines the voxel-space closest face
   is used. Large meshes are sampled (at most ``MAX_DISTANCE_SAMPLES`` points, evenly strided).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
 
 from appliance.core import Mesh
+from appliance.meshing.mask_surface import MaskSurface, distance_to_mask
 from kernels.marching_cubes import apply_affine
 from kernels.unique import sorted_unique
 
-#: Candidate boundary faces examined per sample point.
-_K_NEAREST = 8
-#: Points whose candidate faces are compared at a time (keeps the (points, k, 3) temporaries in cache).
-_CHUNK_POINTS = 16_384
 #: Largest number of surface points whose distance is measured (evenly strided subset beyond that).
 MAX_DISTANCE_SAMPLES = 200_000
+
+__all__ = ["MAX_DISTANCE_SAMPLES", "MaskSurface", "distance_samples", "distance_to_mask", "mesh_qa", "topology"]
 
 
 def topology(faces: npt.NDArray[np.int64], n_vertices: int) -> dict[str, Any]:
@@ -97,77 +95,6 @@ def topology(faces: npt.NDArray[np.int64], n_vertices: int) -> dict[str, Any]:
         "nonmanifold_vertices": nonmanifold_vertices,
         "components": components,
     }
-
-
-def boundary_faces(mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-    """Centres (voxel index space) and normal axes of the voxel faces between mask and non-mask voxels."""
-    m = np.pad(np.asarray(mask, dtype=bool), 1)
-    centres, axes = [], []
-    for a in range(3):
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[a] = slice(0, -1)
-        hi[a] = slice(1, None)
-        diff = m[tuple(lo)] != m[tuple(hi)]
-        idx = np.argwhere(diff).astype(np.float64) - 1.0
-        idx[:, a] += 0.5
-        centres.append(idx)
-        axes.append(np.full(idx.shape[0], a, dtype=np.int64))
-    return np.concatenate(centres), np.concatenate(axes)
-
-
-@dataclass(frozen=True)
-class MaskSurface:
-    """A mask's boundary faces and their k-d tree (mm), built once and shared by the QA of several meshes of it.
-
-    The QA before and after post-processing measures two meshes against the same mask; building the faces and
-    the tree once halves that part of the work and changes no figure.
-    """
-
-    centres: npt.NDArray[np.float64]
-    half: npt.NDArray[np.float64]
-    spacing: npt.NDArray[np.float64]
-    tree: cKDTree | None
-
-    @classmethod
-    def of(cls, mask: npt.NDArray[np.bool_], spacing: npt.NDArray[np.float64]) -> MaskSurface:
-        """The boundary surface of ``mask`` on a grid of ``spacing`` (mm per voxel along each axis)."""
-        centres, axes = boundary_faces(mask)
-        half = np.full((centres.shape[0], 3), 0.5)
-        half[np.arange(centres.shape[0]), axes] = 0.0
-        tree = cKDTree(centres * spacing) if centres.shape[0] else None
-        return cls(centres, half, np.asarray(spacing, dtype=np.float64), tree)
-
-
-def distance_to_mask(
-    points_ijk: npt.NDArray[np.float64], mask: npt.NDArray[np.bool_], spacing: npt.NDArray[np.float64],
-    surface: MaskSurface | None = None,
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Distance (mm, voxels) from each point (voxel index coordinates) to the mask's boundary surface.
-
-    ``surface``: the mask's :class:`MaskSurface` when the caller already built it (same figures).
-    """
-    surf = surface if surface is not None else MaskSurface.of(mask, spacing)
-    if surf.tree is None or points_ijk.shape[0] == 0:
-        inf = np.full(points_ijk.shape[0], np.inf)
-        return inf, inf.copy()
-    centres = surf.centres
-    k = min(_K_NEAREST, centres.shape[0])
-    _, cand = surf.tree.query(points_ijk * spacing, k=k, workers=-1)  # points are independent: same answer
-    cand = np.asarray(cand).reshape(points_ijk.shape[0], k)
-    d_mm = np.empty(points_ijk.shape[0])
-    d_vox = np.empty(points_ijk.shape[0])
-    for start in range(0, points_ijk.shape[0], _CHUNK_POINTS):  # (points, k, 3) temporaries that fit in cache
-        part = slice(start, start + _CHUNK_POINTS)
-        c = cand[part]
-        off = np.abs(points_ijk[part, None, :] - centres[c])  # voxel units
-        gap = np.maximum(off - surf.half[c], 0.0)
-        dist = np.sqrt(((gap * spacing) ** 2).sum(axis=2))
-        best = np.argmin(dist, axis=1)
-        rows = np.arange(best.shape[0])
-        d_mm[part] = dist[rows, best]
-        d_vox[part] = np.sqrt((gap[rows, best] ** 2).sum(axis=1))
-    return d_mm, d_vox
 
 
 def distance_samples(mesh: Mesh) -> npt.NDArray[np.float64]:
