@@ -112,57 +112,62 @@ def _axis_offsets(strides: npt.NDArray[np.int64]) -> list[npt.NDArray[np.int64]]
     return out
 
 
-def _terms(across: npt.NDArray[np.float64], beside: npt.NDArray[np.float64],
-           a: int) -> list[npt.NDArray[np.float64]]:
-    """The per-axis squared gaps of axis ``a``'s 18 candidate faces, shaped to broadcast to (m, 2, 3, 3)."""
+def _squared_gaps(across: npt.NDArray[np.float64], beside: npt.NDArray[np.float64],
+                  a: int) -> npt.NDArray[np.float64]:
+    """Squared distance of axis ``a``'s 18 candidate faces, (18, m) in the order (s, o_b, o_c), from the per-axis
+    squared gaps ``across`` (3, 2, m) and ``beside`` (3, 3, m), summed in axis order 0, 1, 2."""
     b, c = (x for x in range(3) if x != a)
-    terms = [across[:, a][:, :, None, None], across[:, a][:, :, None, None], across[:, a][:, :, None, None]]
-    terms[b] = beside[:, b][:, None, :, None]
-    terms[c] = beside[:, c][:, None, None, :]
-    return terms
+    terms = [across[a][:, None, None, :], across[a][:, None, None, :], across[a][:, None, None, :]]
+    terms[b] = beside[b][None, :, None, :]
+    terms[c] = beside[c][None, None, :, :]
+    out: npt.NDArray[np.float64] = (terms[0] + terms[1] + terms[2]).reshape(18, -1)
+    return out
 
 
 def local_distance(
     points_ijk: npt.NDArray[np.float64], surface: MaskSurface
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Squared distance (mm^2, voxels^2) to the nearest of the 54 candidate faces around each point (module
-    docstring); ``inf`` where no candidate is a boundary face or the point is outside the grids."""
+    docstring); ``inf`` where no candidate is a boundary face or the point is outside the grids.
+
+    Arrays are laid out (candidate, point) so that every operation runs along the points (contiguous).
+    """
     n = points_ijk.shape[0]
     shape = np.asarray(surface.grids[0].shape)
     strides = np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
     offsets = _axis_offsets(strides)
     flat_grids = [g.reshape(-1) for g in surface.grids]
-    sp = surface.spacing
+    sp = surface.spacing[:, None, None]
+    planes = np.array([-0.5, 0.5])[None, :, None]
+    neighbours = _NEIGHBOURS[None, :, None].astype(np.float64)
     best_mm2 = np.full(n, np.inf)
     best_vox2 = np.full(n, np.inf)
     for start in range(0, n, _CHUNK_POINTS):
         part = slice(start, start + _CHUNK_POINTS)
-        p = points_ijk[part]
+        p = np.ascontiguousarray(points_ijk[part].T)  # (3, m)
         q = np.floor(p + 0.5)
         r = p - q  # in [-0.5, 0.5)
         cell = q.astype(np.int64) + _PAD
-        inside = np.all((cell >= 1) & (cell <= shape - 2), axis=1)
-        flat = np.where(inside[:, None], cell, 1) @ strides
+        clipped = np.clip(cell, 1, shape[:, None] - 2)
+        inside = np.all(clipped == cell, axis=0)
+        flat = strides @ clipped
         # per axis: gap (voxels) to the two planes across it (s = 0, 1 at -0.5, +0.5) and, in-plane, to the
         # squares of the neighbours -1, 0, +1 (0 for the point's own cell)
-        across = np.abs(r[:, :, None] - np.array([-0.5, 0.5]))  # (m, 3, 2)
-        beside = np.maximum(np.abs(r[:, :, None] - _NEIGHBOURS) - 0.5, 0.0)  # (m, 3, 3)
-        across_mm2 = (across * sp[None, :, None]) ** 2
-        beside_mm2 = (beside * sp[None, :, None]) ** 2
-        rows = np.arange(p.shape[0])
-        mm2_best = np.full(p.shape[0], np.inf)
-        vox2_best = np.full(p.shape[0], np.inf)
+        across = np.abs(r[:, None, :] - planes)  # (3, 2, m)
+        beside = np.maximum(np.abs(r[:, None, :] - neighbours) - 0.5, 0.0)  # (3, 3, m)
+        across_mm2 = (across * sp) ** 2
+        beside_mm2 = (beside * sp) ** 2
+        cols = np.arange(p.shape[1])
+        mm2_best = np.full(p.shape[1], np.inf)
+        vox2_best = np.full(p.shape[1], np.inf)
         for a in range(3):
-            t = _terms(across_mm2, beside_mm2, a)
-            mm2 = (t[0] + t[1] + t[2]).reshape(-1, 18)  # axis order 0, 1, 2, as the fallback sums
-            is_face = flat_grids[a][flat[:, None] + offsets[a][None, :]]
-            mm2[~is_face] = np.inf
-            k = np.argmin(mm2, axis=1)
-            found = mm2[rows, k]
+            mm2 = _squared_gaps(across_mm2, beside_mm2, a)
+            mm2[~flat_grids[a][offsets[a][:, None] + flat[None, :]]] = np.inf
+            k = np.argmin(mm2, axis=0)
+            found = mm2[k, cols]
             better = found < mm2_best
             if np.any(better):
-                v = _terms(across**2, beside**2, a)
-                vox2 = (v[0] + v[1] + v[2]).reshape(-1, 18)[rows, k]
+                vox2 = _squared_gaps(across**2, beside**2, a)[k, cols]
                 mm2_best = np.where(better, found, mm2_best)
                 vox2_best = np.where(better, vox2, vox2_best)
         best_mm2[part] = np.where(inside, mm2_best, np.inf)
