@@ -69,15 +69,34 @@ class Mesh:
         out: npt.NDArray[np.float64] = np.divide(acc, length, out=np.zeros_like(acc), where=length > 0)
         return out
 
+    def corners(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """The three corners of every triangle as (3, F) coordinate rows: ``(v0, v1, v2)``, ``v0[0]`` = x."""
+        columns = np.ascontiguousarray(self.vertices.T)
+        return (columns[:, self.faces[:, 0]], columns[:, self.faces[:, 1]], columns[:, self.faces[:, 2]])
+
+    def area_and_volume(self) -> tuple[float, float]:
+        """Surface area (mm^2) and enclosed signed volume (mm^3) from one pass over the triangles.
+
+        Coordinate rows instead of (F, 3, 3) gathers and ``np.cross`` (half the memory traffic on meshes of
+        millions of triangles); the volume is the divergence theorem ``v0 . ((v1 - v0) x (v2 - v0)) / 6`` summed.
+        """
+        (x0, y0, z0), (x1, y1, z1), (x2, y2, z2) = self.corners()
+        ax, ay, az = x1 - x0, y1 - y0, z1 - z0
+        bx, by, bz = x2 - x0, y2 - y0, z2 - z0
+        cx = ay * bz - az * by
+        cy = az * bx - ax * bz
+        cz = ax * by - ay * bx
+        area = 0.5 * float(np.sqrt(cx * cx + cy * cy + cz * cz).sum())
+        volume = float((x0 * cx + y0 * cy + z0 * cz).sum()) / 6.0
+        return area, volume
+
     def area_mm2(self) -> float:
         """Surface area in mm^2."""
-        tri = self.vertices[self.faces]
-        return float(0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum())
+        return self.area_and_volume()[0]
 
     def signed_volume_mm3(self) -> float:
         """Enclosed volume (divergence theorem); positive for outward winding of a closed mesh."""
-        tri = self.vertices[self.faces]
-        return float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0)
+        return self.area_and_volume()[1]
 
     def with_qa(self, qa: Mapping[str, Any]) -> Mesh:
         """Same mesh with QA figures attached."""
