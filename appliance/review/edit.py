@@ -315,7 +315,7 @@ def _margin_shells(work: _Work, op: MarginShells, field: str) -> None:
 
 def _fill_between(work: _Work, op: FillBetween, field: str) -> None:
     """Shape-based interpolation across the empty slices between the structure's non-empty slices in the range;
-    the slice axis is the voxel axis nearest the view's normal; new voxels come from background only."""
+    the slice axis is the voxel axis nearest the view's normal; like painting, it takes voxels from any structure."""
     s = work.structure(op.structure, f"{field}.structure")
     ends = (work.voxel(op.from_lps, f"{field}.from_lps"), work.voxel(op.to_lps, f"{field}.to_lps"))
     unit_axes = work.affine[:3, :3] / np.asarray(work.spacing)
@@ -333,7 +333,7 @@ def _fill_between(work: _Work, op: FillBetween, field: str) -> None:
     box[axis] = slice(slices[0], slices[-1] + 1)
     crop = (box[0], box[1], box[2])
     added = interpolate_between(mask[crop], axis, [i - slices[0] for i in slices], work.spacing)
-    work.set_voxels(crop, added & (work.labels[crop] == 0), s.label)
+    work.set_voxels(crop, added, s.label)
 
 
 def _scissors(work: _Work, op: Scissors, field: str) -> None:
@@ -351,7 +351,8 @@ def _scissors(work: _Work, op: Scissors, field: str) -> None:
 
 
 def _smooth(work: _Work, op: Smooth, field: str) -> None:
-    """Gaussian (threshold 0.5) or median smoothing of the structure; added voxels come from background only."""
+    """Gaussian (threshold 0.5) or median smoothing of the structure; like painting, it takes the voxels it adds
+    from any structure."""
     s = work.structure(op.structure, f"{field}.structure")
     mask = work.labels == s.label
     size_field = f"{field}.{'sigma_mm' if op.method == 'gaussian' else 'radius_mm'}"
@@ -372,7 +373,7 @@ def _smooth(work: _Work, op: Smooth, field: str) -> None:
     work.set_voxels(box, removed, 0)
     if np.any(removed):
         work.touched.add(s.label)
-    work.set_voxels(box, smoothed & ~local & (work.labels[box] == 0), s.label)
+    work.set_voxels(box, smoothed & ~local, s.label)
 
 
 def _apply(work: _Work, op: Operation, field: str) -> None:

@@ -172,7 +172,7 @@ class Scissors:
 @dataclass(frozen=True)
 class Smooth:
     """Smooth a structure: ``gaussian`` (sigma ``size_mm``, threshold 0.5) or ``median`` (ball of radius
-    ``size_mm``); voxels it adds come from background only."""
+    ``size_mm``); like painting, it takes the voxels it adds from any structure."""
 
     structure: str
     method: str
