@@ -36,7 +36,10 @@ def _signed_in(app: Any, role: str) -> Any:
 def test_service_engineer_manages_accounts_and_each_change_is_audited(tmp_path: Path) -> None:
     app = _app(tmp_path)
     client = _signed_in(app, "service")
-    post = lambda path, body: client.post(path, base_url=BASE, json=body)  # noqa: E731
+
+    def post(path: str, body: Any) -> Any:
+        return client.post(path, base_url=BASE, json=body)
+
     assert client.get("/ui/api/accounts", base_url=BASE).get_json()["accounts"] == []
     r = post("/ui/api/accounts", {"name": "li.wei", "role": "surgeon", "pin": "4711", "badge": "04A1B2C3D4"})
     assert r.status_code == 201 and r.get_json()["name"] == "li.wei" and r.get_json()["badge"] is True

@@ -25,7 +25,8 @@ def _api(box: dict[str, Any], path: str, body: Any = None) -> Any:
 
 def _current(box: dict[str, Any]) -> dict[str, Any]:
     listed = _api(box, f"/api/jobs/{box['job']}/revisions")
-    return _api(box, f"/api/jobs/{box['job']}/revisions/{listed['current']}")
+    record: dict[str, Any] = _api(box, f"/api/jobs/{box['job']}/revisions/{listed['current']}")
+    return record
 
 
 def _lps(affine: np.ndarray, ijk: Any) -> list[float]:
