@@ -51,6 +51,7 @@ def _smooth_and_compare(page: Any, box: dict[str, Any]) -> None:
                           "[g.material.opacity, g.material.transparent, g.geometry.attributes.position.count]; })()")
     now = page.evaluate("window.viewer.structures.get('bone').mesh.geometry.attributes.position.count")
     assert ghost[0] == pytest.approx(0.3) and ghost[1] is True and ghost[2] != now  # the earlier mesh, see-through
+    page.locator('.structure[data-structure="body"] .toggle').tap()  # the skin hides the bone
     screenshot(page, "issue14-compare-en")
 
 
@@ -141,6 +142,7 @@ def test_smooth_compare_scissors_windowed_paint_and_fill_between(browser: Any, s
     open_case(page, served["base"], job, "?structure=bone")
     _smooth_and_compare(page, served)
     _scissors(page, served)
+    screenshot(page, "issue14-tools-en", "#edit-tools")
     page.locator('.structure[data-structure="patch"] .adjust').tap()
     _paint_and_fill(page, served, p1, p2)
     page.locator("#lang-switch").tap()
@@ -149,6 +151,6 @@ def test_smooth_compare_scissors_windowed_paint_and_fill_between(browser: Any, s
     for selector, text in (("#fill-apply", "填充到此层"), ("#smooth-3", "平滑 3 mm"), ("#scissors-cut", "剪去圈内"),
                            ("#compare-btn", "与早期版本对比"), ('.paint-window[data-window="vessel"]', "增强血管")):
         assert " ".join(page.locator(selector).inner_text().split()) == text
-    screenshot(page, "issue14-tools-zh-CN")
+    screenshot(page, "issue14-tools-zh-CN", "#edit-tools")
     watch.assert_clean(page)
     context.close()

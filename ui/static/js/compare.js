@@ -88,5 +88,6 @@ export function wireCompare(ctx) {
   const again = () => { if (button.getAttribute('aria-pressed') === 'true') refresh(); };
   ctx.onReload?.push(again);
   // another structure selected (the editor's title changes): compare that one
-  new MutationObserver(again).observe(document.getElementById('editor-title'), { childList: true, characterData: true, subtree: true });
+  const title = document.getElementById('editor-title');
+  if (title) new MutationObserver(again).observe(title, { childList: true, characterData: true, subtree: true });
 }
