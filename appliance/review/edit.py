@@ -45,11 +45,10 @@ from appliance.review.operations import (
 from appliance.review.reshape import (
     ball_footprint,
     gaussian_smooth,
-    inside_projected_polygon,
     interpolate_between,
     median_smooth,
     nonempty_slices,
-    voxel_centres,
+    projected_inside,
 )
 from engines.errors import EngineError
 from engines.margins import add_margins
@@ -339,14 +338,17 @@ def _fill_between(work: _Work, op: FillBetween, field: str) -> None:
 def _scissors(work: _Work, op: Scissors, field: str) -> None:
     """Remove (or keep only) the structure's voxels whose projection along the view direction is in the polygon."""
     s = work.structure(op.structure, f"{field}.structure")
-    voxels = np.argwhere(work.labels == s.label)
-    inside = inside_projected_polygon(voxel_centres(voxels, work.affine), op.polygon_lps, op.view_direction)
-    if not np.any(inside):
+    mask = work.labels == s.label
+    box = bounding_box(mask, (0, 0, 0))
+    local = mask[box] if box is not None else np.zeros((0, 0, 0), dtype=bool)
+    origin = [int(b.start) for b in box] if box is not None else [0, 0, 0]
+    inside = projected_inside(local, origin, work.affine, op.polygon_lps, op.view_direction)
+    if box is None or not np.any(inside):
         raise InvalidOperation(f"the polygon encloses none of {s.name!r} seen along the view direction "
                                f"(nothing would be {'kept' if op.keep else 'cut'})", f"{field}.polygon_lps")
-    drop = voxels[~inside] if op.keep else voxels[inside]
-    if len(drop):
-        work.labels[tuple(drop.T)] = 0
+    drop = local & ~inside if op.keep else inside
+    work.set_voxels(box, drop, 0)
+    if np.any(drop):
         work.touched.add(s.label)
 
 

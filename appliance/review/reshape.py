@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
+from skimage.measure import points_in_poly
 
 BoolArray = npt.NDArray[np.bool_]
 FloatArray = npt.NDArray[np.float64]
@@ -73,28 +73,32 @@ def projected_area(polygon: Sequence[Sequence[float]], direction: Sequence[float
     return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2.0)
 
 
-def inside_projected_polygon(points: FloatArray, polygon: Sequence[Sequence[float]],
-                             direction: Sequence[float]) -> BoolArray:
-    """For each point (N x 3, LPS mm): whether its projection along ``direction`` falls inside the projection of
-    ``polygon`` (even-odd rule, so a self-crossing outline behaves like a drawn one)."""
+def projected_inside(mask: BoolArray, origin: Sequence[int], affine: FloatArray,
+                     polygon: Sequence[Sequence[float]], direction: Sequence[float]) -> BoolArray:
+    """For each voxel of ``mask`` (a box of the volume starting at voxel ``origin``): whether it is in the mask and
+    its centre (through ``affine``, LPS mm) projects along ``direction`` inside the projection of ``polygon``.
+    Slice by slice, and only voxels within the polygon's bounding box are tested, so a large structure stays fast."""
     u, v = view_basis(direction)
     poly = np.asarray(polygon, dtype=np.float64)
-    px, py = poly @ u, poly @ v
-    x, y = points @ u, points @ v
-    inside = np.zeros(len(points), dtype=bool)
-    for i in range(len(poly)):
-        x1, y1, x2, y2 = px[i], py[i], px[i - 1], py[i - 1]
-        if y1 == y2:
+    corners = np.column_stack([poly @ u, poly @ v])
+    lo, hi = corners.min(axis=0), corners.max(axis=0)
+    a, t = np.asarray(affine[:3, :3], dtype=np.float64), np.asarray(affine[:3, 3], dtype=np.float64)
+    cu, cv = u @ a, v @ a  # change of each projected coordinate per voxel step along i, j, k
+    ii = (np.arange(mask.shape[0]) + origin[0])[:, None].astype(np.float64)
+    jj = (np.arange(mask.shape[1]) + origin[1])[None, :].astype(np.float64)
+    out = np.zeros(mask.shape, dtype=bool)
+    for k in range(mask.shape[2]):
+        plane = mask[:, :, k]
+        if not plane.any():
             continue
-        crosses = (y1 > y) != (y2 > y)
-        x_at = x1 + (y - y1) * (x2 - x1) / (y2 - y1)
-        inside ^= crosses & (x < x_at)
-    return inside
-
-
-def voxel_centres(indices: npt.NDArray[np.integer[Any]], affine: FloatArray) -> FloatArray:
-    """LPS mm of voxel indices (N x 3) through the affine."""
-    return np.asarray(indices @ affine[:3, :3].T + affine[:3, 3], dtype=np.float64)
+        kk = float(k + origin[2])
+        x = cu[0] * ii + cu[1] * jj + (cu[2] * kk + u @ t)
+        y = cv[0] * ii + cv[1] * jj + (cv[2] * kk + v @ t)
+        candidates = plane & (x >= lo[0]) & (x <= hi[0]) & (y >= lo[1]) & (y <= hi[1])
+        if candidates.any():
+            xy = np.column_stack([x[candidates], y[candidates]])
+            out[:, :, k][candidates] = points_in_poly(xy, corners)  # type: ignore[no-untyped-call]
+    return out
 
 
 def gaussian_smooth(mask: BoolArray, spacing: Sequence[float], sigma_mm: float) -> BoolArray:
