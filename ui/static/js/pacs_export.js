@@ -24,7 +24,7 @@ async function send(extra = {}) {
       say(t('pacs_export.unapproved', { names: r.data.unapproved.join(', ') }), 'bad');
     } else if (r.ok && (r.data.statuses || []).every((s) => s === 0)) {
       override.classList.add('hidden');
-      say(t('pacs_export.sent', { n: r.data.files.length, destination }), 'ok');
+      say(t(extra.override_unapproved ? 'pacs_export.sent_override' : 'pacs_export.sent', { n: r.data.files.length, destination }), 'ok');
     } else {
       say(t('pacs_export.failed', { why: r.data.error || (r.data.statuses || []).join(', ') || r.status }), 'bad');
     }
