@@ -97,12 +97,13 @@ def create_app(config: Mapping[str, Any] | None = None, service: object | None =
     if not VENDOR_MANIFEST.is_file():
         log.warning("ui/static/vendor/ is not built: run `bash tools/build_ui_vendor.sh`; the viewers cannot load")
 
+    from ui.views.accounts import bp as accounts_bp
     from ui.views.auth import bp as auth_bp
     from ui.views.nurse import bp as nurse_bp
     from ui.views.service import bp as service_bp
     from ui.views.surgeon import bp as surgeon_bp
 
-    for bp in (auth_bp, nurse_bp, surgeon_bp, service_bp):
+    for bp in (auth_bp, nurse_bp, surgeon_bp, service_bp, accounts_bp):
         app.register_blueprint(bp)
     if register_api:
         _register_service_api(app)

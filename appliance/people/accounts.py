@@ -32,7 +32,7 @@ _LOCK = threading.Lock()
 
 def _pin_hash(pin: str) -> str:
     if not isinstance(pin, str) or not pin.isdigit() or not 4 <= len(pin) <= 12:
-        raise InvalidAccount("a PIN is 4 to 12 digits")
+        raise InvalidAccount("a PIN is 4 to 12 digits", "pin")
     return generate_password_hash(pin, method="pbkdf2:sha256:600000")
 
 
@@ -40,7 +40,7 @@ def badge_hash(badge: str) -> str:
     """The stored form of a badge string (SHA-256 of the stripped text)."""
     text = badge.strip()
     if not 4 <= len(text) <= 200 or not text.isprintable():
-        raise InvalidAccount("a badge is 4 to 200 printable characters (what the badge reader types)")
+        raise InvalidAccount("a badge is 4 to 200 printable characters (what the badge reader types)", "badge")
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -94,9 +94,9 @@ class AccountBook:
     def add(self, name: str, role: str, pin: str, badge: str | None = None) -> Account:
         """A new, enabled account."""
         if not _NAME_RE.match(name):
-            raise InvalidAccount("a name is 1 to 40 lower-case letters, digits, '.', '_' or '-' (e.g. li.wei)")
+            raise InvalidAccount("a name is 1 to 40 lower-case letters, digits, '.', '_' or '-' (e.g. li.wei)", "name")
         if role not in ACCOUNT_ROLES:
-            raise InvalidAccount(f"role must be one of {', '.join(ACCOUNT_ROLES)}")
+            raise InvalidAccount(f"role must be one of {', '.join(ACCOUNT_ROLES)}", "role")
         new = Account(name, role, _pin_hash(pin), badge_hash(badge) if badge else None, True,
                       datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
         with _LOCK:
@@ -104,7 +104,7 @@ class AccountBook:
             if any(a.name == name for a in existing):
                 raise AccountExists(f"an account {name!r} exists already (disabled ones too: names are never reused)")
             if new.badge_hash and any(a.badge_hash == new.badge_hash for a in existing):
-                raise AccountExists("that badge belongs to another account")
+                raise AccountExists("that badge belongs to another account", "badge")
             self._save([*existing, new])
         return new
 

@@ -23,9 +23,11 @@ from scipy import ndimage
 from appliance.core import LabelMap, Structure, StructureCategory, Volume
 from appliance.review.errors import InvalidOperation
 from appliance.review.operations import (
+    SLICE_AXES,
     Combine,
     Delete,
     Erase,
+    FillBetween,
     GrowFromSeed,
     Island,
     Margin,
@@ -35,8 +37,18 @@ from appliance.review.operations import (
     Paint,
     Recolour,
     Rename,
+    Scissors,
+    Smooth,
     Sphere,
     Window,
+)
+from appliance.review.reshape import (
+    ball_footprint,
+    gaussian_smooth,
+    interpolate_between,
+    median_smooth,
+    nonempty_slices,
+    projected_inside,
 )
 from engines.errors import EngineError
 from engines.margins import add_margins
@@ -300,6 +312,72 @@ def _margin_shells(work: _Work, op: MarginShells, field: str) -> None:
     work.touched |= {s.label for s in marked.structures if s.name not in before}
 
 
+def _fill_between(work: _Work, op: FillBetween, field: str) -> None:
+    """Shape-based interpolation across the empty slices between the structure's non-empty slices in the range;
+    the slice axis is the voxel axis nearest the view's normal; like painting, it takes voxels from any structure."""
+    s = work.structure(op.structure, f"{field}.structure")
+    ends = (work.voxel(op.from_lps, f"{field}.from_lps"), work.voxel(op.to_lps, f"{field}.to_lps"))
+    unit_axes = work.affine[:3, :3] / np.asarray(work.spacing)
+    axis = int(np.argmax(np.abs(unit_axes[SLICE_AXES[op.view]])))
+    first, last = sorted((ends[0][axis], ends[1][axis]))
+    mask = work.labels == s.label
+    slices = nonempty_slices(mask, axis, first, last)
+    if len(slices) < 2:
+        raise InvalidOperation(f"{s.name!r} is drawn on {len(slices)} of the slices {first}..{last} ({op.view}); "
+                               "mark a range with the structure drawn on at least two slices", f"{field}.to_lps")
+    found = bounding_box(mask, (0, 0, 0))
+    if found is None:  # unreachable: two slices hold voxels
+        return
+    box = list(found)
+    box[axis] = slice(slices[0], slices[-1] + 1)
+    crop = (box[0], box[1], box[2])
+    added = interpolate_between(mask[crop], axis, [i - slices[0] for i in slices], work.spacing)
+    work.set_voxels(crop, added, s.label)
+
+
+def _scissors(work: _Work, op: Scissors, field: str) -> None:
+    """Remove (or keep only) the structure's voxels whose projection along the view direction is in the polygon."""
+    s = work.structure(op.structure, f"{field}.structure")
+    mask = work.labels == s.label
+    box = bounding_box(mask, (0, 0, 0))
+    local = mask[box] if box is not None else np.zeros((0, 0, 0), dtype=bool)
+    origin = [int(b.start) for b in box] if box is not None else [0, 0, 0]
+    inside = projected_inside(local, origin, work.affine, op.polygon_lps, op.view_direction)
+    if box is None or not np.any(inside):
+        raise InvalidOperation(f"the polygon encloses none of {s.name!r} seen along the view direction "
+                               f"(nothing would be {'kept' if op.keep else 'cut'})", f"{field}.polygon_lps")
+    drop = local & ~inside if op.keep else inside
+    work.set_voxels(box, drop, 0)
+    if np.any(drop):
+        work.touched.add(s.label)
+
+
+def _smooth(work: _Work, op: Smooth, field: str) -> None:
+    """Gaussian (threshold 0.5) or median smoothing of the structure; like painting, it takes the voxels it adds
+    from any structure."""
+    s = work.structure(op.structure, f"{field}.structure")
+    mask = work.labels == s.label
+    size_field = f"{field}.{'sigma_mm' if op.method == 'gaussian' else 'radius_mm'}"
+    reach = 4.0 * op.size_mm if op.method == "gaussian" else op.size_mm
+    box = bounding_box(mask, _pad_for(work, reach))
+    if box is None:
+        raise InvalidOperation(f"{s.name!r} has no voxels to smooth", f"{field}.structure")
+    local = mask[box]
+    if op.method == "gaussian":
+        smoothed = gaussian_smooth(local, work.spacing, op.size_mm)
+    else:
+        footprint = ball_footprint(work.spacing, op.size_mm)
+        if footprint.sum() < 2:
+            raise InvalidOperation(f"{op.size_mm:g} mm reaches no neighbouring voxel (spacing "
+                                   f"{', '.join(f'{v:g}' for v in work.spacing)} mm)", size_field)
+        smoothed = median_smooth(local, footprint)
+    removed = local & ~smoothed
+    work.set_voxels(box, removed, 0)
+    if np.any(removed):
+        work.touched.add(s.label)
+    work.set_voxels(box, smoothed & ~local, s.label)
+
+
 def _apply(work: _Work, op: Operation, field: str) -> None:
     if not isinstance(op, MarginShells):
         work.margin_tables.clear()  # any other edit may change the distances or volumes of a table made before it
@@ -317,6 +395,12 @@ def _apply(work: _Work, op: Operation, field: str) -> None:
         _new(work, op, field)
     elif isinstance(op, MarginShells):
         _margin_shells(work, op, field)
+    elif isinstance(op, FillBetween):
+        _fill_between(work, op, field)
+    elif isinstance(op, Scissors):
+        _scissors(work, op, field)
+    elif isinstance(op, Smooth):
+        _smooth(work, op, field)
     else:
         _restyle(work, op, field)
 

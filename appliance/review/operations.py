@@ -16,6 +16,7 @@ from typing import Any, TypeAlias
 
 from appliance.core import StructureCategory
 from appliance.review.errors import InvalidOperation
+from appliance.review.reshape import projected_area
 
 #: Largest brush radius and grow/shrink distance accepted, in mm (a typo of 1000 mm would erase the patient).
 MAX_RADIUS_MM = 150.0
@@ -136,10 +137,50 @@ class MarginShells:
 
 #: Most margin shells per lesion.
 MAX_MARGINS = 6
+#: Slice views whose slice axis ``fill_between`` takes, and the patient (LPS) axis normal to each.
+SLICE_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+#: Most corners of a scissors polygon.
+MAX_POLYGON_POINTS = 256
+#: Smallest area (mm²) of a scissors polygon seen along the view direction.
+MIN_POLYGON_AREA_MM2 = 1.0
+#: Largest smoothing sigma or radius, in mm.
+MAX_SMOOTH_MM = 20.0
+
+
+@dataclass(frozen=True)
+class FillBetween:
+    """Interpolate a structure across the empty slices between its non-empty slices within the range the two
+    points mark along the slice axis of ``view`` (the voxel axis nearest the view's normal)."""
+
+    structure: str
+    view: str
+    from_lps: tuple[float, float, float]
+    to_lps: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Scissors:
+    """Cut a structure along the view direction: remove (``keep=False``) or keep only its voxels whose projection
+    along ``view_direction`` falls inside the polygon (LPS mm, drawn in the view's screen plane)."""
+
+    structure: str
+    polygon_lps: tuple[tuple[float, float, float], ...]
+    view_direction: tuple[float, float, float]
+    keep: bool
+
+
+@dataclass(frozen=True)
+class Smooth:
+    """Smooth a structure: ``gaussian`` (sigma ``size_mm``, threshold 0.5) or ``median`` (ball of radius
+    ``size_mm``); like painting, it takes the voxels it adds from any structure."""
+
+    structure: str
+    method: str
+    size_mm: float
 
 
 Operation: TypeAlias = (Paint | Erase | GrowFromSeed | Island | Margin | Combine | NewStructure | MarginShells | Rename
-                        | Recolour | Delete)
+                        | Recolour | Delete | FillBetween | Scissors | Smooth)
 
 
 def _get(data: Mapping[str, Any], key: str, where: str) -> Any:
@@ -277,11 +318,51 @@ def _delete(d: Mapping[str, Any], w: str) -> Operation:
     return Delete(_name(_get(d, "structure", w), f"{w}.structure"))
 
 
+def _fill_between(d: Mapping[str, Any], w: str) -> Operation:
+    view = _get(d, "view", w)
+    if view not in SLICE_AXES:
+        raise InvalidOperation(f"must be one of {', '.join(SLICE_AXES)} (the slice view the range was marked on)",
+                               f"{w}.view")
+    return FillBetween(_name(_get(d, "structure", w), f"{w}.structure"), str(view),
+                       _point(_get(d, "from_lps", w), f"{w}.from_lps"), _point(_get(d, "to_lps", w), f"{w}.to_lps"))
+
+
+def _scissors(d: Mapping[str, Any], w: str) -> Operation:
+    corners = _get(d, "polygon_lps", w)
+    if not isinstance(corners, list) or not 3 <= len(corners) <= MAX_POLYGON_POINTS:
+        raise InvalidOperation(f"must be a list of 3 to {MAX_POLYGON_POINTS} points [x, y, z] (LPS mm)",
+                               f"{w}.polygon_lps")
+    polygon = tuple(_point(p, f"{w}.polygon_lps[{i}]") for i, p in enumerate(corners))
+    direction = _point(_get(d, "view_direction", w), f"{w}.view_direction")
+    if math.hypot(*direction) < 1e-9:
+        raise InvalidOperation("must be a non-zero direction [dx, dy, dz] (from the camera into the scene)",
+                               f"{w}.view_direction")
+    if projected_area(polygon, direction) < MIN_POLYGON_AREA_MM2:
+        raise InvalidOperation(f"encloses less than {MIN_POLYGON_AREA_MM2:g} mm² seen along the view direction",
+                               f"{w}.polygon_lps")
+    keep = d.get("keep", False)
+    if not isinstance(keep, bool):
+        raise InvalidOperation("must be true (keep what is inside) or false (remove it)", f"{w}.keep")
+    return Scissors(_name(_get(d, "structure", w), f"{w}.structure"), polygon, direction, keep)
+
+
+def _smooth(d: Mapping[str, Any], w: str) -> Operation:
+    method = d.get("method", "gaussian")
+    key = {"gaussian": "sigma_mm", "median": "radius_mm"}.get(method) if isinstance(method, str) else None
+    if key is None:
+        raise InvalidOperation("must be gaussian or median", f"{w}.method")
+    size = _distance(_get(d, key, w), f"{w}.{key}")
+    if size > MAX_SMOOTH_MM:
+        raise InvalidOperation(f"must be at most {MAX_SMOOTH_MM:g} mm, got {size:g}", f"{w}.{key}")
+    return Smooth(_name(_get(d, "structure", w), f"{w}.structure"), str(method), size)
+
+
 _PARSERS: dict[str, Callable[[Mapping[str, Any], str], Operation]] = {
     "paint": _paint, "erase": _erase, "grow_from_seed": _grow_seed,
     "keep_island": _island(True), "remove_island": _island(False),
     "grow": _margin(1.0), "shrink": _margin(-1.0), "add": _combine(True), "subtract": _combine(False),
     "new_structure": _new, "margins": _margins, "rename": _rename, "recolour": _recolour, "delete": _delete,
+    "fill_between": _fill_between, "scissors": _scissors, "smooth": _smooth,
 }  # fmt: skip
 #: The operation names accepted in ``{"op": ...}``.
 OPERATION_NAMES = tuple(_PARSERS)

@@ -81,6 +81,8 @@ class Revision:
     mesh_qa: dict[str, dict[str, Any]]
     files: dict[str, str]
     margin_tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: changed structure -> {"before", "after", "change"} in ml (absent in revisions written before it existed).
+    volume_change_ml: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (the content of ``revision.json``)."""
@@ -88,7 +90,7 @@ class Revision:
                 "reason": self.reason, "created_utc": self.created_utc, "ops": self.ops, "changed": self.changed,
                 "restyled": self.restyled, "removed": self.removed, "structures": self.structures,
                 "meshes": self.meshes, "mesh_qa": self.mesh_qa, "files": self.files,
-                "margin_tables": self.margin_tables}
+                "margin_tables": self.margin_tables, "volume_change_ml": self.volume_change_ml}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Revision:
@@ -96,7 +98,8 @@ class Revision:
         return cls(int(d["revision"]), None if d["parent"] is None else int(d["parent"]), str(d["author"]),
                    str(d["role"]), str(d["reason"]), str(d["created_utc"]), list(d["ops"]), list(d["changed"]),
                    list(d["restyled"]), list(d["removed"]), list(d["structures"]), dict(d["meshes"]),
-                   dict(d.get("mesh_qa", {})), dict(d["files"]), dict(d.get("margin_tables", {})))
+                   dict(d.get("mesh_qa", {})), dict(d["files"]), dict(d.get("margin_tables", {})),
+                   dict(d.get("volume_change_ml", {})))
 
 
 def folder_name(number: int) -> str:
@@ -201,9 +204,9 @@ class RevisionStore:
                        inherited_meshes: Mapping[str, str]) -> Revision:
         """Write revision ``number`` (call under :meth:`locked`); :class:`StaleRevision` when it exists already.
 
-        ``meta``: author, reason, ops, changed, restyled, removed, margin_tables (optional). ``mesh_files``: meshes
-        made in this revision (STL bytes, or a file to copy); ``inherited_meshes``: name -> path under the root of
-        unchanged meshes.
+        ``meta``: author, reason, ops, changed, restyled, removed, margin_tables, volume_change_ml (optional).
+        ``mesh_files``: meshes made in this revision (STL bytes, or a file to copy); ``inherited_meshes``: name ->
+        path under the root of unchanged meshes.
         """
         final = self.root / folder_name(number)
         if final.exists():
@@ -229,7 +232,8 @@ class RevisionStore:
                            sorted(meta.get("restyled", [])), sorted(meta.get("removed", [])),
                            [s.to_dict() for s in structures], meshes,
                            {k: dict(v) for k, v in mesh_qa.items()}, files,
-                           {k: dict(v) for k, v in dict(meta.get("margin_tables", {})).items()})
+                           {k: dict(v) for k, v in dict(meta.get("margin_tables", {})).items()},
+                           {k: dict(v) for k, v in dict(meta.get("volume_change_ml", {})).items()})
             (tmp / RECORD_FILE).write_text(json.dumps(rev.to_dict(), indent=1) + "\n", encoding="utf-8")
             for p in tmp.rglob("*"):
                 if p.is_file():

@@ -6,12 +6,15 @@ Everything that can be refused is refused before anything is written; the revisi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.core import Volume
+import numpy as np
+import numpy.typing as npt
+
+from appliance.core import Structure, Volume
 from appliance.export.stl import encode_stl
 from appliance.review.edit import apply_operations
 from appliance.review.errors import InvalidOperation, NothingToMove, StaleRevision
@@ -66,10 +69,26 @@ def create_revision(store: RevisionStore, base: Any, ops_json: Any, reason: Any,
         files.update(restyled_files)
         meta = {"author": actor, "reason": reason, "ops": ops_json, "changed": sorted(result.changed),
                 "restyled": sorted(result.restyled), "removed": sorted(result.removed),
-                "margin_tables": revision_margin_tables(parent, result)}
+                "margin_tables": revision_margin_tables(parent, result),
+                "volume_change_ml": volume_changes(lm.labels, lm.structures, result.labels, result.structures,
+                                                   result.changed, lm.voxel_volume_ml)}
         return store.write_revision(max(store.numbers()) + 1, base, result.labels,
                                     lm.affine, result.structures, meta, files,
                                     {n: qa_summary(m) for n, m in meshes.items()}, inherited)
+
+
+def volume_changes(before: npt.NDArray[np.integer[Any]], before_structures: Sequence[Structure],
+                   after: npt.NDArray[np.integer[Any]], after_structures: Sequence[Structure],
+                   changed: Iterable[str], voxel_ml: float) -> dict[str, dict[str, float]]:
+    """Per changed structure its volume before and after the edit and the change, in ml (3 decimals)."""
+    old = {s.name: s.label for s in before_structures}
+    new = {s.name: s.label for s in after_structures}
+    out = {}
+    for name in sorted(changed):
+        was = float(np.count_nonzero(before == old[name])) * voxel_ml if name in old else 0.0
+        now = float(np.count_nonzero(after == new[name])) * voxel_ml if name in new else 0.0
+        out[name] = {"before": round(was, 3), "after": round(now, 3), "change": round(now - was, 3)}
+    return out
 
 
 def _renames(parent: Revision, structures: Any) -> Mapping[str, str]:

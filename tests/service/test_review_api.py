@@ -66,6 +66,8 @@ def test_correction_loop_through_the_api(box: dict[str, Any]) -> None:
     rev1 = r.get_json()
     assert (rev1["revision"], rev1["parent"], rev1["author"], rev1["role"]) == (1, 0, "api:token", "api")
     assert rev1["changed"] == ["body", "bone"] and rev1["mesh_qa"]["bone"]["watertight"] is True
+    bone_ml = rev1["volume_change_ml"]["bone"]
+    assert bone_ml["change"] < 0 and bone_ml["after"] - bone_ml["before"] == pytest.approx(bone_ml["change"], abs=2e-3)
     stl = client.get(f"/api/jobs/{job}/revisions/1/files/meshes/bone.stl", headers=headers)
     assert stl.status_code == 200
     assert hashlib.sha256(stl.data).hexdigest() == {f["path"]: f["sha256"] for f in rev1["files"]}["meshes/bone.stl"]
@@ -105,6 +107,12 @@ def test_bad_edits_are_refused_naming_the_field_and_nothing_is_written(box: dict
         ({"base": 0, "ops": good}, "ops"),
         ({"base": 0, "ops": [good, {"op": "rename", "structure": "bone", "name": "body"}]}, "ops[1].name"),
         ({"base": 0, "ops": [good], "reason": 5}, "reason"),
+        ({"base": 0, "ops": [good, {"op": "smooth", "structure": "bone", "method": "median", "radius_mm": 25}]},
+         "ops[1].radius_mm"),
+        ({"base": 0, "ops": [{"op": "scissors", "structure": "bone", "polygon_lps": [point, point, point],
+                              "view_direction": [0, 0, 1]}]}, "ops[0].polygon_lps"),
+        ({"base": 0, "ops": [{"op": "fill_between", "structure": "bone", "view": "axial", "from_lps": point,
+                              "to_lps": point}]}, "ops[0].to_lps"),
     ):
         r = client.post(url, headers=headers, json=body)
         assert r.status_code == 400 and r.get_json()["field"] == field, (body, r.get_json())

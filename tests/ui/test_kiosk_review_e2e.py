@@ -5,24 +5,29 @@ driving the kiosk by touch. No scripted service: every revision, review state an
 (a) the surgeon taps a lesion on the slice view, picks 10 mm, marks it: the lesion and its shell are swapped into
     the 3D model (the shell see-through), the table shows the API's own numbers (GET lesions), a wider window
     re-runs it in place of the first attempt; (b) the loop: the surgeon requests a correction of ``bone`` with a
-    note, the modelling engineer finds it on the worklist, removes an island and brush-erases, the surgeon approves;
-    earlier revisions stay byte for byte, the audit trail verifies. Screenshots (en and zh-CN) land in
-    build/ui-screenshots/ (kiosk-*.png).
+    note, the modelling engineer finds it on the worklist, removes an island and brush-erases, the surgeon approves
+    and sends the model to a real Orthanc from the case screen (the others unapproved: with a reason), which then
+    holds bone exactly as approved; earlier revisions stay byte for byte, the audit trail verifies. Screenshots (en
+    and zh-CN) land in build/ui-screenshots/ (kiosk-*.png).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import pytest
+from helpers.orthanc import start_orthanc
 from kiosk_review import (
     LOADED,
     centre_of,
@@ -35,12 +40,13 @@ from kiosk_review import (
     voxel,
     wait_message,
 )
-from nurse_served import SAMPLE_CT, STORESCU, ServedBox, rewrite_study, start_box, storescu, wait_complete
+from nurse_served import SAMPLE_CT, STORESCU, ServedBox, free_port, rewrite_study, start_box, storescu, wait_complete
 from scipy import ndimage
 from ui_browser import login, screenshot, wait_js
 
 from appliance.audit import AUDIT_FILENAME, AuditLog
 from appliance.io.nifti import load_volume
+from appliance.service.export.stl import ENCAPSULATED_STL
 
 pytestmark = [
     pytest.mark.slow,  # a full-resolution reconstruction and minutes of SwiftShader; the short path is _fast.py
@@ -51,10 +57,17 @@ JOB_TIMEOUT_S = 300.0
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServedBox, int]]:
+def pacs_port() -> int:
+    """The DICOM port of the PACS (Orthanc, started by the loop test) the box exports to."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, pacs_port: int) -> Iterator[tuple[ServedBox, int]]:
     """A served box with the bundled CT sent by storescu and reconstructed (ct-default): (box, job id)."""
     tmp = tmp_path_factory.mktemp("kiosk-review")
-    box = start_box(tmp)
+    box = start_box(tmp, '[export]\ndestinations = [{name = "PACS", ae_title = "ORTHANC", host = "127.0.0.1", '
+                         f"port = {pacs_port}}}]\n")
     try:
         uid, files = rewrite_study(sorted(SAMPLE_CT.iterdir()), tmp / "ct", "CHEN^JING", decompress=True)
         storescu(box, files, jpeg2000=False)
@@ -153,8 +166,44 @@ def _sha_ok(box: ServedBox, job: int, number: int) -> bool:
     return all(hashlib.sha256((folder / f["path"]).read_bytes()).hexdigest() == f["sha256"] for f in files)
 
 
-@pytest.mark.req("REQ-FUNC-1391", "REQ-FUNC-1396", "REQ-FUNC-1397", "REQ-TRACE-1398", "REQ-PRIV-1390")
-def test_correction_loop_surgeon_engineer_surgeon(browser: Any, served: tuple[ServedBox, int]) -> None:
+def _send_to_pacs(page: Any, box: ServedBox, job: int, orthanc: Any, approved: int, watch: Any) -> None:
+    """The surgeon sends the model to the PACS from the case screen; unapproved structures need a reason. Orthanc
+    then holds bone's Encapsulated STL of the approved revision, byte for byte."""
+    status = "#pacs-export-status"
+    done = f"/\\b(ok|bad)\\b/.test(document.querySelector('{status}').className)"
+    page.locator("#pacs-export-go").tap()
+    wait_js(page, done, timeout_s=600)
+    if page.locator("#pacs-export-override").is_visible():
+        assert "Not sent: not approved yet" in page.locator(status).inner_text()
+        page.locator("#pacs-export-reason").fill("urgent: the other structures were checked on the screen")
+        page.locator("#pacs-export-anyway").tap()
+    wait_message(page, status, timeout_s=600)
+    watch.console_errors[:] = [e for e in watch.console_errors if "409" not in e]  # the refused first request
+    received = {}
+    for i in orthanc.rest("/instances"):
+        with urllib.request.urlopen(f"http://127.0.0.1:{orthanc.http}/instances/{i}/file", timeout=30) as f:
+            ds = pydicom.dcmread(io.BytesIO(f.read()))
+        received[str(ds.SOPClassUID), str(getattr(ds, "DocumentTitle", ""))] = ds
+    stl = received[ENCAPSULATED_STL, "Bone"]
+    store = box.data_dir / "revisions" / f"job-{job}"
+    path = box.api(f"/api/jobs/{job}/revisions/{approved}")[1]["meshes"]["bone"]
+    assert bytes(stl.EncapsulatedDocument)[: stl.EncapsulatedDocumentLength] == (store / path).read_bytes()
+    (record,) = [r for r in AuditLog(box.data_dir / AUDIT_FILENAME).records() if r.action == "export"]
+    assert record.details["revisions"]["bone"] == approved and record.actor == "ui:surgeon"
+
+
+@pytest.mark.req("REQ-FUNC-1391", "REQ-FUNC-1396", "REQ-FUNC-1397", "REQ-TRACE-1398", "REQ-PRIV-1390",
+                 "REQ-FUNC-1424")  # fmt: skip
+def test_correction_loop_surgeon_engineer_surgeon(browser: Any, served: tuple[ServedBox, int], pacs_port: int,
+                                                   tmp_path: Path) -> None:
+    orthanc = start_orthanc(tmp_path / "orthanc", pacs_port, free_port(), {})
+    try:
+        _correction_loop(browser, served, orthanc)
+    finally:
+        orthanc.stop()
+
+
+def _correction_loop(browser: Any, served: tuple[ServedBox, int], orthanc: Any) -> None:
     box, job = served
     before = box.api(f"/api/jobs/{job}/revisions")[1]
     base = before["current"]
@@ -228,6 +277,8 @@ def test_correction_loop_surgeon_engineer_surgeon(browser: Any, served: tuple[Se
     wait_message(surgeon, "#review-msg")
     assert row.locator(".review-state").get_attribute("data-review-state") == "approved"
     screenshot(surgeon, "kiosk-review-approved-en")
+    _send_to_pacs(surgeon, box, job, orthanc, base + 2, watch_s)
+    screenshot(surgeon, "issue14-pacs-sent-en", "#pacs-export")
     surgeon.locator("#lang-switch").tap()
     surgeon.wait_for_selector('html[lang="zh-CN"]', timeout=60_000)
     wait_js(surgeon, LOADED, timeout_s=120)

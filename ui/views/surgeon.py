@@ -48,7 +48,14 @@ def viewer(job_id: int) -> str:
                            revisions=served, can_mark_lesions=served and role in auth.AREA_ROLES["lesions"],
                            can_edit=served and role in auth.AREA_ROLES["edit"],
                            back_url=auth.home_for(role) if role else url_for("nurse.inbox"),
-                           structure_terms=structure_terms)
+                           structure_terms=structure_terms, pacs_destinations=pacs_destinations())
+
+
+def pacs_destinations() -> list[str]:
+    """Names of the configured PACS export destinations (the case screen's "Send to PACS" panel offers them)."""
+    cfg = current_app.config.get("APPLIANCE_CONFIG")
+    export = getattr(cfg, "export", None)
+    return [str(d.name) for d in getattr(export, "destinations", [])]
 
 
 @bp.get("/worklist")

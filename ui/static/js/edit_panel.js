@@ -1,61 +1,60 @@
 // Edit tools of the case screen (surgeon, modelling engineer): for the selected structure, at the slice view's
-// crosshair, one operation per button (docs/review.md): brush paint / erase (a sphere of 2, 5 or 10 mm), remove or
-// keep the island under the crosshair, grow / shrink by 1 mm. Each is POSTed on the current revision (base =
-// current); a 409 (someone edited meanwhile) reloads the newest revision and says so. The browser sends operations,
-// never voxels; the re-meshed structure is swapped in by the caller's reload().
-import { postJSON, t } from './common.js';
+// crosshair, one operation per button (docs/review.md): brush paint / erase (a sphere of 2, 5 or 10 mm; paint
+// optionally limited to a CT window preset), remove or keep the island under the crosshair, grow / shrink by 1 mm,
+// smooth. Each is POSTed on the current revision (base = current); a 409 (someone edited meanwhile) reloads the
+// newest revision and says so. The browser sends operations, never voxels; the re-meshed structure is swapped in by
+// the caller's reload(). Fill between, scissors and the ghosted comparison are wired from here too.
+import { t } from './common.js';
+import { submitEdit, tellEdit } from './edit_submit.js';
+import { wireCorrectionTools } from './correction_tools.js';
+import { wireCompare } from './compare.js';
 
 const AT_CROSSHAIR = new Set(['paint', 'erase', 'remove_island', 'keep_island']);
+/** Windows (HU) that can limit the brush paint: only voxels of the image within it join the structure. */
+export const PAINT_WINDOWS = { bone: { min: 200, max: 3000 }, soft: { min: -100, max: 200 }, vessel: { min: 150, max: 600 } };
 
-/** The operation JSON of a button for `structure`, at `lps` (patient LPS mm) with the brush `radius` (mm). */
-export function operation(kind, structure, lps, radius) {
+/** The operation JSON of a button for `structure`, at `lps` (patient LPS mm) with the brush `radius` (mm) and
+ * (paint only) the window preset `window` (`any` or a key of PAINT_WINDOWS), (smooth only) the Gaussian's sigma. */
+export function operation(kind, structure, lps, radius, window = 'any', sigma = 1) {
+  if (kind === 'paint' && PAINT_WINDOWS[window]) {
+    return { op: kind, structure, sphere: { center_lps: lps, radius_mm: radius }, window: { ...PAINT_WINDOWS[window] } };
+  }
   if (kind === 'paint' || kind === 'erase') return { op: kind, structure, sphere: { center_lps: lps, radius_mm: radius } };
   if (kind === 'remove_island' || kind === 'keep_island') return { op: kind, structure, point_lps: lps };
+  if (kind === 'smooth') return { op: 'smooth', structure, method: 'gaussian', sigma_mm: sigma };
   return { op: kind, structure, mm: 1 };
 }
 
-/** `ctx`: jobId, selected(), crosshairLps() (null without the slice view), revisions, reload(), displayName(). */
+/** `ctx`: jobId, selected(), crosshairLps() (null without the slice view), slices(), viewer, revisions, reload(),
+ * displayName(). */
 export function wireEditTools(ctx) {
-  const out = document.getElementById('edit-msg');
-  const tell = (text, kind) => { out.textContent = text; out.className = `message ${kind}`; };
   let radius = 5;
+  let paintWindow = 'any';
   for (const b of document.querySelectorAll('.brush-radius')) {
     b.addEventListener('click', () => {
       radius = Number(b.dataset.mm);
       for (const o of document.querySelectorAll('.brush-radius')) o.setAttribute('aria-pressed', String(o === b));
     });
   }
-  const buttons = [...document.querySelectorAll('.edit-op')];
-  for (const b of buttons) {
+  for (const b of document.querySelectorAll('.paint-window')) {
+    b.addEventListener('click', () => {
+      paintWindow = b.dataset.window;
+      for (const o of document.querySelectorAll('.paint-window')) o.setAttribute('aria-pressed', String(o === b));
+    });
+  }
+  for (const b of document.querySelectorAll('.edit-op')) {
     b.addEventListener('click', async () => {
       const structure = ctx.selected();
       const kind = b.dataset.op;
       if (!structure) return;
       const lps = ctx.crosshairLps();
-      if (AT_CROSSHAIR.has(kind) && !lps) { tell(t('edit.need_crosshair'), 'bad'); return; }
-      const base = ctx.revisions.current;
-      for (const o of buttons) o.disabled = true;
-      tell(t('edit.working'), 'warn');
-      try {
-        const r = await postJSON(`/api/jobs/${ctx.jobId}/revisions`, {
-          base, ops: [operation(kind, structure, lps, radius)], reason: t(`edit.reason_${kind}`),
-        });
-        if (r.status === 409) {
-          await ctx.reload();
-          tell(t('edit.stale', { n: ctx.revisions.current }), 'bad');
-        } else if (!r.ok) {
-          tell(t('edit.refused', { why: r.data.error || r.status }), 'bad');
-        } else {
-          await ctx.reload();
-          const changed = (r.data.changed || []).includes(structure);
-          tell(t(changed ? 'edit.done' : 'edit.unchanged', { name: ctx.displayName(structure), n: r.data.revision }), changed ? 'ok' : 'warn');
-        }
-      } catch (err) {
-        tell(t('edit.failed'), 'bad');
-        console.info(err);
-      } finally {
-        for (const o of buttons) o.disabled = false;
-      }
+      if (AT_CROSSHAIR.has(kind) && !lps) { tellEdit(t('edit.need_crosshair'), 'bad'); return; }
+      const windowed = kind === 'paint' && PAINT_WINDOWS[paintWindow];
+      if (windowed && ctx.slices()?.modality !== 'CT') { tellEdit(t('edit.window_ct_only'), 'bad'); return; }
+      const reason = windowed ? t('edit.reason_paint_window', { window: t(`edit.window_${paintWindow}`) }) : t(`edit.reason_${kind}`);
+      await submitEdit(ctx, structure, [operation(kind, structure, lps, radius, paintWindow, Number(b.dataset.sigma || 1))], reason);
     });
   }
+  wireCorrectionTools(ctx);
+  wireCompare(ctx);
 }
