@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -113,6 +114,11 @@ def _box_paths(args: argparse.Namespace) -> tuple[str, Path, Path, Path, dict[st
     from appliance.audit import AUDIT_FILENAME
 
     audit_path = Path(opts.get("audit_path", str(cfg.data_dir / AUDIT_FILENAME)))
+    if os.geteuid() == 0:  # root runs the installed releases: nobody else may be able to change them
+        from appliance.update.paths import require_root_owned
+
+        require_root_owned("release folder (install_root)", install_root)
+        require_root_owned("trusted update metadata folder", metadata_dir)
     return repo, metadata_dir, install_root, audit_path, opts
 
 
