@@ -142,7 +142,7 @@ class StorageConfig:
 
     data_dir: Path = field(
         default=Path("/var/lib/appliance"),
-        metadata={"doc": "Data partition: studies, jobs, outputs, audit trail."},
+        metadata={"doc": "The service's data folder (on the box: data/ of the data partition): studies, jobs, outputs."},
     )
     retention_days: int = field(
         default=30,

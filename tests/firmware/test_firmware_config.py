@@ -133,6 +133,30 @@ def test_service_hardening() -> None:
     assert re.search(r"^u appliance - .* /usr/sbin/nologin$", sysusers, re.MULTILINE)
 
 
+#: Exec keys of a service unit (what systemd runs for it).
+EXEC_KEYS = ("ExecCondition", "ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecStop", "ExecStopPost")
+
+
+@pytest.mark.req("REQ-SAFE-1475")
+def test_nothing_root_runs_lies_where_the_service_user_can_write() -> None:
+    """Every path in a command root runs (services without User=, and '+'-prefixed commands of the others) stays
+    out of the folders any service may write (ReadWritePaths) and out of the service's data folder."""
+    writable = {Path(load_config(FW / "appliance.toml").storage.data_dir)}
+    root_paths: list[tuple[str, str]] = []
+    for path in [p for p in UNITS if p.suffix == ".service"]:
+        svc = parse_unit(path).get("Service", {})
+        writable |= {Path(w) for v in svc.get("ReadWritePaths", []) for w in v.split()}
+        runs_as_root = svc.get("User", ["root"])[-1] == "root"
+        for key in EXEC_KEYS:
+            for cmd in svc.get(key, []):
+                if runs_as_root or cmd.lstrip("-@:!").startswith("+"):
+                    root_paths += [(path.name, a.lstrip("-@:!+")) for a in cmd.split() if a.lstrip("-@:!+")[:1] == "/"]
+    assert ("appliance.service", "/var/lib/appliance-system/releases/app/current/bin/appliance") in root_paths
+    assert ("appliance-firewall.service", "/var/lib/appliance-system/releases/app/current/bin/python") in root_paths
+    below = [(unit, p, str(w)) for unit, p in root_paths for w in writable if Path(p).is_relative_to(w)]
+    assert below == [], "root would run something the service user can replace"
+
+
 def test_systemd_security_exposure() -> None:
     """systemd-analyze security --offline: the service's exposure score stays 'OK' (< 3.0)."""
     if shutil.which("systemd-analyze") is None:
