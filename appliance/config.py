@@ -142,7 +142,7 @@ class StorageConfig:
 
     data_dir: Path = field(
         default=Path("/var/lib/appliance"),
-        metadata={"doc": "The service's data folder (on the box: data/ of the data partition): studies, jobs, outputs."},
+        metadata={"doc": "The service's data folder (on the box: the data partition's data/): studies, jobs, outputs."},
     )
     retention_days: int = field(
         default=30,
