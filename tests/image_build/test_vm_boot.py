@@ -186,7 +186,7 @@ def test_box_boots_receives_and_reconstructs(box: tuple[Vm, Steps], tmp_path: Pa
     study_uid = _study_uid(DEMO_STUDY)
     files = sorted(p for p in DEMO_STUDY.iterdir() if p.is_file())
     sent = subprocess.run(
-        ["storescu", "-aet", "STORESCU", "-aec", "EDGE3D", "127.0.0.1", str(vm.dicom_port), *map(str, files)],
+        ["storescu", "-xv", "-aet", "STORESCU", "-aec", "EDGE3D", "127.0.0.1", str(vm.dicom_port), *map(str, files)],
         capture_output=True, text=True, timeout=300 * slow, check=False,
     )  # fmt: skip
     assert sent.returncode == 0, sent.stdout + sent.stderr
