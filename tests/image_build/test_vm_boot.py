@@ -89,9 +89,9 @@ def disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def box(disk: Path, tmp_path: Path) -> Iterator[tuple[Vm, Steps]]:
-    """The booted VM (powered off afterwards; the serial log is kept with the artefacts)."""
-    artefacts = Path(os.environ.get("APPLIANCE_VM_ARTEFACTS") or tmp_path / "artefacts")
+def box(disk: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Vm, Steps]]:
+    """The booted VM (powered off afterwards; the serial log is kept with the artefacts, one folder per test)."""
+    artefacts = Path(os.environ.get("APPLIANCE_VM_ARTEFACTS") or tmp_path / "artefacts") / request.node.name
     artefacts.mkdir(parents=True, exist_ok=True)
     vm = Vm(disk, tmp_path / "vm", free_port(), free_port())
     steps = Steps(artefacts)
