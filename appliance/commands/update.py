@@ -15,6 +15,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,29 @@ def _bootstrap(args: argparse.Namespace) -> bytes | None:
         raise KeyMaterialError(f"cannot read the trusted root {args.trusted_root}: {exc}") from exc
 
 
+#: The shortest time a restart of the service may take before the new release counts as unhealthy.
+MIN_RESTART_S = 300.0
+
+
+def _activation(opts: dict[str, str], window_s: float) -> Callable[[ArtifactKind, Path], None] | None:
+    """The ``restart_command`` as the installer's activation hook (None without one).
+
+    The restart may take as long as the health window (at least MIN_RESTART_S): a box that starts its service
+    slowly (a first start, a slow disk, a VM without KVM) must not roll back a good release for that alone.
+    """
+    if not opts.get("restart_command"):
+        return None
+    restart = shlex.split(opts["restart_command"])
+    timeout_s = max(MIN_RESTART_S, window_s)
+
+    def activate(kind: ArtifactKind, current: Path) -> None:
+        done = subprocess.run(restart, capture_output=True, text=True, timeout=timeout_s, check=False)
+        if done.returncode != 0:
+            raise UpdateError(f"{' '.join(restart)} exited {done.returncode}: {done.stderr.strip()[-300:]}")
+
+    return activate
+
+
 def _installer(args: argparse.Namespace, install_root: Path, audit_path: Path, opts: dict[str, str]) -> Any:
     from appliance.audit import AuditLog
     from appliance.update.box import detect_box, gpu_compute_capability
@@ -153,17 +177,8 @@ def _installer(args: argparse.Namespace, install_root: Path, audit_path: Path, o
         health[ArtifactKind.ENGINE] = HealthCheck(
             [("engine-smoke", command_ok(shlex.split(opts["engine_smoke_command"])))], window
         )
-    activate = None
-    if opts.get("restart_command"):
-        restart = shlex.split(opts["restart_command"])
-
-        def activate(kind: ArtifactKind, current: Path) -> None:
-            done = subprocess.run(restart, capture_output=True, text=True, timeout=300, check=False)
-            if done.returncode != 0:
-                raise UpdateError(f"{' '.join(restart)} exited {done.returncode}: {done.stderr.strip()[-300:]}")
-
     return Installer(
-        activate=activate,
+        activate=_activation(opts, window),
         root=install_root,
         box=box,
         health=health,
