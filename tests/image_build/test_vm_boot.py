@@ -139,7 +139,10 @@ def _job_done(vm: Vm, token: str, study_uid: str) -> dict[str, Any] | None:
     jobs = [j for j in _http(vm, "/api/jobs", token)["jobs"] if j.get("study_instance_uid") == study_uid]
     if jobs and jobs[0]["state"] in ("failed", "refused"):
         pytest.fail(f"job for {study_uid} ended {jobs[0]['state']}: {jobs[0]}")
-    return jobs[0] if jobs and jobs[0]["state"] == "done" else None
+    if not jobs or jobs[0]["state"] != "done":
+        return None
+    job: dict[str, Any] = _http(vm, f"/api/jobs/{jobs[0]['id']}", token)  # the listing has no files
+    return job
 
 
 def _fat_stick(files: list[Path], image: Path) -> Path:
