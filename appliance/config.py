@@ -142,7 +142,7 @@ class StorageConfig:
 
     data_dir: Path = field(
         default=Path("/var/lib/appliance"),
-        metadata={"doc": "Data partition: studies, jobs, outputs, audit trail."},
+        metadata={"doc": "The service's data folder (on the box: the data partition's data/): studies, jobs, outputs."},
     )
     retention_days: int = field(
         default=30,
@@ -303,8 +303,8 @@ class UpdateConfig:
         metadata={"doc": "Update repository: a folder (USB) or an http(s) URL on the LAN; '' = none."},
     )
     trusted_metadata_dir: Path = field(
-        default=Path("/var/lib/appliance/update/metadata"),
-        metadata={"doc": "Folder holding the client's trusted TUF metadata."},
+        default=Path("/var/lib/appliance-system/update/metadata"),
+        metadata={"doc": "Folder holding the client's trusted TUF metadata (root-owned, outside data_dir)."},
     )
     options: dict[str, str] = field(
         default_factory=dict,

@@ -30,11 +30,11 @@ BOX_SETTINGS: tuple[tuple[str, str, str], ...] = (
     # USB sticks are mounted read-only under here by appliance-usb-stick@.service (udev/90-appliance-usb.rules)
     ("import", "watch_dir", '"/media/usb"'),
     ("update", "repository", '"/media/appliance-update"'),
-    ("update", "trusted_metadata_dir", '"/var/lib/appliance/update/metadata"'),
+    ("update", "trusted_metadata_dir", '"/var/lib/appliance-system/update/metadata"'),
     (
         "update",
         "options",
-        '{install_root = "/var/lib/appliance/releases", gpu_expected = "true", '
+        '{install_root = "/var/lib/appliance-system/releases", gpu_expected = "true", '
         'health_url = "http://127.0.0.1:8080/api/health", health_window_s = "120", '
         'restart_command = "systemctl restart appliance.service"}',
     ),

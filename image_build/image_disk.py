@@ -1,6 +1,6 @@
 """The bootable disk: a GPT disk image with an EFI system partition (GRUB, A/B slot choice with RAUC's boot
 counting in grubenv), two root slots (A holds the image, B is empty until the first OS update), and the data
-partition (ext4, label ``appliance-data``, mounted on /var/lib/appliance).
+partition (ext4, label ``appliance-data``, mounted on /var/lib/appliance-system; its ``data/`` on /var/lib/appliance).
 
 Everything is assembled from files, without loop devices or mounts: each partition is made as its own file
 (``mkfs.vfat`` + mtools, ``mkfs.ext4 -d``), the partition table is written by ``sfdisk`` and the partitions are

@@ -47,6 +47,7 @@ ENABLED_UNITS = (
     "appliance-kiosk.service",
     "appliance-gpu.service",
     "appliance-firewall.service",
+    "var-lib-appliance\\x2dsystem.mount",
     "var-lib-appliance.mount",
     "media-usb.mount",
 )
@@ -96,7 +97,7 @@ def stage_firmware(firmware: Path, app_release: Path | None, image_version: str,
         (wants / unit).symlink_to(f"../{unit}")
     (stage / "etc/appliance-release").write_text(f'NAME="OR appliance"\nIMAGE_VERSION="{image_version}"\n')
     if app_release is not None:
-        # the factory release: the data partition's releases/app/current points here on first boot
+        # the factory release: releases/app/current on the data partition points here until the first update
         shutil.copytree(app_release, stage / "usr/lib/appliance/factory-release", symlinks=True)
     return stage
 

@@ -41,8 +41,8 @@ ExecStartPost=/usr/sbin/nft insert rule inet appliance input ip saddr {peer} tcp
 FACTORY_RELEASE = "/usr/lib/appliance/factory-release"
 #: Debian's units the box needs enabled (the appliance's own are enabled by stage_firmware).
 SYSTEM_UNITS = ("systemd-networkd.service",)
-#: Mount points on the read-only root: the data partition, the USB folder, the update stick.
-MOUNT_POINTS = ("var/lib/appliance", "media/usb", "media/appliance-update")
+#: Mount points on the read-only root: the data partition, the service's data, the USB folder, the update stick.
+MOUNT_POINTS = ("var/lib/appliance-system", "var/lib/appliance", "media/usb", "media/appliance-update")
 
 
 #: Test images only: the VM test may run under QEMU's TCG (no usable KVM), where the first start takes minutes;
@@ -154,8 +154,12 @@ def finish_slot(
     return {"kernel": version}
 
 
-#: Where the data partition is mounted (var-lib-appliance.mount).
-DATA_MOUNT = "/var/lib/appliance"
+#: Where the data partition is mounted (var-lib-appliance\x2dsystem.mount): root-owned, holds the releases root
+#: runs and the trusted update metadata.
+DATA_MOUNT = "/var/lib/appliance-system"
+#: The service's data folder (var-lib-appliance.mount binds the partition's ``data/`` there).
+SERVICE_DATA = "/var/lib/appliance"
+SERVICE_DATA_ON_PARTITION = "data"
 
 
 def _ids(slot: Path, table: str, name: str) -> int:
@@ -166,12 +170,23 @@ def _ids(slot: Path, table: str, name: str) -> int:
     raise BuildError(f"{name} is not in the image's /etc/{table} (sysusers.d not applied?)")
 
 
-def data_tree(slot: Path, dest: Path) -> Path:
-    """The factory content of the data partition: the tmpfiles.d layout below DATA_MOUNT, made at build time.
+def _on_partition(path: str) -> Path | None:
+    """Where a tmpfiles path lies on the data partition (relative), None when it is not on it."""
+    where = Path(path)
+    if where.is_relative_to(DATA_MOUNT):
+        return where.relative_to(DATA_MOUNT)
+    if where.is_relative_to(SERVICE_DATA):
+        return SERVICE_DATA_ON_PARTITION / where.relative_to(SERVICE_DATA)
+    return None
 
-    At boot systemd-tmpfiles refuses root-owned folders below the service-owned data folder ("unsafe path
-    transition"), so the box would never get its ``releases/app/current`` link; the factory data partition has
-    it from the start. Only 'd' and 'L' lines are supported (what firmware_config uses).
+
+def data_tree(slot: Path, dest: Path) -> Path:
+    """The factory content of the data partition: the tmpfiles.d layout below DATA_MOUNT and SERVICE_DATA (its
+    ``data/``), made at build time with the owners and modes the lines give.
+
+    The partition's top folder, ``releases/`` and ``update/`` are root's (the service user can neither write nor
+    rename what root runs or trusts); the box has ``releases/app/current`` from the start. Only 'd' and 'L' lines
+    are supported (what firmware_config uses).
     """
     if dest.exists():
         shutil.rmtree(dest)
@@ -179,10 +194,12 @@ def data_tree(slot: Path, dest: Path) -> Path:
     for conf in sorted((slot / "usr/lib/tmpfiles.d").glob("appliance*.conf")):
         for line in conf.read_text().splitlines():
             fields = line.split()
-            if not fields or fields[0].startswith("#") or not fields[1].startswith(DATA_MOUNT):
+            if not fields or fields[0].startswith("#"):
                 continue
-            kind, path = fields[0], fields[1]
-            target = dest / Path(path).relative_to(DATA_MOUNT)
+            rel = _on_partition(fields[1])
+            if rel is None:
+                continue
+            kind, target = fields[0], dest / rel
             if kind == "d":
                 target.mkdir(parents=True, exist_ok=True)
                 target.chmod(int(fields[2], 8))

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import shlex
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +115,11 @@ def _box_paths(args: argparse.Namespace) -> tuple[str, Path, Path, Path, dict[st
     from appliance.audit import AUDIT_FILENAME
 
     audit_path = Path(opts.get("audit_path", str(cfg.data_dir / AUDIT_FILENAME)))
+    if os.geteuid() == 0:  # root runs the installed releases: nobody else may be able to change them
+        from appliance.update.paths import require_root_owned
+
+        require_root_owned("release folder (install_root)", install_root)
+        require_root_owned("trusted update metadata folder", metadata_dir)
     return repo, metadata_dir, install_root, audit_path, opts
 
 
@@ -123,6 +130,29 @@ def _bootstrap(args: argparse.Namespace) -> bytes | None:
         return Path(args.trusted_root).read_bytes()
     except OSError as exc:
         raise KeyMaterialError(f"cannot read the trusted root {args.trusted_root}: {exc}") from exc
+
+
+#: The shortest time a restart of the service may take before the new release counts as unhealthy.
+MIN_RESTART_S = 300.0
+
+
+def _activation(opts: dict[str, str], window_s: float) -> Callable[[ArtifactKind, Path], None] | None:
+    """The ``restart_command`` as the installer's activation hook (None without one).
+
+    The restart may take as long as the health window (at least MIN_RESTART_S): a box that starts its service
+    slowly (a first start, a slow disk, a VM without KVM) must not roll back a good release for that alone.
+    """
+    if not opts.get("restart_command"):
+        return None
+    restart = shlex.split(opts["restart_command"])
+    timeout_s = max(MIN_RESTART_S, window_s)
+
+    def activate(kind: ArtifactKind, current: Path) -> None:
+        done = subprocess.run(restart, capture_output=True, text=True, timeout=timeout_s, check=False)
+        if done.returncode != 0:
+            raise UpdateError(f"{' '.join(restart)} exited {done.returncode}: {done.stderr.strip()[-300:]}")
+
+    return activate
 
 
 def _installer(args: argparse.Namespace, install_root: Path, audit_path: Path, opts: dict[str, str]) -> Any:
@@ -147,17 +177,8 @@ def _installer(args: argparse.Namespace, install_root: Path, audit_path: Path, o
         health[ArtifactKind.ENGINE] = HealthCheck(
             [("engine-smoke", command_ok(shlex.split(opts["engine_smoke_command"])))], window
         )
-    activate = None
-    if opts.get("restart_command"):
-        restart = shlex.split(opts["restart_command"])
-
-        def activate(kind: ArtifactKind, current: Path) -> None:
-            done = subprocess.run(restart, capture_output=True, text=True, timeout=300, check=False)
-            if done.returncode != 0:
-                raise UpdateError(f"{' '.join(restart)} exited {done.returncode}: {done.stderr.strip()[-300:]}")
-
     return Installer(
-        activate=activate,
+        activate=_activation(opts, window),
         root=install_root,
         box=box,
         health=health,

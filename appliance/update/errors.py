@@ -55,3 +55,7 @@ class InstallError(UpdateError):
 
 class KeyMaterialError(UpdateError):
     """A signing key or key folder is missing or unreadable."""
+
+
+class UnsafeInstallRoot(UpdateError):
+    """Root was asked to install, recover or trust releases below a folder another user can write or rename."""

@@ -93,14 +93,32 @@ def build_pack(
     return dest
 
 
+def _checked_members(pack: Path, members: list[tarfile.TarInfo], dest: Path) -> list[tarfile.TarInfo]:
+    """What the ``data`` filter enforces, for a Python without it: every path stays inside ``dest``, no
+    set-uid/set-gid/sticky or group/world-writable modes, owners not taken from the pack."""
+    top = os.path.realpath(dest)
+    for member in members:
+        target = os.path.realpath(os.path.join(top, member.name))
+        if os.path.isabs(member.name) or ".." in Path(member.name).parts or os.path.commonpath([top, target]) != top:
+            raise TamperedTarget(f"{pack.name}: member {member.name!r} points outside the release folder")
+        member.mode &= 0o755
+        member.uid = member.gid = os.getuid()
+        member.uname = member.gname = ""
+    return members
+
+
 def extract_pack(pack: Path, dest: Path) -> dict[str, Any]:
     """Extract ``pack`` into the (new, empty) folder ``dest`` and verify every file; returns the manifest."""
     try:
         with tarfile.open(pack, "r:") as tar:
-            for member in tar.getmembers():
+            members = tar.getmembers()
+            for member in members:
                 if not (member.isfile() or member.isdir()):
                     raise TamperedTarget(f"{pack.name}: member {member.name!r} is not a regular file or folder")
-            tar.extractall(dest, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, filter="data")
+            else:  # CPython before 3.11.4 (Debian bookworm's 3.11.2, the box's runtime) has no extraction filters
+                tar.extractall(dest, members=_checked_members(pack, members, dest))
     except (tarfile.TarError, EOFError) as exc:
         raise TamperedTarget(f"{pack.name} is not a complete pack ({exc}); copy it again") from exc
     return verify_release_dir(dest)

@@ -23,8 +23,8 @@ FW = ROOT / "firmware_config"
 UNITS = sorted((FW / "systemd").iterdir())
 #: Executables the OS image provides (the units name them; this build host does not have them).
 IMAGE_EXECUTABLES = {
-    "/var/lib/appliance/releases/app/current/bin/appliance",
-    "/var/lib/appliance/releases/app/current/bin/python",
+    "/var/lib/appliance-system/releases/app/current/bin/appliance",
+    "/var/lib/appliance-system/releases/app/current/bin/python",
     "/usr/lib/appliance/gpu-setup.sh",
     "/usr/bin/cage",
     "/usr/bin/chromium",
@@ -80,7 +80,7 @@ def test_units_parse_and_have_description_and_exec() -> None:
                 assert cmd.split()[0].startswith("/"), f"{path.name}: ExecStart must be absolute: {cmd}"
         if path.suffix == ".mount":
             where = one(unit, "Mount", "Where")
-            assert path.stem == where.strip("/").replace("/", "-")
+            assert path.stem == where.strip("/").replace("-", "\\x2d").replace("/", "-")  # systemd-escape --path
 
 
 def test_systemd_analyze_verify() -> None:
@@ -131,6 +131,30 @@ def test_service_hardening() -> None:
     assert all(d.startswith(("/dev/nvidia", "char-nvidia")) for d in svc["DeviceAllow"])
     sysusers = (FW / "sysusers.d" / "appliance.conf").read_text()
     assert re.search(r"^u appliance - .* /usr/sbin/nologin$", sysusers, re.MULTILINE)
+
+
+#: Exec keys of a service unit (what systemd runs for it).
+EXEC_KEYS = ("ExecCondition", "ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecStop", "ExecStopPost")
+
+
+@pytest.mark.req("REQ-SAFE-1475")
+def test_nothing_root_runs_lies_where_the_service_user_can_write() -> None:
+    """Every path in a command root runs (services without User=, and '+'-prefixed commands of the others) stays
+    out of the folders any service may write (ReadWritePaths) and out of the service's data folder."""
+    writable = {Path(load_config(FW / "appliance.toml").storage.data_dir)}
+    root_paths: list[tuple[str, str]] = []
+    for path in [p for p in UNITS if p.suffix == ".service"]:
+        svc = parse_unit(path).get("Service", {})
+        writable |= {Path(w) for v in svc.get("ReadWritePaths", []) for w in v.split()}
+        runs_as_root = svc.get("User", ["root"])[-1] == "root"
+        for key in EXEC_KEYS:
+            for cmd in svc.get(key, []):
+                if runs_as_root or cmd.lstrip("-@:!").startswith("+"):
+                    root_paths += [(path.name, a.lstrip("-@:!+")) for a in cmd.split() if a.lstrip("-@:!+")[:1] == "/"]
+    assert ("appliance.service", "/var/lib/appliance-system/releases/app/current/bin/appliance") in root_paths
+    assert ("appliance-firewall.service", "/var/lib/appliance-system/releases/app/current/bin/python") in root_paths
+    below = [(unit, p, str(w)) for unit, p in root_paths for w in writable if Path(p).is_relative_to(w)]
+    assert below == [], "root would run something the service user can replace"
 
 
 def test_systemd_security_exposure() -> None:
@@ -293,7 +317,10 @@ def test_appliance_toml_matches_generator_schema_and_loader() -> None:
     data = tomllib.loads((FW / "appliance.toml").read_text())
     jsonschema.validate(data, schema)
     cfg = load_config(FW / "appliance.toml")
-    assert cfg.update.repository and cfg.update.options["install_root"].startswith(str(cfg.data_dir))
+    assert cfg.update.repository
+    for root_trusted in (Path(cfg.update.options["install_root"]), cfg.update.trusted_metadata_dir):
+        assert root_trusted.is_relative_to("/var/lib/appliance-system"), root_trusted
+        assert not root_trusted.is_relative_to(cfg.data_dir), root_trusted
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**data, "dicom": {**data["dicom"], "port": "eleven"}}, schema)
     with pytest.raises(jsonschema.ValidationError):
@@ -302,9 +329,11 @@ def test_appliance_toml_matches_generator_schema_and_loader() -> None:
 
 @pytest.mark.req("REQ-SAFE-503")
 def test_data_partition_logs_and_journal_bounded(tmp_path: Path) -> None:
-    mount = parse_unit(FW / "systemd" / "var-lib-appliance.mount")
-    options = one(mount, "Mount", "Options").split(",")
-    assert {"nodev", "nosuid", "errors=remount-ro"} <= set(options)
+    partition = parse_unit(FW / "systemd" / "var-lib-appliance\\x2dsystem.mount")
+    assert {"nodev", "nosuid", "errors=remount-ro"} <= set(one(partition, "Mount", "Options").split(","))
+    service_data = parse_unit(FW / "systemd" / "var-lib-appliance.mount")
+    assert {"bind", "nodev", "nosuid"} <= set(one(service_data, "Mount", "Options").split(","))
+    assert one(service_data, "Mount", "What") == "/var/lib/appliance-system/data"
     assert load_config(FW / "appliance.toml").storage.retention_days > 0
     journald = parse_unit(FW / "journald.conf.d" / "appliance.conf")
     assert one(journald, "Journal", "SystemMaxUse").endswith(("M", "G"))

@@ -114,12 +114,15 @@ def test_package_lists_and_refusals(tmp_path: Path) -> None:
     assert code == 1 and "only for test images" in report["error"]
 
 
-@pytest.mark.req("REQ-UPD-1470")
+@pytest.mark.req("REQ-UPD-1470", "REQ-SAFE-1475")
 @pytest.mark.skipif(os.geteuid() != 0, reason="the data partition's factory tree is owned by the box's users (root)")
-def test_factory_data_partition_has_the_release_link(tmp_path: Path) -> None:
+def test_factory_data_partition_keeps_what_root_runs_out_of_the_service_users_reach(tmp_path: Path) -> None:
     """The data partition starts with firmware_config's tmpfiles layout: releases/app/current pointing at the
-    factory release in the image (tmpfiles refuses to make it at boot below the service-owned folder)."""
+    factory release in the image. The partition's top folder, releases/ and update/ are root's; only data/ (the
+    service's /var/lib/appliance) is the service user's, so it can neither write nor rename what root runs."""
     import image_system
+
+    from appliance.update.paths import writable_by_others
 
     slot = tmp_path / "slot"
     (slot / "etc").mkdir(parents=True)
@@ -131,6 +134,11 @@ def test_factory_data_partition_has_the_release_link(tmp_path: Path) -> None:
     data = image_system.data_tree(slot, tmp_path / "data")
     current = data / "releases/app/current"
     assert current.is_symlink() and os.readlink(current) == "/usr/lib/appliance/factory-release"
-    assert (data.stat().st_uid, data.stat().st_gid) == (998, 997)
-    assert (data / "releases").stat().st_uid == 0 and (data / "logs").stat().st_uid == 998
-    assert oct((data / "update").stat().st_mode & 0o777) == "0o750"
+    service = data / image_system.SERVICE_DATA_ON_PARTITION
+    assert (service.stat().st_uid, service.stat().st_gid) == (998, 997)
+    assert oct(service.stat().st_mode & 0o777) == "0o750" and (service / "logs").stat().st_uid == 998
+    assert oct((data / "update").stat().st_mode & 0o777) == "0o750" and (data / "update").stat().st_gid == 997
+    for root_trusted in (data, current.parent, data / "update" / "metadata"):
+        assert writable_by_others(root_trusted, top=data) == [], root_trusted
+    assert writable_by_others(service / "releases", top=data) == [f"{service} is owned by uid 998"]
+    assert sorted(p.name for p in data.iterdir()) == ["data", "releases", "update"]

@@ -58,7 +58,7 @@ def test_cli_publish_verify_install_rollback(tmp_path: Path, capsys: pytest.Capt
     summary = json.loads(capsys.readouterr().out)
     assert [r["version"] for r in summary["releases"]] == ["1.0.0"]
     assert main(["update", "install", *trusted, "--kind", "app"]) == 0
-    assert (tmp_path / "data" / "releases" / "app" / "current" / "VERSION").read_text() == "1.0.0"
+    assert (tmp_path / "system" / "releases" / "app" / "current" / "VERSION").read_text() == "1.0.0"
     assert main([*base, "--version", "1.1.0", "--source", str(_release(tmp_path, "1.1.0"))]) == 0
     assert (
         main(["update", "sign", "--repo", str(repo), "--role", "targets", "--key", str(holder / "targets-1.pem")]) == 0
@@ -70,19 +70,19 @@ def test_cli_publish_verify_install_rollback(tmp_path: Path, capsys: pytest.Capt
     assert status["kinds"]["app"]["current"] == "1.1.0" and status["kinds"]["app"]["previous"] == "1.0.0"
     # a manual rollback: explicit, with a reason, audited
     assert main(["update", "rollback", "--config", str(cfg), "--kind", "app", "--reason", "surgeon report #12"]) == 0
-    assert (tmp_path / "data" / "releases" / "app" / "current" / "VERSION").read_text() == "1.0.0"
+    assert (tmp_path / "system" / "releases" / "app" / "current" / "VERSION").read_text() == "1.0.0"
     actions = [(r.action, r.details.get("reason")) for r in AuditLog(tmp_path / "data" / "audit.sqlite3").records()]
     assert ("update.rollback", "surgeon report #12") in actions
     assert ("update.refused", None) not in actions
     # boot-time recovery after a power cut left a staging folder and an unconfirmed switch
-    kind_dir = tmp_path / "data" / "releases" / "app"
+    kind_dir = tmp_path / "system" / "releases" / "app"
     (kind_dir / ".staging-9.9.9-1").mkdir()
     capsys.readouterr()
     assert main(["update", "recover", "--config", str(cfg)]) == 0
     assert "removed .staging-9.9.9-1" in capsys.readouterr().out and not (kind_dir / ".staging-9.9.9-1").exists()
     # 1.1.0 again after the rollback: newer than the lowered local floor, so no authorisation needed
     assert main(["update", "install", "--config", str(cfg), "--kind", "app"]) == 0
-    assert (tmp_path / "data" / "releases" / "app" / "current" / "VERSION").read_text() == "1.1.0"
+    assert (tmp_path / "system" / "releases" / "app" / "current" / "VERSION").read_text() == "1.1.0"
 
 
 @pytest.mark.req("REQ-UPD-018", "REQ-UPD-001")

@@ -109,7 +109,8 @@ def shift(days: float) -> datetime:
 
 
 def write_box_config(tmp: Path) -> Path:
-    """A box's appliance.toml under ``tmp``: data in ``tmp/data``, the update repository (USB stick) ``tmp/usb``."""
+    """A box's appliance.toml under ``tmp``: data in ``tmp/data``, the update repository (USB stick) ``tmp/usb``,
+    releases and trusted metadata in ``tmp/system`` (root's, outside the data folder, as on the box)."""
     cfg = tmp / "appliance.toml"
     cfg.write_text(
         f"""
@@ -118,9 +119,10 @@ data_dir = "{tmp / "data"}"
 
 [update]
 repository = "{tmp / "usb"}"
-trusted_metadata_dir = "{tmp / "data" / "update" / "metadata"}"
+trusted_metadata_dir = "{tmp / "system" / "update" / "metadata"}"
 
 [update.options]
+install_root = "{tmp / "system" / "releases"}"
 os_version = "2.0"
 health_window_s = "10"
 """
