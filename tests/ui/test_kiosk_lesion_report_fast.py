@@ -1,0 +1,188 @@
+"""The lesion at the kiosk up to the report, in Chromium over the in-process service of test_kiosk_review_fast.py
+(the same half-resolution real CT): the surgeon names the lesion on the on-screen keyboard, marks it with a 10 mm
+margin, opens the report from the case screen (the draft, since nothing is approved yet) and reads the same numbers
+as the kiosk's table and ``GET lesions``; then takes a network's lesion class (a structure of category lesion) as
+a lesion from the panel's structure choice. The served-process twin is test_kiosk_review_e2e.py (slow).
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from kiosk_review import centre_of, margin_table, open_case, page_for, show_slices, soft_tissue, tap_at, wait_message
+from test_kiosk_review_fast import served  # noqa: F401  (the module's served box, made afresh for this module)
+from ui_browser import login, screenshot, wait_js
+
+from appliance.audit import AUDIT_FILENAME, AuditLog
+
+pytestmark = [pytest.mark.serial]
+SCREENS = Path(__file__).resolve().parents[2] / "build" / "ui-screenshots"
+
+
+class _Tables(HTMLParser):
+    """The report's ``<h3>`` headings and table rows (cell texts), in document order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items: list[tuple[str, Any]] = []
+        self._text: list[str] | None = None
+        self._row: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("h3", "td", "th"):
+            self._text = []
+        elif tag == "tr":
+            self._row = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "h3" and self._text is not None:
+            self.items.append(("h3", "".join(self._text)))
+            self._text = None
+        elif tag in ("td", "th") and self._text is not None and self._row is not None:
+            self._row.append("".join(self._text).strip())
+            self._text = None
+        elif tag == "tr" and self._row is not None:
+            self.items.append(("tr", self._row))
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self._text.append(data)
+
+
+def lesion_rows(report_html: str, lesion: str) -> list[list[str]]:
+    """The table rows of the report's section of ``lesion`` (from its heading to the next lesion's)."""
+    parser = _Tables()
+    parser.feed(report_html)
+    rows: list[list[str]] | None = None
+    for kind, value in parser.items:
+        if kind == "h3":
+            if rows is not None:
+                break
+            if re.search(rf"\b{re.escape(lesion)}\b", value):
+                rows = []
+        elif rows is not None:
+            rows.append(value)
+    assert rows, f"no section for {lesion} in the report"
+    return rows
+
+
+def _api(box: dict[str, Any], path: str, body: dict[str, Any] | None = None) -> Any:
+    client = box["client"]
+    r = client.get(path, headers=box["headers"]) if body is None else client.post(path, json=body,
+                                                                                   headers=box["headers"])
+    assert r.status_code in (200, 201), r.get_json()
+    return r.get_json()
+
+
+def _kiosk_cells(page: Any) -> list[tuple[str, str, str]]:
+    """The margin table as the surgeon reads it: (shown name, nearest mm, ml inside) per row."""
+    return [tuple(r) for r in page.eval_on_selector_all(  # type: ignore[misc]
+        "#margin-table tbody tr[data-structure]",
+        "rs => rs.map(r => [r.cells[0].textContent, r.cells[2].textContent, r.cells[3].textContent])")]
+
+
+@pytest.mark.req("REQ-FUNC-1550", "REQ-HCI-1552", "REQ-SAFE-1433")
+def test_lesion_named_on_the_keyboard_and_reported_with_the_kiosk_numbers(browser: Any, served: Any) -> None:  # noqa: F811
+    job, volume = served["job"], served["volume"]
+    calm = soft_tissue(volume.array.astype(np.float32), size=3)
+    context, page, watch = page_for(browser)
+    login(page, served["base"], "surgeon")
+    open_case(page, served["base"], job)
+    show_slices(page)
+    tap_at(page, centre_of(calm, volume.affine))
+    page.locator("#lesion-name").tap()  # the on-screen keyboard comes up
+    assert page.locator("#lesion-name-keyboard").is_visible()
+    for _ in range(len(page.locator("#lesion-name").input_value())):
+        page.locator('#lesion-name-keyboard .key[data-key="backspace"]').tap()
+    for key in ["t", "u", "m", "o", "r", "space", "a", "7"]:
+        page.locator(f'#lesion-name-keyboard .key[data-key="{key}"]').tap()
+    assert page.locator("#lesion-name").input_value() == "tumor_a7"
+    screenshot(page, "issue15-keyboard-en")
+    page.locator('#lesion-name-keyboard .key[data-key="done"]').tap()
+    assert not page.locator("#lesion-name-keyboard").is_visible()
+    page.locator('.lesion-margin[data-mm="10"]').tap()
+    page.locator("#lesion-mark").tap()
+    wait_message(page, "#lesion-msg")
+    (lesion,) = _api(served, f"/api/jobs/{job}/lesions")["lesions"]
+    assert lesion["name"] == "tumor_a7" and lesion["margin_table"]["margins_mm"] == [10.0]
+    assert "tumor_a7" in page.locator("#lesion-volume").inner_text()
+    api_rows = {r["structure"]: r for r in lesion["margin_table"]["rows"]}
+    shown, cells = margin_table(page), _kiosk_cells(page)
+    assert shown and [(s, mm) for s, mm, _, _ in shown] == [(s, 10.0) for s, _, _, _ in shown]
+    for s, _, nearest, ml in shown:  # the kiosk shows the API's numbers
+        assert (nearest, ml) == (api_rows[s]["min_distance_mm"], api_rows[s]["volume_within_ml"][0])
+    screenshot(page, "issue15-lesion-table-en")
+
+    page.locator("#report-link").tap()  # nothing approved yet: the kiosk says so and offers the draft
+    wait_js(page, "!document.getElementById('report-draft').classList.contains('hidden')", timeout_s=120)
+    assert "tumor a7" in page.locator("#report-msg").inner_text()  # named as the kiosk names it
+    with page.expect_navigation(timeout=180_000) as navigation:
+        page.locator("#report-draft").tap()
+    answer = navigation.value
+    assert answer is not None and answer.status == 200
+    report = answer.text()
+    assert 'id="override-unapproved"' in report  # the draft says in red that it holds unapproved structures
+    rows = lesion_rows(report, "tumor_a7")
+    volume_ml = next(m["value"] for m in lesion["measurements"] if m["kind"] == "lesion_volume")
+    assert rows[1][0] == f"{volume_ml:,.2f}"  # the facts table: volume, longest diameter, RECIST
+    by_name = {r[0]: r for r in rows[2:] if len(r) == 3}  # structure, nearest mm, ml in the 10 mm shell
+    for (name, nearest, ml), (s, _, _, _) in zip(cells, shown, strict=True):
+        assert by_name[name][1:] == [nearest, ml], (name, by_name[name], nearest, ml)  # the kiosk's very text
+        assert float(by_name[name][1]) == pytest.approx(api_rows[s]["min_distance_mm"], abs=0.05)
+        assert float(by_name[name][2]) == pytest.approx(api_rows[s]["volume_in_shell_ml"][0], abs=0.005)
+    actions = [(r.actor, r.action, r.details.get("export")) for r in AuditLog(served["svc"].data_dir / AUDIT_FILENAME)
+               .records()]  # fmt: skip
+    assert ("ui:surgeon", "export.override_unapproved", "report") in actions
+    watch.assert_clean(page)
+    context.close()
+
+
+@pytest.mark.req("REQ-FUNC-1551", "REQ-HCI-1552")
+def test_network_lesion_class_taken_as_a_lesion_at_the_kiosk(browser: Any, served: Any) -> None:  # noqa: F811
+    job, volume = served["job"], served["volume"]
+    calm = soft_tissue(volume.array.astype(np.float32), size=3)
+    listed = _api(served, f"/api/jobs/{job}/revisions")
+    first = np.asarray(centre_of(calm, volume.affine))  # where the first test's lesion is: the cyst lies elsewhere
+    ijk = np.indices(calm.shape).reshape(3, -1).T
+    lps = ijk @ volume.affine[:3, :3].T + volume.affine[:3, 3]
+    far = (np.linalg.norm(lps - first, axis=1) > 60).reshape(calm.shape)
+    centre = centre_of(calm & far, volume.affine)
+    made = _api(served, f"/api/jobs/{job}/revisions", {"base": listed["current"], "reason": "network class", "ops": [
+        {"op": "new_structure", "name": "kidney_cyst_left", "color": [200, 200, 60], "category": "lesion"},
+        {"op": "paint", "structure": "kidney_cyst_left", "sphere": {"center_lps": centre, "radius_mm": 14}}]})
+    assert "kidney_cyst_left" in [s["name"] for s in made["structures"]]
+    context, page, watch = page_for(browser)
+    login(page, served["base"], "surgeon")
+    open_case(page, served["base"], job)
+    choice = page.locator("#lesion-source")
+    assert choice.input_value() == "kidney_cyst_left"  # the lesion class is offered first
+    assert choice.locator('optgroup[data-group="lesion.group_classes"] option').count() == 1
+    assert "tumor_a7" not in choice.locator("option").all_inner_texts()  # a lesion with shells is not offered again
+    page.locator('.lesion-margin[data-mm="10"]').tap()
+    page.locator("#lesion-take").tap()
+    wait_message(page, "#lesion-msg")
+    lesions = {x["name"]: x for x in _api(served, f"/api/jobs/{job}/lesions")["lesions"]}
+    taken = lesions[page.locator("#lesion-name").input_value()]
+    assert taken["margin_table"]["margins_mm"] == [10.0]
+    detail = _api(served, f"/api/jobs/{job}/revisions/{made['revision'] + 1}")
+    assert "kidney_cyst_left" not in [s["name"] for s in detail["structures"]]
+    painted = next(m["value"] for m in taken["measurements"] if m["kind"] == "lesion_volume")
+    assert painted == pytest.approx(4 / 3 * np.pi * 14**3 / 1000, rel=0.35)  # the cyst's voxels, now the lesion's
+    expected = [(r["structure"], 10.0, r["min_distance_mm"], r["volume_within_ml"][0])
+                for r in taken["margin_table"]["rows"] if r["category"] != "margin" and r["volume_within_ml"][0] > 0]
+    assert margin_table(page) == expected
+    page.locator("#lang-switch").tap()
+    page.wait_for_selector('html[lang="zh-CN"]', timeout=60_000)
+    wait_js(page, "document.getElementById('case-viewer').dataset.loaded === '1'", timeout_s=120)
+    assert page.locator("#lesion-take").inner_text() == "作为病灶"
+    page.locator("#lesion-name").tap()
+    assert page.locator('#lesion-name-keyboard .key[data-key="space"]').inner_text() == "空格"
+    screenshot(page, "issue15-keyboard-zh-CN")
+    watch.assert_clean(page)
+    context.close()
