@@ -2,11 +2,13 @@
 (the same half-resolution real CT): the surgeon names the lesion on the on-screen keyboard, marks it with a 10 mm
 margin, opens the report from the case screen (the draft, since nothing is approved yet) and reads the same numbers
 as the kiosk's table and ``GET lesions``; then takes a network's lesion class (a structure of category lesion) as
-a lesion from the panel's structure choice. The served-process twin is test_kiosk_review_e2e.py (slow).
+a lesion from the panel's structure choice, and a lesion label file brought on USB with the study ("lesion from USB
+label"). The served-process twin is test_kiosk_review_e2e.py (slow).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,9 @@ from test_kiosk_review_fast import served  # noqa: F401  (the module's served bo
 from ui_browser import login, screenshot, wait_js
 
 from appliance.audit import AUDIT_FILENAME, AuditLog
+from appliance.core import Volume
+from appliance.io.nifti import save_volume
+from appliance.service.usb_labels import USB_LABELS_DIR, UsbLabelStore
 
 pytestmark = [pytest.mark.serial]
 
@@ -68,8 +73,9 @@ def test_lesion_named_on_the_keyboard_and_reported_with_the_kiosk_numbers(browse
     context.close()
 
 
-@pytest.mark.req("REQ-FUNC-1551", "REQ-HCI-1552")
-def test_network_lesion_class_taken_as_a_lesion_at_the_kiosk(browser: Any, served: Any) -> None:  # noqa: F811
+@pytest.mark.req("REQ-FUNC-1551", "REQ-HCI-1552", "REQ-FUNC-1553", "REQ-FUNC-1555")
+def test_network_lesion_class_and_usb_label_taken_as_lesions_at_the_kiosk(browser: Any, served: Any,  # noqa: F811
+                                                                          tmp_path: Path) -> None:
     job, volume = served["job"], served["volume"]
     calm = soft_tissue(volume.array.astype(np.float32), size=3)
     listed = _api(served, f"/api/jobs/{job}/revisions")
@@ -78,6 +84,12 @@ def test_network_lesion_class_taken_as_a_lesion_at_the_kiosk(browser: Any, serve
     lps = ijk @ volume.affine[:3, :3].T + volume.affine[:3, 3]
     far = (np.linalg.norm(lps - first, axis=1) > 60).reshape(calm.shape)
     centre = centre_of(calm & far, volume.affine)
+    elsewhere = far & (np.linalg.norm(lps - np.asarray(centre), axis=1) > 45).reshape(calm.shape)
+    usb_centre = np.asarray(centre_of(calm & elsewhere, volume.affine))  # a label file brought on the study's stick
+    drawn = (np.linalg.norm(lps - usb_centre, axis=1) <= 10).reshape(calm.shape).astype(np.uint8)
+    save_volume(Volume(drawn, volume.affine, "SEG", "label"), tmp_path / "drawn.nii.gz")
+    kept = UsbLabelStore(served["svc"].data_dir / USB_LABELS_DIR).keep(
+        (tmp_path / "drawn.nii.gz").read_bytes(), "drawn.nii.gz", "STICK", [served["svc"].catalogue.job(job).study_uid])
     made = _api(served, f"/api/jobs/{job}/revisions", {"base": listed["current"], "reason": "network class", "ops": [
         {"op": "new_structure", "name": "kidney_cyst_left", "color": [200, 200, 60], "category": "lesion"},
         {"op": "paint", "structure": "kidney_cyst_left", "sphere": {"center_lps": centre, "radius_mm": 14}}]})
@@ -103,6 +115,19 @@ def test_network_lesion_class_taken_as_a_lesion_at_the_kiosk(browser: Any, serve
                 for r in taken["margin_table"]["rows"] if r["category"] != "margin" and r["volume_within_ml"][0] > 0]
     assert margin_table(page) == expected
     screenshot(page, "issue15-from-structure-en", "#lesion-panel")
+    wait_js(page, f"!!document.querySelector('#lesion-source option[value=\"usb:{kept.label_id}\"]')")
+    assert "drawn.nii.gz" in choice.locator(f'option[value="usb:{kept.label_id}"]').inner_text()
+    choice.select_option(f"usb:{kept.label_id}")  # "lesion from USB label"
+    page.locator("#lesion-take").tap()
+    wait_message(page, "#lesion-msg")
+    lesions = {x["name"]: x for x in _api(served, f"/api/jobs/{job}/lesions")["lesions"]}
+    from_usb = lesions[page.locator("#lesion-name").input_value()]
+    usb_ml = next(m["value"] for m in from_usb["measurements"] if m["kind"] == "lesion_volume")
+    assert usb_ml == pytest.approx(drawn.sum() * abs(np.linalg.det(volume.affine[:3, :3])) / 1000, rel=1e-6)
+    assert margin_table(page) == [(r["structure"], 10.0, r["min_distance_mm"], r["volume_within_ml"][0])
+                                  for r in from_usb["margin_table"]["rows"]
+                                  if r["category"] != "margin" and r["volume_within_ml"][0] > 0]
+    screenshot(page, "issue15-usb-label-en", "#lesion-panel")
     page.locator("#lang-switch").tap()
     page.wait_for_selector('html[lang="zh-CN"]', timeout=60_000)
     wait_js(page, "document.getElementById('case-viewer').dataset.loaded === '1'", timeout_s=120)
