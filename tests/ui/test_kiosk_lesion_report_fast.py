@@ -64,7 +64,8 @@ def test_lesion_named_on_the_keyboard_and_reported_with_the_kiosk_numbers(browse
     assert shown and [(s, mm) for s, mm, _, _ in shown] == [(s, 10.0) for s, _, _, _ in shown]
     for s, _, nearest, ml in shown:  # the kiosk shows the API's numbers
         assert (nearest, ml) == (api_rows[s]["min_distance_mm"], api_rows[s]["volume_within_ml"][0])
-    screenshot(page, "issue15-lesion-table-en", "#lesion-panel")
+    page.locator("#margin-table").scroll_into_view_if_needed()
+    screenshot(page, "issue15-lesion-table-en")
     report_matches_kiosk(page, watch, "tumor_a7", "tumor a7", lesion)
     actions = [(r.actor, r.action, r.details.get("export")) for r in AuditLog(served["svc"].data_dir / AUDIT_FILENAME)
                .records()]  # fmt: skip
@@ -114,7 +115,8 @@ def test_network_lesion_class_and_usb_label_taken_as_lesions_at_the_kiosk(browse
     expected = [(r["structure"], 10.0, r["min_distance_mm"], r["volume_within_ml"][0])
                 for r in taken["margin_table"]["rows"] if r["category"] != "margin" and r["volume_within_ml"][0] > 0]
     assert margin_table(page) == expected
-    screenshot(page, "issue15-from-structure-en", "#lesion-panel")
+    page.locator("#margin-table").scroll_into_view_if_needed()
+    screenshot(page, "issue15-from-structure-en")
     wait_js(page, f"!!document.querySelector('#lesion-source option[value=\"usb:{kept.label_id}\"]')")
     assert "drawn.nii.gz" in choice.locator(f'option[value="usb:{kept.label_id}"]').inner_text()
     choice.select_option(f"usb:{kept.label_id}")  # "lesion from USB label"
@@ -127,11 +129,14 @@ def test_network_lesion_class_and_usb_label_taken_as_lesions_at_the_kiosk(browse
     assert margin_table(page) == [(r["structure"], 10.0, r["min_distance_mm"], r["volume_within_ml"][0])
                                   for r in from_usb["margin_table"]["rows"]
                                   if r["category"] != "margin" and r["volume_within_ml"][0] > 0]
-    screenshot(page, "issue15-usb-label-en", "#lesion-panel")
+    page.locator("#margin-table").scroll_into_view_if_needed()
+    screenshot(page, "issue15-usb-label-en")
     page.locator("#lang-switch").tap()
     page.wait_for_selector('html[lang="zh-CN"]', timeout=60_000)
     wait_js(page, "document.getElementById('case-viewer').dataset.loaded === '1'", timeout_s=120)
     assert page.locator("#lesion-take").inner_text() == "作为病灶"
+    page.locator("#lesion-source").scroll_into_view_if_needed()
+    screenshot(page, "issue15-lesion-source-zh-CN")
     page.locator("#lesion-name").tap()
     assert page.locator('#lesion-name-keyboard .key[data-key="space"]').inner_text() == "空格"
     screenshot(page, "issue15-keyboard-zh-CN")
