@@ -115,4 +115,7 @@ def test_label_of_another_geometry_is_refused_by_name_and_nothing_is_written(box
     assert "outside this case's image" in client.post(
         f"/api/jobs/{job}/lesions", headers=headers, json={"from_usb_label": ids["other_patient.nrrd"]}).get_json()[
         "error"]
+    r = client.post(f"/api/jobs/{job}/revisions", headers=headers, json={"base": 0, "ops": [  # not without its checks
+        {"op": "paint_label_file", "structure": "body", "usb_label": ids["tumour.nrrd"], "sha256": "0" * 64}]})
+    assert r.status_code == 400 and r.get_json()["field"] == "ops[0].usb_label", r.get_json()
     assert client.get(f"/api/jobs/{job}/revisions", headers=headers).get_json() == before
