@@ -49,7 +49,7 @@ def _ct_liver_with_tumour() -> tuple[Volume, np.ndarray, np.ndarray, tuple[float
     return vol.with_array(hu), liver, tumour, (float(seed[0]), float(seed[1]), float(seed[2]))
 
 
-@pytest.mark.req("REQ-FUNC-1050")
+@pytest.mark.req("REQ-FUNC-1050", "REQ-FUNC-1556")
 def test_presets_per_modality_grow_the_phantom_lesions_exactly() -> None:
     assert [p.name for p in window_presets("CT")] == ["ct_soft_tissue_tumour", "ct_lung_nodule"]
     assert [p.name for p in window_presets("MR")] == ["mr_enhancing"]
