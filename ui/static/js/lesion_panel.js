@@ -3,8 +3,9 @@
 // revision), shows it (mesh swapped in, shells see-through), its volume and the margin table. Wider/narrower window
 // and bigger/smaller bound, and another margin choice, re-run the growing in place of the previous attempt (undo
 // the attempt, post on the same base: no pile of attempts). Tap a row of the table to bring that structure forward.
-// Or take an existing structure as the lesion ("from_structure": a network pack's lesion class first, lesion_source.js),
-// its margins made the same way. The name is typed on the on-screen keyboard (touch_keyboard.js).
+// Or take an existing structure ("from_structure": a network pack's lesion class first) or a label file brought on
+// USB ("from_usb_label") as the lesion (lesion_source.js), its margins made the same way. The name is typed on the
+// on-screen keyboard (touch_keyboard.js).
 import { el, getJSON, postJSON, t } from './common.js';
 import { attachKeyboard, cleanName } from './touch_keyboard.js';
 import { fillLesionSources, usbLabelOf } from './lesion_source.js';
