@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from appliance.core import Volume
 from engines.errors import LesionError, UnknownWindowPreset
@@ -37,6 +38,12 @@ WINDOW_STEP = 1.25
 RADIUS_STEP_MM = 5.0
 #: The growth bound never goes outside these limits (mm).
 RADIUS_LIMITS_MM = (3.0, 150.0)
+#: A tap's first growth bound is this many times the seed's in-plane depth inside the window (its distance to the
+#: nearest voxel outside the window on its acquired slice), never above the preset's bound: a lesion reaches about
+#: as far from the seed through the slices as within its slice, while a leak through a thin bridge of tissue in the
+#: window does not change the depth at the seed. Chosen before measuring (2: room for a seed tapped off centre);
+#: the bench tried 1.5, 2 and 3 (docs/lesions.md).
+DEPTH_BOUND_FACTOR = 2.0
 
 Point = tuple[float, float, float]
 
@@ -153,11 +160,26 @@ def seed_neighbourhood_median(volume: Volume, seed_lps: Point) -> float:
     return float(np.median(box[np.broadcast_to(r2 <= SEED_NEIGHBOURHOOD_MM**2, box.shape)]))
 
 
+def seed_depth_mm(volume: Volume, seed_voxel: Any, window: tuple[float, float]) -> float:
+    """Distance (mm) from the seed voxel to the nearest voxel outside ``window`` (or the image's edge) on the seed's
+    acquired slice: the plane across the array axis with the largest spacing (the last one among equals)."""
+    spacing = [float(s) for s in volume.spacing]
+    across = max(range(3), key=lambda a: (spacing[a], a))
+    plane = np.take(np.asarray(volume.array), int(seed_voxel[across]), axis=across)
+    inside = np.pad((plane >= window[0]) & (plane <= window[1]), 1)
+    sampling = [s for a, s in enumerate(spacing) if a != across]
+    depth = ndimage.distance_transform_edt(inside, sampling=sampling)
+    at = [int(seed_voxel[a]) + 1 for a in range(3) if a != across]
+    return float(depth[at[0], at[1]])
+
+
 def start_seed_growing(volume: Volume, seed_lps: Point, preset: str | None = None,
                        max_radius_mm: float | None = None) -> SeedGrowing:
     """Settings for a tap at ``seed_lps``: the window from ``preset`` (default: the modality's) and the seed.
 
-    The window always holds the seed's own value, so the first growth never fails on the window.
+    The window always holds the seed's own value, so the first growth never fails on the window. Without
+    ``max_radius_mm`` the bound is :data:`DEPTH_BOUND_FACTOR` times the seed's in-plane depth inside the window
+    (:func:`seed_depth_mm`), at least the smallest bound and at most the preset's.
     """
     chosen = default_window_preset(volume) if preset is None else get_window_preset(preset)
     if chosen.modality != volume.modality.upper():
@@ -176,7 +198,11 @@ def start_seed_growing(volume: Volume, seed_lps: Point, preset: str | None = Non
                               "value; tap inside the enhancing lesion")
         lo, hi = anchor * chosen.low, anchor * chosen.high
     lo, hi = min(lo, seed_value), max(hi, seed_value)
-    radius = chosen.max_radius_mm if max_radius_mm is None else max_radius_mm
+    if max_radius_mm is None:
+        depth = seed_depth_mm(volume, ijk, (lo, hi))
+        radius = min(chosen.max_radius_mm, max(RADIUS_LIMITS_MM[0], DEPTH_BOUND_FACTOR * depth))
+    else:
+        radius = max_radius_mm
     seed = (float(seed_lps[0]), float(seed_lps[1]), float(seed_lps[2]))
     return SeedGrowing(seed, (lo, hi), radius, seed_value, chosen.name)
 

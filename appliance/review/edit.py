@@ -35,6 +35,7 @@ from appliance.review.operations import (
     NewStructure,
     Operation,
     Paint,
+    PaintLabelFile,
     Recolour,
     Rename,
     Scissors,
@@ -83,8 +84,10 @@ class _Work:
     """The copy being edited: labels, structures by name, touched label values."""
 
     def __init__(self, labels: npt.NDArray[np.integer[Any]], structures: Sequence[Structure],
-                 affine: npt.NDArray[np.float64], image: Volume | None) -> None:
+                 affine: npt.NDArray[np.float64], image: Volume | None,
+                 masks: Mapping[str, npt.NDArray[np.bool_]] | None = None) -> None:
         self.labels = np.array(labels, copy=True)
+        self.masks = dict(masks or {})
         self.structures = {s.name: s for s in structures}
         self.affine = np.asarray(affine, dtype=np.float64)
         self.inverse = np.linalg.inv(self.affine)
@@ -183,6 +186,20 @@ def _paint(work: _Work, op: Paint | Erase, field: str) -> None:
     if op.window is not None:
         region &= _in_window(work.image_array(f"{field}.window")[box], op.window)
     work.set_voxels(box, region, s.label)
+
+
+def _paint_label_file(work: _Work, op: PaintLabelFile, field: str) -> None:
+    s = work.structure(op.structure, f"{field}.structure")
+    mask = work.masks.get(op.usb_label)
+    if mask is None:
+        raise InvalidOperation("the voxels of a USB label file come only with POST /api/jobs/<id>/lesions "
+                               '{"from_usb_label": ID}, which checks its geometry', f"{field}.usb_label")
+    if mask.shape != work.labels.shape:
+        raise InvalidOperation(f"the label's grid {mask.shape} is not the labels' {work.labels.shape}",
+                               f"{field}.usb_label")
+    box = bounding_box(mask, (0, 0, 0))
+    if box is not None:
+        work.set_voxels(box, mask[box], s.label)
 
 
 def _grow_seed(work: _Work, op: GrowFromSeed, field: str) -> None:
@@ -401,21 +418,24 @@ def _apply(work: _Work, op: Operation, field: str) -> None:
         _scissors(work, op, field)
     elif isinstance(op, Smooth):
         _smooth(work, op, field)
+    elif isinstance(op, PaintLabelFile):
+        _paint_label_file(work, op, field)
     else:
         _restyle(work, op, field)
 
 
 def apply_operations(labels: npt.NDArray[np.integer[Any]], structures: Sequence[Structure],
                      affine: npt.NDArray[np.float64], ops: Sequence[Operation], image: Volume | None = None,
-                     field: str = "ops") -> EditResult:
-    """Apply ``ops`` in order to a copy of ``labels``; the result says which structures changed.
+                     field: str = "ops", masks: Mapping[str, npt.NDArray[np.bool_]] | None = None) -> EditResult:
+    """Apply ``ops`` in order to a copy of ``labels``; the result says which structures changed. ``masks``: the
+    voxels of each USB label file a ``paint_label_file`` operation names (by id), on this grid.
 
     Raises :class:`InvalidOperation` (``field`` like ``ops[3].point_lps``) for the first operation that cannot
     apply; the inputs are never modified, so a refused request leaves nothing behind.
     """
     if labels.ndim != 3:
         raise InvalidOperation(f"the label map must be 3-D, got shape {labels.shape}", field)
-    work = _Work(labels, structures, affine, image)
+    work = _Work(labels, structures, affine, image, masks)
     for i, op in enumerate(ops):
         _apply(work, op, f"{field}[{i}]")
     before = {s.label: s for s in structures}

@@ -10,6 +10,7 @@ one. Positions are patient LPS millimetres, like the rest of the box; the JSON o
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -135,6 +136,19 @@ class MarginShells:
     margins_mm: tuple[float, ...]
 
 
+@dataclass(frozen=True)
+class PaintLabelFile:
+    """Give a structure the voxels of a lesion label file imported from USB (``usb_label`` id, its SHA-256, the
+    label value taken or None for every non-zero voxel, whether it was resampled onto the grid). The voxels come
+    with the request that places the file (``POST lesions`` ``from_usb_label``); the record names the file."""
+
+    structure: str
+    usb_label: str
+    sha256: str
+    value: int | None
+    resampled: bool
+
+
 #: Most margin shells per lesion.
 MAX_MARGINS = 6
 #: Slice views whose slice axis ``fill_between`` takes, and the patient (LPS) axis normal to each.
@@ -180,7 +194,7 @@ class Smooth:
 
 
 Operation: TypeAlias = (Paint | Erase | GrowFromSeed | Island | Margin | Combine | NewStructure | MarginShells | Rename
-                        | Recolour | Delete | FillBetween | Scissors | Smooth)
+                        | Recolour | Delete | FillBetween | Scissors | Smooth | PaintLabelFile)
 
 
 def _get(data: Mapping[str, Any], key: str, where: str) -> Any:
@@ -357,12 +371,28 @@ def _smooth(d: Mapping[str, Any], w: str) -> Operation:
     return Smooth(_name(_get(d, "structure", w), f"{w}.structure"), str(method), size)
 
 
+def _label_file(d: Mapping[str, Any], w: str) -> Operation:
+    label_id, sha = _get(d, "usb_label", w), _get(d, "sha256", w)
+    if not isinstance(label_id, str) or re.fullmatch(r"[0-9a-f]{16}", label_id) is None:
+        raise InvalidOperation("must be the id of a label file imported from USB (16 hex digits)", f"{w}.usb_label")
+    if not isinstance(sha, str) or re.fullmatch(r"[0-9a-f]{64}", sha) is None:
+        raise InvalidOperation("must be the SHA-256 of the label file (64 hex digits)", f"{w}.sha256")
+    value = d.get("value")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidOperation("must be a label value (integer) or null", f"{w}.value")
+    resampled = d.get("resampled", False)
+    if not isinstance(resampled, bool):
+        raise InvalidOperation("must be true or false", f"{w}.resampled")
+    return PaintLabelFile(_name(_get(d, "structure", w), f"{w}.structure"), label_id, sha, value, resampled)
+
+
 _PARSERS: dict[str, Callable[[Mapping[str, Any], str], Operation]] = {
     "paint": _paint, "erase": _erase, "grow_from_seed": _grow_seed,
     "keep_island": _island(True), "remove_island": _island(False),
     "grow": _margin(1.0), "shrink": _margin(-1.0), "add": _combine(True), "subtract": _combine(False),
     "new_structure": _new, "margins": _margins, "rename": _rename, "recolour": _recolour, "delete": _delete,
     "fill_between": _fill_between, "scissors": _scissors, "smooth": _smooth,
+    "paint_label_file": _label_file,
 }  # fmt: skip
 #: The operation names accepted in ``{"op": ...}``.
 OPERATION_NAMES = tuple(_PARSERS)

@@ -35,8 +35,10 @@ class MeshSettings:
 
 
 def create_revision(store: RevisionStore, base: Any, ops_json: Any, reason: Any, actor: str,
-                    image: Callable[[], Volume | None], meshing: MeshSettings = MeshSettings()) -> Revision:
-    """Apply ``ops_json`` to revision ``base`` (which must be the current one) and write the next revision."""
+                    image: Callable[[], Volume | None], meshing: MeshSettings = MeshSettings(),
+                    masks: Mapping[str, npt.NDArray[np.bool_]] | None = None) -> Revision:
+    """Apply ``ops_json`` to revision ``base`` (which must be the current one) and write the next revision;
+    ``masks``: the voxels of the USB label files its ``paint_label_file`` operations name."""
     if isinstance(base, bool) or not isinstance(base, int):
         raise InvalidOperation("must be the number of the revision the edits were made on", "base")
     if not isinstance(reason, str) or len(reason) > 2000:
@@ -51,7 +53,7 @@ def create_revision(store: RevisionStore, base: Any, ops_json: Any, reason: Any,
                                 "reload and edit the newest revision")
         parent = store.revision(base)
         lm = store.labelmap(base)
-        result = apply_operations(lm.labels, lm.structures, lm.affine, ops, volume)
+        result = apply_operations(lm.labels, lm.structures, lm.affine, ops, volume, masks=masks)
         meshes = remesh_structures(result.labels, lm.affine, result.structures, result.changed, meshing.device,
                                    meshing.smoothing_iterations, meshing.target_triangles)
         renamed_from = _renames(parent, result.structures)

@@ -56,3 +56,19 @@ class InvalidExportRequest(ServiceError):
     def __init__(self, message: str, field: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class UsbLabelError(ServiceError):
+    """A lesion label file from USB cannot be used (answered 400 naming ``from_usb_label``; nothing is written)."""
+
+
+class UnknownUsbLabel(UsbLabelError):
+    """No such label file was imported, or it cannot be read."""
+
+
+class EmptyUsbLabel(UsbLabelError):
+    """The label file labels no voxel (of the requested value), or none survives on the case's grid."""
+
+
+class LabelGeometryMismatch(UsbLabelError):
+    """Labelled voxels of the file lie outside the case's image: it was not drawn on this study's images."""

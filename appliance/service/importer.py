@@ -4,7 +4,9 @@ Each sub-folder of ``import.watch_dir`` is one medium (files directly in the fol
 are found through the medium's DICOMDIR and by walking it; nothing outside the medium is read: DICOMDIR
 references with ``..`` or leading to a path outside the medium, and symbolic links (files or folders) are skipped
 with a reason, as are oversize and non-DICOM files. Files are opened read-only without following links; the
-medium is never written. Stored copies get a zeroed preamble (a preamble can carry executable content).
+medium is never written. Stored copies get a zeroed preamble (a preamble can carry executable content). Lesion
+label files (NIfTI/NRRD) on the medium are kept, read the same safe way, with the studies of the same medium
+(:mod:`appliance.service.usb_labels`, audited as ``import.label_file``) when the context has a label store.
 
 A medium cannot stop the import (REQ-SAFE-654): only regular files are opened (``lstat`` first, then
 ``O_NONBLOCK | O_NOFOLLOW`` and ``fstat`` on the open descriptor), so a FIFO, socket or device node on a stick is
@@ -33,9 +35,10 @@ import pydicom
 
 from appliance.audit import AuditLog
 from appliance.config import ImportConfig
-from appliance.service.errors import ImportRefused, StorageError, StorageFull
+from appliance.service.errors import ImportRefused, ServiceError, StorageError, StorageFull
 from appliance.service.polling import PollingThread
 from appliance.service.storage import InstanceStore, summarise, with_zeroed_preamble
+from appliance.service.usb_labels import UsbLabelStore, label_suffix
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +52,14 @@ class ImportContext:
         store: where imported instances are stored.
         audit: the audit trail each imported medium is recorded in.
         study_hash: the study's keyed identity hash (what the audit trail records instead of the UID).
+        labels: where lesion label files found on a medium are kept (None: they are skipped like other files).
     """
 
     settings: ImportConfig
     store: InstanceStore
     audit: AuditLog
     study_hash: Callable[[str], str]
+    labels: UsbLabelStore | None = None
 
 
 @dataclass
@@ -68,6 +73,7 @@ class ImportReport:
     already_present: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
     studies: set[str] = field(default_factory=set)
+    label_files: list[str] = field(default_factory=list)
 
     def skip(self, relpath: str, reason: str) -> None:
         """Record a skipped file."""
@@ -78,7 +84,7 @@ class ImportReport:
         return {
             "medium": self.medium, "started_at": self.started_at, "finished_at": self.finished_at,
             "stored": self.stored, "already_present": self.already_present, "skipped": self.skipped,
-            "studies": sorted(self.studies),
+            "studies": sorted(self.studies), "label_files": list(self.label_files),
         }  # fmt: skip
 
 
@@ -238,6 +244,7 @@ def import_medium(
     seen: set[Path] = set()
     beat()
     candidates = dicomdir_references(root, report, timeout_s=read_timeout_s) + walk_medium(root, report, recursive)
+    label_files: list[tuple[str, bytes]] = []
     for path in candidates:
         if path in seen:
             continue
@@ -246,6 +253,9 @@ def import_medium(
         beat()
         try:
             data = _read_no_follow(path, max_bytes, read_timeout_s, progress=beat)
+            if context.labels is not None and label_suffix(path.name) is not None:
+                label_files.append((rel, data))  # kept once the medium's studies are known
+                continue
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
             if "SOPInstanceUID" not in ds or "StudyInstanceUID" not in ds:
                 raise ImportRefused("not a DICOM image file")
@@ -270,6 +280,8 @@ def import_medium(
         else:
             report.stored += 1
         report.studies.add(summary.study_uid)
+    if context.labels is not None:
+        _keep_label_files(context, context.labels, label_files, report)
     report.finished_at = time.time()
     context.audit.append(
         f"usb:{report.medium}", "import.medium", None,
@@ -279,6 +291,24 @@ def import_medium(
     )  # fmt: skip
     log.info("medium %s: %d stored, %d skipped", report.medium, report.stored, len(report.skipped))
     return report
+
+
+def _keep_label_files(context: ImportContext, labels: UsbLabelStore, files: list[tuple[str, bytes]],
+                      report: ImportReport) -> None:
+    """Keep the medium's label files with the studies found on it (audited; a failure skips the file)."""
+    for rel, data in files:
+        try:
+            kept = labels.keep(data, Path(rel).name, report.medium, report.studies)
+        except (OSError, ServiceError) as exc:
+            report.skip(rel, f"label file not kept: {str(exc)[:160]}")
+            continue
+        report.label_files.append(kept.label_id)
+        context.audit.append(
+            f"usb:{report.medium}", "import.label_file", None,
+            {"label_id": kept.label_id, "file": kept.file, "sha256": kept.sha256, "bytes": len(data),
+             "studies": sorted(context.study_hash(u) for u in report.studies)},
+            "REQ-FUNC-1553",
+        )  # fmt: skip
 
 
 class ImportWatcher(PollingThread):

@@ -34,6 +34,7 @@ from appliance.service.monitor import QaFn, StudyMonitor, ingest_qa
 from appliance.service.receiver.server import DicomReceiver, ReceiverContext
 from appliance.service.revisions import REVISIONS_DIR
 from appliance.service.storage import InstanceStore
+from appliance.service.usb_labels import USB_LABELS_DIR, UsbLabelStore
 from appliance.service.worker import ReconstructFn, Worker, default_reconstruct
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,8 @@ class ApplianceService:
         self.monitor = StudyMonitor(
             config, self.catalogue, self.audit, self.study_hash, lambda job_id: self.worker.wake(), qa
         )
-        self.import_context = ImportContext(config.import_, self.store, self.audit, self.study_hash)
+        self.import_context = ImportContext(config.import_, self.store, self.audit, self.study_hash,
+                                            UsbLabelStore(self.data_dir / USB_LABELS_DIR))
         self.export_context = ExportContext(
             config.export, config.dicom.ae_title, config.dicom.tls, self.catalogue, self.data_dir / "studies",
             self.deidentifier, self.secret_id(), self.audit, self.study_hash, self.data_dir / REVISIONS_DIR,

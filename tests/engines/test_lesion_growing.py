@@ -10,12 +10,14 @@ from helpers.lesion_phantoms import ball, grid_affine, volume
 from appliance.core import LabelMap, Structure, StructureCategory, Volume
 from engines.errors import LesionError, UnknownWindowPreset
 from engines.lesion_growing import (
+    DEPTH_BOUND_FACTOR,
     RADIUS_LIMITS_MM,
     SeedGrowing,
     adjust_bound,
     adjust_window,
     default_window_preset,
     grow_lesion,
+    seed_depth_mm,
     start_seed_growing,
     window_presets,
 )
@@ -47,7 +49,7 @@ def _ct_liver_with_tumour() -> tuple[Volume, np.ndarray, np.ndarray, tuple[float
     return vol.with_array(hu), liver, tumour, (float(seed[0]), float(seed[1]), float(seed[2]))
 
 
-@pytest.mark.req("REQ-FUNC-1050")
+@pytest.mark.req("REQ-FUNC-1050", "REQ-FUNC-1556")
 def test_presets_per_modality_grow_the_phantom_lesions_exactly() -> None:
     assert [p.name for p in window_presets("CT")] == ["ct_soft_tissue_tumour", "ct_lung_nodule"]
     assert [p.name for p in window_presets("MR")] == ["mr_enhancing"]
@@ -59,7 +61,12 @@ def test_presets_per_modality_grow_the_phantom_lesions_exactly() -> None:
     # lung nodule: absolute window against aerated lung
     lung = vol.with_array(np.where(tumour, 30, -850).astype(np.int16))
     nodule = start_seed_growing(lung, seed, "ct_lung_nodule")
-    assert nodule.window == (-500.0, 300.0) and nodule.max_radius_mm == 20.0
+    assert nodule.window == (-500.0, 300.0)
+    # the first bound: twice the seed's in-plane depth in the window (the 7 mm nodule, seed a voxel off centre),
+    # below the preset's 20 mm
+    depth = seed_depth_mm(lung, np.rint(lung.patient_to_voxel([seed])[0]).astype(int), nodule.window)
+    assert 5.0 < depth <= 7.0 and nodule.max_radius_mm == pytest.approx(DEPTH_BOUND_FACTOR * depth)
+    assert start_seed_growing(lung, seed, "ct_lung_nodule", max_radius_mm=20.0).max_radius_mm == 20.0
     assert np.array_equal(grow_lesion(lung, nodule).mask, tumour)
     # enhancing MR: bright lesion (900) in brain (500), window relative to the seed's neighbourhood
     mr = Volume(np.where(tumour, 900, 500).astype(np.int16), vol.affine, "MR")
@@ -90,8 +97,8 @@ def test_window_and_bound_taps_are_pure_and_regrow() -> None:
     narrow = adjust_window(start_seed_growing(vol, seed, max_radius_mm=30.0), -30)
     assert narrow.window[0] <= narrow.seed_value <= narrow.window[1]
     assert np.array_equal(grow_lesion(vol, narrow).mask, tumour)  # all tumour voxels hold 40 exactly
-    smaller = adjust_bound(s0, -2)
-    assert smaller.max_radius_mm == s0.max_radius_mm - 10.0
+    smaller = adjust_bound(s0, -1)
+    assert smaller.max_radius_mm == s0.max_radius_mm - 5.0
     assert adjust_bound(s0, -100).max_radius_mm == RADIUS_LIMITS_MM[0]
     assert adjust_bound(s0, 100).max_radius_mm == RADIUS_LIMITS_MM[1]
     bounded = grow_lesion(vol, adjust_bound(s0, -100))

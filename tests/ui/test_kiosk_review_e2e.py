@@ -4,7 +4,8 @@ driving the kiosk by touch. No scripted service: every revision, review state an
 
 (a) the surgeon taps a lesion on the slice view, picks 10 mm, marks it: the lesion and its shell are swapped into
     the 3D model (the shell see-through), the table shows the API's own numbers (GET lesions), a wider window
-    re-runs it in place of the first attempt; (b) the loop: the surgeon requests a correction of ``bone`` with a
+    re-runs it in place of the first attempt, the report opened from the case screen (the draft: nothing approved
+    yet) has the table's numbers; (b) the loop: the surgeon requests a correction of ``bone`` with a
     note, the modelling engineer finds it on the worklist, removes an island and brush-erases, the surgeon approves
     and sends the model to a real Orthanc from the case screen (the others unapproved: with a reason), which then
     holds bone exactly as approved; earlier revisions stay byte for byte, the audit trail verifies. Screenshots (en
@@ -28,6 +29,7 @@ import numpy as np
 import pydicom
 import pytest
 from helpers.orthanc import start_orthanc
+from kiosk_report import report_matches_kiosk
 from kiosk_review import (
     LOADED,
     centre_of,
@@ -95,7 +97,7 @@ def _lesions(box: ServedBox, job: int) -> Any:
         return json.loads(r.read())
 
 
-@pytest.mark.req("REQ-FUNC-1392", "REQ-FUNC-1393", "REQ-SAFE-1394", "REQ-HCI-1395", "REQ-HCI-1399")
+@pytest.mark.req("REQ-FUNC-1392", "REQ-FUNC-1393", "REQ-SAFE-1394", "REQ-HCI-1395", "REQ-HCI-1399", "REQ-FUNC-1550")
 def test_surgeon_marks_a_lesion_with_a_10_mm_margin(browser: Any, served: tuple[ServedBox, int]) -> None:
     box, job = served
     out = box.data_dir / "outputs" / f"job-{job}"
@@ -145,6 +147,9 @@ def test_surgeon_marks_a_lesion_with_a_10_mm_margin(browser: Any, served: tuple[
     assert hi - lo == pytest.approx((first_window["max"] - first_window["min"]) * 1.25, abs=0.2)
     assert [x["name"] for x in current["structures"] if x["category"] == "lesion"] == ["lesion_1"]
     assert page.evaluate("window.viewer.structures.get('lesion_1').mesh.geometry.attributes.position.count") != first
+    (widened,) = _lesions(box, job)["lesions"]  # the report opened from the kiosk has the table's numbers
+    report_matches_kiosk(page, watch, "lesion_1", "lesion 1", widened)
+    open_case(page, box.base, job)
 
     page.locator("#lang-switch").tap()
     page.wait_for_selector('html[lang="zh-CN"]', timeout=60_000)

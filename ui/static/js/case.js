@@ -6,6 +6,7 @@ import { RevisionView } from './revisions.js';
 import { showStates, wireReview } from './review_panel.js';
 import { wireEditTools } from './edit_panel.js';
 import { wireLesionPanel } from './lesion_panel.js';
+import { wireCaseReport } from './case_report.js';
 
 const root = document.getElementById('case-viewer');
 const jobId = Number(root.dataset.jobId);
@@ -361,6 +362,7 @@ function wireRevisions() {
   };
   if (flag('canEdit')) wireEditTools(ctx);
   if (flag('canMark')) wireLesionPanel(ctx);
+  wireCaseReport(ctx);  // the report of the case as exported (lesions, review), once it can enter review
 }
 
 async function start() {

@@ -3,7 +3,12 @@
 // revision), shows it (mesh swapped in, shells see-through), its volume and the margin table. Wider/narrower window
 // and bigger/smaller bound, and another margin choice, re-run the growing in place of the previous attempt (undo
 // the attempt, post on the same base: no pile of attempts). Tap a row of the table to bring that structure forward.
-import { el, postJSON, t } from './common.js';
+// Or take an existing structure ("from_structure": a network pack's lesion class first) or a label file brought on
+// USB ("from_usb_label") as the lesion (lesion_source.js), its margins made the same way. The name is typed on the
+// on-screen keyboard (touch_keyboard.js).
+import { el, getJSON, postJSON, t } from './common.js';
+import { attachKeyboard, cleanName } from './touch_keyboard.js';
+import { fillLesionSources, usbLabelOf } from './lesion_source.js';
 
 const WINDOW_STEP = 1.25;  // per tap, around the window's centre (engines/lesion_growing.py does the same)
 const BOUND_STEP_MM = 5;
@@ -40,8 +45,16 @@ export function wireLesionPanel(ctx) {
     const on = marginBtns.find((b) => b.getAttribute('aria-pressed') === 'true');
     return !on || on.dataset.mm === 'all' ? null : [Number(on.dataset.mm)];
   };
+  const sourceSelect = document.getElementById('lesion-source');
+  const takeBtn = document.getElementById('lesion-take');
   const suggestName = () => { if (!attempt) nameInput.value = nextLesionName(new Set(ctx.viewer.structures.keys())); };
   ctx.onReload.push(suggestName);
+  ctx.onReload.push(async () => {
+    let usb = [];
+    try { usb = (await getJSON(`/api/jobs/${ctx.jobId}/usb-labels`, { background: true })).labels || []; } catch { usb = []; }
+    fillLesionSources(sourceSelect, ctx.revisions.structures(), ctx.displayName, usb);
+  });
+  attachKeyboard(nameInput);
 
   async function post(body) {
     const r = await postJSON(`/api/jobs/${ctx.jobId}/lesions`, body);
@@ -51,7 +64,7 @@ export function wireLesionPanel(ctx) {
 
   async function run(settings, replacing) {
     busy = true;
-    for (const b of [markBtn, ...adjustBtns, ...marginBtns]) b.disabled = true;
+    for (const b of [markBtn, takeBtn, ...adjustBtns, ...marginBtns]) b.disabled = true;
     tell(t('lesion.working'), 'warn');
     let undone = false;
     try {
@@ -60,7 +73,10 @@ export function wireLesionPanel(ctx) {
         if (!u.ok) throw Object.assign(new Error(u.data.error || String(u.status)), { answer: u });
         undone = true;
       }
-      const body = { seed_lps: settings.seed, name: settings.name, base: settings.base, reason: t('lesion.reason') };
+      const usb = settings.source ? usbLabelOf(settings.source) : null;
+      const body = usb ? { from_usb_label: usb, name: settings.name, base: settings.base, reason: t('lesion.reason_usb') }
+        : settings.source ? { from_structure: settings.source, name: settings.name, base: settings.base, reason: t('lesion.reason_structure') }
+          : { seed_lps: settings.seed, name: settings.name, base: settings.base, reason: t('lesion.reason') };
       if (settings.window) body.window = settings.window;
       if (settings.radius) body.max_radius_mm = settings.radius;
       const m = margins();
@@ -80,8 +96,9 @@ export function wireLesionPanel(ctx) {
     } finally {
       busy = false;
       markBtn.disabled = false;
+      takeBtn.disabled = false;
       for (const b of marginBtns) b.disabled = false;
-      for (const b of adjustBtns) b.disabled = !attempt;
+      for (const b of adjustBtns) b.disabled = !attempt || Boolean(attempt.source);  // window and bound: grown only
     }
   }
 
@@ -96,13 +113,29 @@ export function wireLesionPanel(ctx) {
     run({ ...attempt, ...change(attempt) }, true);
   }
 
+  /** The name of a new lesion: the one typed, unless it is still the previous lesion's (then the next free one). */
+  function newName() {
+    const typed = cleanName(nameInput.value.trim());
+    const free = nextLesionName(new Set(ctx.viewer.structures.keys()));
+    const name = !typed || (attempt && typed === attempt.name) ? free : typed;
+    nameInput.value = name;
+    return name;
+  }
+
   markBtn.addEventListener('click', () => {
     if (busy) return;
     const lps = ctx.crosshairLps();
     if (!lps) { tell(t('lesion.need_crosshair'), 'bad'); return; }
-    const name = nameInput.value.trim() || nextLesionName(new Set(ctx.viewer.structures.keys()));
+    const name = newName();
     attempt = null;
     run({ seed: lps, seedValue: ctx.slices().crosshairValue().value, name, window: null, radius: null, base: ctx.revisions.current }, false);
+  });
+  takeBtn.addEventListener('click', () => {
+    if (busy) return;
+    if (!sourceSelect.value) { tell(t('lesion.need_structure'), 'bad'); return; }
+    const name = newName();
+    attempt = null;
+    run({ source: sourceSelect.value, name, base: ctx.revisions.current }, false);
   });
   const adjust = {
     wider: (a) => ({ window: scaleWindow(a.window, WINDOW_STEP, a.seedValue) }),
