@@ -173,10 +173,20 @@ def _pad_for(work: _Work, mm: float) -> list[int]:
     return [int(np.ceil(mm / s)) + 1 for s in work.spacing]
 
 
+def view_axis(work: _Work, view: str) -> int:
+    """The voxel axis nearest the normal of the slice view ``view`` (the axis its slices are numbered along)."""
+    unit_axes = work.affine[:3, :3] / np.asarray(work.spacing)
+    return int(np.argmax(np.abs(unit_axes[SLICE_AXES[view]])))
+
+
 def _paint(work: _Work, op: Paint | Erase, field: str) -> None:
     s = work.structure(op.structure, f"{field}.structure")
-    work.voxel(op.sphere.center_lps, f"{field}.sphere.center_lps")
+    centre = work.voxel(op.sphere.center_lps, f"{field}.sphere.center_lps")
     box, region = sphere_region(work.labels.shape, work.affine, op.sphere)
+    if op.slice_view is not None:  # the in-plane brush: the ball's voxels on the crosshair's slice only
+        axis = view_axis(work, op.slice_view)
+        keep = np.arange(box[axis].start, box[axis].stop) == centre[axis]
+        region &= keep.reshape([-1 if a == axis else 1 for a in range(3)])
     if isinstance(op, Erase):
         region &= work.labels[box] == s.label
         work.set_voxels(box, region, 0)
@@ -334,8 +344,7 @@ def _fill_between(work: _Work, op: FillBetween, field: str) -> None:
     the slice axis is the voxel axis nearest the view's normal; like painting, it takes voxels from any structure."""
     s = work.structure(op.structure, f"{field}.structure")
     ends = (work.voxel(op.from_lps, f"{field}.from_lps"), work.voxel(op.to_lps, f"{field}.to_lps"))
-    unit_axes = work.affine[:3, :3] / np.asarray(work.spacing)
-    axis = int(np.argmax(np.abs(unit_axes[SLICE_AXES[op.view]])))
+    axis = view_axis(work, op.view)
     first, last = sorted((ends[0][axis], ends[1][axis]))
     mask = work.labels == s.label
     slices = nonempty_slices(mask, axis, first, last)

@@ -43,19 +43,24 @@ class Window:
 
 @dataclass(frozen=True)
 class Paint:
-    """Add the voxels of a sphere to a structure (taking them from any other); only those in ``window`` if given."""
+    """Add the voxels of a sphere to a structure (taking them from any other); only those in ``window`` if given,
+    only on the crosshair's slice of ``slice_view`` if given."""
 
     structure: str
     sphere: Sphere
     window: Window | None = None
+    #: The slice view (``axial``, ``coronal``, ``sagittal``) the brush is limited to (a disc on the crosshair's
+    #: slice); None: the whole ball.
+    slice_view: str | None = None
 
 
 @dataclass(frozen=True)
 class Erase:
-    """Remove a structure's voxels inside a sphere (they become background)."""
+    """Remove a structure's voxels inside a sphere (they become background); only on one slice if ``slice_view``."""
 
     structure: str
     sphere: Sphere
+    slice_view: str | None = None
 
 
 @dataclass(frozen=True)
@@ -263,14 +268,25 @@ def _window(value: Any, field: str) -> Window:
     return Window(low, high)
 
 
+def _slice_view(d: Mapping[str, Any], w: str) -> str | None:
+    view = d.get("slice_view")
+    if view is None:
+        return None
+    if view not in SLICE_AXES:
+        raise InvalidOperation(f"must be one of {', '.join(SLICE_AXES)} (the slice view the brush is limited to) or "
+                               "null (a ball)", f"{w}.slice_view")
+    return str(view)
+
+
 def _paint(d: Mapping[str, Any], w: str) -> Operation:
     window = _window(d["window"], f"{w}.window") if d.get("window") is not None else None
     return Paint(_name(_get(d, "structure", w), f"{w}.structure"), _sphere(_get(d, "sphere", w), f"{w}.sphere"),
-                 window)
+                 window, _slice_view(d, w))
 
 
 def _erase(d: Mapping[str, Any], w: str) -> Operation:
-    return Erase(_name(_get(d, "structure", w), f"{w}.structure"), _sphere(_get(d, "sphere", w), f"{w}.sphere"))
+    return Erase(_name(_get(d, "structure", w), f"{w}.structure"), _sphere(_get(d, "sphere", w), f"{w}.sphere"),
+                 _slice_view(d, w))
 
 
 def _grow_seed(d: Mapping[str, Any], w: str) -> Operation:

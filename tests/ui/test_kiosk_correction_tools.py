@@ -1,10 +1,12 @@
 """The edit panel's newer tools in Chromium on the service's own routes (the same in-process service and half
 resolution CT job as test_kiosk_review_fast.py): smooth with its volume change, the ghosted comparison with the
 previous revision, scissors drawn by touch on the 3D view, paint limited to the soft-tissue window and fill between
-two marked slices; every button sends operations only, and the texts exist in Chinese."""
+two marked slices, the in-plane brush; every button sends operations only, and the texts exist in Chinese."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,8 @@ import pytest
 from kiosk_review import open_case, page_for, show_slices, soft_tissue, tap_at, wait_message
 from test_kiosk_review_fast import served  # noqa: F401  (the module's service with its finished job)
 from ui_browser import login, screenshot, wait_js
+
+from appliance.io.nifti import load_volume
 
 pytestmark = [pytest.mark.serial]
 
@@ -127,9 +131,36 @@ def _paint_and_fill(page: Any, box: dict[str, Any], p1: list[float], p2: list[fl
     (op,) = made["ops"]
     assert (op["op"], op["view"], op["to_lps"]) == ("fill_between", "axial", tapped) and "patch" in made["changed"]
     assert made["volume_change_ml"]["patch"]["change"] > 0
+    _slice_erase(page, box, p2)
 
 
-@pytest.mark.req("REQ-FUNC-1420", "REQ-FUNC-1421", "REQ-HCI-1422")
+def _labels_of(box: dict[str, Any], revision: int, folder: Path) -> np.ndarray:
+    r = box["client"].get(f"/api/jobs/{box['job']}/revisions/{revision}/files/labels.nii.gz", headers=box["headers"])
+    assert r.status_code == 200
+    path = folder / f"labels-{revision}.nii.gz"
+    path.write_bytes(r.data)
+    return np.asarray(load_volume(path).array)
+
+
+def _slice_erase(page: Any, box: dict[str, Any], at: list[float]) -> None:
+    """The in-plane brush: "This slice only" + Erase takes the patch away on the crosshair's axial slice only."""
+    page.locator('.brush-shape[data-shape="slice"]').tap()
+    tap_at(page, at)
+    page.locator('.edit-op[data-op="erase"]').tap()
+    wait_message(page, "#edit-msg")
+    made = _current(box)
+    (op,) = made["ops"]
+    assert (op["op"], op["structure"], op["slice_view"], op["sphere"]["radius_mm"]) == ("erase", "patch", "axial", 10)
+    with tempfile.TemporaryDirectory() as tmp:
+        before, after = _labels_of(box, made["parent"], Path(tmp)), _labels_of(box, made["revision"], Path(tmp))
+    changed = np.argwhere(before != after)
+    inverse = np.linalg.inv(box["volume"].affine)
+    k = int(np.floor(inverse[2, :3] @ np.asarray(op["sphere"]["center_lps"]) + inverse[2, 3] + 0.5))
+    assert len(changed) > 0 and set(changed[:, 2].tolist()) == {k}  # one axial slice, the crosshair's
+    page.locator('.brush-shape[data-shape="ball"]').tap()
+
+
+@pytest.mark.req("REQ-FUNC-1420", "REQ-FUNC-1421", "REQ-HCI-1422", "REQ-FUNC-1601")
 def test_smooth_compare_scissors_windowed_paint_and_fill_between(browser: Any, served: dict[str, Any]) -> None:  # noqa: F811
     job = served["job"]
     p1, p2 = _calm_pair(served)

@@ -1,5 +1,5 @@
 // Edit tools of the case screen (surgeon, modelling engineer): for the selected structure, at the slice view's
-// crosshair, one operation per button (docs/review.md): brush paint / erase (a sphere of 2, 5 or 10 mm; paint
+// crosshair, one operation per button (docs/review.md): brush paint / erase (a ball of 2, 5 or 10 mm, or its disc on the slice shown; paint
 // optionally limited to a CT window preset), remove or keep the island under the crosshair, grow / shrink by 1 mm,
 // smooth. Each is POSTed on the current revision (base = current); a 409 (someone edited meanwhile) reloads the
 // newest revision and says so. The browser sends operations, never voxels; the re-meshed structure is swapped in by
@@ -14,12 +14,15 @@ const AT_CROSSHAIR = new Set(['paint', 'erase', 'remove_island', 'keep_island'])
 export const PAINT_WINDOWS = { bone: { min: 200, max: 3000 }, soft: { min: -100, max: 200 }, vessel: { min: 150, max: 600 } };
 
 /** The operation JSON of a button for `structure`, at `lps` (patient LPS mm) with the brush `radius` (mm) and
- * (paint only) the window preset `window` (`any` or a key of PAINT_WINDOWS), (smooth only) the Gaussian's sigma. */
-export function operation(kind, structure, lps, radius, window = 'any', sigma = 1) {
-  if (kind === 'paint' && PAINT_WINDOWS[window]) {
-    return { op: kind, structure, sphere: { center_lps: lps, radius_mm: radius }, window: { ...PAINT_WINDOWS[window] } };
+ * (paint only) the window preset `window` (`any` or a key of PAINT_WINDOWS), (smooth only) the Gaussian's sigma,
+ * (paint and erase) `sliceView`: the slice view (axial, coronal, sagittal) the brush is limited to, or null (a ball). */
+export function operation(kind, structure, lps, radius, window = 'any', sigma = 1, sliceView = null) {
+  if (kind === 'paint' || kind === 'erase') {
+    const op = { op: kind, structure, sphere: { center_lps: lps, radius_mm: radius } };
+    if (sliceView) op.slice_view = sliceView;  // the in-plane brush: the ball's voxels on the crosshair's slice
+    if (kind === 'paint' && PAINT_WINDOWS[window]) op.window = { ...PAINT_WINDOWS[window] };
+    return op;
   }
-  if (kind === 'paint' || kind === 'erase') return { op: kind, structure, sphere: { center_lps: lps, radius_mm: radius } };
   if (kind === 'remove_island' || kind === 'keep_island') return { op: kind, structure, point_lps: lps };
   if (kind === 'smooth') return { op: 'smooth', structure, method: 'gaussian', sigma_mm: sigma };
   return { op: kind, structure, mm: 1 };
@@ -30,6 +33,13 @@ export function operation(kind, structure, lps, radius, window = 'any', sigma = 
 export function wireEditTools(ctx) {
   let radius = 5;
   let paintWindow = 'any';
+  let brushShape = 'ball';
+  for (const b of document.querySelectorAll('.brush-shape')) {
+    b.addEventListener('click', () => {
+      brushShape = b.dataset.shape;
+      for (const o of document.querySelectorAll('.brush-shape')) o.setAttribute('aria-pressed', String(o === b));
+    });
+  }
   for (const b of document.querySelectorAll('.brush-radius')) {
     b.addEventListener('click', () => {
       radius = Number(b.dataset.mm);
@@ -52,7 +62,9 @@ export function wireEditTools(ctx) {
       const windowed = kind === 'paint' && PAINT_WINDOWS[paintWindow];
       if (windowed && ctx.slices()?.modality !== 'CT') { tellEdit(t('edit.window_ct_only'), 'bad'); return; }
       const reason = windowed ? t('edit.reason_paint_window', { window: t(`edit.window_${paintWindow}`) }) : t(`edit.reason_${kind}`);
-      await submitEdit(ctx, structure, [operation(kind, structure, lps, radius, paintWindow, Number(b.dataset.sigma || 1))], reason);
+      const sliceView = brushShape === 'slice' && (kind === 'paint' || kind === 'erase') ? ctx.slices()?.axis : null;
+      if (brushShape === 'slice' && (kind === 'paint' || kind === 'erase') && !sliceView) { tellEdit(t('edit.need_crosshair'), 'bad'); return; }
+      await submitEdit(ctx, structure, [operation(kind, structure, lps, radius, paintWindow, Number(b.dataset.sigma || 1), sliceView)], reason);
     });
   }
   wireCorrectionTools(ctx);
