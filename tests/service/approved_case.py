@@ -63,3 +63,29 @@ def reviewed_case_box(service_factory: Callable[..., ApplianceService], tmp_path
     app = create_web_app(svc.config, svc, api_token=token)
     return {"svc": svc, "job": job_id, "client": app.test_client(), "volume": volume, "labelmap": labelmap,
             "study_uid": study_uid, "out": out, "headers": {"Authorization": f"Bearer {token}"}}
+
+
+def bone_point(box: dict[str, Any], offset: int = 0) -> list[float]:
+    """A bone voxel of the case (patient LPS mm), a third of the way through the bone voxels (+ ``offset``)."""
+    lm = box["labelmap"]
+    ijk = np.argwhere(lm.labels == lm.structure("bone").label)
+    ijk = ijk[len(ijk) // 3 + offset]
+    return [float(v) for v in lm.affine[:3, :3] @ ijk + lm.affine[:3, 3]]
+
+
+def post_job(box: dict[str, Any], path: str, body: dict[str, Any]) -> Any:
+    """POST ``body`` to the job's API ``path`` with the box's token."""
+    return box["client"].post(f"/api/jobs/{box['job']}{path}", headers=box["headers"], json=body)
+
+
+def erase_bone(box: dict[str, Any], base: int, centre: list[float]) -> None:
+    """A new revision on ``base``: an 8 mm ball of bone erased at ``centre``."""
+    r = post_job(box, "/revisions", {"base": base, "ops": [
+        {"op": "erase", "structure": "bone", "sphere": {"center_lps": centre, "radius_mm": 8}}]})
+    assert r.status_code == 201, r.get_json()
+
+
+def approve(box: dict[str, Any], structure: str, revision: int) -> None:
+    """The structure approved at ``revision`` (through the API)."""
+    r = post_job(box, f"/structures/{structure}/review", {"revision": revision, "decision": "approve"})
+    assert r.status_code == 201, r.get_json()

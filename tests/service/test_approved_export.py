@@ -17,7 +17,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from approved_case import reviewed_case_box
+from approved_case import approve, bone_point, erase_bone, post_job, reviewed_case_box
 from helpers.orthanc import start_orthanc
 from svc_helpers import free_port
 
@@ -32,28 +32,6 @@ from appliance.service.runtime import ApplianceService
 pytestmark = pytest.mark.req("REQ-SAFE-1433")
 
 
-def _bone_point(box: dict[str, Any], offset: int = 0) -> list[float]:
-    lm = box["labelmap"]
-    ijk = np.argwhere(lm.labels == lm.structure("bone").label)
-    ijk = ijk[len(ijk) // 3 + offset]
-    return [float(v) for v in lm.affine[:3, :3] @ ijk + lm.affine[:3, 3]]
-
-
-def _post(box: dict[str, Any], path: str, body: dict[str, Any]) -> Any:
-    return box["client"].post(f"/api/jobs/{box['job']}{path}", headers=box["headers"], json=body)
-
-
-def _erase_bone(box: dict[str, Any], base: int, centre: list[float]) -> None:
-    r = _post(box, "/revisions", {"base": base, "ops": [
-        {"op": "erase", "structure": "bone", "sphere": {"center_lps": centre, "radius_mm": 8}}]})
-    assert r.status_code == 201, r.get_json()
-
-
-def _approve(box: dict[str, Any], structure: str, revision: int) -> None:
-    r = _post(box, f"/structures/{structure}/review", {"revision": revision, "decision": "approve"})
-    assert r.status_code == 201, r.get_json()
-
-
 def test_pacs_receives_the_approved_revision_not_the_newer_edit(
         service_factory: Callable[..., ApplianceService], tmp_path: Path, shared_data: Path) -> None:
     orthanc_dicom, orthanc_http = free_port(), free_port()
@@ -61,11 +39,11 @@ def test_pacs_receives_the_approved_revision_not_the_newer_edit(
         {"name": "PACS", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc_dicom}]})
     pacs = start_orthanc(tmp_path / "orthanc", orthanc_dicom, orthanc_http, {})
     try:
-        _erase_bone(box, 0, _bone_point(box))
-        _approve(box, "body", 1)
-        _approve(box, "bone", 1)
-        _erase_bone(box, 1, _bone_point(box, 4000))  # a newer edit nobody approved
-        r = _post(box, "/export", {"destination": "PACS"})
+        erase_bone(box, 0, bone_point(box))
+        approve(box, "body", 1)
+        approve(box, "bone", 1)
+        erase_bone(box, 1, bone_point(box, 4000))  # a newer edit nobody approved
+        r = post_job(box, "/export", {"destination": "PACS"})
         assert r.status_code == 200, r.get_json()
         assert r.get_json()["statuses"] == [0, 0, 0]
         svc = box["svc"]
@@ -116,33 +94,33 @@ def test_unapproved_structures_need_the_override_which_is_audited_and_printed(
     # a job that never entered review (opened in the viewer: revision 0 only): exported and reported from its
     # outputs, as before
     assert client.get(f"/api/jobs/{job}/revisions", headers=headers).status_code == 200
-    assert _post(box, "/export", {}).status_code == 200
+    assert post_job(box, "/export", {}).status_code == 200
     assert svc.audit.records(action="export")[-1].details["revisions"] == {}
     assert client.get(f"/api/jobs/{job}/report", headers=headers).get_data(as_text=True) == (
         box["out"] / "report.html").read_text(encoding="utf-8")
     seed = _soft_seed(box)
-    lesion = _post(box, "/lesions", {"seed_lps": seed, "window": [0, 80], "max_radius_mm": 10, "margins_mm": [5],
+    lesion = post_job(box, "/lesions", {"seed_lps": seed, "window": [0, 80], "max_radius_mm": 10, "margins_mm": [5],
                                      "name": "tumour"})
     assert lesion.status_code == 201, lesion.get_json()
-    measured = _post(box, "/measurements", {"kind": "point_distance", "a_lps": seed, "b_lps": _bone_point(box),
+    measured = post_job(box, "/measurements", {"kind": "point_distance", "a_lps": seed, "b_lps": bone_point(box),
                                             "name": "tumour to bone"}).get_json()
-    _approve(box, "body", 1)
-    _approve(box, "bone", 1)
+    approve(box, "body", 1)
+    approve(box, "bone", 1)
     exports_before = len(svc.audit.records(action="export"))
-    r = _post(box, "/export", {})
+    r = post_job(box, "/export", {})
     assert r.status_code == 409 and r.get_json()["unapproved"] == ["tumour", "tumour_margin_5mm"]
-    usb = _post(box, "/usb-export", {"medium": "STICK", "formats": ["stl"]})
+    usb = post_job(box, "/usb-export", {"medium": "STICK", "formats": ["stl"]})
     assert usb.status_code == 409 and usb.get_json()["unapproved"] == ["tumour", "tumour_margin_5mm"]
     assert client.get(f"/api/jobs/{job}/report", headers=headers).status_code == 409
     for body, field in (({"override_unapproved": True}, "reason"), ({"override_unapproved": "yes"},
                                                                     "override_unapproved")):
-        bad = _post(box, "/export", body)
+        bad = post_job(box, "/export", body)
         assert (bad.status_code, bad.get_json()["field"]) == (400, field)
     assert len(svc.audit.records(action="export")) == exports_before
     assert list((media / "STICK").iterdir()) == [] and svc.audit.records(action="export.override_unapproved") == []
     reason = "tumour checked on the images by Dr Li, approval pending"
-    assert _post(box, "/export", {"override_unapproved": True, "reason": reason}).status_code == 200
-    usb = _post(box, "/usb-export", {"medium": "STICK", "formats": ["stl"], "override_unapproved": True,
+    assert post_job(box, "/export", {"override_unapproved": True, "reason": reason}).status_code == 200
+    usb = post_job(box, "/usb-export", {"medium": "STICK", "formats": ["stl"], "override_unapproved": True,
                                      "reason": reason})
     assert usb.status_code == 200, usb.get_json()
     assert sorted(usb.get_json()["structures"]) == ["body", "bone", "tumour", "tumour_margin_5mm"]
