@@ -1,7 +1,7 @@
-"""Send to PACS from the case screen in Chromium, on the service's own routes, to a real Orthanc: with an unapproved
-structure and a newer unapproved edit the screen names what is unapproved and sends only with a typed reason; the PACS then holds bone's
-Encapsulated STL of the approved revision byte for byte (not the newer edit's); the export and the override are
-audited with the surgeon as actor."""
+"""Send to PACS from the case screen in Chromium, on the service's own routes, to a real Orthanc: with an
+unapproved structure and a newer unapproved edit the screen names what is unapproved and sends only with a typed
+reason; the PACS then holds bone's Encapsulated STL of the approved revision byte for byte (not the newer edit's);
+the export and the override are audited with the surgeon as actor."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 import pytest
 import trimesh
@@ -55,7 +56,8 @@ def pacs_case(tmp_path: Path, shared_data: Path) -> Iterator[dict[str, Any]]:
     meshes = []
     for s in json.loads((out / "structures.json").read_text()):  # the scene the viewer loads
         tm = trimesh.load(out / "meshes" / f"{s['name']}.stl", force="mesh", process=False)
-        meshes.append(Mesh(tm.vertices, tm.faces, s["name"], tuple(s["color"])))
+        meshes.append(Mesh(np.asarray(tm.vertices, float), np.asarray(tm.faces, np.int64), s["name"],
+                           tuple(s["color"])))  # fmt: skip
     write_glb(meshes, out / "scene.glb")
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["files"]["glb"] = "scene.glb"
