@@ -3,14 +3,31 @@ case opened and loaded, the slice view shown, a tap at a patient point, the pane
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 from ui_browser import new_page, wait_js
+from werkzeug.serving import make_server
 
 LOADED = "document.getElementById('case-viewer').dataset.loaded === '1'"
+
+
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """The WSGI ``app`` served on 127.0.0.1 (a free port, threaded) while the block runs; yields its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
 
 
 def open_case(page: Any, base: str, job: int, query: str = "") -> None:

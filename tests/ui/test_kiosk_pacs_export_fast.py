@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,8 @@ import pydicom
 import pytest
 import trimesh
 from helpers.orthanc import start_orthanc
-from kiosk_review import open_case, page_for, wait_message
+from kiosk_review import open_case, page_for, serving, wait_message
 from ui_browser import PIN_HASHES, login, screenshot, wait_js
-from werkzeug.serving import make_server
 
 from appliance.core import Mesh
 from appliance.export.glb import write_glb
@@ -65,16 +63,11 @@ def pacs_case(tmp_path: Path, shared_data: Path) -> Iterator[dict[str, Any]]:
     erase_bone(box, 0, bone_point(box))
     approve(box, "bone", 1)  # body is never approved
     erase_bone(box, 1, bone_point(box, 4000))  # a newer edit of bone nobody approved
-    app = box["client"].application
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    box.update(base=f"http://127.0.0.1:{server.server_port}", pacs=pacs, pacs_http=http)
     try:
-        yield box
+        with serving(box["client"].application) as base:
+            box.update(base=base, pacs=pacs, pacs_http=http)
+            yield box
     finally:
-        server.shutdown()
-        thread.join(10)
         for svc in services:
             svc.stop()
         pacs.stop()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from kiosk_review import (
     margin_table,
     open_case,
     page_for,
+    serving,
     show_slices,
     soft_tissue,
     tap_at,
@@ -30,7 +30,6 @@ from kiosk_review import (
     wait_message,
 )
 from ui_browser import PIN_HASHES, login, screenshot, wait_js
-from werkzeug.serving import make_server
 
 from appliance.audit import AUDIT_FILENAME, AuditLog
 from appliance.core import Mesh
@@ -68,15 +67,11 @@ def served(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Itera
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["files"].update({"glb": "scene.glb", "image": "image.nii.gz"})
     (out / "manifest.json").write_text(json.dumps(manifest))
-    server = make_server("127.0.0.1", 0, box["app"], threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    box["base"] = f"http://127.0.0.1:{server.server_port}"
     try:
-        yield box
+        with serving(box["app"]) as base:
+            box["base"] = base
+            yield box
     finally:
-        server.shutdown()
-        thread.join(10)
         for svc in services:
             svc.stop()
 
