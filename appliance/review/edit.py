@@ -189,9 +189,7 @@ def _paint(work: _Work, op: Paint | Erase, field: str) -> None:
         region &= keep.reshape([-1 if a == axis else 1 for a in range(3)])
     if isinstance(op, Erase):
         region &= work.labels[box] == s.label
-        work.set_voxels(box, region, 0)
-        if np.any(region):
-            work.touched.add(s.label)
+        work.set_voxels(box, region, 0)  # marks the structure changed when any voxel of it goes
         return
     if op.window is not None:
         region &= _in_window(work.image_array(f"{field}.window")[box], op.window)
@@ -374,8 +372,6 @@ def _scissors(work: _Work, op: Scissors, field: str) -> None:
                                f"(nothing would be {'kept' if op.keep else 'cut'})", f"{field}.polygon_lps")
     drop = local & ~inside if op.keep else inside
     work.set_voxels(box, drop, 0)
-    if np.any(drop):
-        work.touched.add(s.label)
 
 
 def _smooth(work: _Work, op: Smooth, field: str) -> None:
@@ -397,10 +393,7 @@ def _smooth(work: _Work, op: Smooth, field: str) -> None:
             raise InvalidOperation(f"{op.size_mm:g} mm reaches no neighbouring voxel (spacing "
                                    f"{', '.join(f'{v:g}' for v in work.spacing)} mm)", size_field)
         smoothed = median_smooth(local, footprint)
-    removed = local & ~smoothed
-    work.set_voxels(box, removed, 0)
-    if np.any(removed):
-        work.touched.add(s.label)
+    work.set_voxels(box, local & ~smoothed, 0)
     work.set_voxels(box, smoothed & ~local, s.label)
 
 

@@ -90,15 +90,16 @@ def usb_label_ops(body: dict[str, Any], store: RevisionStore, svc: Any, job_id: 
         list[dict[str, Any]], str, dict[str, Any], dict[str, Any]]:
     """The operations of a lesion from a USB label file, its name, the voxels they paint (by label id) and what
     was placed (file, resampled, voxels); the file's geometry is checked against the current revision's grid."""
-    record = usb_labels(svc).get(body["from_usb_label"])
-    if record not in usb_labels(svc).for_study(svc.catalogue.job(job_id).study_uid):
+    labels = usb_labels(svc)
+    record = labels.get(body["from_usb_label"])
+    if record not in labels.for_study(svc.catalogue.job(job_id).study_uid):
         raise UnknownUsbLabel(f"the label file {record.file!r} came with another study's images; not this case's")
     value = body.get("usb_label_value")
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
         raise InvalidOperation("must be a label value (integer)", "usb_label_value")
     labelmap = store.labelmap(store.current())
     grid = Volume(labelmap.labels, labelmap.affine, "SEG", "label")
-    mask, resampled = label_on_grid(usb_labels(svc).volume(record), grid, value)
+    mask, resampled = label_on_grid(labels.volume(record), grid, value)
     name, shells = _name_and_shells(body, {str(s["name"]) for s in store.revision(store.current()).structures})
     paint = {"op": "paint_label_file", "structure": name, "usb_label": record.label_id, "sha256": record.sha256,
              "value": value, "resampled": resampled}
