@@ -112,6 +112,9 @@ def instrument() -> None:
     storage.hashlib = _TimedHash(hashlib)  # type: ignore[attr-defined,assignment]
     _patch(tempfile, "mkstemp", "stage: create temp file")
     _patch(storage, "_write_all", "stage: writev")
+    _patch(os, "close", "os.close (files and folders)")
+    _patch(storage.InstanceStore, "_reserve", "stage: quota reservation")
+    _patch(storage.InstanceStore, "_folder", "stage: folder known/created")
     _patch(os, "fsync", "os.fsync (file; folder inside fsync_dir)")
     _patch(os, "replace", "commit: rename")
     _patch(storage.InstanceStore, "commit", "commit: total (batch)")
