@@ -230,6 +230,10 @@ class InstanceBatch:
         """``(path, sha256, bytes)`` of a recorded instance, or None."""
         return _instance(self._c, sop_uid)
 
+    def set_sha256(self, sop_uid: str, sha256: str) -> None:
+        """Record the SHA-256 of an instance stored without one (computed when a copy of it arrived again)."""
+        self._c.execute("UPDATE instances SET sha256=? WHERE sop_uid=? AND sha256=''", (sha256, sop_uid))
+
     def add(
         self,
         *,
