@@ -37,6 +37,8 @@ from receive import ROOT, free_port, make_instances
 
 sys.path.insert(0, str(ROOT))
 
+#: Requirement this benchmark measures (read by `appliance trace`).
+REQUIREMENTS = ("REQ-PERF-1841",)
 #: name -> [wall s, thread CPU s, calls]
 TIMERS: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
 _LOCK = threading.Lock()
