@@ -77,7 +77,7 @@ class StoreHandler:
             log.error("C-STORE from %s failed: %s", stats.actor, exc, exc_info=not isinstance(exc, StorageError))
             self._refused(summary.study_uid, summary.sop_uid, REFUSED_FAILURE)
             return STATUS_PROCESSING_FAILURE, "processing failure"
-        lap.mark("wait for group commit")
+        lap.mark("wait for (or lead) the group commit")
         self.timings.count(instances=1)
         if result.outcome == "stored":
             stats.stored += 1
