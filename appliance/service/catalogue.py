@@ -225,10 +225,16 @@ class InstanceBatch:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._c = conn
+        #: (study, series) already recorded in this transaction: their rows are written once per batch.
+        self._recorded: set[tuple[str, str]] = set()
 
     def instance(self, sop_uid: str) -> tuple[str, str, int] | None:
         """``(path, sha256, bytes)`` of a recorded instance, or None."""
         return _instance(self._c, sop_uid)
+
+    def set_sha256(self, sop_uid: str, sha256: str) -> None:
+        """Record the SHA-256 of an instance stored without one (computed when a copy of it arrived again)."""
+        self._c.execute("UPDATE instances SET sha256=? WHERE sop_uid=? AND sha256=''", (sha256, sop_uid))
 
     def add(
         self,
@@ -248,6 +254,28 @@ class InstanceBatch:
         """Record one stored instance (its study and series on first sight); a refusal of it is forgotten."""
         now = time.time() if now is None else now
         c = self._c
+        if (study_uid, series_uid) not in self._recorded:
+            self._study_and_series(study_uid, study_hash, series_uid, source, study_tags, series_tags, now)
+            self._recorded.add((study_uid, series_uid))
+        c.execute(
+            "INSERT OR REPLACE INTO instances (sop_uid, series_uid, study_uid, path, sha256, bytes, received_at)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (sop_uid, series_uid, study_uid, str(path), sha256, size, now),
+        )
+        c.execute("DELETE FROM refused WHERE sop_uid=?", (sop_uid,))
+
+    def _study_and_series(
+        self,
+        study_uid: str,
+        study_hash: str,
+        series_uid: str,
+        source: str,
+        study_tags: Mapping[str, str],
+        series_tags: Mapping[str, str],
+        now: float,
+    ) -> None:
+        """The study's row (created, or marked receiving again) and the series' row (created on first sight)."""
+        c = self._c
         c.execute(
             "INSERT INTO studies (study_uid, study_hash, patient_name, patient_id, study_date, description,"
             " source, state, first_received, last_received) VALUES (?,?,?,?,?,?,?,'receiving',?,?)"
@@ -266,12 +294,6 @@ class InstanceBatch:
                 series_tags.get("sop_class_uid", ""),
             ),
         )  # fmt: skip
-        c.execute(
-            "INSERT OR REPLACE INTO instances (sop_uid, series_uid, study_uid, path, sha256, bytes, received_at)"
-            " VALUES (?,?,?,?,?,?,?)",
-            (sop_uid, series_uid, study_uid, str(path), sha256, size, now),
-        )
-        c.execute("DELETE FROM refused WHERE sop_uid=?", (sop_uid,))
 
 
 class Catalogue:

@@ -6,15 +6,17 @@ Layout under the data folder::
     duplicates/<SOPInstanceUID>/<sha256>.dcm     # same SOP Instance UID, different content (flagged)
 
 A file is written to a temporary name in its final folder and fsynced (in the receiving thread), then renamed,
-its folder fsynced and recorded in the catalogue, for a whole batch at once (group commit: the rows' statements run
-while the folders are fsynced, and the transaction commits only after the last folder fsync); a crash between the
-rename and the record is repaired at start by :meth:`InstanceStore.reconcile`.
+its folder fsynced and recorded in the catalogue, for a whole batch at once (group commit: the rows' statements
+run first, then the batch's folders are fsynced one after the other, and the transaction commits only after the
+last folder fsync); a crash between the rename and the record is repaired at start by
+:meth:`InstanceStore.reconcile`.
 When the quota (or the disk reserve) is reached, :class:`~appliance.service.errors.StorageFull` is raised:
 nothing stored is ever deleted to make room.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
@@ -25,7 +27,6 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,8 @@ def _as_part10(path: Path) -> bytes:
 
 @dataclass(frozen=True)
 class StoreResult:
-    """What happened to one instance: ``stored``, ``identical`` (already had it) or ``duplicate`` (kept aside)."""
+    """What happened to one instance: ``stored``, ``identical`` (already had it) or ``duplicate`` (kept aside).
+    ``sha256`` is empty for a ``stored`` instance (see :class:`StagedInstance`)."""
 
     outcome: str
     path: Path
@@ -116,7 +118,12 @@ class StoreResult:
 
 @dataclass(frozen=True)
 class StagedInstance:
-    """An instance written to a temporary file beside its final place and fsynced; not yet renamed or recorded."""
+    """An instance written to a temporary file beside its final place and fsynced; not yet renamed or recorded.
+
+    ``sha256`` is empty: the hash is computed only when needed, at the commit, when a copy with the same SOP
+    Instance UID is already held (identical copy or one to keep aside); a catalogue row of an instance stored
+    without a copy arriving again records ``''`` (issue 20: no hashing on the acknowledgement path).
+    """
 
     summary: InstanceSummary
     temp: Path
@@ -147,7 +154,7 @@ class InstanceStore:
 
     Storing is two steps so that many instances can share the expensive ones: :meth:`stage` (in the caller's
     thread, in parallel with others: temporary file written and fsynced) and :meth:`commit` (one batch at a time:
-    duplicate check, rename, folder fsync and the catalogue rows in one transaction). :meth:`store` does both
+    duplicate check, rename, the catalogue rows, folder fsync, in one transaction). :meth:`store` does both
     for one instance.
     """
 
@@ -178,7 +185,6 @@ class InstanceStore:
         self._stored = catalogue.stored_bytes()
         self._full_alarmed = False
         self._folders: set[Path] = set()
-        self._fsync_pool: ThreadPoolExecutor | None = None
         self.studies_dir.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, s: InstanceSummary) -> Path:
@@ -240,9 +246,6 @@ class InstanceStore:
         self._reserve(size)
         tmp: str | None = None
         try:
-            digest = hashlib.sha256()
-            for p in parts:
-                digest.update(p)
             folder = self.path_for(summary).parent
             self._folder(folder)
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{summary.sop_uid}.", suffix=".tmp")
@@ -258,7 +261,7 @@ class InstanceStore:
             if isinstance(exc, OSError):
                 raise StorageError(f"cannot store instance {summary.sop_uid}: {exc}") from exc
             raise
-        return StagedInstance(summary, Path(tmp), digest.hexdigest(), size, source)
+        return StagedInstance(summary, Path(tmp), "", size, source)
 
     def commit(self, batch: Sequence[StagedInstance]) -> list[StoreResult]:
         """Move a batch of staged instances into place and record them: the duplicate check, the renames, one
@@ -271,6 +274,7 @@ class InstanceStore:
         try:
             with self._commit_lock, self.catalogue.instance_batch() as tx:
                 seen: dict[str, tuple[str, str]] = {}
+                filled: dict[str, str] = {}  # SHA-256 of a filed copy computed in this batch, by SOP Instance UID
                 folders: set[Path] = set()
                 rows: list[tuple[StagedInstance, Path]] = []
                 for item in batch:
@@ -279,46 +283,55 @@ class InstanceStore:
                     row = tx.instance(s.sop_uid)
                     known = seen.get(s.sop_uid) or (row[:2] if row else None)
                     if known is None and final.exists():  # on disk but unrecorded (crash, failed transaction)
-                        known = (str(final), fsio.sha256_file(final))
-                    if known is not None and known[1] == item.sha256 and Path(known[0]).is_file():
-                        item.temp.unlink(missing_ok=True)
-                        results.append(StoreResult("identical", Path(known[0]), item.sha256, item.size))
-                        if row is None and s.sop_uid not in seen:  # the unrecorded file is recorded now
-                            rows.append((item, final))
-                            seen[s.sop_uid] = known
-                            stored_bytes += item.size
-                        continue
-                    if known is not None and known[1] != item.sha256:
-                        path = self.duplicates_dir / s.sop_uid / f"{item.sha256}.dcm"
-                        if path.exists():
+                        known = (str(final), "")
+                    if known is not None:  # a copy is held: hash both (only now), identical or kept aside
+                        held = Path(known[0])
+                        known_sha = known[1] or filled.get(s.sop_uid) or (
+                            fsio.sha256_file(held) if held.is_file() else "")
+                        if known_sha and not known[1]:
+                            filled[s.sop_uid] = known_sha
+                            if row is not None:
+                                tx.set_sha256(s.sop_uid, known_sha)
+                        item = dataclasses.replace(item, sha256=item.sha256 or fsio.sha256_file(item.temp))
+                        if known_sha == item.sha256 and held.is_file():
                             item.temp.unlink(missing_ok=True)
-                        else:
-                            self._folder(path.parent)
-                            os.replace(item.temp, path)
-                            folders.add(path.parent)
-                            stored_bytes += item.size
-                            aside.append((item, path))
-                        results.append(StoreResult("duplicate", path, item.sha256, item.size))
-                        continue
+                            results.append(StoreResult("identical", held, item.sha256, item.size))
+                            if row is None and s.sop_uid not in seen:  # the unrecorded file is recorded now
+                                rows.append((item, final))
+                                seen[s.sop_uid] = known
+                                stored_bytes += item.size
+                            continue
+                        if known_sha and known_sha != item.sha256:
+                            path = self.duplicates_dir / s.sop_uid / f"{item.sha256}.dcm"
+                            if path.exists():
+                                item.temp.unlink(missing_ok=True)
+                            else:
+                                self._folder(path.parent)
+                                os.replace(item.temp, path)
+                                folders.add(path.parent)
+                                stored_bytes += item.size
+                                aside.append((item, path))
+                            results.append(StoreResult("duplicate", path, item.sha256, item.size))
+                            continue
                     os.replace(item.temp, final)
                     folders.add(final.parent)
                     rows.append((item, final))
                     seen[s.sop_uid] = (str(final), item.sha256)
                     stored_bytes += item.size
                     results.append(StoreResult("stored", final, item.sha256, item.size))
-                fsyncs = self._start_fsync_folders(folders)  # the rows' statements run while the folders sync
                 for item, final in rows:
                     s = item.summary
                     tx.add(
                         study_uid=s.study_uid, study_hash=self.study_hash(s.study_uid), series_uid=s.series_uid,
-                        sop_uid=s.sop_uid, path=final, sha256=item.sha256, size=item.size, source=item.source,
+                        sop_uid=s.sop_uid, path=final, sha256=filled.get(s.sop_uid, item.sha256), size=item.size,
+                        source=item.source,
                         study_tags={"patient_name": s.patient_name, "patient_id": s.patient_id,
                                     "study_date": s.study_date, "description": s.study_description},
                         series_tags={"modality": s.modality, "description": s.series_description,
                                      "sop_class_uid": s.sop_class_uid},
                     )  # fmt: skip
-                for done in fsyncs:
-                    done.result()  # the transaction commits (on leaving the block) only after every folder fsync
+                for folder in sorted(folders):  # after the first, the journal commit usually covers the others
+                    fsio.fsync_dir(folder)  # the transaction commits (on leaving the block) only after these
         except (OSError, sqlite3.Error) as exc:
             stored_bytes = 0
             raise StorageError(f"cannot store a batch of {len(batch)} instance(s): {exc}") from exc
@@ -335,17 +348,6 @@ class InstanceStore:
                 "duplicate_instance", f"an instance arrived twice with different content; kept aside at {path}"
             )
         return results
-
-    def _start_fsync_folders(self, folders: set[Path]) -> list[Future[None]]:
-        """Start the fsyncs of a batch's folders, all at the same time (their flushes overlap), on the store's
-        threads, so that the committing thread writes the catalogue rows meanwhile."""
-        if not folders:
-            return []
-        with self._lock:
-            if self._fsync_pool is None:
-                self._fsync_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="folder-fsync")
-            pool = self._fsync_pool
-        return [pool.submit(fsio.fsync_dir, f) for f in folders]
 
     def discard(self, item: StagedInstance) -> None:
         """Remove a staged instance that will not be committed (its sender was not acknowledged)."""

@@ -79,3 +79,73 @@ def test_failed_commit_is_not_acknowledged_and_its_retry_is_stored_once(
     assert not (svc.data_dir / "duplicates").exists()
     assert svc.catalogue.stored_bytes() == svc.store._stored == len(data)
     assert not list((svc.data_dir / "studies").rglob("*.tmp"))
+
+
+@pytest.mark.req("REQ-SAFE-1840", "REQ-SAFE-600", "REQ-SAFE-302")
+def test_no_hash_on_the_acknowledgement_path_until_a_copy_arrives_again(
+    service_factory: Callable[..., ApplianceService],
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hashlib
+
+    from appliance import fsio
+
+    svc = service_factory()
+    _, files = prepare_ct_series(shared_data, tmp_path / "ct", n=1)
+    data = files[0].read_bytes()
+    base = summarise(pydicom.dcmread(files[0], stop_before_pixels=True))
+    hashed: list[int] = []  # sizes of what was hashed (files, or data given to sha256() at once)
+    real_sha256, real_sha256_file = hashlib.sha256, fsio.sha256_file
+
+    class Counted:
+        """A SHA-256 object that notes the size of everything it hashes."""
+
+        def __init__(self, data: bytes = b"") -> None:
+            self._h = real_sha256()
+            self.update(data)
+
+        def update(self, data: bytes) -> None:
+            hashed.append(len(data))
+            self._h.update(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._h, name)
+
+    def counted(data: bytes = b"", **kwargs: Any) -> Any:
+        return Counted(data)
+
+    def counted_file(path: Path) -> str:
+        hashed.append(path.stat().st_size)
+        return real_sha256_file(path)
+
+    monkeypatch.setattr(hashlib, "sha256", counted)
+    monkeypatch.setattr(fsio, "sha256_file", counted_file)
+    uids = [generate_uid() for _ in range(3)]
+    staged = [svc.store.stage([data], dataclasses.replace(base, sop_uid=u), "test") for u in uids]
+    assert [r.outcome for r in svc.store.commit(staged)] == ["stored"] * 3
+    assert not [n for n in hashed if n >= 1024], "a new instance was hashed on the acknowledgement path"
+    monkeypatch.undo()
+    assert all(row is not None and row[1] == "" for row in map(svc.catalogue.instance, uids))
+
+    # the same content again: identical, stored once, the held copy's row gets its hash
+    (again,) = svc.store.commit([svc.store.stage([data], dataclasses.replace(base, sop_uid=uids[0]), "test")])
+    assert again.outcome == "identical" and again.sha256 == hashlib.sha256(data).hexdigest()
+    row = svc.catalogue.instance(uids[0])
+    assert row is not None and row[1] == hashlib.sha256(data).hexdigest()
+    # different content under a held UID (its row has no hash yet): kept aside under the copy's SHA-256
+    changed = data[:-2] + bytes([data[-2] ^ 0xFF, data[-1]])
+    (aside,) = svc.store.commit([svc.store.stage([changed], dataclasses.replace(base, sop_uid=uids[1]), "test")])
+    assert aside.outcome == "duplicate"
+    assert aside.path == svc.data_dir / "duplicates" / uids[1] / f"{hashlib.sha256(changed).hexdigest()}.dcm"
+    assert aside.path.read_bytes() == changed
+    assert svc.store.path_for(dataclasses.replace(base, sop_uid=uids[1])).read_bytes() == data
+    row = svc.catalogue.instance(uids[1])
+    assert row is not None and row[1] == hashlib.sha256(data).hexdigest()
+    # two copies of a new instance in one batch: the second is compared with the first, filed a moment before
+    uid = generate_uid()
+    pair = [svc.store.stage([d], dataclasses.replace(base, sop_uid=uid), "test") for d in (data, changed)]
+    assert [r.outcome for r in svc.store.commit(pair)] == ["stored", "duplicate"]
+    row = svc.catalogue.instance(uid)
+    assert row is not None and row[1] == hashlib.sha256(data).hexdigest()

@@ -1,9 +1,10 @@
 """Group commit: staged instances of all associations are renamed, folder-fsynced and recorded in batches.
 
 Each association's thread stages its instance (temporary file written and fsynced, in parallel with the others)
-and then waits here. One thread takes everything that arrived while the previous batch was being committed and
-commits it with :meth:`InstanceStore.commit` (renames, one folder fsync per folder while the catalogue rows are
-written, then one catalogue transaction); only then are the waiting associations released to answer 0x0000. A
+and then waits here. One of the waiting threads (the leader: the first to find no batch being committed) takes
+everything that arrived while the previous batch was being committed and commits it with
+:meth:`InstanceStore.commit` (renames, the catalogue rows, one fsync per folder, then the commit of the one
+catalogue transaction); only then are the waiting associations released to answer 0x0000. A
 batch that fails is answered with a failure status as a whole; nothing of it was acknowledged, so the senders
 re-send it.
 
@@ -28,7 +29,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from appliance.service.errors import ServiceError, StorageError
 from appliance.service.storage import InstanceStore, StagedInstance, StoreResult
@@ -37,18 +38,22 @@ log = logging.getLogger(__name__)
 
 
 class StageTimings:
-    """Seconds spent per receiving stage, summed over all instances (read by ``bench/receive.py``)."""
+    """Seconds spent per receiving stage, summed over all instances (read by ``bench/receive.py``): wall clock
+    and the CPU of the thread that ran the stage (``time.thread_time``, user + sys: not inflated by other
+    processes' load)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seconds: dict[str, float] = defaultdict(float)
+        self._cpu: dict[str, float] = defaultdict(float)
         self.instances = 0
         self.batches = 0
 
-    def add(self, stage: str, seconds: float) -> None:
-        """Count ``seconds`` against ``stage``."""
+    def add(self, stage: str, seconds: float, cpu: float = 0.0) -> None:
+        """Count ``seconds`` of wall clock and ``cpu`` seconds of thread CPU against ``stage``."""
         with self._lock:
             self._seconds[stage] += seconds
+            self._cpu[stage] += cpu
 
     def count(self, instances: int = 0, batches: int = 0) -> None:
         """Count stored instances and committed batches."""
@@ -57,77 +62,109 @@ class StageTimings:
             self.batches += batches
 
     def snapshot(self) -> dict[str, float]:
-        """Seconds per stage so far."""
+        """Wall seconds per stage so far."""
         with self._lock:
             return dict(self._seconds)
+
+    def cpu_snapshot(self) -> dict[str, float]:
+        """Thread CPU seconds per stage so far."""
+        with self._lock:
+            return dict(self._cpu)
+
+
+class Lap:
+    """Wall and thread-CPU clocks of one thread, read at each :meth:`mark` (one stage ends, the next begins)."""
+
+    __slots__ = ("_cpu", "_timings", "_wall")
+
+    def __init__(self, timings: StageTimings) -> None:
+        self._timings = timings
+        self._wall = time.perf_counter()
+        self._cpu = time.thread_time()
+
+    def mark(self, stage: str) -> None:
+        """Count the time since the previous mark (or the start) against ``stage``."""
+        wall, cpu = time.perf_counter(), time.thread_time()
+        self._timings.add(stage, wall - self._wall, cpu - self._cpu)
+        self._wall, self._cpu = wall, cpu
 
 
 @dataclass
 class _Waiting:
     item: StagedInstance
-    done: threading.Event = field(default_factory=threading.Event)
+    done: bool = False
     result: StoreResult | None = None
     error: BaseException | None = None
 
 
 class GroupCommitter:
-    """Commits staged instances in batches on one thread; :meth:`commit` blocks until its batch is durable."""
+    """Commits staged instances in batches; :meth:`commit` blocks until its batch is durable.
+
+    No thread of its own: the first caller that finds no batch being committed commits everything waiting (its
+    own instance among them) in its own thread, the others wait for it; when it is done, the next waiting caller
+    commits what arrived meanwhile. The leader answers its own sender without a thread hand-off, and the batches
+    are the same as with a dedicated committing thread.
+    """
 
     def __init__(self, store: InstanceStore, timings: StageTimings) -> None:
         self.store = store
         self.timings = timings
         self._queue: list[_Waiting] = []
         self._cond = threading.Condition()
+        self._committing = False
         self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="dicom-group-commit", daemon=True)
-        self._thread.start()
 
     def commit(self, item: StagedInstance) -> StoreResult:
         """Commit ``item`` with whatever else is waiting; :class:`StorageError` when its batch failed."""
         waiting = _Waiting(item)
+        batch: list[_Waiting] = []
         with self._cond:
             if self._stopping:
                 self.store.discard(item)
                 raise StorageError("the receiver is stopping")
             self._queue.append(waiting)
-            self._cond.notify()
-        waiting.done.wait()
+            while self._committing and not waiting.done:
+                self._cond.wait()
+            if not waiting.done:
+                self._committing = True
+                batch, self._queue = self._queue, []
+        if batch:
+            try:
+                self._commit(batch)
+            finally:
+                with self._cond:
+                    self._committing = False
+                    self._cond.notify_all()
         if waiting.error is not None:
             raise waiting.error
-        if waiting.result is None:  # cannot happen: the loop sets one of them
+        if waiting.result is None:  # cannot happen: _commit sets one of them
             raise StorageError("the commit of an instance ended without a result")
         return waiting.result
 
     def stop(self) -> None:
-        """Commit what is waiting, then end the thread."""
+        """Refuse new instances (their senders are not acknowledged) and wait for the batch being committed."""
         with self._cond:
             self._stopping = True
-            self._cond.notify()
-        self._thread.join(30)
+            self._cond.wait_for(lambda: not self._committing, timeout=30)
 
-    def _loop(self) -> None:
-        while True:
+    def _commit(self, batch: list[_Waiting]) -> None:
+        """Commit ``batch`` (in the leader's thread); every waiting instance gets its result or its error."""
+        lap = Lap(self.timings)
+        try:
+            results = self.store.commit([w.item for w in batch])
+            for w, r in zip(batch, results, strict=True):
+                w.result = r
+        except ServiceError as exc:
+            log.error("a batch of %d instance(s) could not be committed: %s", len(batch), exc)
+            for w in batch:
+                w.error = exc
+        except Exception as exc:  # never let one batch end the receiver: its senders get a failure
+            log.exception("committing a batch of %d instance(s) failed", len(batch))
+            for w in batch:
+                w.error = StorageError(f"commit failed: {type(exc).__name__}")
+        finally:
+            lap.mark("group commit: rename, catalogue, folder fsync (leader thread)")
+            self.timings.count(batches=1)
             with self._cond:
-                while not self._queue and not self._stopping:
-                    self._cond.wait()
-                if not self._queue:
-                    return
-                batch, self._queue = self._queue, []
-            start = time.perf_counter()
-            try:
-                results = self.store.commit([w.item for w in batch])
-                for w, r in zip(batch, results, strict=True):
-                    w.result = r
-            except ServiceError as exc:
-                log.error("a batch of %d instance(s) could not be committed: %s", len(batch), exc)
                 for w in batch:
-                    w.error = exc
-            except Exception as exc:  # never let one batch end the thread: its senders get a failure
-                log.exception("committing a batch of %d instance(s) failed", len(batch))
-                for w in batch:
-                    w.error = StorageError(f"commit failed: {type(exc).__name__}")
-            finally:
-                self.timings.add("group commit: rename, folder fsync, catalogue (share)", time.perf_counter() - start)
-                self.timings.count(batches=1)
-                for w in batch:
-                    w.done.set()
+                    w.done = True

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ from appliance.config import DicomConfig
 from appliance.service.receiver import dimse, pdu
 from appliance.service.receiver.acl import peer_allowed
 from appliance.service.receiver.association import AssociationStats, AssociationTracker, actor_name
-from appliance.service.receiver.commit import StageTimings
+from appliance.service.receiver.commit import Lap, StageTimings
 from appliance.service.receiver.contexts import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES, VERIFICATION
 from appliance.service.receiver.errors import ProtocolError
 from appliance.service.receiver.store import StoreHandler
@@ -69,7 +68,7 @@ class DicomSession:
         self._dataset = pdu.DatasetBuffer()
         self._request: dimse.Command | None = None
         self._request_context = 0
-        self._started = 0.0
+        self._lap: Lap | None = None
 
     def _send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -180,10 +179,11 @@ class DicomSession:
         """A fragment of a command set: C-ECHO answered, C-STORE remembered until its dataset is complete."""
         if self._request is not None:
             raise ProtocolError("a command arrived before the previous request's dataset was complete")
+        if not self._command_parts:
+            self._lap = Lap(self.context.timings)
         self._command_parts.append(payload)
         if not control & 2:
             return
-        self._started = time.perf_counter()
         command = dimse.parse_command(b"".join(self._command_parts))
         self._command_parts = []
         if command.command_field == dimse.C_ECHO_RQ:
@@ -201,12 +201,11 @@ class DicomSession:
         self._dataset.receive(self.sock, size)
         if not control & 2:
             return
-        timings = self.context.timings
-        received = time.perf_counter()
+        lap = self._lap or Lap(self.context.timings)
+        lap.mark("receive (command and dataset PDUs)")
         status, comment = self.context.handler.handle(request, syntax, self._dataset.dataset(), stats)
-        answered = time.perf_counter()
+        lap = Lap(self.context.timings)
         self._send(pdu.p_data(context_id, 3, dimse.response(request, dimse.C_STORE_RSP, status, comment)))
-        timings.add("receive (PDUs of one instance)", received - self._started)
-        timings.add("answer (encode + send response)", time.perf_counter() - answered)
+        lap.mark("answer (encode + send response)")
         self._request = None
         self._dataset.clear()

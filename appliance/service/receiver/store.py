@@ -11,11 +11,10 @@ A refused instance of a known study is remembered, so that study is not taken as
 from __future__ import annotations
 
 import logging
-import time
 
 from appliance.service.errors import StorageError, StorageFull
 from appliance.service.receiver.association import AssociationStats
-from appliance.service.receiver.commit import GroupCommitter, StageTimings
+from appliance.service.receiver.commit import GroupCommitter, Lap, StageTimings
 from appliance.service.receiver.dataset import inspect_dataset, part10_header
 from appliance.service.receiver.dimse import Command
 from appliance.service.receiver.errors import UnusableDataset, UnusableDatasetOf
@@ -50,7 +49,7 @@ class StoreHandler:
 
     def handle(self, request: Command, transfer_syntax: str, data: Buffer, stats: AssociationStats) -> tuple[int, str]:
         """``(status, error comment)`` for one C-STORE request with its dataset ``data``."""
-        t0 = time.perf_counter()
+        lap = Lap(self.timings)
         try:
             values = inspect_dataset(data, transfer_syntax, request.sop_class_uid, request.sop_instance_uid)
             summary = summarise(values)
@@ -60,13 +59,13 @@ class StoreHandler:
             if isinstance(exc, UnusableDatasetOf):
                 self._refused(exc.study_uid, exc.sop_uid, REFUSED_UNUSABLE)
             return STATUS_CANNOT_UNDERSTAND, str(exc)[:64]
-        t1 = time.perf_counter()
+        lap.mark("check (walk every element, summary)")
         staged: StagedInstance | None = None
         try:
             header = part10_header(request.sop_class_uid, request.sop_instance_uid, transfer_syntax,
                                    IMPLEMENTATION_CLASS_UID)  # fmt: skip
             staged = self.store.stage([header, data], summary, stats.actor)
-            t2 = time.perf_counter()
+            lap.mark("write + fsync (staged file)")
             result = self.committer.commit(staged)
         except StorageFull as exc:
             stats.refused_full += 1
@@ -78,10 +77,7 @@ class StoreHandler:
             log.error("C-STORE from %s failed: %s", stats.actor, exc, exc_info=not isinstance(exc, StorageError))
             self._refused(summary.study_uid, summary.sop_uid, REFUSED_FAILURE)
             return STATUS_PROCESSING_FAILURE, "processing failure"
-        t3 = time.perf_counter()
-        self.timings.add("check (walk every element)", t1 - t0)
-        self.timings.add("write + fsync (staged file)", t2 - t1)
-        self.timings.add("wait for group commit", t3 - t2)
+        lap.mark("wait for (or lead) the group commit")
         self.timings.count(instances=1)
         if result.outcome == "stored":
             stats.stored += 1
