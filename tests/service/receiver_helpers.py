@@ -4,6 +4,7 @@ pynetdicom SCU that sends such files byte for byte over one association."""
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,24 @@ def write_raw(path: Path, meta: bytes, dataset: bytes) -> Path:
     return path
 
 
+def _hold_reactor(assoc: Any) -> None:
+    """Hold pynetdicom's reactor before a send, so it cannot take the answer off the queue.
+
+    pynetdicom (3.0) pauses its reactor by clearing an event and then waiting for ``_is_paused``, which the reactor
+    sets *before* it blocks on that event: a reactor that had just passed the event still reads ``_is_paused``
+    true, goes on, and takes a fast answer as "unexpected C-STORE service message" (pynetdicom issue #875), so
+    ``send_c_store`` sees no answer although the receiver gave one. Clearing the event ourselves and waiting until
+    the reactor has shown itself paused on 10 polls 1 ms apart (one reactor turn is 1 ms of sleep with the flag
+    false) leaves it blocked; ``send_c_store`` then sets the event again after its answer.
+    """
+    assoc._reactor_checkpoint.clear()
+    seen = 0
+    deadline = time.monotonic() + 5.0
+    while seen < 10 and time.monotonic() < deadline:
+        seen = seen + 1 if assoc._is_paused else 0
+        time.sleep(0.001)
+
+
 def send_raw(port: int, files: Sequence[Path], aet: str = SCU_AE) -> list[int | None]:
     """Send each file's dataset bytes unchanged over one association; the statuses (None: no answer)."""
     return [status for status, _ in send_raw_answers(port, files, aet)]
@@ -56,6 +75,7 @@ def send_raw_answers(port: int, files: Sequence[Path], aet: str = SCU_AE) -> lis
             if not assoc.is_established:
                 statuses.append((None, ""))
                 continue
+            _hold_reactor(assoc)
             status = assoc.send_c_store(Path(f))
             code = int(status.Status) if "Status" in status else None
             statuses.append((code, str(status.get("ErrorComment", ""))))
