@@ -33,7 +33,7 @@ def write_raw(path: Path, meta: bytes, dataset: bytes) -> Path:
     return path
 
 
-def _hold_reactor(assoc: Any) -> None:
+def hold_reactor(assoc: Any) -> None:
     """Hold pynetdicom's reactor before a send, so it cannot take the answer off the queue.
 
     pynetdicom (3.0) pauses its reactor by clearing an event and then waiting for ``_is_paused``, which the reactor
@@ -75,7 +75,7 @@ def send_raw_answers(port: int, files: Sequence[Path], aet: str = SCU_AE) -> lis
             if not assoc.is_established:
                 statuses.append((None, ""))
                 continue
-            _hold_reactor(assoc)
+            hold_reactor(assoc)
             status = assoc.send_c_store(Path(f))
             code = int(status.Status) if "Status" in status else None
             statuses.append((code, str(status.get("ErrorComment", ""))))
@@ -109,6 +109,9 @@ def send_datasets(port: int, datasets: Sequence[pydicom.Dataset], aet: str = SCU
         ae.add_requested_context(*pair)
     assoc = ae.associate("127.0.0.1", port, ae_title="EDGE3D")
     assert assoc.is_established
-    statuses = [int(assoc.send_c_store(d).Status) for d in datasets]
+    statuses = []
+    for d in datasets:
+        hold_reactor(assoc)
+        statuses.append(int(assoc.send_c_store(d).Status))
     assoc.release()
     return statuses

@@ -12,6 +12,7 @@ from typing import Any
 import pydicom
 import pytest
 from pynetdicom import AE
+from receiver_helpers import hold_reactor
 from svc_helpers import FakeReconstruct, free_port, prepare_ct_series
 
 from appliance.service.runtime import ApplianceService
@@ -192,6 +193,7 @@ def _scu_send(port: int, ds: pydicom.Dataset) -> int:
     ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
     assoc = ae.associate("127.0.0.1", port, ae_title="EDGE3D")
     assert assoc.is_established
+    hold_reactor(assoc)
     status = assoc.send_c_store(ds)
     assoc.release()
     return int(status.Status)

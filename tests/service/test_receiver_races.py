@@ -17,7 +17,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 from pynetdicom import AE
-from receiver_helpers import SCU_AE, start_receiver
+from receiver_helpers import SCU_AE, hold_reactor, start_receiver
 from svc_helpers import prepare_ct_series
 
 from appliance.service.runtime import ApplianceService
@@ -38,6 +38,7 @@ def _send_at_once(port: int, datasets: list[pydicom.Dataset]) -> list[int]:
     statuses = [-1] * len(datasets)
 
     def send(i: int) -> None:
+        hold_reactor(assocs[i])
         barrier.wait()
         statuses[i] = int(assocs[i].send_c_store(datasets[i]).Status)
 
