@@ -308,19 +308,23 @@ def export_meshes(
         on_viewable()
     if progress is not None:
         progress("meshes viewable", 1 / steps)
-    for n, mesh in enumerate(meshes):
-        for fmt in formats:
-            if fmt not in ("3mf", "glb"):  # GLB above; 3MF parts below, together with scene.3mf
-                for path in WRITERS[fmt]([mesh], mesh_dir / f"{mesh.name}.{fmt}"):
-                    record(mesh.name, path)
-        if progress is not None:
-            progress(mesh.name, (n + 2) / steps)
-    if "3mf" in formats:
-        written = write_3mf_parts_and_scene(meshes, [mesh_dir / f"{m.name}.3mf" for m in meshes],
-                                            out_dir / SCENE_3MF)
-        for mesh, path in zip(meshes, written, strict=False):
-            record(mesh.name, path)
-        scene["scene_3mf"] = written[-1].relative_to(out_dir).as_posix()
+    # the 3MF parts and scene.3mf (XML, then deflate, which releases the GIL) on a side thread while STL, OBJ and
+    # PLY are written here: the same files, the two halves overlapping on the machine's cores
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-3mf") as side:
+        threemf = side.submit(write_3mf_parts_and_scene, meshes, [mesh_dir / f"{m.name}.3mf" for m in meshes],
+                              out_dir / SCENE_3MF) if "3mf" in formats else None
+        for n, mesh in enumerate(meshes):
+            for fmt in formats:
+                if fmt not in ("3mf", "glb"):  # GLB above, 3MF on the side thread
+                    for path in WRITERS[fmt]([mesh], mesh_dir / f"{mesh.name}.{fmt}"):
+                        record(mesh.name, path)
+            if progress is not None:
+                progress(mesh.name, (n + 2) / steps)
+        if threemf is not None:
+            written = threemf.result()  # its error, if any, fails the export by name
+            for mesh, path in zip(meshes, written, strict=False):
+                record(mesh.name, path)
+            scene["scene_3mf"] = written[-1].relative_to(out_dir).as_posix()
     order = [ext for fmt in formats for ext in ((fmt, "mtl") if fmt == "obj" else (fmt,))]
     ordered = {name: {ext: files[ext] for ext in sorted(files, key=order.index)}
                for name, files in per_structure.items()}  # the order of ``formats``, whatever was written first

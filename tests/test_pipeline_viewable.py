@@ -17,6 +17,7 @@ import pytest
 from helpers import phantoms
 from test_pipeline import PRESET, PhantomPreset, components
 
+from appliance import pipeline
 from appliance.export import WRITERS, ExportError
 from appliance.export.glb import encode_glb, write_glb_parts_and_scene
 from appliance.pipeline import reconstruct
@@ -65,14 +66,19 @@ def test_viewer_files_come_first_and_the_time_is_recorded(tmp_path: Path) -> Non
 
 
 @pytest.mark.req("REQ-FUNC-1822")
-def test_a_failing_late_export_fails_the_run_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(meshes: Any, path: Path) -> list[Path]:
-        raise ExportError(f"STL: cannot write {path.name}: no space left on device")
+@pytest.mark.parametrize("fmt", ["stl", "3mf"])
+def test_a_failing_late_export_fails_the_run_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     fmt: str) -> None:
+    def broken(meshes: Any, path: Any, *more: Any) -> list[Path]:
+        raise ExportError(f"{fmt.upper()}: cannot write the model: no space left on device")
 
-    monkeypatch.setitem(WRITERS, "stl", broken)
+    if fmt == "3mf":  # written on the export's side thread: its error still fails the run
+        monkeypatch.setattr(pipeline, "write_3mf_parts_and_scene", broken)
+    else:
+        monkeypatch.setitem(WRITERS, fmt, broken)
     out = tmp_path / "out"
     stages: list[str] = []
-    with pytest.raises(ExportError, match=r"STL: cannot write .*no space left"):
+    with pytest.raises(ExportError, match=rf"{fmt.upper()}: cannot write the model: no space left"):
         reconstruct(tmp_path / "in", out, preset=PRESET, device="cpu", progress=lambda s, f: stages.append(s),
                     components=components())
     assert "export: meshes viewable" in stages  # the viewer files were there, the run still fails
