@@ -97,3 +97,17 @@ def test_glb_parts_and_scene_have_the_bytes_of_single_writes(tmp_path: Path) -> 
         assert path.read_bytes() == encode_glb([mesh])
     assert (tmp_path / "scene.glb").read_bytes() == encode_glb(meshes, opacity)
     assert write_glb_parts_and_scene(meshes, None, tmp_path / "only.glb") == [tmp_path / "only.glb"]
+
+
+@pytest.mark.req("REQ-PERF-1823")
+def test_rows_formatted_in_blocks_give_the_text_of_one_operation(monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.export import common
+
+    rng = np.random.default_rng(3)
+    vertices = rng.normal(0.0, 300.0, (50, 3))
+    faces = rng.integers(0, 5_000_000, (50, 3))
+    monkeypatch.setattr(common, "FORMAT_BLOCK_ROWS", 7)  # 7 full blocks and a partial one
+    for row_format, array in (("v %.4f %.4f %.4f\n", vertices), ('<triangle v1="%d" v2="%d" v3="%d"/>\n', faces)):
+        whole = (row_format * array.shape[0]) % tuple(array.ravel().tolist())
+        assert common.format_rows(row_format, array) == whole
+        assert common.format_rows(row_format, array[:7]) == whole[: len(common.format_rows(row_format, array[:7]))]
