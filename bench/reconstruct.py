@@ -61,6 +61,21 @@ def peer_meshing(labels_path: Path, out_dir: Path) -> float:
     return time.perf_counter() - start
 
 
+class StageMemory:
+    """A progress callback that keeps the highest resident memory (GiB, psutil) seen while each stage runs."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+        self.peaks: dict[str, float] = {}
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        name = stage.split(":")[0]
+        rss = self.process.memory_info().rss / 2**30
+        self.peaks[name] = max(self.peaks.get(name, 0.0), rss)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT)
@@ -100,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(tmp) / f"run{run}"
             start = time.perf_counter()
             cpu_start = time.process_time()
+            stage_memory = StageMemory()
             with peak_rss() as memory:
                 manifest = reconstruct(source, out, device=args.device, formats=args.formats,
-                                       modality=args.modality)
+                                       modality=args.modality, progress=stage_memory)
             totals.append(time.perf_counter() - start)
             cpu_totals.append(time.process_time() - cpu_start)
             loads.append(os.getloadavg()[0])
@@ -120,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             load_input(source, modality=args.modality)
             floors.append(time.perf_counter() - t0)
             peers.append(peer_meshing(out / "labels.nii.gz", Path(tmp)))
+            print("  resident memory at progress reports (GiB): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in stage_memory.peaks.items()))
             print(f"  run {run + 1}: {totals[-1]:.1f} s (process CPU {cpu_totals[-1]:.1f} s), meshes viewable at "
                   f"{viewable[-1]:.1f} s, peak RSS {peaks[-1]:.2f} GiB, load average {loads[-1]:.1f}")
     structures = manifest.get("structures", [])
