@@ -36,7 +36,7 @@ from appliance.io.nifti import load_volume  # noqa: E402
 from appliance.pipeline import STAGES, reconstruct  # noqa: E402
 
 #: Requirements this benchmark gives evidence for (read by `appliance trace`).
-REQUIREMENTS = ("REQ-PERF-250", "REQ-PERF-751", "REQ-PERF-752")
+REQUIREMENTS = ("REQ-PERF-250", "REQ-PERF-751", "REQ-PERF-752", "REQ-PERF-1823")
 DEFAULT_INPUT = ROOT.parent / "shared" / "data" / "ct" / "totalsegmentator" / "example_ct.nii.gz"
 TARGET_S = 60.0
 #: End to end for a 512x512x600 CT on the 2-core CPU (issue 17, REQ-PERF-751).
