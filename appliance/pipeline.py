@@ -27,6 +27,7 @@ import platform
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,7 +40,7 @@ from appliance.core import Finding, LabelMap, Mesh, Series, Severity, StructureC
 from appliance.core.finding import blocking
 from appliance.errors import PipelineError, RefusedInput
 from appliance.export import FORMATS, WRITERS, parse_formats
-from appliance.export.glb import write_glb
+from appliance.export.glb import write_glb_parts_and_scene
 from appliance.export.image import IMAGE_KEY, IMAGE_NAME, write_image_volume
 from appliance.export.manifest import MANIFEST_NAME, json_safe, redact, write_manifest
 from appliance.export.report import REPORT_NAME, report_pictures, write_report
@@ -278,9 +279,15 @@ def _clear_stale_meshes(mesh_dir: Path) -> None:
 
 def export_meshes(
     meshes: Sequence[Mesh], labelmap: LabelMap, out_dir: Path, formats: Sequence[str],
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | None = None, on_viewable: Callable[[], None] | None = None,
 ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
-    """Write every structure in every format and the scene files; returns per-structure and scene file maps."""
+    """Write every structure in every format and the scene files; returns per-structure and scene file maps.
+
+    The files the kiosk shows the models from come first (``scene.glb``, and each structure's GLB when ``glb`` is
+    asked for; every mesh's GLB arrays made once), then ``on_viewable()`` is called and ``progress`` says
+    ``meshes viewable``; STL, OBJ, PLY and the 3MF parts and scene follow (docs/reconstruct.md, "Meshes
+    viewable").
+    """
     mesh_dir = out_dir / MESH_DIR
     _clear_stale_meshes(mesh_dir)
     per_structure: dict[str, dict[str, str]] = {m.name: {} for m in meshes}
@@ -290,25 +297,38 @@ def export_meshes(
         per_structure[name][path.suffix.lstrip(".")] = path.relative_to(out_dir).as_posix()
 
     steps = len(meshes) + 2
-    for n, mesh in enumerate(meshes):
-        for fmt in formats:
-            if fmt != "3mf":  # 3MF parts are written below, together with scene.3mf
-                for path in WRITERS[fmt]([mesh], mesh_dir / f"{mesh.name}.{fmt}"):
-                    record(mesh.name, path)
-        if progress is not None:
-            progress(mesh.name, (n + 1) / steps)
-    if "3mf" in formats:
-        written = write_3mf_parts_and_scene(meshes, [mesh_dir / f"{m.name}.3mf" for m in meshes],
-                                            out_dir / SCENE_3MF)
-        for mesh, path in zip(meshes, written, strict=False):
-            record(mesh.name, path)
-        scene["scene_3mf"] = written[-1].relative_to(out_dir).as_posix()
-    if progress is not None:
-        progress("scene", (steps - 1) / steps)
     categories = {s.name: s.category for s in labelmap.structures}
     opacity = {m.name: MARGIN_OPACITY for m in meshes if categories.get(m.name) == StructureCategory.MARGIN}
-    scene["scene_glb"] = write_glb(meshes, out_dir / SCENE_GLB, opacity)[0].relative_to(out_dir).as_posix()
-    return per_structure, scene
+    parts = [mesh_dir / f"{m.name}.glb" for m in meshes] if "glb" in formats else None
+    written = write_glb_parts_and_scene(meshes, parts, out_dir / SCENE_GLB, opacity)
+    for mesh, path in zip(meshes, written[:-1], strict=False):
+        record(mesh.name, path)
+    scene["scene_glb"] = written[-1].relative_to(out_dir).as_posix()
+    if on_viewable is not None:
+        on_viewable()
+    if progress is not None:
+        progress("meshes viewable", 1 / steps)
+    # the 3MF parts and scene.3mf (XML, then deflate, which releases the GIL) on a side thread while STL, OBJ and
+    # PLY are written here: the same files, the two halves overlapping on the machine's cores
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-3mf") as side:
+        threemf = side.submit(write_3mf_parts_and_scene, meshes, [mesh_dir / f"{m.name}.3mf" for m in meshes],
+                              out_dir / SCENE_3MF) if "3mf" in formats else None
+        for n, mesh in enumerate(meshes):
+            for fmt in formats:
+                if fmt not in ("3mf", "glb"):  # GLB above, 3MF on the side thread
+                    for path in WRITERS[fmt]([mesh], mesh_dir / f"{mesh.name}.{fmt}"):
+                        record(mesh.name, path)
+            if progress is not None:
+                progress(mesh.name, (n + 2) / steps)
+        if threemf is not None:
+            written = threemf.result()  # its error, if any, fails the export by name
+            for mesh, path in zip(meshes, written, strict=False):
+                record(mesh.name, path)
+            scene["scene_3mf"] = written[-1].relative_to(out_dir).as_posix()
+    order = [ext for fmt in formats for ext in ((fmt, "mtl") if fmt == "obj" else (fmt,))]
+    ordered = {name: {ext: files[ext] for ext in sorted(files, key=order.index)}
+               for name, files in per_structure.items()}  # the order of ``formats``, whatever was written first
+    return ordered, scene
 
 
 def _structure_entry(mesh: Mesh, labelmap: LabelMap, files: Mapping[str, str]) -> dict[str, Any]:
@@ -381,6 +401,11 @@ def reconstruct(
     out = Path(out_dir)
     resolved = resolve_device(device)  # fail fast when --device cuda has no GPU
     tracker = _Progress(progress)
+    started = time.perf_counter()
+    milestones: dict[str, float] = {}
+
+    def meshes_viewable() -> None:
+        milestones["meshes_viewable"] = round(time.perf_counter() - started, 3)
     records: list[dict[str, Any]] = []
 
     with tracker.stage("ingest"):
@@ -398,24 +423,34 @@ def reconstruct(
         result, seg_record = comps.segment(volume, preset, resolved, lesion_request, margins_mm,
                                            tracker.sub("segment"))
         labelmap = result.labelmap
-        comps.write_segmentation(result, out, seg_record)
         if labelmap.shape != volume.shape or not np.allclose(labelmap.affine, volume.affine, atol=1e-6):
             raise PipelineError("the label map is not on the image's grid; the image cannot be shown under the model")
-        write_image_volume(volume, out / IMAGE_NAME)
+        # labels.nii.gz and image.nii.gz are written while the meshes are made (gzip releases the GIL: 16 s of a
+        # 512x512x600 CT's segment stage, issue 17); both are on disk before the first model file
+        writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="segment-files")
+        writes: list[Future[Any]] = [writer.submit(comps.write_segmentation, result, out, seg_record),
+                                     writer.submit(write_image_volume, volume, out / IMAGE_NAME)]
     records += [_finding_dict(f, "segment") for f in result.findings]
     choice = seg_record.get("preset", {}) if isinstance(seg_record.get("preset"), Mapping) else {}
     preset_name = str(choice.get("name", preset))
     preset_reason = str(choice.get("reason", "chosen by the user"))
 
-    with tracker.stage("mesh"):
-        meshes = comps.mesh_labelmap(labelmap, device=resolved, smoothing_iterations=smoothing_iterations,
-                                     target_triangles=target_triangles, progress=tracker.sub("mesh"))
-    with tracker.stage("postprocess"):
-        meshes, mesh_findings = postprocess_meshes(meshes, labelmap, comps.mesh_qa)
+    try:
+        with tracker.stage("mesh"):
+            meshes = comps.mesh_labelmap(labelmap, device=resolved, smoothing_iterations=smoothing_iterations,
+                                         target_triangles=target_triangles, progress=tracker.sub("mesh"))
+        with tracker.stage("postprocess"):
+            meshes, mesh_findings = postprocess_meshes(meshes, labelmap, comps.mesh_qa)
+    finally:
+        writer.shutdown(wait=True)
     records += [_finding_dict(f, "postprocess") for f in mesh_findings]
 
     with tracker.stage("export"):
-        per_structure, scene_files = export_meshes(meshes, labelmap, out, fmts, tracker.sub("export"))
+        for write in writes:
+            write.result()  # a failed label or image write fails the run here, naming its cause
+        per_structure, scene_files = export_meshes(meshes, labelmap, out, fmts, tracker.sub("export"),
+                                                   meshes_viewable)
+    milestones["mesh_files_done"] = round(time.perf_counter() - started, 3)
 
     files = {key: name for key, name in (("labels", "labels.nii.gz"), ("structures", "structures.json"),
                                          ("segmentation", "segment.json"), (IMAGE_KEY, IMAGE_NAME))
@@ -435,6 +470,7 @@ def reconstruct(
         "components": dict(comps.names),
         "formats": list(fmts),
         "coordinates": "millimetre, DICOM patient coordinates (LPS); meshes overlay the source images",
+        "milestones_s": milestones,
     }
     for key in ("lesion", "margins"):
         if key in seg_record:

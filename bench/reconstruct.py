@@ -36,7 +36,7 @@ from appliance.io.nifti import load_volume  # noqa: E402
 from appliance.pipeline import STAGES, reconstruct  # noqa: E402
 
 #: Requirements this benchmark gives evidence for (read by `appliance trace`).
-REQUIREMENTS = ("REQ-PERF-250", "REQ-PERF-751", "REQ-PERF-752")
+REQUIREMENTS = ("REQ-PERF-250", "REQ-PERF-751", "REQ-PERF-752", "REQ-PERF-1823")
 DEFAULT_INPUT = ROOT.parent / "shared" / "data" / "ct" / "totalsegmentator" / "example_ct.nii.gz"
 TARGET_S = 60.0
 #: End to end for a 512x512x600 CT on the 2-core CPU (issue 17, REQ-PERF-751).
@@ -61,6 +61,21 @@ def peer_meshing(labels_path: Path, out_dir: Path) -> float:
     return time.perf_counter() - start
 
 
+class StageMemory:
+    """A progress callback that keeps the highest resident memory (GiB, psutil) seen while each stage runs."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+        self.peaks: dict[str, float] = {}
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        name = stage.split(":")[0]
+        rss = self.process.memory_info().rss / 2**30
+        self.peaks[name] = max(self.peaks.get(name, 0.0), rss)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT)
@@ -81,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     floors: list[float] = []
     peers: list[float] = []
     ours_mesh_export: list[float] = []
+    viewable: list[float] = []
+    mesh_files: list[float] = []
+    cpu_totals: list[float] = []
+    loads: list[float] = []
     manifest: dict[str, object] = {}
     peaks: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-reconstruct-") as tmp:
@@ -95,10 +114,18 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(args.repeats):
             out = Path(tmp) / f"run{run}"
             start = time.perf_counter()
+            cpu_start = time.process_time()
+            stage_memory = StageMemory()
             with peak_rss() as memory:
                 manifest = reconstruct(source, out, device=args.device, formats=args.formats,
-                                       modality=args.modality)
+                                       modality=args.modality, progress=stage_memory)
             totals.append(time.perf_counter() - start)
+            cpu_totals.append(time.process_time() - cpu_start)
+            loads.append(os.getloadavg()[0])
+            provenance = manifest.get("provenance")
+            milestones = provenance.get("milestones_s", {}) if isinstance(provenance, dict) else {}
+            viewable.append(float(milestones.get("meshes_viewable", float("nan"))))
+            mesh_files.append(float(milestones.get("mesh_files_done", float("nan"))))
             peaks.append(memory["peak_gib"])
             timings = manifest["timings_s"]
             assert isinstance(timings, dict)
@@ -109,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             load_input(source, modality=args.modality)
             floors.append(time.perf_counter() - t0)
             peers.append(peer_meshing(out / "labels.nii.gz", Path(tmp)))
-            print(f"  run {run + 1}: {totals[-1]:.1f} s, peak RSS {peaks[-1]:.2f} GiB")
+            print("  resident memory at progress reports (GiB): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in stage_memory.peaks.items()))
+            print(f"  run {run + 1}: {totals[-1]:.1f} s (process CPU {cpu_totals[-1]:.1f} s), meshes viewable at "
+                  f"{viewable[-1]:.1f} s, peak RSS {peaks[-1]:.2f} GiB, load average {loads[-1]:.1f}")
     structures = manifest.get("structures", [])
     assert isinstance(structures, list)
     triangles = sum(int(s["triangles"]) for s in structures)
@@ -121,8 +151,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{stage:<14}{statistics.median(values):>10.2f}{min(values):>10.2f}{max(values):>10.2f}")
     total = statistics.median(totals)
     print(f"{'total (wall)':<14}{total:>10.2f}{min(totals):>10.2f}{max(totals):>10.2f}")
+    print(f"{'process CPU':<14}{statistics.median(cpu_totals):>10.2f}{min(cpu_totals):>10.2f}{max(cpu_totals):>10.2f}")
+    print(f"{'viewable':<14}{statistics.median(viewable):>10.2f}{min(viewable):>10.2f}{max(viewable):>10.2f}"
+          "   (scene.glb + GLBs + QA written: meshes viewable)")
+    print(f"{'mesh files':<14}{statistics.median(mesh_files):>10.2f}{min(mesh_files):>10.2f}{max(mesh_files):>10.2f}"
+          "   (every model file written; the report and manifest follow: total)")
+    print(f"load average (1 min) at the end of the runs: {', '.join(f'{v:.1f}' for v in loads)}")
     target = LARGE_TARGET_S if args.large else TARGET_S
-    print(f"\ntarget <= {target:.0f} s: median total / target = {total / target:.2f}")
+    print(f"\ntarget <= {target:.0f} s: median total / target = {total / target:.2f}; "
+          f"meshes viewable / target = {statistics.median(viewable) / target:.2f}")
     print(f"peak resident memory (psutil): {max(peaks):.2f} GiB (target <= 6 GB for 512x512x600, REQ-PERF-752)")
     floor = statistics.median(floors)
     print(f"anchor read floor (load_input only): {floor:.2f} s; total / floor = {total / floor:.1f}x")

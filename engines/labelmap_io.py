@@ -43,9 +43,25 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+#: Voxels counted per block (a whole 512x512x600 label map as int64 was a 1.2 GB temporary; issue 17).
+_COUNT_BLOCK = 1 << 23
+
+
+def label_counts(labels: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Voxels per label value (index = value), counted block by block; the counts of one ``np.bincount``."""
+    flat = np.asarray(labels).reshape(-1)
+    counts = np.zeros(1, dtype=np.int64)
+    for start in range(0, flat.size, _COUNT_BLOCK):
+        block = np.bincount(flat[start : start + _COUNT_BLOCK], minlength=counts.size)
+        if block.size > counts.size:
+            counts = np.concatenate([counts, np.zeros(block.size - counts.size, dtype=np.int64)])
+        counts += block
+    return counts
+
+
 def structure_table(labelmap: LabelMap) -> list[dict[str, Any]]:
     """Per structure: label, name, category, voxel count and volume in ml."""
-    counts = np.bincount(labelmap.labels.ravel().astype(np.int64), minlength=1)
+    counts = label_counts(labelmap.labels)
     rows = []
     for s in labelmap.structures:
         n = int(counts[s.label]) if s.label < counts.size else 0

@@ -62,9 +62,13 @@ class Mesh:
         """Area-weighted unit vertex normals."""
         tri = self.vertices[self.faces]
         n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        acc = np.zeros_like(self.vertices)
-        for c in range(3):
-            np.add.at(acc, self.faces[:, c], n)
+        # one bincount per axis over the three corners in turn: the same additions in the same order as
+        # ``np.add.at`` per corner (identical sums), without its unbuffered scatter (issue 17: 17 s of a 512x512x600
+        # export)
+        corners = self.faces.T.reshape(-1)
+        acc = np.empty_like(self.vertices)
+        for d in range(3):
+            acc[:, d] = np.bincount(corners, weights=np.tile(n[:, d], 3), minlength=self.vertices.shape[0])
         length = np.linalg.norm(acc, axis=1, keepdims=True)
         out: npt.NDArray[np.float64] = np.divide(acc, length, out=np.zeros_like(acc), where=length > 0)
         return out

@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from appliance.core import Mesh
 from appliance.export.common import (
@@ -32,6 +32,7 @@ from appliance.export.common import (
     srgb_to_linear,
     unit_vertex_normals,
 )
+from appliance.export.errors import MismatchedParts
 
 GLB_MAGIC = 0x46546C67  # b"glTF"
 CHUNK_JSON = 0x4E4F534A  # b"JSON"
@@ -74,20 +75,43 @@ class _BinaryBuffer:
         return b"".join(self.chunks)
 
 
-def _vec3_accessor(buf: _BinaryBuffer, data: npt.NDArray[np.float32], with_bounds: bool) -> dict[str, Any]:
-    view = buf.add(np.ascontiguousarray(data, dtype="<f4").tobytes(), ARRAY_BUFFER)
-    acc: dict[str, Any] = {"bufferView": view, "componentType": FLOAT, "count": len(data), "type": "VEC3"}
-    if with_bounds:  # required for POSITION; from the float32 values actually stored
-        acc["min"] = [float(v) for v in data.min(axis=0)]
-        acc["max"] = [float(v) for v in data.max(axis=0)]
-    return acc
+@dataclass(frozen=True)
+class MeshArrays:
+    """The binary data of one structure in a GLB (positions with their bounds, unit normals, indices): made once
+    per mesh and shared by its own GLB and the scene's (the normals were most of the GLB cost, issue 17)."""
+
+    positions: bytes
+    minimum: list[float]
+    maximum: list[float]
+    normals: bytes
+    indices: bytes
+    n_vertices: int
+    n_indices: int
+
+    @classmethod
+    def of(cls, mesh: Mesh) -> MeshArrays:
+        """The arrays of ``mesh`` as stored: float32 little-endian vectors, uint32 indices."""
+        positions = mesh.vertices.astype(np.float32)
+        return cls(
+            np.ascontiguousarray(positions, dtype="<f4").tobytes(),
+            [float(v) for v in positions.min(axis=0)],  # required for POSITION; from the float32 values stored
+            [float(v) for v in positions.max(axis=0)],
+            np.ascontiguousarray(unit_vertex_normals(mesh).astype(np.float32), dtype="<f4").tobytes(),
+            np.ascontiguousarray(mesh.faces, dtype="<u4").tobytes(),
+            int(positions.shape[0]),
+            int(mesh.faces.size),
+        )
 
 
 def build_gltf(
-    meshes: Sequence[Mesh], opacity: Mapping[str, float] | None = None
+    meshes: Sequence[Mesh], opacity: Mapping[str, float] | None = None,
+    arrays: Sequence[MeshArrays] | None = None,
 ) -> tuple[dict[str, Any], bytes]:
-    """The glTF JSON document and its binary buffer for ``meshes``."""
+    """The glTF JSON document and its binary buffer for ``meshes``; ``arrays``: their :class:`MeshArrays` when
+    already made (same bytes)."""
     check_meshes(meshes, "GLB")
+    if arrays is not None and len(arrays) != len(meshes):
+        raise MismatchedParts("build_gltf: one MeshArrays per mesh is needed")
     opacity = opacity or {}
     buf = _BinaryBuffer()
     accessors: list[dict[str, Any]] = []
@@ -102,11 +126,13 @@ def build_gltf(
         }
     ]
     for index, mesh in enumerate(meshes):
-        positions = mesh.vertices.astype(np.float32)
-        accessors.append(_vec3_accessor(buf, positions, with_bounds=True))
-        accessors.append(_vec3_accessor(buf, unit_vertex_normals(mesh).astype(np.float32), with_bounds=False))
-        view = buf.add(np.ascontiguousarray(mesh.faces, dtype="<u4").tobytes(), ELEMENT_ARRAY_BUFFER)
-        accessors.append({"bufferView": view, "componentType": UNSIGNED_INT, "count": mesh.faces.size,
+        data = arrays[index] if arrays is not None else MeshArrays.of(mesh)
+        accessors.append({"bufferView": buf.add(data.positions, ARRAY_BUFFER), "componentType": FLOAT,
+                          "count": data.n_vertices, "type": "VEC3", "min": data.minimum, "max": data.maximum})
+        accessors.append({"bufferView": buf.add(data.normals, ARRAY_BUFFER), "componentType": FLOAT,
+                          "count": data.n_vertices, "type": "VEC3"})
+        view = buf.add(data.indices, ELEMENT_ARRAY_BUFFER)
+        accessors.append({"bufferView": view, "componentType": UNSIGNED_INT, "count": data.n_indices,
                           "type": "SCALAR"})
         alpha = float(min(max(opacity.get(mesh.name, 1.0), 0.0), 1.0))
         material: dict[str, Any] = {
@@ -151,9 +177,10 @@ def build_gltf(
     return document, binary
 
 
-def encode_glb(meshes: Sequence[Mesh], opacity: Mapping[str, float] | None = None) -> bytes:
+def encode_glb(meshes: Sequence[Mesh], opacity: Mapping[str, float] | None = None,
+               arrays: Sequence[MeshArrays] | None = None) -> bytes:
     """GLB bytes: 12-byte header, JSON chunk (space padded), BIN chunk (zero padded)."""
-    document, binary = build_gltf(meshes, opacity)
+    document, binary = build_gltf(meshes, opacity, arrays)
     text = json.dumps(document, separators=(",", ":")).encode("utf-8")
     text += b" " * ((-len(text)) % 4)
     total = 12 + 8 + len(text) + 8 + len(binary)
@@ -171,3 +198,18 @@ def encode_glb(meshes: Sequence[Mesh], opacity: Mapping[str, float] | None = Non
 def write_glb(meshes: Sequence[Mesh], path: Path, opacity: Mapping[str, float] | None = None) -> list[Path]:
     """Write ``meshes`` as GLB at ``path`` (atomically); ``opacity`` maps structure names to 0..1."""
     return [atomic_write_bytes(Path(path), encode_glb(meshes, opacity))]
+
+
+def write_glb_parts_and_scene(meshes: Sequence[Mesh], part_paths: Sequence[Path] | None, scene_path: Path,
+                              opacity: Mapping[str, float] | None = None) -> list[Path]:
+    """One GLB per structure (``part_paths``, same order; None: no parts) and the scene's GLB with every structure
+    and ``opacity``, each mesh's arrays made once (the same bytes as :func:`write_glb` of each). Returns the
+    parts' paths, then the scene's."""
+    if part_paths is not None and len(part_paths) != len(meshes):
+        raise MismatchedParts("write_glb_parts_and_scene: one path per mesh is needed")
+    check_meshes(meshes, "GLB")
+    arrays = [MeshArrays.of(m) for m in meshes]
+    written = [atomic_write_bytes(Path(p), encode_glb([m], None, [a]))
+               for m, a, p in zip(meshes, arrays, part_paths or (), strict=False)]
+    written.append(atomic_write_bytes(Path(scene_path), encode_glb(meshes, opacity, arrays)))
+    return written

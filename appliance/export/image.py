@@ -41,7 +41,8 @@ def compact_array(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
         return arr.astype(np.int16)
     if np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.bool_):
         lo, hi = int(arr.min()), int(arr.max())
-        return arr.astype(np.int16) if lo >= _INT16.min and hi <= _INT16.max else arr.astype(np.float32)
+        # copy=False: an int16 CT is not copied (315 MB of a 512x512x600 volume; issue 17)
+        return arr.astype(np.int16, copy=False) if lo >= _INT16.min and hi <= _INT16.max else arr.astype(np.float32)
     if not np.all(np.isfinite(arr)):
         raise ExportError("the image volume holds non-finite values (NaN or infinity); it cannot be exported")
     lo_f, hi_f = float(arr.min()), float(arr.max())

@@ -23,7 +23,7 @@ from scipy.sparse.csgraph import connected_components
 
 from appliance.core import Mesh
 from appliance.meshing import qa
-from appliance.meshing.mask_surface import MaskSurface, boundary_faces, distance_to_mask, tree_distance
+from appliance.meshing.mask_surface import MaskSurface, boundary_faces, box_distance, distance_to_mask, tree_distance
 from appliance.meshing.postprocessing import restore_volume, volume_polynomial
 from kernels.marching_cubes import extract_numpy
 from kernels.smoothing import smooth_cpu, vertex_normals
@@ -162,3 +162,26 @@ def test_area_and_volume_and_distance_samples_match_the_plain_formulas(monkeypat
             stride = -(-everything.shape[0] // cap) if everything.shape[0] > cap else 1
             monkeypatch.setattr(qa, "MAX_DISTANCE_SAMPLES", cap)
             np.testing.assert_array_equal(qa.distance_samples(mesh), everything[::stride])
+
+
+@pytest.mark.req("REQ-FUNC-1820")
+def test_box_search_answers_points_beyond_a_voxel_exactly_without_the_tree() -> None:
+    labels, _ = phantom_meshes()
+    spacing = np.array([0.8, 0.9, 1.5])
+    rng = np.random.default_rng(7)
+    for structure in phantoms.structures_for(4):
+        mask = labels == structure.label
+        surface = MaskSurface.of(mask, spacing)
+        centres, _ = boundary_faces(mask)
+        # points 1-3.5 voxels off random boundary faces, and a few just off the grid: beyond the local search
+        picks = centres[rng.integers(0, centres.shape[0], 200)]
+        points = np.concatenate([picks + rng.uniform(-3.5, 3.5, picks.shape), [[-1.5, 2.0, 2.0], [30.5, 5.0, 5.0]]])
+        d_mm, d_vox = distance_to_mask(points, mask, spacing, surface)
+        ref_mm, ref_vox = brute_force_distance(points, mask, spacing)
+        box_mm2, _, exact = box_distance(points, surface)
+        assert np.count_nonzero(~(np.sqrt(box_mm2) <= spacing.min())) > 20  # the box is really exercised
+        np.testing.assert_allclose(d_mm[exact], ref_mm[exact], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(d_vox[exact], ref_vox[exact], rtol=0, atol=1e-12)
+        assert np.all(d_mm >= ref_mm - 1e-12)  # never nearer than the nearest face
+        if np.all(exact):
+            assert not surface._tree  # the k-d tree of every face was never built
