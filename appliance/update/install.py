@@ -32,8 +32,8 @@ from appliance.fsio import atomic_symlink, atomic_write_bytes, fsync_dir, fsync_
 from appliance.update.errors import (
     DowngradeRefused,
     HealthCheckFailed,
-    InstallInProgress,
     InstallError,
+    InstallInProgress,
     TamperedTarget,
     UpdateError,
 )
