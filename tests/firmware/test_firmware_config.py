@@ -210,10 +210,11 @@ def _kiosk_environment(unit: dict[str, dict[str, list[str]]]) -> dict[str, str]:
 def test_kiosk_takes_the_display_without_polkit() -> None:
     """What kept the VM's display on the kernel console: libseat's logind backend needs polkit to activate the
     session, and pam_systemd's /run/user/<uid> is hidden by ProtectHome=. The kiosk opens its devices itself
-    (noop seat backend, user in video and input) and keeps its Wayland socket in its own runtime folder."""
+    (libseat's builtin seatd, not bound to a VT; user in video and input) and keeps its Wayland socket in its own
+    runtime folder."""
     unit = parse_unit(FW / "systemd" / "appliance-kiosk.service")
     env = _kiosk_environment(unit)
-    assert env.get("LIBSEAT_BACKEND") == "noop", env
+    assert env.get("LIBSEAT_BACKEND") == "builtin" and env.get("SEATD_VTBOUND") == "0", env
     runtime_dirs = [f"/run/{d}" for line in unit["Service"].get("RuntimeDirectory", []) for d in line.split()]
     assert env.get("XDG_RUNTIME_DIR") in runtime_dirs, (env, runtime_dirs)
     if one(unit, "Service", "ProtectHome") in ("yes", "true", "tmpfs"):

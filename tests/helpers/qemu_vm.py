@@ -206,7 +206,7 @@ class Vm:
         fwd = f"hostfwd=tcp:127.0.0.1:{self.http_port}-:8080,hostfwd=tcp:127.0.0.1:{self.dicom_port}-:11112"
         cmd = [
             *NICE, QEMU, *self.accel_args(), "-machine", "q35", "-smp", "2", "-m", "4096",
-            "-bios", str(OVMF), "-display", "none", "-vga", "std",
+            "-bios", str(OVMF), "-display", "none", "-vga", "none", "-device", "virtio-vga",
             "-drive", f"file={self.overlay},if=virtio,format=qcow2",
             "-netdev", f"user,id=n0,{fwd}", "-device", "virtio-net-pci,netdev=n0",
             "-device", "qemu-xhci,id=xhci",
