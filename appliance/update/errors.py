@@ -53,6 +53,10 @@ class InstallError(UpdateError):
     """The install could not be staged or switched (disk full, unwritable release folder, broken layout)."""
 
 
+class InstallInProgress(InstallError):
+    """Another process is installing an update on this box (it holds the install lock)."""
+
+
 class KeyMaterialError(UpdateError):
     """A signing key or key folder is missing or unreadable."""
 

@@ -33,6 +33,7 @@ from appliance.update.errors import (
     DowngradeRefused,
     HealthCheckFailed,
     InstallError,
+    InstallInProgress,
     TamperedTarget,
     UpdateError,
 )
@@ -200,9 +201,19 @@ class Installer:
 
     # ------------------------------------------------------------------------------------------- recovery
     def recover(self) -> list[str]:
-        """Remove half-done work and roll back unconfirmed switches; returns what was done."""
-        with self._exclusive():
-            return self._recover()
+        """Remove half-done work and roll back unconfirmed switches; returns what was done.
+
+        While another process installs (it holds the install lock), nothing is half-done and nothing is touched:
+        the service restart an install's activation hook starts runs ``update recover`` before the start, which
+        must neither fail the restart nor roll back the release being checked (REQ-UPD-1861).
+        """
+        try:
+            with self._exclusive():
+                return self._recover()
+        except InstallInProgress:
+            line = "an update is being installed by another process: nothing to recover"
+            log.info("recovery: %s", line)
+            return [line]
 
     def _recover(self) -> list[str]:
         done: list[str] = []
@@ -262,7 +273,7 @@ class Installer:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
-                raise InstallError("another update is running on this box; wait for it to finish") from exc
+                raise InstallInProgress("another update is running on this box; wait for it to finish") from exc
             self._lock_depth = 1
             try:
                 yield

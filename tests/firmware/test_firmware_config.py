@@ -187,10 +187,50 @@ def test_service_watchdog_and_restart_policy() -> None:
     assert "/releases/app/current/" in one(unit, "Service", "ExecStart")
 
 
+def _kiosk_command(unit: dict[str, dict[str, list[str]]]) -> list[str]:
+    """The kiosk's command line without its ``/usr/bin/env NAME=value`` prefix."""
+    cmd = one(unit, "Service", "ExecStart").split()
+    if cmd[0] == "/usr/bin/env":
+        cmd = cmd[1:]
+        while "=" in cmd[0]:
+            cmd = cmd[1:]
+    return cmd
+
+
+def _kiosk_environment(unit: dict[str, dict[str, list[str]]]) -> dict[str, str]:
+    """The environment cage starts with: Environment= lines, then the ``env`` prefix (it wins over PAM's)."""
+    items = [item for line in unit["Service"].get("Environment", []) for item in line.split()]
+    cmd = one(unit, "Service", "ExecStart").split()
+    if cmd[0] == "/usr/bin/env":
+        items += [item for item in cmd[1:] if "=" in item and not item.startswith("-")]
+    return {name: value for name, _, value in (item.partition("=") for item in items)}
+
+
+@pytest.mark.req("REQ-FUNC-1860")
+def test_kiosk_takes_the_display_without_polkit() -> None:
+    """What kept the VM's display on the kernel console: libseat's logind backend needs polkit to activate the
+    session, and pam_systemd's /run/user/<uid> is hidden by ProtectHome=. The kiosk opens its devices itself
+    (libseat's builtin seatd, not bound to a VT; user in video and input) and keeps its Wayland socket in its own
+    runtime folder."""
+    unit = parse_unit(FW / "systemd" / "appliance-kiosk.service")
+    env = _kiosk_environment(unit)
+    assert env.get("LIBSEAT_BACKEND") == "builtin" and env.get("SEATD_VTBOUND") == "0", env
+    assert "--ozone-platform=wayland" in _kiosk_command(unit) and env.get("WLR_XWAYLAND") == "/usr/bin/false", env
+    assert env.get("WLR_RENDERER") == "pixman", env
+    runtime_dirs = [f"/run/{d}" for line in unit["Service"].get("RuntimeDirectory", []) for d in line.split()]
+    assert env.get("XDG_RUNTIME_DIR") in runtime_dirs, (env, runtime_dirs)
+    if one(unit, "Service", "ProtectHome") in ("yes", "true", "tmpfs"):
+        assert not env["XDG_RUNTIME_DIR"].startswith("/run/user"), env
+    members = {tuple(line.split()[1:3]) for line in (FW / "sysusers.d" / "appliance.conf").read_text().splitlines()
+               if line.startswith("m ")}  # fmt: skip
+    user = one(unit, "Service", "User")
+    assert {(user, "video"), (user, "input")} <= members, members  # the DRM card and the touch screen
+
+
 @pytest.mark.req("REQ-PRIV-502")
 def test_kiosk_is_cage_chromium_on_loopback_only() -> None:
     unit = parse_unit(FW / "systemd" / "appliance-kiosk.service")
-    cmd = one(unit, "Service", "ExecStart").split()
+    cmd = _kiosk_command(unit)
     assert cmd[0] == "/usr/bin/cage" and "/usr/bin/chromium" in cmd and "--kiosk" in cmd
     urls = [a for a in cmd if "http" in a]
     assert urls and all(re.search(r"https?://(127\.0\.0\.1|localhost|\[::1\])[:/]", u) for u in urls), urls

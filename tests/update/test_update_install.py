@@ -321,3 +321,29 @@ def test_second_installer_at_the_same_time_refused(fleet: Fleet) -> None:
         fcntl.flock(held, fcntl.LOCK_UN)
     assert fleet.current() == "1.0.0"
     assert fleet.update().version == "1.1.0"
+
+
+@pytest.mark.req("REQ-UPD-1861")
+def test_recover_run_by_the_restart_an_install_started_leaves_the_install_alone(fleet: Fleet) -> None:
+    """Found booting the image: the install's activation hook restarts appliance.service, whose ExecStartPre runs
+    ``update recover`` in another process while the installer holds the lock. That recover must succeed without
+    touching anything (it failed the restart, and the good release was rolled back)."""
+    from appliance.update.flow import update_kind
+    from appliance.update.install import Installer
+
+    fleet.publish(version="1.0.0")
+    fleet.update()
+    fleet.publish(version="1.1.0")
+    seen: list[tuple[list[str], str | None]] = []
+
+    def restart_service(kind: ArtifactKind, current: Path) -> None:  # what ExecStartPre= does on the box
+        boot = Installer(root=fleet.install_root, box=fleet.box)
+        seen.append((boot.recover(), boot.link_version(kind, "current")))
+
+    installer = fleet.installer()
+    installer.activate = restart_service
+    result = update_kind(fleet.client(), installer, ArtifactKind.APP, None, None)
+    assert result.version == "1.1.0" and fleet.current() == "1.1.0"
+    assert seen == [(["an update is being installed by another process: nothing to recover"], "1.1.0")]
+    assert "update.rolled_back" not in fleet.audit_actions()
+    assert Installer(root=fleet.install_root, box=fleet.box).recover() == []  # nothing left behind
