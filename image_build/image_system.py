@@ -51,6 +51,13 @@ TEST_START_DROPIN = """# Test image only (build_image.py disk --test-config): a 
 [Service]
 TimeoutStartSec=20min
 """
+#: Test image only: QEMU's virtual display has no usable GL (wlroots' GLES2 renderer on Mesa's kms_swrast crashed cage
+#: with SIGSEGV), so the kiosk composites in software there; a box keeps the GPU renderer, which can show Chromium's
+#: GPU buffers (pixman takes shared-memory buffers only).
+TEST_KIOSK_DROPIN = """# Test image only (build_image.py disk --test-config): software compositing in a VM.
+[Service]
+Environment=WLR_RENDERER=pixman
+"""
 
 
 def _runtime_hooks(wheelhouse: Path) -> tuple[str, ...]:
@@ -117,7 +124,8 @@ def finish_slot(
 ) -> dict[str, object]:
     """Copy ``base`` to ``slot`` and finish it: ``stage`` on top, users, fstab, kernel links, enabled units.
 
-    ``ui_peer`` (test images only) opens the web UI port to that address; ``test_image`` allows a slow start.
+    ``ui_peer`` (test images only) opens the web UI port to that address; ``test_image`` allows a slow start and
+    software compositing for the kiosk (a VM's display).
     Needs root (files owned by root).
     """
     if os.geteuid() != 0:
@@ -151,6 +159,9 @@ def finish_slot(
         dropin = slot / "etc/systemd/system/appliance.service.d"
         dropin.mkdir(parents=True, exist_ok=True)
         (dropin / "test-slow-start.conf").write_text(TEST_START_DROPIN)
+        kiosk = slot / "etc/systemd/system/appliance-kiosk.service.d"
+        kiosk.mkdir(parents=True, exist_ok=True)
+        (kiosk / "test-software-compositing.conf").write_text(TEST_KIOSK_DROPIN)
     return {"kernel": version}
 
 

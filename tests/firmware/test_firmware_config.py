@@ -216,7 +216,8 @@ def test_kiosk_takes_the_display_without_polkit() -> None:
     env = _kiosk_environment(unit)
     assert env.get("LIBSEAT_BACKEND") == "builtin" and env.get("SEATD_VTBOUND") == "0", env
     assert "--ozone-platform=wayland" in _kiosk_command(unit) and env.get("WLR_XWAYLAND") == "/usr/bin/false", env
-    assert env.get("WLR_RENDERER") == "pixman", env
+    # software compositing only on test images (QEMU's display); a box composites on its GPU
+    assert "WLR_RENDERER" not in env, env
     runtime_dirs = [f"/run/{d}" for line in unit["Service"].get("RuntimeDirectory", []) for d in line.split()]
     assert env.get("XDG_RUNTIME_DIR") in runtime_dirs, (env, runtime_dirs)
     if one(unit, "Service", "ProtectHome") in ("yes", "true", "tmpfs"):

@@ -22,6 +22,7 @@ sys.path[:0] = [str(ROOT / "image_build")]
 
 import build_image as image_build  # noqa: E402
 import image_rootfs  # noqa: E402
+import image_system  # noqa: E402
 
 from appliance.update.client import UpdateClient  # noqa: E402
 from appliance.update.flow import update_kind, validate_configuration_pack  # noqa: E402
@@ -261,3 +262,12 @@ def test_full_os_image_with_mmdebstrap(bundle: Path) -> None:
     assert manifest["files"]["/etc/appliance/appliance.toml"].startswith("sha256:")
     assert "/usr/lib/appliance/factory-release/bin/appliance" in manifest["files"]
     assert (bundle / "rauc" / "manifest.raucm").is_file() and (bundle / "rootfs.erofs").stat().st_size > 1_000_000
+
+
+@pytest.mark.req("REQ-FUNC-1860")
+def test_software_compositing_is_a_test_image_drop_in_only() -> None:
+    """QEMU's display needs the kiosk's software compositor; a box keeps its GPU renderer (the unit sets none)."""
+    unit = (ROOT / "firmware_config" / "systemd" / "appliance-kiosk.service").read_text()
+    assert "WLR_RENDERER" not in "".join(line for line in unit.splitlines() if not line.startswith("#"))
+    dropin = image_system.TEST_KIOSK_DROPIN.splitlines()
+    assert "[Service]" in dropin and "Environment=WLR_RENDERER=pixman" in dropin
