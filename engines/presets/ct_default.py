@@ -49,6 +49,7 @@ from engines.presets.ct_lumen import (
     describe_regions,
     enhanced_parenchyma_share,
     release_smooth_regions,
+    suspect_lumens,
     vessel_wall_calcification,
 )
 from engines.presets.ct_marrow import fill_marrow, thin_parts
@@ -261,6 +262,33 @@ def _take_calcifications(bone: Array, vessels: Array, geo: GridGeometry, ndi: Mo
     )]
 
 
+def _suspect_vessel_finding(bone: Array, hu: Array, hu_smooth: Array, texture: Texture, geo: GridGeometry,
+                            fine: GridGeometry, ndi: ModuleType, p: CtDefaultParameters) -> list[Finding]:
+    """A WARNING when the final bone holds regions the method cannot tell from a contrast-filled vessel
+    (:func:`ct_lumen.suspect_lumens`), each named by volume, position and the CT's slices (``fine``: its grid)."""
+    suspects = suspect_lumens(bone, hu, hu_smooth, texture.noise_hu, geo, ndi, p)
+    if not suspects.regions:
+        return []
+    to_ijk = np.linalg.inv(fine.affine)
+    axis = fine.axial_axis
+    parts = []
+    for row in suspects.regions:
+        x, y, _ = row["centre_lps_mm"]
+        z_lo, z_hi = row["z_range_lps_mm"]
+        ends = sorted(round(float((to_ijk @ np.array([x, y, z, 1.0]))[axis])) for z in (z_lo, z_hi))
+        row["slices"] = ends  # the CT's own slice indices (0-based, along its axial axis)
+        parts.append(f"{row['ml']:.0f} ml at {abs(x):.0f} mm {'left' if x > 0 else 'right'}, {abs(y):.0f} mm "
+                     f"{'posterior' if y > 0 else 'anterior'}, slices {ends[0]}-{ends[1]} (z {z_lo:.0f} to "
+                     f"{z_hi:.0f} mm), median {row['median_hu']:.0f} HU")
+    return [Finding(
+        "ct_bone_may_hold_vessel", Severity.WARNING,
+        f"The bone label may hold contrast-filled vessel: {suspects.total_ml:.0f} ml of it is homogeneous like "
+        f"blood, tube-shaped, not cortex and not enclosed by cortex, which the method cannot tell from a vessel "
+        f"lumen: {'; '.join(parts)}. Do not rely on the bone model there: check it against the images.",
+        "REQ-SAFE-1800", {"suspect_ml": suspects.total_ml, "regions": suspects.regions},
+    )]
+
+
 def _boundary_rules(p: CtDefaultParameters) -> tuple[BoundaryRule, ...]:
     """The threshold boundaries placed at the CT's own resolution after segmenting on blocks (skin, bone, lungs)."""
     body, bone = STRUCTURES["body"].label, STRUCTURES["bone"].label
@@ -408,6 +436,7 @@ def segment_ct(
             "REQ-SAFE-152", {"smooth_share": round(soft_share, 3), "released_ml": round(released_ml, 1),
                              "smooth_share_after": round(smooth_bone_share(bone, hu_smooth, texture, p), 3)},
         ))
+    findings.extend(_suspect_vessel_finding(bone, hu, hu_smooth, texture, sub, fine, ndi, p))
     t = stage("lungs", 0.9, t)
     lab = xp.zeros(hu.shape, dtype=xp.uint8)
     for name, mask in (("body", body), ("vessels_contrast", vessels), ("bone", bone),

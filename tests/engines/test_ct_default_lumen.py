@@ -185,6 +185,14 @@ def test_demo_sample_aorta_is_released_and_warned(demo: tuple[Volume, Segmentati
     assert "vessels_contrast" in {s.name for s in res.labelmap.structures}
 
 
+@pytest.mark.req("REQ-SAFE-1800")
+def test_demo_sample_bone_raises_no_vessel_warning(demo: tuple[Volume, SegmentationResult]) -> None:
+    """Bone is right on the demo sample (Dice >= 0.90 above): the aorta left bone, nothing in bone looks like a
+    lumen, so ``ct_bone_may_hold_vessel`` stays silent (before the release its 16 ml aorta would have fired it)."""
+    _, res = demo
+    assert not any(f.code == "ct_bone_may_hold_vessel" for f in res.findings)
+
+
 @pytest.mark.gpu
 @pytest.mark.req("REQ-FUNC-750", "REQ-FUNC-155")
 def test_gpu_release_identical_to_cpu_oracle() -> None:
