@@ -261,7 +261,7 @@ class SuspectLumens:
 
 
 def suspect_lumens(bone: Array, hu: Array, hu_smooth: Array, noise_hu: float, geo: GridGeometry, ndi: ModuleType,
-                   p: CtDefaultParameters) -> SuspectLumens:
+                   p: CtDefaultParameters, split: bool = False) -> SuspectLumens:
     """Regions of ``bone`` that look like a contrast-filled vessel lumen rather than bone, on any scan.
 
     Independent of whether contrast or enhancing organs were found (a phase the gates miss must not leave a vessel
@@ -279,7 +279,15 @@ def suspect_lumens(bone: Array, hu: Array, hu_smooth: Array, noise_hu: float, ge
     * not enclosed: less than ``enclosed_bone_share`` of the shell ``enclosure_ring_inner_mm..enclosure_ring_mm``
       around it is bone (a lumen lies on a bone; marrow is ringed by it).
 
-    Only regions of at least ``suspect_warn_ml`` are listed. Work is done on the bounding box of the candidates.
+    With ``split`` the thick parts are first cut where a ``vessel_split_mm`` erosion parts them (a lumen lying on a
+    vertebral body whose cortex the grid does not resolve shares one part with it) and each part is judged alone;
+    a part must then be at least ``lumen_min_ml``, belong to a thick component that runs at least
+    ``lumen_release_length_mm`` along the body axis (continuous over slices), and be a tube, its volume over its
+    length at most ``lumen_max_area_mm2`` (an aorta or vena cava of 25-30 mm is 500-700 mm²; a kidney or the
+    spleen, 1500-2000 mm², is enhancing organ, not lumen); nothing within ``metal_margin_mm`` of metal (above
+    ``metal_hu``) is judged, its streaks make any HU.
+    Only regions of at least ``suspect_warn_ml`` are kept. The mask holds the kept parts grown back by
+    ``vessel_core_radius_mm`` within the candidates. Work is done on the bounding box of the candidates.
     """
     xp = morph.array_module_of(hu)
     empty = SuspectLumens(xp.zeros_like(bone))
@@ -290,13 +298,22 @@ def suspect_lumens(bone: Array, hu: Array, hu_smooth: Array, noise_hu: float, ge
                                 geo.axial_axis)
     cand = (bone & ~envelope & (hu_smooth > p.bone_weak_hu) & (hu_smooth < p.bone_cortex_hu)
             & (hu < p.bone_cortex_hu))
+    metal = hu > p.metal_hu
+    if split and bool(metal.any()):  # streaks from metal make tissue near it look like anything: not judged
+        cand &= ~morph.dilate_ball(metal, ndi, p.metal_margin_mm, geo.spacing)
     if not bool(cand.any()):
         return empty
-    margin = int(np.ceil(p.enclosure_ring_mm / min(geo.spacing))) + 1
+    margin = int(np.ceil((p.enclosure_ring_mm + p.vessel_split_mm) / min(geo.spacing))) + 1
     box = geo.bounding_box(cand, margin=margin)
     sub = geo.cropped(box)
-    core = morph.opening_ball(cand[box], ndi, p.vessel_core_radius_mm, sub.spacing)
-    lab, n, sizes = morph.component_table(core, ndi)
+    cand_box = cand[box]
+    core = morph.opening_ball(cand_box, ndi, p.vessel_core_radius_mm, sub.spacing)
+    if split:
+        lab, n = morph.split_by_erosion(core, ndi, p.vessel_split_mm, sub.spacing)
+        sizes = xp.bincount(lab.ravel(), minlength=n + 1)
+        sizes[0] = 0
+    else:
+        lab, n, sizes = morph.component_table(core, ndi)
     if n == 0:
         return empty
     flat = lab[core]
@@ -307,36 +324,56 @@ def suspect_lumens(bone: Array, hu: Array, hu_smooth: Array, noise_hu: float, ge
     owned = ring > 0
     total = xp.bincount(ring[owned], minlength=n + 1)
     in_bone = xp.bincount(ring[owned], weights=bone[box][owned].astype(xp.float64), minlength=n + 1)
-    axis = sub.axial_axis
-    coord = core.nonzero()[axis]
-    present = xp.zeros((n + 1, core.shape[axis]), dtype=bool)
-    present[flat, coord] = True
-    length_mm = xp.count_nonzero(present, axis=1).astype(xp.float64) * sub.spacing[axis]
-    keep = ((spread <= p.suspect_spread_ratio * noise_hu) & (in_bone < p.enclosed_bone_share * total)
-            & (length_mm >= p.lumen_min_length_mm) & (sizes >= sub.voxels_for_ml(p.suspect_warn_ml)))
+    length_mm = _axial_length(lab, n, core, sub)
+    keep = (spread <= p.suspect_spread_ratio * noise_hu) & (in_bone < p.enclosed_bone_share * total)
+    if split:
+        # continuous over slices: the lumen the part was cut from (its whole thick component) runs at least
+        # lumen_release_length_mm along the body axis; and a tube: the part's mean cross-section is that of a
+        # great vessel, not of an organ (kidney, spleen)
+        whole, m, _ = morph.component_table(core, ndi)
+        tube_of = xp.zeros(n + 1, dtype=xp.int64)
+        tube_of[flat] = whole[core]  # every voxel of a part lies in the same component
+        area_mm2 = sizes.astype(xp.float64) * (sub.voxel_ml * 1000.0) / xp.maximum(length_mm, 1e-6)
+        keep &= ((_axial_length(whole, m, core, sub)[tube_of] >= p.lumen_release_length_mm)
+                 & (sizes >= sub.voxels_for_ml(p.lumen_min_ml)) & (area_mm2 <= p.lumen_max_area_mm2))
+    else:
+        keep &= (length_mm >= p.lumen_min_length_mm) & (sizes >= sub.voxels_for_ml(p.suspect_warn_ml))
     keep[0] = False
     if not bool(keep.any()):
         return empty
     sel = keep[lab]
+    if split:  # the lumen is the candidate region around its kept parts (the cut took its rim to the bone's part)
+        sel = sel | (morph.dilate_ball(sel, ndi, p.vessel_core_radius_mm, sub.spacing) & cand_box)
+        sel = morph.remove_small(sel, ndi, sub.voxels_for_ml(p.bone_min_ml))
     mask = xp.zeros_like(bone)
     mask[box] = sel
-    rows = _suspect_rows(sel, lab, keep, present, median, sub)
-    return SuspectLumens(mask, rows)
+    return SuspectLumens(mask, _suspect_rows(sel, hu[box], sub, ndi))
 
 
-def _suspect_rows(sel: Array, lab: Array, keep: Array, present: Array, median: Array,
-                  geo: GridGeometry) -> list[dict[str, Any]]:
-    """One row per kept region: volume (ml), centre and first/last axial slice centre (LPS mm), median HU."""
+def _axial_length(lab: Array, n: int, mask: Array, geo: GridGeometry) -> Array:
+    """Per label ``0..n`` of ``lab`` on ``mask``: how far it extends along the body axis (mm, slices x spacing)."""
+    xp = morph.array_module_of(mask)
+    axis = geo.axial_axis
+    present = xp.zeros((n + 1, mask.shape[axis]), dtype=bool)
+    present[lab[mask], mask.nonzero()[axis]] = True  # a scatter of True: the same on numpy and cupy
+    return xp.count_nonzero(present, axis=1).astype(xp.float64) * geo.spacing[axis]
+
+
+def _suspect_rows(sel: Array, hu: Array, geo: GridGeometry, ndi: ModuleType) -> list[dict[str, Any]]:
+    """One row per 6-connected region of ``sel``: volume (ml), centre and first/last axial slice centre (LPS mm),
+    median HU."""
     xp = morph.array_module_of(sel)
+    lab, n, sizes = morph.component_table(sel, ndi)
     flat = lab[sel]
+    median = _median_by_label(flat, hu[sel], n)
     idx = sel.nonzero()
-    n = int(keep.shape[0]) - 1
-    sizes = xp.bincount(flat, minlength=n + 1)
     centres = [xp.bincount(flat, weights=idx[a].astype(xp.float64), minlength=n + 1) / xp.maximum(sizes, 1)
                for a in range(3)]
     axis = geo.axial_axis
+    present = xp.zeros((n + 1, sel.shape[axis]), dtype=bool)
+    present[flat, idx[axis]] = True
     rows: list[dict[str, Any]] = []
-    for value in (int(v) for v in xp.nonzero(keep)[0].tolist()):
+    for value in range(1, n + 1):
         ijk = np.array([float(c[value]) for c in centres] + [1.0])
         slices = [int(v) for v in xp.nonzero(present[value])[0].tolist()]
         ends = []
