@@ -189,9 +189,10 @@ def segment_contrast_vessels(hu: Array, hu_smooth: Array, body: Array, texture: 
         part_blood, _ = _classify_cores(parts, m, rejected, hu, texture, geo, ndi, p,
                                         p.vessel_split_drop_hu, p.vessel_split_smooth_share)
         # only blood is taken from a split core: a part cut from the bone it touched that is smooth but not
-        # blood is as likely marrow (3 mm slabs smooth it) as parenchyma, and enhancing organs (spleen, kidney
-        # cortex) are cores of their own (on the arterial phase painted on the 3 mm CT such parts were 40 ml of
-        # the sacrum and S1)
+        # blood is as likely marrow (3 mm slabs and soft kernels smooth it) as parenchyma, and enhancing organs
+        # (spleen, kidney cortex) are cores of their own. Such parts were 40 ml of the sacrum and S1 on the
+        # arterial phase painted on the 3 mm CT, and 30 ml of vertebral body and humeral head marrow on the real
+        # arterial chest CT (1.5 mm), all left out of bone before
         vessel_cores |= part_blood[parts] & rejected
     if float(xp.count_nonzero(vessel_cores)) * geo.voxel_ml < p.contrast_min_ml:
         return empty, empty  # no contrast: nothing enhances, so nothing is smooth soft tissue above 150 HU

@@ -308,36 +308,44 @@ def suspect_lumens(bone: Array, hu: Array, hu_smooth: Array, noise_hu: float, ge
     sub = geo.cropped(box)
     cand_box = cand[box]
     core = morph.opening_ball(cand_box, ndi, p.vessel_core_radius_mm, sub.spacing)
+    whole, m, whole_sizes = morph.component_table(core, ndi)
+    if m == 0:
+        return empty
+    whole_length = _axial_length(whole, m, core, sub)
     if split:
+        # continuous over slices: only thick components that run at least lumen_release_length_mm along the body
+        # axis can hold a lumen; they are cut where a vessel_split_mm erosion parts them
+        long = whole_length >= p.lumen_release_length_mm
+        long[0] = False
+        core = core & long[whole]
+        if not bool(core.any()):
+            return empty
         lab, n = morph.split_by_erosion(core, ndi, p.vessel_split_mm, sub.spacing)
         sizes = xp.bincount(lab.ravel(), minlength=n + 1)
         sizes[0] = 0
+        length_mm = _axial_length(lab, n, core, sub)
+        # a tube: the part's mean cross-section is that of a great vessel, not of an organ (kidney, spleen)
+        area_mm2 = sizes.astype(xp.float64) * (sub.voxel_ml * 1000.0) / xp.maximum(length_mm, 1e-6)
+        keep = (sizes >= sub.voxels_for_ml(p.lumen_min_ml)) & (area_mm2 <= p.lumen_max_area_mm2)
     else:
-        lab, n, sizes = morph.component_table(core, ndi)
-    if n == 0:
-        return empty
+        lab, n, sizes, length_mm = whole, m, whole_sizes, whole_length
+        keep = (length_mm >= p.lumen_min_length_mm) & (sizes >= sub.voxels_for_ml(p.suspect_warn_ml))
     flat = lab[core]
     values = hu[box][core]
     median = _median_by_label(flat, values, n)
     spread = 1.4826 * _median_by_label(flat, xp.abs(values.astype(xp.float64) - median[flat]), n)
-    ring = morph.ring_labels(lab, core, ndi, p.enclosure_ring_inner_mm, p.enclosure_ring_mm, sub.spacing)
+    keep &= spread <= p.suspect_spread_ratio * noise_hu
+    keep[0] = False
+    if not bool(keep.any()):
+        return empty
+    # the shell is judged around the parts that passed so far (the others count as what they are, bone or not)
+    judged = core & keep[lab]
+    ring = morph.ring_labels(lab * judged, judged, ndi, p.enclosure_ring_inner_mm, p.enclosure_ring_mm,
+                             sub.spacing)
     owned = ring > 0
     total = xp.bincount(ring[owned], minlength=n + 1)
     in_bone = xp.bincount(ring[owned], weights=bone[box][owned].astype(xp.float64), minlength=n + 1)
-    length_mm = _axial_length(lab, n, core, sub)
-    keep = (spread <= p.suspect_spread_ratio * noise_hu) & (in_bone < p.enclosed_bone_share * total)
-    if split:
-        # continuous over slices: the lumen the part was cut from (its whole thick component) runs at least
-        # lumen_release_length_mm along the body axis; and a tube: the part's mean cross-section is that of a
-        # great vessel, not of an organ (kidney, spleen)
-        whole, m, _ = morph.component_table(core, ndi)
-        tube_of = xp.zeros(n + 1, dtype=xp.int64)
-        tube_of[flat] = whole[core]  # every voxel of a part lies in the same component
-        area_mm2 = sizes.astype(xp.float64) * (sub.voxel_ml * 1000.0) / xp.maximum(length_mm, 1e-6)
-        keep &= ((_axial_length(whole, m, core, sub)[tube_of] >= p.lumen_release_length_mm)
-                 & (sizes >= sub.voxels_for_ml(p.lumen_min_ml)) & (area_mm2 <= p.lumen_max_area_mm2))
-    else:
-        keep &= (length_mm >= p.lumen_min_length_mm) & (sizes >= sub.voxels_for_ml(p.suspect_warn_ml))
+    keep &= in_bone < p.enclosed_bone_share * total
     keep[0] = False
     if not bool(keep.any()):
         return empty
