@@ -46,9 +46,11 @@ from engines.presets.ct_grid import (
     refine_boundaries,
 )
 from engines.presets.ct_lumen import (
+    SuspectLumens,
     describe_regions,
     enhanced_parenchyma_share,
     release_smooth_regions,
+    suspect_lumens,
     vessel_wall_calcification,
 )
 from engines.presets.ct_marrow import fill_marrow, thin_parts
@@ -106,17 +108,26 @@ def segment_body(hu: Array, geo: GridGeometry, ndi: ModuleType, p: CtDefaultPara
     return morph.fill_holes(keep[lab], ndi, geo.axial_axis)
 
 
-def segment_bone(hu: Array, body: Array, exclude: Array, texture: Texture, midline_x: float, geo: GridGeometry,
-                 ndi: ModuleType, p: CtDefaultParameters) -> Array:
+def segment_bone(hu: Array, hu_smooth: Array, body: Array, exclude: Array, texture: Texture, midline_x: float,
+                 geo: GridGeometry, ndi: ModuleType, p: CtDefaultParameters) -> tuple[Array, SuspectLumens]:
     """Cortex by hysteresis, marrow by closing and hole filling in the three planes (see :func:`clean_bone`).
 
     Holes whose contents are water-like and smooth (the spinal canal inside the vertebral arch) are not marrow and
-    stay open (:func:`ct_marrow.fill_marrow`).
+    stay open (:func:`ct_marrow.fill_marrow`). Contrast-filled lumens that the hysteresis reached (homogeneous,
+    tube-shaped, unenclosed regions outside the cortex: :func:`ct_lumen.suspect_lumens`, each part cut from the
+    bone it lies on) are taken out before the closing, so that it does not bridge them to the bone; they are
+    returned with their partial-volume rim (``smooth_rim_mm``, below ``bone_strong_hu``).
     """
     allowed = body & ~exclude
     hyst = morph.hysteresis((hu > p.bone_strong_hu) & allowed, (hu > p.bone_weak_hu) & allowed, ndi)
+    lumens = suspect_lumens(hyst, hu, hu_smooth, texture.noise_hu, geo, ndi, p, split=True)
+    if lumens.regions:
+        rim = morph.dilate_ball(lumens.mask, ndi, p.smooth_rim_mm, geo.spacing) & hyst & (hu < p.bone_strong_hu)
+        lumens = SuspectLumens(lumens.mask | rim, lumens.regions)
+        allowed = allowed & ~lumens.mask
+        hyst = hyst & ~lumens.mask
     closed = morph.closing_ball(hyst, ndi, p.bone_closing_mm, geo.spacing)
-    return fill_marrow(closed, hu, texture, midline_x, geo, ndi, p) & allowed
+    return fill_marrow(closed, hu, texture, midline_x, geo, ndi, p) & allowed, lumens
 
 
 def select_lungs(air: Array, hu: Array, hu_smooth: Array, airway: Array, geo: GridGeometry, ndi: ModuleType,
@@ -261,6 +272,49 @@ def _take_calcifications(bone: Array, vessels: Array, geo: GridGeometry, ndi: Mo
     )]
 
 
+def _region_text(row: dict[str, Any], fine: GridGeometry) -> str:
+    """One region of a finding in words (volume, side, depth, the CT's slices, z range, median HU); adds the
+    slices (0-based indices along the CT's axial axis) to ``row``."""
+    x, y, _ = row["centre_lps_mm"]
+    z_lo, z_hi = row["z_range_lps_mm"]
+    to_ijk = np.linalg.inv(fine.affine)
+    ends = sorted(round(float((to_ijk @ np.array([x, y, z, 1.0]))[fine.axial_axis])) for z in (z_lo, z_hi))
+    row["slices"] = ends
+    return (f"{row['ml']:.0f} ml at {abs(x):.0f} mm {'left' if x > 0 else 'right'}, {abs(y):.0f} mm "
+            f"{'posterior' if y > 0 else 'anterior'}, slices {ends[0]}-{ends[1]} (z {z_lo:.0f} to {z_hi:.0f} mm), "
+            f"median {row['median_hu']:.0f} HU")
+
+
+def _lumen_release_finding(lumens: SuspectLumens, geo: GridGeometry, fine: GridGeometry) -> Finding:
+    """WARNING naming the lumens taken out of bone before the closing (labelled ``vessels_contrast``)."""
+    ml = round(float(morph.array_module_of(lumens.mask).count_nonzero(lumens.mask)) * geo.voxel_ml, 1)
+    parts = [_region_text(row, fine) for row in lumens.regions]
+    return Finding(
+        "ct_bone_lumen_released", Severity.WARNING,
+        f"{ml:.0f} ml that the bone thresholds reached was homogeneous like blood, tube-shaped and outside the "
+        f"cortex, so it was taken out of bone and labelled as a contrast-filled vessel: {'; '.join(parts)}. "
+        "Check the bone and vessel models against the images at these positions before using them.",
+        "REQ-FUNC-1801", {"released_ml": ml, "regions": lumens.regions},
+    )
+
+
+def _suspect_vessel_finding(bone: Array, hu: Array, hu_smooth: Array, texture: Texture, geo: GridGeometry,
+                            fine: GridGeometry, ndi: ModuleType, p: CtDefaultParameters) -> list[Finding]:
+    """A WARNING when the final bone holds regions the method cannot tell from a contrast-filled vessel
+    (:func:`ct_lumen.suspect_lumens`), each named by volume, position and the CT's slices (``fine``: its grid)."""
+    suspects = suspect_lumens(bone, hu, hu_smooth, texture.noise_hu, geo, ndi, p)
+    if not suspects.regions:
+        return []
+    parts = [_region_text(row, fine) for row in suspects.regions]
+    return [Finding(
+        "ct_bone_may_hold_vessel", Severity.WARNING,
+        f"The bone label may hold contrast-filled vessel: {suspects.total_ml:.0f} ml of it is homogeneous like "
+        f"blood, tube-shaped, not cortex and not enclosed by cortex, which the method cannot tell from a vessel "
+        f"lumen: {'; '.join(parts)}. Do not rely on the bone model there: check it against the images.",
+        "REQ-SAFE-1800", {"suspect_ml": suspects.total_ml, "regions": suspects.regions},
+    )]
+
+
 def _boundary_rules(p: CtDefaultParameters) -> tuple[BoundaryRule, ...]:
     """The threshold boundaries placed at the CT's own resolution after segmenting on blocks (skin, bone, lungs)."""
     body, bone = STRUCTURES["body"].label, STRUCTURES["bone"].label
@@ -359,7 +413,10 @@ def segment_ct(
         ))
     t = stage("vessels", 0.4, t)
     midline = sub.midline_x(xp, body)
-    bone = segment_bone(hu, body, vessels | enhancing, texture, midline, sub, ndi, p)
+    bone, lumens = segment_bone(hu, hu_smooth, body, vessels | enhancing, texture, midline, sub, ndi, p)
+    if lumens.regions:
+        vessels = vessels | lumens.mask
+        findings.append(_lumen_release_finding(lumens, sub, fine))
     t = stage("bone", 0.6, t)
     air = (hu_smooth < p.lung_hu) & body
     seed = find_trachea_seed(hu, air, body, sub, ndi, p)
@@ -408,6 +465,7 @@ def segment_ct(
             "REQ-SAFE-152", {"smooth_share": round(soft_share, 3), "released_ml": round(released_ml, 1),
                              "smooth_share_after": round(smooth_bone_share(bone, hu_smooth, texture, p), 3)},
         ))
+    findings.extend(_suspect_vessel_finding(bone, hu, hu_smooth, texture, sub, fine, ndi, p))
     t = stage("lungs", 0.9, t)
     lab = xp.zeros(hu.shape, dtype=xp.uint8)
     for name, mask in (("body", body), ("vessels_contrast", vessels), ("bone", bone),

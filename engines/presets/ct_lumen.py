@@ -229,5 +229,175 @@ def describe_regions(release: SmoothRelease, geo: GridGeometry) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["SmoothRelease", "describe_regions", "enhanced_parenchyma_share", "release_smooth_regions",
-           "vessel_wall_calcification"]
+def _median_by_label(flat: Array, values: Array, n: int) -> Array:
+    """Per label ``0..n`` of ``flat``: the (upper) median of ``values`` (0 for an empty label).
+
+    One sort by (label, value); the median is then read at each label's middle position. The sorted values do not
+    depend on how ties are broken, so NumPy and CuPy give the same medians.
+    """
+    xp = morph.array_module_of(values)
+    counts = xp.bincount(flat, minlength=n + 1)
+    if int(flat.size) == 0:
+        return xp.zeros(n + 1, dtype=xp.float64)
+    order = xp.lexsort(xp.stack([values.astype(xp.float64), flat.astype(xp.float64)]))
+    ordered = values[order].astype(xp.float64)
+    starts = xp.cumsum(counts) - counts
+    middle = xp.minimum(starts + counts // 2, int(flat.size) - 1)
+    return xp.where(counts > 0, ordered[middle], 0.0)
+
+
+@dataclass
+class SuspectLumens:
+    """Regions of the bone label that the method cannot tell from a contrast-filled vessel (see
+    :func:`suspect_lumens`): their voxels and one row per region (volume, centre, axial extent)."""
+
+    mask: Array
+    regions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def total_ml(self) -> float:
+        """Total volume of the listed regions (ml)."""
+        return round(sum(float(r["ml"]) for r in self.regions), 1)
+
+
+def suspect_lumens(bone: Array, hu: Array, hu_smooth: Array, noise_hu: float, geo: GridGeometry, ndi: ModuleType,
+                   p: CtDefaultParameters, split: bool = False) -> SuspectLumens:
+    """Regions of ``bone`` that look like a contrast-filled vessel lumen rather than bone, on any scan.
+
+    Independent of whether contrast or enhancing organs were found (a phase the gates miss must not leave a vessel
+    in bone in silence). A region is suspect when it is
+
+    * not cortex and not marrow: outside the axial envelope of the cortex (above ``bone_cortex_hu``, closed by
+      ``bone_closing_mm``, holes filled per slice) and between ``bone_weak_hu`` and ``bone_cortex_hu`` (blood of
+      any phase; cortex is denser),
+    * tubular and thick: it holds a ball of ``vessel_core_radius_mm`` (a lumen at least 8 mm across) and runs at
+      least ``lumen_min_length_mm`` along the body axis,
+    * homogeneous: the robust spread of its HU (1.4826 x the median absolute deviation) is at most
+      ``suspect_spread_ratio`` times the scan's noise (blood is uniform, its spread is the noise; trabecular bone
+      adds the structure of its trabeculae; measured 0.8-1.1 x on lumens, 1.1-2 x on marrow outside the envelope
+      of 3 mm and 1.5 mm grids),
+    * not enclosed: less than ``enclosed_bone_share`` of the shell ``enclosure_ring_inner_mm..enclosure_ring_mm``
+      around it is bone (a lumen lies on a bone; marrow is ringed by it).
+
+    With ``split`` the thick parts are first cut where a ``vessel_split_mm`` erosion parts them (a lumen lying on a
+    vertebral body whose cortex the grid does not resolve shares one part with it) and each part is judged alone;
+    a part must then be at least ``lumen_min_ml``, belong to a thick component that runs at least
+    ``lumen_release_length_mm`` along the body axis (continuous over slices), and be a tube, its volume over its
+    length at most ``lumen_max_area_mm2`` (an aorta or vena cava of 25-30 mm is 500-700 mm²; a kidney or the
+    spleen, 1500-2000 mm², is enhancing organ, not lumen); nothing within ``metal_margin_mm`` of metal (above
+    ``metal_hu``) is judged, its streaks make any HU.
+    Only regions of at least ``suspect_warn_ml`` are kept. The mask holds the kept parts grown back by
+    ``vessel_core_radius_mm`` within the candidates. Work is done on the bounding box of the candidates.
+    """
+    xp = morph.array_module_of(hu)
+    empty = SuspectLumens(xp.zeros_like(bone))
+    if not bool(bone.any()):
+        return empty
+    cortex = bone & (hu > p.bone_cortex_hu)
+    envelope = morph.fill_holes(morph.closing_ball(cortex, ndi, p.bone_closing_mm, geo.spacing), ndi,
+                                geo.axial_axis)
+    cand = (bone & ~envelope & (hu_smooth > p.bone_weak_hu) & (hu_smooth < p.bone_cortex_hu)
+            & (hu < p.bone_cortex_hu))
+    metal = hu > p.metal_hu
+    if split and bool(metal.any()):  # streaks from metal make tissue near it look like anything: not judged
+        cand &= ~morph.dilate_ball(metal, ndi, p.metal_margin_mm, geo.spacing)
+    if not bool(cand.any()):
+        return empty
+    margin = int(np.ceil((p.enclosure_ring_mm + p.vessel_split_mm) / min(geo.spacing))) + 1
+    box = geo.bounding_box(cand, margin=margin)
+    sub = geo.cropped(box)
+    cand_box = cand[box]
+    core = morph.opening_ball(cand_box, ndi, p.vessel_core_radius_mm, sub.spacing)
+    whole, m, whole_sizes = morph.component_table(core, ndi)
+    if m == 0:
+        return empty
+    whole_length = _axial_length(whole, m, core, sub)
+    if split:
+        # continuous over slices: only thick components that run at least lumen_release_length_mm along the body
+        # axis can hold a lumen; they are cut where a vessel_split_mm erosion parts them
+        long = whole_length >= p.lumen_release_length_mm
+        long[0] = False
+        core = core & long[whole]
+        if not bool(core.any()):
+            return empty
+        lab, n = morph.split_by_erosion(core, ndi, p.vessel_split_mm, sub.spacing)
+        sizes = xp.bincount(lab.ravel(), minlength=n + 1)
+        sizes[0] = 0
+        length_mm = _axial_length(lab, n, core, sub)
+        # a tube: the part's mean cross-section is that of a great vessel, not of an organ (kidney, spleen)
+        area_mm2 = sizes.astype(xp.float64) * (sub.voxel_ml * 1000.0) / xp.maximum(length_mm, 1e-6)
+        keep = (sizes >= sub.voxels_for_ml(p.lumen_min_ml)) & (area_mm2 <= p.lumen_max_area_mm2)
+    else:
+        lab, n, sizes, length_mm = whole, m, whole_sizes, whole_length
+        keep = (length_mm >= p.lumen_min_length_mm) & (sizes >= sub.voxels_for_ml(p.suspect_warn_ml))
+    flat = lab[core]
+    values = hu[box][core]
+    median = _median_by_label(flat, values, n)
+    spread = 1.4826 * _median_by_label(flat, xp.abs(values.astype(xp.float64) - median[flat]), n)
+    keep &= spread <= p.suspect_spread_ratio * noise_hu
+    keep[0] = False
+    if not bool(keep.any()):
+        return empty
+    # the shell is judged around the parts that passed so far (the others count as what they are, bone or not)
+    judged = core & keep[lab]
+    ring = morph.ring_labels(lab * judged, judged, ndi, p.enclosure_ring_inner_mm, p.enclosure_ring_mm,
+                             sub.spacing)
+    owned = ring > 0
+    total = xp.bincount(ring[owned], minlength=n + 1)
+    in_bone = xp.bincount(ring[owned], weights=bone[box][owned].astype(xp.float64), minlength=n + 1)
+    keep &= in_bone < p.enclosed_bone_share * total
+    keep[0] = False
+    if not bool(keep.any()):
+        return empty
+    sel = keep[lab]
+    if split:  # the lumen is the candidate region around its kept parts (the cut took its rim to the bone's part)
+        sel = sel | (morph.dilate_ball(sel, ndi, p.vessel_core_radius_mm, sub.spacing) & cand_box)
+        sel = morph.remove_small(sel, ndi, sub.voxels_for_ml(p.bone_min_ml))
+    mask = xp.zeros_like(bone)
+    mask[box] = sel
+    return SuspectLumens(mask, _suspect_rows(sel, hu[box], sub, ndi))
+
+
+def _axial_length(lab: Array, n: int, mask: Array, geo: GridGeometry) -> Array:
+    """Per label ``0..n`` of ``lab`` on ``mask``: how far it extends along the body axis (mm, slices x spacing)."""
+    xp = morph.array_module_of(mask)
+    axis = geo.axial_axis
+    present = xp.zeros((n + 1, mask.shape[axis]), dtype=bool)
+    present[lab[mask], mask.nonzero()[axis]] = True  # a scatter of True: the same on numpy and cupy
+    return xp.count_nonzero(present, axis=1).astype(xp.float64) * geo.spacing[axis]
+
+
+def _suspect_rows(sel: Array, hu: Array, geo: GridGeometry, ndi: ModuleType) -> list[dict[str, Any]]:
+    """One row per 6-connected region of ``sel``: volume (ml), centre and first/last axial slice centre (LPS mm),
+    median HU."""
+    xp = morph.array_module_of(sel)
+    lab, n, sizes = morph.component_table(sel, ndi)
+    flat = lab[sel]
+    median = _median_by_label(flat, hu[sel], n)
+    idx = sel.nonzero()
+    centres = [xp.bincount(flat, weights=idx[a].astype(xp.float64), minlength=n + 1) / xp.maximum(sizes, 1)
+               for a in range(3)]
+    axis = geo.axial_axis
+    present = xp.zeros((n + 1, sel.shape[axis]), dtype=bool)
+    present[flat, idx[axis]] = True
+    rows: list[dict[str, Any]] = []
+    for value in range(1, n + 1):
+        ijk = np.array([float(c[value]) for c in centres] + [1.0])
+        slices = [int(v) for v in xp.nonzero(present[value])[0].tolist()]
+        ends = []
+        for s in (slices[0], slices[-1]):
+            at = ijk.copy()
+            at[axis] = float(s)
+            ends.append(round(float((geo.affine @ at)[2]), 1))
+        rows.append({
+            "ml": round(float(sizes[value]) * geo.voxel_ml, 1),
+            "centre_lps_mm": [round(float(v), 1) for v in (geo.affine @ ijk)[:3]],
+            "z_range_lps_mm": [min(ends), max(ends)],
+            "median_hu": round(float(median[value]), 0),
+        })
+    rows.sort(key=lambda r: (-float(r["ml"]), r["centre_lps_mm"]))
+    return rows
+
+
+__all__ = ["SmoothRelease", "SuspectLumens", "describe_regions", "enhanced_parenchyma_share",
+           "release_smooth_regions", "suspect_lumens", "vessel_wall_calcification"]

@@ -59,6 +59,13 @@ class CtDefaultParameters:
     vessel_wall_mm: float = 3.0  # bone within this of a contrast lumen that is too thin for a ball of...
     bone_body_radius_mm: float = 3.0  # ...this radius is the calcified vessel wall, not cortex (ct_lumen)
     smooth_release_warn_ml: float = 2.0  # a WARNING names released regions from this total volume on
+    suspect_spread_ratio: float = 1.5  # bone that may be a vessel: homogeneous (robust HU spread <= this x noise;
+    suspect_warn_ml: float = 5.0  # lumens 0.8-1.1, marrow 1.1-2), tubular, unenclosed, at least this large
+    lumen_max_area_mm2: float = 1000.0  # a lumen taken out of bone is a tube of at most this mean cross-section
+    lumen_min_ml: float = 1.0  # and at least this large (as a blood-pool core, ct_contrast) and...
+    lumen_release_length_mm: float = 30.0  # ...part of a lumen this long along the body axis (a vertebra + disc)
+    metal_hu: float = 2500.0  # metal (implants): denser than any cortex; within metal_margin_mm its streaks...
+    metal_margin_mm: float = 20.0  # ...corrupt the HU, so no lumen is judged there
     enhanced_low_hu: float = 90.0  # smooth soft tissue in this range, more than enhancement_bone_margin_mm...
     enhanced_high_hu: float = 250.0
     enhancement_bone_margin_mm: float = 5.0  # ...from bone, is enhanced organ; from this share of the soft tissue
