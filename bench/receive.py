@@ -70,25 +70,26 @@ def make_instances(out: Path, associations: int, per: int) -> list[list[Path]]:
     return folders
 
 
-def send_parallel(port: int, called: str, folders: list[list[Path]]) -> tuple[float, list[int], float]:
-    """Run one storescu per folder at once; returns wall seconds, exit codes and the senders' CPU seconds
-    (user + sys of every storescu, from ``wait4``)."""
+def send_parallel(port: int, called: str, folders: list[list[Path]]) -> tuple[float, list[int], float, float]:
+    """Run one storescu per folder at once; returns wall seconds, exit codes and the senders' user and sys CPU
+    seconds (summed over every storescu, from ``wait4``)."""
     env = dict(os.environ, TCP_NODELAY="1")
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
             ["storescu", "-aet", "BENCH", "-aec", called, "-xe", "127.0.0.1", str(port), *map(str, files)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
         )
         for files in folders
     ]  # fmt: skip
-    codes, cpu = [], 0.0
+    codes, user, sys_ = [], 0.0, 0.0
     for p in procs:
         _, status, usage = os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
         codes.append(p.returncode)
-        cpu += usage.ru_utime + usage.ru_stime
-    return time.perf_counter() - start, codes, cpu
+        user += usage.ru_utime
+        sys_ += usage.ru_stime
+    return time.perf_counter() - start, codes, user, sys_
 
 
 @dataclass
@@ -110,7 +111,8 @@ def run_storescp(folders: list[list[Path]], work: Path) -> Run:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
     time.sleep(0.5)
     try:
-        wall, codes, senders = send_parallel(port, "ANCHOR", folders)
+        wall, codes, s_user, s_sys = send_parallel(port, "ANCHOR", folders)
+        senders = s_user + s_sys
     finally:
         time.sleep(0.5)
         scp.terminate()
@@ -145,7 +147,8 @@ def run_appliance(folders: list[list[Path]], work: Path) -> Run:
     svc.start(importer=False)
     cpu = resource.getrusage(resource.RUSAGE_SELF)
     try:
-        wall, codes, senders = send_parallel(port, cfg.dicom.ae_title, folders)
+        wall, codes, s_user, s_sys = send_parallel(port, cfg.dicom.ae_title, folders)
+        senders = s_user + s_sys
     finally:
         receiver = svc.receiver
         svc.stop()

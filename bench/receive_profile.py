@@ -22,7 +22,6 @@ import os
 import pstats
 import resource
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from receive import ROOT, free_port, make_instances
+from receive import ROOT, free_port, make_instances, send_parallel
 
 sys.path.insert(0, str(ROOT))
 
@@ -159,28 +158,6 @@ def profile_threads() -> None:
     session.DicomSession.run = profiled(session.DicomSession.run)  # type: ignore[method-assign]
 
 
-def send(port: int, called: str, folders: list[list[Path]]) -> tuple[float, float, float, list[int]]:
-    """storescu per folder at once: wall s, senders' user s, sys s, exit codes (``wait4`` of each)."""
-    env = dict(os.environ, TCP_NODELAY="1")
-    start = time.perf_counter()
-    procs = [
-        subprocess.Popen(
-            ["storescu", "-aet", "BENCH", "-aec", called, "-xe", "127.0.0.1", str(port), *map(str, files)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-        )
-        for files in folders
-    ]  # fmt: skip
-    user = sys_ = 0.0
-    codes = []
-    for p in procs:
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        codes.append(p.returncode)
-        user += usage.ru_utime
-        sys_ += usage.ru_stime
-    return time.perf_counter() - start, user, sys_, codes
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--associations", type=int, default=1)
@@ -213,7 +190,7 @@ def main() -> int:
         TIMERS.clear()
         OUTERMOST[0] = 0.0
         try:
-            wall, s_user, s_sys, codes = send(port, cfg.dicom.ae_title, folders)
+            wall, codes, s_user, s_sys = send_parallel(port, cfg.dicom.ae_title, folders)
         finally:
             receiver = svc.receiver
             svc.stop()
