@@ -101,12 +101,10 @@ def format_rows(row_format: str, array: npt.NDArray[np.generic]) -> str:
     the same text as one operation over all rows)."""
     if array.size == 0:
         return ""
-    block = row_format * min(FORMAT_BLOCK_ROWS, int(array.shape[0]))
     parts = []
     for start in range(0, int(array.shape[0]), FORMAT_BLOCK_ROWS):
         rows = array[start : start + FORMAT_BLOCK_ROWS]
-        text = block if rows.shape[0] == FORMAT_BLOCK_ROWS or start == 0 else row_format * int(rows.shape[0])
-        parts.append(text % tuple(rows.ravel().tolist()))
+        parts.append((row_format * int(rows.shape[0])) % tuple(rows.ravel().tolist()))
     return "".join(parts)
 
 

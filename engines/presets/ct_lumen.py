@@ -98,9 +98,7 @@ def _region_rows(released: Array, lumens: Array, geo: GridGeometry, ndi: ModuleT
     sizes = xp.bincount(lab.ravel(), minlength=n + 1)
     lumen_count = xp.bincount(lab[lumens], minlength=n + 1)
     idx = released.nonzero()
-    flat = lab[released]
-    centres = [xp.bincount(flat, weights=idx[a].astype(xp.float64), minlength=n + 1) / xp.maximum(sizes, 1)
-               for a in range(3)]
+    centres = _label_centres(lab[released], idx, sizes, n)
     rows: list[dict[str, Any]] = []
     for value in range(1, n + 1):
         ijk = np.array([float(c[value]) for c in centres] + [1.0])
@@ -362,9 +360,23 @@ def _axial_length(lab: Array, n: int, mask: Array, geo: GridGeometry) -> Array:
     """Per label ``0..n`` of ``lab`` on ``mask``: how far it extends along the body axis (mm, slices x spacing)."""
     xp = morph.array_module_of(mask)
     axis = geo.axial_axis
-    present = xp.zeros((n + 1, mask.shape[axis]), dtype=bool)
-    present[lab[mask], mask.nonzero()[axis]] = True  # a scatter of True: the same on numpy and cupy
+    present = _axial_presence(lab[mask], mask.nonzero()[axis], n, mask.shape[axis])
     return xp.count_nonzero(present, axis=1).astype(xp.float64) * geo.spacing[axis]
+
+
+def _axial_presence(flat: Array, slice_index: Array, n: int, n_slices: int) -> Array:
+    """``(n + 1, n_slices)`` booleans: label ``flat[k]`` has a voxel on axial slice ``slice_index[k]``."""
+    xp = morph.array_module_of(flat)
+    present = xp.zeros((n + 1, n_slices), dtype=bool)
+    present[flat, slice_index] = True  # a scatter of True: the same on numpy and cupy
+    return present
+
+
+def _label_centres(flat: Array, idx: tuple[Array, ...], sizes: Array, n: int) -> list[Array]:
+    """Per voxel axis, the mean voxel index of each label ``0..n`` (``flat``: the labels at the voxels ``idx``)."""
+    xp = morph.array_module_of(flat)
+    return [xp.bincount(flat, weights=idx[a].astype(xp.float64), minlength=n + 1) / xp.maximum(sizes, 1)
+            for a in range(3)]
 
 
 def _suspect_rows(sel: Array, hu: Array, geo: GridGeometry, ndi: ModuleType) -> list[dict[str, Any]]:
@@ -375,11 +387,9 @@ def _suspect_rows(sel: Array, hu: Array, geo: GridGeometry, ndi: ModuleType) -> 
     flat = lab[sel]
     median = _median_by_label(flat, hu[sel], n)
     idx = sel.nonzero()
-    centres = [xp.bincount(flat, weights=idx[a].astype(xp.float64), minlength=n + 1) / xp.maximum(sizes, 1)
-               for a in range(3)]
+    centres = _label_centres(flat, idx, sizes, n)
     axis = geo.axial_axis
-    present = xp.zeros((n + 1, sel.shape[axis]), dtype=bool)
-    present[flat, idx[axis]] = True
+    present = _axial_presence(flat, idx[axis], n, sel.shape[axis])
     rows: list[dict[str, Any]] = []
     for value in range(1, n + 1):
         ijk = np.array([float(c[value]) for c in centres] + [1.0])
