@@ -31,8 +31,8 @@ const meta = new Map();  // structure name -> manifest entry
 const TERMS = JSON.parse(document.getElementById('structure-terms').textContent);
 const MARGIN_RE = new RegExp(TERMS.margin.regex);
 const STATE_KEY = `case-state-${jobId}`;  // the screen's state kept across a language switch (sessionStorage)
-// The job states this screen showed the models in, in order, across its reloads (sessionStorage; read by the
-// browser tests and the first-frame benchmark: e.g. ["viewable", "done"]).
+// Each time this screen showed the models, across its reloads (sessionStorage; read by the browser tests and the
+// first-frame benchmark): the job's state then (e.g. viewable, then done) and what the screen said beside them.
 const SHOWN_KEY = `case-shown-${jobId}`;
 const pending = document.getElementById('exports-pending');
 
@@ -379,10 +379,15 @@ function reloadKeepingState() {
   window.location.reload();
 }
 
+/** Notes that the models are on screen: the job's state, the structures listed, which banner and report link show. */
 function recordShown(state) {
   let shown = [];
   try { shown = JSON.parse(sessionStorage.getItem(SHOWN_KEY) || '[]'); } catch { shown = []; }
-  shown.push(state);
+  const visible = (id) => { const node = document.getElementById(id); return !!node && !node.classList.contains('hidden'); };
+  shown.push({
+    state, at: Date.now(), structures: viewer.structures.size, pending: visible('exports-pending'),
+    pendingText: visible('exports-pending') ? pending.textContent.trim() : '', report: visible('report-link'),
+  });
   sessionStorage.setItem(SHOWN_KEY, JSON.stringify(shown));
 }
 
