@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Error as PlaywrightError
 from nurse_served import SAMPLE_CT, STORESCU, ServedBox, rewrite_study, start_box, storescu, wait_complete
+from playwright.sync_api import Error as PlaywrightError
 from ui_browser import login, new_page, screenshot, wait_js
 
 from appliance.audit import AUDIT_FILENAME, AuditLog
