@@ -36,7 +36,7 @@ from typing import Any, Literal, Protocol
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request, send_file, stream_with_context
 
 from appliance.export import FORMATS as MESH_FORMATS
-from appliance.export.manifest import VIEWABLE_NAME
+from appliance.export.manifest import MANIFEST_NAME, VIEWABLE_NAME
 from appliance.service.api_token import API_TOKEN_FILE as API_TOKEN_FILE
 from appliance.service.api_token import issue_api_token as issue_api_token
 from appliance.service.api_token import read_api_token as read_api_token
@@ -304,19 +304,31 @@ def job(job_id: int) -> Response:
     return jsonify(data)
 
 
+#: The files a ``viewable`` job serves: these keys of its ``files`` and each structure's GLB (what the kiosk shows).
+VIEWER_FILE_KEYS = frozenset({"labels", "structures", "segmentation", "image", "scene_glb"})
+
+
 def viewable_files(folder: Path) -> frozenset[str] | None:
-    """The files of a ``viewable`` job's unfinished folder the kiosk may read: ``viewable.json`` and every file it
-    names (image, label map, scene and structure GLBs); None when there is no readable ``viewable.json``."""
-    try:
-        described = json.loads((folder / VIEWABLE_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(described, dict):
-        return None
-    named = [described.get("files", {})] + [s.get("files", {}) for s in described.get("structures", [])
-                                             if isinstance(s, dict)]  # fmt: skip
-    return frozenset({VIEWABLE_NAME} | {v for d in named if isinstance(d, dict) for v in d.values()
-                                        if isinstance(v, str)})  # fmt: skip
+    """The files of a ``viewable`` job's unfinished folder the kiosk may read: ``viewable.json`` and the viewer's
+    files it names (image, label map, scene and structure GLBs); None when the folder has no readable description.
+
+    In the moment between the pipeline writing the manifest (which supersedes ``viewable.json``) and the worker
+    publishing the finished folder, the same viewer files are read from the manifest: a slice view opened then
+    still finds its image."""
+    for name in (VIEWABLE_NAME, MANIFEST_NAME):
+        try:
+            described = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(described, dict):
+            continue
+        files = described.get("files")
+        named = {v for k, v in files.items() if k in VIEWER_FILE_KEYS} if isinstance(files, dict) else set()
+        for s in described.get("structures", []):
+            glb = s.get("files", {}).get("glb") if isinstance(s, dict) and isinstance(s.get("files"), dict) else None
+            named.add(glb)
+        return frozenset({VIEWABLE_NAME} | {v for v in named if isinstance(v, str)})
+    return None
 
 
 def _job_folder(svc: ApiService, job_id: int) -> tuple[Path | None, frozenset[str] | None, str]:

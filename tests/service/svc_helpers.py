@@ -110,7 +110,7 @@ class FakeReconstruct:
                 raise OSError(28, "No space left on device", str(out_dir / "meshes" / "body.3mf"))
             if not self.release.wait(60):  # the test looks at the viewable job, then lets the exports finish
                 raise TimeoutError("the test never released the late exports")
-            (out_dir / "viewable.json").unlink()
+            (out_dir / "viewable.json").unlink(missing_ok=True)
         (out_dir / "meshes" / "body.stl").write_bytes(b"\0" * 84)
         report = "<html>report</html>" if self.behaviour != "leak" else f"<html>{PATIENT_NAME}</html>"
         (out_dir / "report.html").write_text(report)

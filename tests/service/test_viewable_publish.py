@@ -99,6 +99,11 @@ def test_viewable_job_serves_the_models_and_names_what_waits_for_done(
             assert r.status_code in (404, 409), (what, r.status_code, r.data)
             assert f"job {job_id}" in r.get_json()["error"] and "viewable" in r.get_json()["error"], (what, r.data)
         assert svc.catalogue.job(job_id).finished_at is None
+        # the manifest written, the folder not yet published: the viewer's files still come, the manifest does not
+        (unfinished / "viewable.json").replace(unfinished / "manifest.json")
+        assert client.get(f"/api/jobs/{job_id}/files/meshes/body.glb").data == b"glTF-body"
+        assert client.get(f"/api/jobs/{job_id}/files/manifest.json").status_code == 409
+        (unfinished / "manifest.json").unlink()
     finally:
         fake.release.set()
     assert _wait_state(svc, job_id, {"done", "failed"}) == "done"
