@@ -290,11 +290,10 @@ def export_meshes(
 ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """Write every structure in every format and the scene files; returns per-structure and scene file maps.
 
-    The files the kiosk shows the models from come first (``scene.glb``, and each structure's GLB when ``glb`` is
-    asked for; every mesh's GLB arrays made once), then ``on_viewable(per_structure_files, scene_files)`` (the files
-    written so far) is called and ``progress`` says
-    ``meshes viewable``; STL, OBJ, PLY and the 3MF parts and scene follow (docs/reconstruct.md, "Meshes
-    viewable").
+    The file the kiosk shows the models from comes first (``scene.glb``; every mesh's GLB arrays made once, shared
+    with the structures' GLBs), then ``on_viewable(per_structure_files, scene_files)`` (the files written so far) is
+    called and ``progress`` says ``meshes viewable``; each structure's GLB (when ``glb`` is asked for), STL, OBJ,
+    PLY and the 3MF parts and scene follow (docs/reconstruct.md, "Meshes viewable").
     """
     mesh_dir = out_dir / MESH_DIR
     _clear_stale_meshes(mesh_dir)
@@ -308,14 +307,18 @@ def export_meshes(
     categories = {s.name: s.category for s in labelmap.structures}
     opacity = {m.name: MARGIN_OPACITY for m in meshes if categories.get(m.name) == StructureCategory.MARGIN}
     parts = [mesh_dir / f"{m.name}.glb" for m in meshes] if "glb" in formats else None
-    written = write_glb_parts_and_scene(meshes, parts, out_dir / SCENE_GLB, opacity)
+
+    def scene_written() -> None:
+        scene["scene_glb"] = SCENE_GLB
+        if on_viewable is not None:
+            on_viewable({name: dict(files) for name, files in per_structure.items()}, dict(scene))
+        if progress is not None:
+            progress("meshes viewable", 1 / steps)
+
+    # scene.glb is what the kiosk shows: the structures' own GLBs (an export format) follow "meshes viewable"
+    written = write_glb_parts_and_scene(meshes, parts, out_dir / SCENE_GLB, opacity, after_scene=scene_written)
     for mesh, path in zip(meshes, written[:-1], strict=False):
         record(mesh.name, path)
-    scene["scene_glb"] = written[-1].relative_to(out_dir).as_posix()
-    if on_viewable is not None:
-        on_viewable({name: dict(files) for name, files in per_structure.items()}, dict(scene))
-    if progress is not None:
-        progress("meshes viewable", 1 / steps)
     # the 3MF parts and scene.3mf (XML, then deflate, which releases the GIL) on a side thread while STL, OBJ and
     # PLY are written here: the same files, the two halves overlapping on the machine's cores
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-3mf") as side:
