@@ -443,9 +443,12 @@ async function showCase(job) {
   try { manifest = await getJSON(fileUrl(early ? 'viewable.json' : 'manifest.json'), { background: true }); } catch { manifest = {}; }
   for (const entry of manifest.structures || []) meta.set(entry.name, entry);
   const files = manifest.files || {};
+  const failed = () => root.dataset.exports === 'failed';  // the job failed while this screen was loading
   if (early) {  // never shown as done: no report, no approval, no export until every file is written
-    pending.classList.remove('hidden');
-    root.dataset.exports = 'pending';
+    if (!failed()) {
+      pending.classList.remove('hidden');
+      root.dataset.exports = 'pending';
+    }
   } else {
     const report = document.getElementById('report-link');
     report.href = fileUrl(files.report || 'report.html');
@@ -461,7 +464,7 @@ async function showCase(job) {
     }
     recordShown(job.state);
   } catch (err) {
-    say(t('viewer.model_failed'));  // (a job that became done meanwhile loads again: its tracker reloads the page)
+    if (!failed()) say(t('viewer.model_failed'));  // (a job done meanwhile loads again: its tracker reloads the page)
     console.info(err);
   }
   await reloadRevision();
