@@ -13,6 +13,10 @@ and returns the manifest it wrote last, atomically, into ``out_dir``::
     out_dir/report.html                             self-contained report
     out_dir/manifest.json                           the record (appliance.export.manifest)
 
+While the late exports are written, ``out_dir/viewable.json`` describes what the kiosk may already show (the
+structures with their QA and GLBs, the image, the findings so far; ``on_viewable`` is called once it is on disk); it
+is removed when the manifest, which supersedes it, is written (docs/reconstruct.md, "Meshes viewable").
+
 The stage implementations come from :class:`Components` (the real modules by default); tests inject small fakes
 through the ``components`` argument.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
 import platform
 import re
@@ -42,9 +47,10 @@ from appliance.errors import PipelineError, RefusedInput
 from appliance.export import FORMATS, WRITERS, parse_formats
 from appliance.export.glb import write_glb_parts_and_scene
 from appliance.export.image import IMAGE_KEY, IMAGE_NAME, write_image_volume
-from appliance.export.manifest import MANIFEST_NAME, json_safe, redact, write_manifest
+from appliance.export.manifest import MANIFEST_NAME, VIEWABLE_NAME, json_safe, redact, write_manifest
 from appliance.export.report import REPORT_NAME, report_pictures, write_report
 from appliance.export.threemf import write_3mf_parts_and_scene
+from appliance.fsio import atomic_write_bytes
 from appliance.ingest import load_input
 from appliance.meshing import mesh_labelmap, mesh_qa
 from appliance.typed import Device, ProgressCallback
@@ -279,14 +285,15 @@ def _clear_stale_meshes(mesh_dir: Path) -> None:
 
 def export_meshes(
     meshes: Sequence[Mesh], labelmap: LabelMap, out_dir: Path, formats: Sequence[str],
-    progress: ProgressCallback | None = None, on_viewable: Callable[[], None] | None = None,
+    progress: ProgressCallback | None = None,
+    on_viewable: Callable[[Mapping[str, Mapping[str, str]], Mapping[str, str]], None] | None = None,
 ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """Write every structure in every format and the scene files; returns per-structure and scene file maps.
 
-    The files the kiosk shows the models from come first (``scene.glb``, and each structure's GLB when ``glb`` is
-    asked for; every mesh's GLB arrays made once), then ``on_viewable()`` is called and ``progress`` says
-    ``meshes viewable``; STL, OBJ, PLY and the 3MF parts and scene follow (docs/reconstruct.md, "Meshes
-    viewable").
+    The file the kiosk shows the models from comes first (``scene.glb``; every mesh's GLB arrays made once, shared
+    with the structures' GLBs), then ``on_viewable(per_structure_files, scene_files)`` (the files written so far) is
+    called and ``progress`` says ``meshes viewable``; each structure's GLB (when ``glb`` is asked for), STL, OBJ,
+    PLY and the 3MF parts and scene follow (docs/reconstruct.md, "Meshes viewable").
     """
     mesh_dir = out_dir / MESH_DIR
     _clear_stale_meshes(mesh_dir)
@@ -300,14 +307,18 @@ def export_meshes(
     categories = {s.name: s.category for s in labelmap.structures}
     opacity = {m.name: MARGIN_OPACITY for m in meshes if categories.get(m.name) == StructureCategory.MARGIN}
     parts = [mesh_dir / f"{m.name}.glb" for m in meshes] if "glb" in formats else None
-    written = write_glb_parts_and_scene(meshes, parts, out_dir / SCENE_GLB, opacity)
+
+    def scene_written() -> None:
+        scene["scene_glb"] = SCENE_GLB
+        if on_viewable is not None:
+            on_viewable({name: dict(files) for name, files in per_structure.items()}, dict(scene))
+        if progress is not None:
+            progress("meshes viewable", 1 / steps)
+
+    # scene.glb is what the kiosk shows: the structures' own GLBs (an export format) follow "meshes viewable"
+    written = write_glb_parts_and_scene(meshes, parts, out_dir / SCENE_GLB, opacity, after_scene=scene_written)
     for mesh, path in zip(meshes, written[:-1], strict=False):
         record(mesh.name, path)
-    scene["scene_glb"] = written[-1].relative_to(out_dir).as_posix()
-    if on_viewable is not None:
-        on_viewable()
-    if progress is not None:
-        progress("meshes viewable", 1 / steps)
     # the 3MF parts and scene.3mf (XML, then deflate, which releases the GIL) on a side thread while STL, OBJ and
     # PLY are written here: the same files, the two halves overlapping on the machine's cores
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-3mf") as side:
@@ -371,6 +382,7 @@ def reconstruct(
     smoothing_iterations: int = 20,
     target_triangles: int | None = None,
     components: Components | None = None,
+    on_viewable: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Reconstruct ``input_path`` (DICOM folder/zip/file, NIfTI, NRRD) into ``out_dir``; returns the manifest.
 
@@ -387,6 +399,8 @@ def reconstruct(
         series_uid: the series to use when the input holds several. modality: labels NIfTI/NRRD input.
         smoothing_iterations, target_triangles: meshing parameters.
         components: stage implementations (default: the real modules).
+        on_viewable: called once when the models can be shown (``viewable.json`` and every file it names are on
+            disk), before the late exports; the service publishes the job to the kiosk then (REQ-FUNC-1890).
 
     Raises:
         RefusedInput: ingest refused the input (exit code 2); nothing is written.
@@ -404,8 +418,6 @@ def reconstruct(
     started = time.perf_counter()
     milestones: dict[str, float] = {}
 
-    def meshes_viewable() -> None:
-        milestones["meshes_viewable"] = round(time.perf_counter() - started, 3)
     records: list[dict[str, Any]] = []
 
     with tracker.stage("ingest"):
@@ -448,13 +460,19 @@ def reconstruct(
     with tracker.stage("export"):
         for write in writes:
             write.result()  # a failed label or image write fails the run here, naming its cause
+        sensitive = sensitive_strings(volume, series, input_path)
+
+        def meshes_viewable(viewer_files: Mapping[str, Mapping[str, str]], scene: Mapping[str, str]) -> None:
+            _write_viewable(out, volume, preset_name, meshes, labelmap, viewer_files, scene, records, sensitive)
+            milestones["meshes_viewable"] = round(time.perf_counter() - started, 3)
+            if on_viewable is not None:
+                on_viewable()
+
         per_structure, scene_files = export_meshes(meshes, labelmap, out, fmts, tracker.sub("export"),
                                                    meshes_viewable)
     milestones["mesh_files_done"] = round(time.perf_counter() - started, 3)
 
-    files = {key: name for key, name in (("labels", "labels.nii.gz"), ("structures", "structures.json"),
-                                         ("segmentation", "segment.json"), (IMAGE_KEY, IMAGE_NAME))
-             if (out / name).is_file()}
+    files = _segment_files(out)
     files.update(scene_files)
     files["report"] = REPORT_NAME
     files["manifest"] = MANIFEST_NAME
@@ -496,15 +514,42 @@ def reconstruct(
         "provenance": provenance,
         "files": files,
     }
-    manifest = redact(json_safe(manifest), sensitive_strings(volume, series, input_path))
+    manifest = redact(json_safe(manifest), sensitive)
 
     with tracker.stage("report"):
         manifest["timings_s"] = {k: round(v, 3) for k, v in tracker.timings.items()}
         write_report(out / REPORT_NAME, manifest, report_pictures(volume, labelmap, meshes))
     manifest["timings_s"] = {k: round(v, 3) for k, v in tracker.timings.items()}
+    (out / VIEWABLE_NAME).unlink(missing_ok=True)  # the manifest supersedes it
     write_manifest(manifest, out / MANIFEST_NAME)
     tracker.report("report", 1.0, "done")
     return manifest
+
+
+def _segment_files(out: Path) -> dict[str, str]:
+    """The label map's and image's files present in ``out`` under their manifest keys."""
+    return {key: name for key, name in (("labels", "labels.nii.gz"), ("structures", "structures.json"),
+                                        ("segmentation", "segment.json"), (IMAGE_KEY, IMAGE_NAME))
+            if (out / name).is_file()}
+
+
+def _write_viewable(out: Path, volume: Volume, preset_name: str, meshes: Sequence[Mesh], labelmap: LabelMap,
+                    viewer_files: Mapping[str, Mapping[str, str]], scene: Mapping[str, str],
+                    records: Sequence[Mapping[str, Any]], sensitive: set[str]) -> None:
+    """``viewable.json``: what the kiosk shows before the job is done, in the manifest's words (structures with
+    their QA and GLB files, the image, findings so far), redacted like the manifest; written atomically."""
+    viewable = {
+        "appliance_version": __version__,
+        "state": "viewable",
+        "input": {"modality": volume.modality, "units": volume.units, "shape": list(volume.shape),
+                  "spacing": [round(float(s), 6) for s in volume.spacing]},
+        "preset": preset_name,
+        "structures": [_structure_entry(m, labelmap, viewer_files.get(m.name, {})) for m in meshes],
+        "findings": list(records),
+        "files": {**_segment_files(out), **scene},
+    }
+    text = json.dumps(redact(json_safe(viewable), sensitive), indent=1)
+    atomic_write_bytes(out / VIEWABLE_NAME, text.encode("utf-8"))
 
 
 def _lesion_request(lesion: Path | str | None, seed: Sequence[float] | None,

@@ -8,6 +8,7 @@ scene made together have the bytes of GLBs written one by one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ def _files(out: Path) -> set[str]:
     return {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
 
 
-@pytest.mark.req("REQ-FUNC-1821")
+@pytest.mark.req("REQ-FUNC-1821", "REQ-FUNC-1890")
 def test_viewer_files_come_first_and_the_time_is_recorded(tmp_path: Path) -> None:
     out = tmp_path / "out"
     seen: dict[str, Any] = {}
@@ -49,13 +50,16 @@ def test_viewer_files_come_first_and_the_time_is_recorded(tmp_path: Path) -> Non
         if stage == "export: meshes viewable":
             seen["files"], seen["fraction"] = _files(out), fraction
 
+    def on_viewable() -> None:
+        seen.setdefault("calls", []).append(json.loads((out / "viewable.json").read_text()))
+
     manifest = reconstruct(tmp_path / "in", out, preset=PRESET, device="cpu", progress=progress,
-                           components=components())
-    names = {s["name"] for s in manifest["structures"]}
+                           components=components(), on_viewable=on_viewable)
     at_viewable = seen["files"]
-    assert {"scene.glb", "labels.nii.gz", "image.nii.gz", "structures.json", "segment.json"} <= at_viewable
-    assert {f"meshes/{n}.glb" for n in names} <= at_viewable
-    assert not any(f.rsplit(".", 1)[-1] in LATE for f in at_viewable)  # nothing the viewer does not need yet
+    assert {"scene.glb", "labels.nii.gz", "image.nii.gz", "structures.json", "segment.json",
+            "viewable.json"} <= at_viewable
+    # nothing the viewer does not need yet: no model file of a structure (the structures' GLBs included), no STL...
+    assert not any(f.startswith("meshes/") or f.rsplit(".", 1)[-1] in LATE for f in at_viewable), at_viewable
     assert "manifest.json" not in at_viewable and "report.html" not in at_viewable  # the job is not done
     assert seen["fraction"] < 1.0
     for entry in manifest["structures"]:
@@ -63,6 +67,17 @@ def test_viewer_files_come_first_and_the_time_is_recorded(tmp_path: Path) -> Non
         assert all((out / f).is_file() for f in entry["files"].values())
     milestones = manifest["provenance"]["milestones_s"]
     assert 0 < milestones["meshes_viewable"] <= milestones["mesh_files_done"]
+    # viewable.json (REQ-FUNC-1890): what the kiosk shows, in the manifest's words, superseded by the manifest
+    (viewable,) = seen["calls"]
+    assert viewable["state"] == "viewable" and viewable["input"] == {k: v for k, v in manifest["input"].items()
+                                                                     if k != "identity_hash"}
+    assert viewable["files"] == {k: manifest["files"][k] for k in
+                                 ("labels", "structures", "segmentation", "image", "scene_glb")}
+    for early, final in zip(viewable["structures"], manifest["structures"], strict=True):
+        assert early["files"] == {} and early["qa"] == final["qa"] and early["triangles"] == final["triangles"]
+        assert {k: v for k, v in early.items() if k != "files"} == {k: v for k, v in final.items() if k != "files"}
+    assert viewable["findings"] == [f for f in manifest["findings"] if f["stage"] != "report"]
+    assert not (out / "viewable.json").exists()  # the finished folder holds what it held before
 
 
 @pytest.mark.req("REQ-FUNC-1822")
@@ -91,8 +106,11 @@ def test_glb_parts_and_scene_have_the_bytes_of_single_writes(tmp_path: Path) -> 
     meshes = list(extract_numpy(labels, np.diag([0.8, 0.9, 1.5, 1.0]), phantoms.structures_for(3)).values())
     opacity = {meshes[1].name: 0.35}
     parts = [tmp_path / f"{m.name}.glb" for m in meshes]
-    written = write_glb_parts_and_scene(meshes, parts, tmp_path / "scene.glb", opacity)
+    at_scene: list[set[str]] = []
+    written = write_glb_parts_and_scene(meshes, parts, tmp_path / "scene.glb", opacity,
+                                        after_scene=lambda: at_scene.append({p.name for p in tmp_path.iterdir()}))
     assert written == [*parts, tmp_path / "scene.glb"]
+    assert at_scene == [{"scene.glb"}]  # the scene first (the kiosk's), then the structures' own GLBs
     for mesh, path in zip(meshes, parts, strict=True):
         assert path.read_bytes() == encode_glb([mesh])
     assert (tmp_path / "scene.glb").read_bytes() == encode_glb(meshes, opacity)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,15 +201,19 @@ def write_glb(meshes: Sequence[Mesh], path: Path, opacity: Mapping[str, float] |
 
 
 def write_glb_parts_and_scene(meshes: Sequence[Mesh], part_paths: Sequence[Path] | None, scene_path: Path,
-                              opacity: Mapping[str, float] | None = None) -> list[Path]:
-    """One GLB per structure (``part_paths``, same order; None: no parts) and the scene's GLB with every structure
-    and ``opacity``, each mesh's arrays made once (the same bytes as :func:`write_glb` of each). Returns the
-    parts' paths, then the scene's."""
+                              opacity: Mapping[str, float] | None = None,
+                              after_scene: Callable[[], None] | None = None) -> list[Path]:
+    """The scene's GLB with every structure and ``opacity``, then one GLB per structure (``part_paths``, same order;
+    None: no parts), each mesh's arrays made once (the same bytes as :func:`write_glb` of each); ``after_scene()``
+    is called between the two (the kiosk shows the scene: the pipeline's "meshes viewable"). Returns the parts'
+    paths, then the scene's."""
     if part_paths is not None and len(part_paths) != len(meshes):
         raise MismatchedParts("write_glb_parts_and_scene: one path per mesh is needed")
     check_meshes(meshes, "GLB")
     arrays = [MeshArrays.of(m) for m in meshes]
+    scene = atomic_write_bytes(Path(scene_path), encode_glb(meshes, opacity, arrays))
+    if after_scene is not None:
+        after_scene()
     written = [atomic_write_bytes(Path(p), encode_glb([m], None, [a]))
                for m, a, p in zip(meshes, arrays, part_paths or (), strict=False)]
-    written.append(atomic_write_bytes(Path(scene_path), encode_glb(meshes, opacity, arrays)))
-    return written
+    return [*written, scene]

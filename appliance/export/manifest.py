@@ -24,6 +24,9 @@ from appliance.export.common import atomic_write_text
 from appliance.export.errors import ManifestError
 
 MANIFEST_NAME = "manifest.json"
+#: What the kiosk may show of a job before its manifest exists (appliance.pipeline writes it at "meshes viewable",
+#: and removes it when it writes the manifest).
+VIEWABLE_NAME = "viewable.json"
 #: Replaces any identifying string that reached a manifest or report field.
 REDACTED = "[redacted]"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -95,17 +95,25 @@ def mesh_labelmap(
     present = [s for s in labelmap.structures if s.name in raw]
 
     def prepare(s: Structure) -> _Prepared:
-        """The structure's mask crop, its boundary surface (shared by both QA runs) and the raw face topology."""
+        """The structure's mask crop and its boundary surface (shared by both QA runs)."""
         mesh = raw[s.name]
         mask, crop_affine = _bbox_crop(mesh, labelmap.labels, s.label, labelmap.affine)
         surface = MaskSurface.of(mask, np.linalg.norm(crop_affine[:3, :3], axis=0))
-        faces_topology = topology(mesh.faces, mesh.vertices.shape[0]) if check_before else None
-        return _Prepared(mesh, mask, crop_affine, surface, faces_topology)
+        return _Prepared(mesh, mask, crop_affine, surface, None)
 
-    def qa_before(prep: _Prepared) -> dict[str, Any]:
+    def faces_topology(s: Structure) -> dict[str, Any]:
+        """The raw surface's face topology (shared by both QA runs: smoothing moves vertices only)."""
+        return topology(raw[s.name].faces, raw[s.name].vertices.shape[0])
+
+    def with_topology(prep: _Prepared, topo: Future[dict[str, Any]] | None) -> _Prepared:
+        # a topology task was queued before any task that waits for it here: it runs or ran on another thread
+        return prep._replace(faces_topology=topo.result()) if topo is not None else prep
+
+    def qa_before(prep: _Prepared, topo: Future[dict[str, Any]] | None) -> dict[str, Any]:
+        prep = with_topology(prep, topo)
         return mesh_qa(prep.mesh, prep.mask, prep.affine, prep.surface, prep.faces_topology)
 
-    def post_and_qa(prep: _Prepared) -> Mesh:
+    def post_and_qa(prep: _Prepared, topo: Future[dict[str, Any]] | None) -> Mesh:
         mesh = prep.mesh
         t1 = time.perf_counter()
         mask_ml = float(np.count_nonzero(prep.mask)) * labelmap.voxel_volume_ml
@@ -113,25 +121,42 @@ def mesh_labelmap(
         t_post = time.perf_counter() - t1
         same_faces = post.vertices.shape == mesh.vertices.shape and (
             post.faces is mesh.faces or bool(np.array_equal(post.faces, mesh.faces)))  # smoothing moves vertices only
-        after = mesh_qa(post, prep.mask, prep.affine, prep.surface, prep.faces_topology if same_faces else None)
+        prep = with_topology(prep, topo) if same_faces else prep
+        after = mesh_qa(post, prep.mask, prep.affine, prep.surface, prep.faces_topology)
         qa = {**after, **done, "method": marching_cubes.METHOD, "device": device,
               "timings_s": {"postprocess": t_post, "extraction_all_structures": t_extract}}
         return post.with_qa(qa)
 
-    # structures, and the QA of the raw surface beside the post-processing of the same structure, are independent,
-    # and NumPy/SciPy release the GIL in their array work: on the CPU they run side by side on the machine's cores
-    # (the GPU path keeps one stream of work); results are the same in any order
+    # structures, and per structure its mask surface beside its face topology and its QA before beside its
+    # post-processing, are independent, and NumPy/SciPy release the GIL in their array work: on the CPU they run
+    # side by side on the machine's cores (the GPU path keeps one stream of work). The largest structure's chain
+    # (crop and mask surface -> post-processing -> QA) is the stage's critical path: its tasks are queued first,
+    # and each structure's post-processing is queued as soon as its mask surface is ready (no wait for the
+    # others). Every figure is computed as before: results are the same in any order.
     workers = 1 if device == "cuda" else max(1, min(2 * len(present), os.cpu_count() or 1, MAX_PARALLEL_TASKS))
-    out: list[Mesh] = []
+    order = sorted(range(len(present)), key=lambda i: -raw[present[i].name].n_triangles)
+    afters: dict[int, Future[Mesh]] = {}
+    befores: dict[int, Future[dict[str, Any]]] = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        prepared = list(pool.map(prepare, present))
-        afters = [pool.submit(post_and_qa, prep) for prep in prepared]
-        befores = [pool.submit(qa_before, prep) if check_before else None for prep in prepared]
-        for n, (s, after, before) in enumerate(zip(present, afters, befores, strict=True)):
-            report(f"post-processing {s.name}", (n + 0.5) / max(1, len(present)))
-            mesh = after.result()
-            if before is not None:
-                mesh = mesh.with_qa({**mesh.qa, "before": before.result()})
+        preparing: dict[Future[_Prepared], int] = {}
+        topologies: dict[int, Future[dict[str, Any]] | None] = {}
+        for i in order:
+            preparing[pool.submit(prepare, present[i])] = i
+            topologies[i] = pool.submit(faces_topology, present[i]) if check_before else None
+        while preparing:
+            ready, _ = wait(preparing, return_when=FIRST_COMPLETED)
+            for future in ready:
+                i = preparing.pop(future)
+                prep = future.result()
+                report(f"post-processing {present[i].name}", (len(afters) + 0.5) / max(1, len(present)))
+                afters[i] = pool.submit(post_and_qa, prep, topologies[i])
+                if check_before:
+                    befores[i] = pool.submit(qa_before, prep, topologies[i])
+        out: list[Mesh] = []
+        for i in range(len(present)):
+            mesh = afters[i].result()
+            if i in befores:
+                mesh = mesh.with_qa({**mesh.qa, "before": befores[i].result()})
             out.append(mesh)
     report("meshing done", 1.0)
     log.info("meshed %d structures on %s in %.2f s (extraction %.2f s)", len(out), device,

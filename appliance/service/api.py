@@ -36,11 +36,12 @@ from typing import Any, Literal, Protocol
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request, send_file, stream_with_context
 
 from appliance.export import FORMATS as MESH_FORMATS
+from appliance.export.manifest import MANIFEST_NAME, VIEWABLE_NAME
 from appliance.service.api_token import API_TOKEN_FILE as API_TOKEN_FILE
 from appliance.service.api_token import issue_api_token as issue_api_token
 from appliance.service.api_token import read_api_token as read_api_token
 from appliance.service.case_export import override_reason
-from appliance.service.catalogue import FINAL_STATES, Catalogue
+from appliance.service.catalogue import FINAL_STATES, VIEWABLE_STATE, Catalogue
 from appliance.service.errors import (
     DicomExportError,
     InvalidExportRequest,
@@ -295,47 +296,94 @@ def jobs() -> Response:
 
 @api_blueprint.get("/jobs/<int:job_id>")
 def job(job_id: int) -> Response:
-    """One job: state, stage, progress, study UID, manifest path when done, files."""
+    """One job: state, stage, progress, study UID, manifest path when done, files (when done; when ``viewable``
+    the files the kiosk may show)."""
     svc = _service()
     data = svc.catalogue.job(job_id).to_dict()
-    data["files"] = _files(svc, job_id) if data["state"] == "done" else []
+    data["files"] = _files(svc, job_id) if data["state"] in ("done", VIEWABLE_STATE) else []
     return jsonify(data)
 
 
+#: The files a ``viewable`` job serves: these keys of its ``files`` and each structure's GLB (what the kiosk shows).
+VIEWER_FILE_KEYS = frozenset({"labels", "structures", "segmentation", "image", "scene_glb"})
+
+
+def viewable_files(folder: Path) -> frozenset[str] | None:
+    """The files of a ``viewable`` job's unfinished folder the kiosk may read: ``viewable.json`` and the viewer's
+    files it names (image, label map, scene and structure GLBs); None when the folder has no readable description.
+
+    In the moment between the pipeline writing the manifest (which supersedes ``viewable.json``) and the worker
+    publishing the finished folder, the same viewer files are read from the manifest: a slice view opened then
+    still finds its image."""
+    for name in (VIEWABLE_NAME, MANIFEST_NAME):
+        try:
+            described = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(described, dict):
+            continue
+        files = described.get("files")
+        named = {v for k, v in files.items() if k in VIEWER_FILE_KEYS} if isinstance(files, dict) else set()
+        for s in described.get("structures", []):
+            glb = s.get("files", {}).get("glb") if isinstance(s, dict) and isinstance(s.get("files"), dict) else None
+            named.add(glb)
+        return frozenset({VIEWABLE_NAME} | {v for v in named if isinstance(v, str)})
+    return None
+
+
+def _job_folder(svc: ApiService, job_id: int) -> tuple[Path | None, frozenset[str] | None, str]:
+    """``(folder, allowed, state)``: a done job's output folder (every file allowed: None), a viewable job's
+    unfinished folder with the files it may serve, or no folder. A viewable job whose folder was just moved into
+    place is read again (it is done now)."""
+    for _ in range(2):
+        j = svc.catalogue.job(job_id)
+        folder = Path(j.output_dir) if j.output_dir else None
+        if j.state == "done" and folder is not None and folder.is_dir():
+            return folder, None, j.state
+        if j.state == VIEWABLE_STATE and folder is not None:
+            allowed = viewable_files(folder)
+            if allowed is not None:
+                return folder, allowed, j.state
+            continue  # the folder moved between the two reads: the job is done (or failed) now
+        return None, None, j.state
+    return None, None, svc.catalogue.job(job_id).state
+
+
 def _output_dir(svc: ApiService, job_id: int) -> Path | None:
-    j = svc.catalogue.job(job_id)
-    if j.state != "done" or not j.output_dir:
-        return None
-    folder = Path(j.output_dir)
-    return folder if folder.is_dir() else None
+    folder, allowed, _ = _job_folder(svc, job_id)
+    return folder if allowed is None else None
 
 
 def _files(svc: ApiService, job_id: int) -> list[dict[str, Any]]:
-    folder = _output_dir(svc, job_id)
+    folder, allowed, _ = _job_folder(svc, job_id)
     if folder is None:
         return []
     return [
         {"path": p.relative_to(folder).as_posix(), "bytes": p.stat().st_size,
          "url": f"/api/jobs/{job_id}/files/{p.relative_to(folder).as_posix()}"}
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.is_symlink()
+        if p.is_file() and not p.is_symlink() and (allowed is None or p.relative_to(folder).as_posix() in allowed)
     ]  # fmt: skip
 
 
 @api_blueprint.get("/jobs/<int:job_id>/files")
 def files(job_id: int) -> Response:
-    """The files of a finished job."""
+    """The files of a finished job (of a ``viewable`` one: the files the kiosk may show)."""
     return jsonify({"files": _files(_service(), job_id)})
 
 
 @api_blueprint.get("/jobs/<int:job_id>/files/<path:relpath>")
 def file(job_id: int, relpath: str) -> Response | tuple[Response, int]:
-    """One file of a finished job; nothing outside the job's output folder is ever served."""
-    folder = _output_dir(_service(), job_id)
+    """One file of a finished job, or one the kiosk may show of a ``viewable`` job (409 naming the wait for any
+    other, e.g. ``manifest.json`` or ``report.html``); nothing outside the job's output folder is ever served."""
+    folder, allowed, state = _job_folder(_service(), job_id)
     if folder is None:
-        return _error(404, f"job {job_id} has no output files (not done)")
+        return _error(404, f"job {job_id} has no output files (it is {state}, not done)")
     if "\x00" in relpath:
         return _error(400, "'path' must not contain a NUL character", "path")
+    if allowed is not None and relpath not in allowed:
+        return _error(409, f"job {job_id} is viewable: its exports are still being written; {relpath[:200]!r} is "
+                           "available when the job is done")
     root = folder.resolve()
     target = (folder / relpath).resolve()
     if not target.is_relative_to(root) or not target.is_file():

@@ -8,7 +8,11 @@ Series are keyed by study *and* series (a Series Instance UID reused by a second
 Instances the receiver refused (quota, unusable data) are remembered per study until the sender's retry stores
 them: a study with refused instances is ``incomplete``, not ``complete``.
 
-Job states: ``queued`` → ``running`` → ``done`` | ``failed`` | ``refused``.
+Job states: ``queued`` → ``running`` → (``viewable`` →) ``done`` | ``failed`` | ``refused``. ``viewable``: the
+models (scene.glb, the structures' GLBs, image, label map, QA in ``viewable.json``) are in the job's unfinished output
+folder (``output_dir`` points there) and the kiosk may show them while the late exports (STL, OBJ, PLY, 3MF, report,
+manifest) are still written; nothing that needs the manifest (approval, export, report) is offered before ``done``.
+A ``viewable`` job that fails is ``failed`` like any other; one found ``viewable`` at start is re-run.
 Study states: ``receiving`` → ``complete`` | ``incomplete`` (instances refused) → ``purged``.
 """
 
@@ -26,8 +30,12 @@ from typing import Any
 
 from appliance.service.errors import ServiceError, UnknownJob, UnknownStudy
 
-JOB_STATES = ("queued", "running", "done", "failed", "refused")
+JOB_STATES = ("queued", "running", "viewable", "done", "failed", "refused")
 FINAL_STATES = frozenset({"done", "failed", "refused"})
+#: States of a job the worker holds (re-queued after a restart; its study is never purged meanwhile).
+ACTIVE_STATES = frozenset({"running", "viewable"})
+#: The state the models of a job may be shown in before it is done (REQ-FUNC-1890).
+VIEWABLE_STATE = "viewable"
 
 _SERIES_TABLE = """CREATE TABLE IF NOT EXISTS series (
     series_uid TEXT NOT NULL,
@@ -579,11 +587,14 @@ class Catalogue:
             c.execute(f"UPDATE jobs SET {', '.join(cols)} WHERE id=?", (*params, job_id))
 
     def recover(self) -> list[int]:
-        """After a crash: jobs left ``running`` go back to ``queued``; returns their ids."""
+        """After a crash: jobs left ``running`` or ``viewable`` go back to ``queued`` (their unfinished output folder
+        is gone: the worker removes leftovers at start); returns their ids."""
         with self._tx() as c:
-            ids = [int(r[0]) for r in c.execute("SELECT id FROM jobs WHERE state='running'")]
+            active = "state IN ('running', 'viewable')"
+            ids = [int(r[0]) for r in c.execute(f"SELECT id FROM jobs WHERE {active}")]
             c.execute(
-                "UPDATE jobs SET state='queued', stage='requeued after restart', updated_at=? WHERE state='running'",
+                "UPDATE jobs SET state='queued', stage='requeued after restart', output_dir=NULL, updated_at=?"
+                f" WHERE {active}",
                 (time.time(),),
             )
         return ids

@@ -20,7 +20,7 @@ from appliance.audit import AuditLog
 from appliance.config import ApplianceConfig
 from appliance.ingest import scan, study_verdict
 from appliance.ingest.suitability import SuitabilityLimits, series_findings
-from appliance.service.catalogue import Catalogue
+from appliance.service.catalogue import ACTIVE_STATES, Catalogue
 from appliance.service.polling import PollingThread
 from appliance.service.worker import findings_as_dicts
 
@@ -142,7 +142,7 @@ class StudyMonitor(PollingThread):
         now = time.time() if now is None else now
         purged = []
         for uid in self.catalogue.studies_older_than(now - days * 86400):
-            active = [j for j in self.catalogue.jobs(study_uid=uid) if j.state in ("queued", "running")]
+            active = [j for j in self.catalogue.jobs(study_uid=uid) if j.state == "queued" or j.state in ACTIVE_STATES]
             if active:
                 continue
             paths = self.catalogue.forget_instances(uid)

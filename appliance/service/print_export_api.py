@@ -106,8 +106,8 @@ def usb_export(job_id: int) -> tuple[Response, int]:
     except InvalidExportRequest as exc:
         return jsonify({"error": str(exc), "field": exc.field}), 400
     try:
+        job_out = job_case_dir(svc.catalogue, job_id)  # first: an unfinished job is refused for that, by name
         target = medium_path(Path(watch_dir) if watch_dir else None, body["medium"])
-        job_out = job_case_dir(svc.catalogue, job_id)
         if not _ONE_AT_A_TIME.acquire(timeout=1.0):
             return _error(409, "another export is being written; wait until it says it is safe to remove")
         try:

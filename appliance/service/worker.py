@@ -5,6 +5,12 @@ Outputs are written to ``outputs/.tmp-job-<id>-<attempt>`` and moved to ``output
 A job found ``running`` at start is re-run; one whose output folder already holds a manifest is marked done
 without running again. A GPU out-of-memory error is retried once on the CPU path, recorded in the job's notes and
 the audit trail.
+
+Two-step publish (REQ-FUNC-1890): when the pipeline says the models can be shown (``on_viewable``: GLBs, image,
+label map and ``viewable.json`` written), the job becomes ``viewable`` with ``output_dir`` pointing at its unfinished
+folder, audited as ``reconstruction.viewable``; the kiosk shows the models while the late exports are written. The
+job becomes ``done`` as before once the whole folder is in place, or ``failed`` naming the late export that failed
+(``reconstruction.finished`` with ``after_viewable``); a failed job keeps no output folder.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any, Protocol
 
 from appliance.audit import AuditLog
 from appliance.errors import RefusedInput
-from appliance.service.catalogue import Catalogue, Job, refusal_finding
+from appliance.service.catalogue import VIEWABLE_STATE, Catalogue, Job, refusal_finding
 from appliance.service.errors import PatientDataInOutputs
 from appliance.service.preset_choice import preset_refusal
 from appliance.typed import ProgressCallback
@@ -30,6 +36,9 @@ log = logging.getLogger(__name__)
 
 #: How often (s) progress is written to the database at most, except on stage changes.
 PROGRESS_INTERVAL_S = 0.25
+#: The job's stage while its models are shown and the late exports are written (the kiosk's words for it are
+#: ``stage.exports_pending``).
+EXPORTS_PENDING_STAGE = "exports still being written"
 
 
 class ReconstructFn(Protocol):
@@ -45,6 +54,7 @@ class ReconstructFn(Protocol):
         formats: Sequence[str] = ...,
         progress: ProgressCallback | None = ...,
         override: bool = ...,
+        on_viewable: Callable[[], None] | None = ...,
     ) -> Mapping[str, Any]: ...
 
 
@@ -197,7 +207,8 @@ class Worker:
                 note = f"GPU out of memory ({exc}); retried on the CPU"
                 notes.append(note)
                 log.warning("job %d: %s", job.id, note)
-                self.catalogue.update_job(job.id, notes=notes, stage="retrying on CPU", device="cpu")
+                self.catalogue.update_job(job.id, notes=notes, stage="retrying on CPU", device="cpu", state="running",
+                                          output_dir=None)
                 self.audit.append(
                     "service:worker", "reconstruction.gpu_fallback", study_hash,
                     {"job": job.id, "error": str(exc)[:500]}, "REQ-SAFE-304",
@@ -229,6 +240,7 @@ class Worker:
                 log.exception("follow-up of job %d failed", job.id)  # fmt: skip
 
     def _fail(self, job: Job, exc: BaseException, notes: list[str], study_hash: str) -> None:
+        after_viewable = self.catalogue.job(job.id).state == VIEWABLE_STATE
         if isinstance(exc, RefusedInput):
             findings = findings_as_dicts(exc.findings)
             self.catalogue.update_job(
@@ -239,14 +251,14 @@ class Worker:
         else:
             log.error("job %d failed: %s", job.id, exc, exc_info=not isinstance(exc, OSError))
             self.catalogue.update_job(
-                job.id, state="failed", stage="failed", finished_at=time.time(),
+                job.id, state="failed", stage="failed", finished_at=time.time(), output_dir=None,
                 error=f"{type(exc).__name__}: {exc}"[:2000], notes=notes,
             )  # fmt: skip
             state = "failed"
-        self.audit.append(
-            "service:worker", "reconstruction.finished", study_hash,
-            {"job": job.id, "state": state, "error": str(exc)[:500]},
-        )  # fmt: skip
+        details: dict[str, Any] = {"job": job.id, "state": state, "error": str(exc)[:500]}
+        if after_viewable:  # the models were shown: the failure of a late export is named as such
+            details["after_viewable"] = True
+        self.audit.append("service:worker", "reconstruction.finished", study_hash, details)
 
     def _preset_refusal(self, job: Job) -> str | None:
         """Why the job's preset must not run on its study (see :func:`preset_refusal`), else None."""
@@ -279,12 +291,21 @@ class Worker:
             last[0], last[1] = now, stage
             self.catalogue.update_job(job.id, stage=stage or "running", progress=max(0.0, min(1.0, fraction)))
 
+        def viewable() -> None:
+            """The models are on disk: publish the job to the kiosk with its unfinished folder (REQ-FUNC-1890)."""
+            self.catalogue.update_job(job.id, state=VIEWABLE_STATE, stage=EXPORTS_PENDING_STAGE, output_dir=str(tmp))
+            last[0], last[1] = time.monotonic(), EXPORTS_PENDING_STAGE
+            self.audit.append(
+                "service:worker", "reconstruction.viewable", self.study_hash(job.study_uid),
+                {"job": job.id, "attempt": job.attempts}, "REQ-FUNC-1890",
+            )  # fmt: skip
+
         try:
             reconstruct = self._reconstruct()
             manifest = dict(
                 reconstruct(
                     self.studies_dir / job.study_uid, tmp, preset=job.preset, device=device,
-                    formats=list(job.formats), progress=progress, override=job.override,
+                    formats=list(job.formats), progress=progress, override=job.override, on_viewable=viewable,
                 )
             )  # fmt: skip
             study = self.catalogue.study(job.study_uid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ class FakeReconstruct:
 
     def __init__(self, behaviour: str = "ok") -> None:
         self.behaviour = behaviour
+        #: ``hold_viewable``: the late exports wait for this after ``on_viewable`` (``late_fail``: they fail).
+        self.release = threading.Event()
         self.calls: list[dict[str, Any]] = []
 
     def __call__(
@@ -77,6 +80,7 @@ class FakeReconstruct:
         formats: Sequence[str] = (),
         progress: Callable[..., None] | None = None,
         override: bool = False,
+        on_viewable: Callable[[], None] | None = None,
     ) -> Mapping[str, Any]:
         self.calls.append({"input": input_path, "out": out_dir, "device": device, "override": override})
         files = sorted(Path(input_path).rglob("*.dcm"))
@@ -93,6 +97,20 @@ class FakeReconstruct:
         if self.behaviour == "fail":
             raise ValueError("synthetic failure")
         (out_dir / "meshes").mkdir()
+        if self.behaviour in ("hold_viewable", "late_fail"):  # the models first, as the pipeline writes them
+            (out_dir / "meshes" / "body.glb").write_bytes(b"glTF-body")
+            (out_dir / "scene.glb").write_bytes(b"glTF-scene")
+            (out_dir / "viewable.json").write_text(json.dumps({
+                "state": "viewable", "files": {"scene_glb": "scene.glb"},
+                "structures": [{"name": "body", "files": {"glb": "meshes/body.glb"}, "qa": {"watertight": True}}],
+            }))  # fmt: skip
+            assert on_viewable is not None, "the worker passes on_viewable"
+            on_viewable()
+            if self.behaviour == "late_fail":
+                raise OSError(28, "No space left on device", str(out_dir / "meshes" / "body.3mf"))
+            if not self.release.wait(60):  # the test looks at the viewable job, then lets the exports finish
+                raise TimeoutError("the test never released the late exports")
+            (out_dir / "viewable.json").unlink(missing_ok=True)
         (out_dir / "meshes" / "body.stl").write_bytes(b"\0" * 84)
         report = "<html>report</html>" if self.behaviour != "leak" else f"<html>{PATIENT_NAME}</html>"
         (out_dir / "report.html").write_text(report)

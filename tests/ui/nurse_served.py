@@ -75,15 +75,15 @@ class ServedBox:
                 self.proc.wait(10)
 
 
-def start_box(tmp: Path, extra_toml: str = "", auto: bool = False) -> ServedBox:
+def start_box(tmp: Path, extra_toml: str = "", auto: bool = False, formats: tuple[str, ...] = ("stl",)) -> ServedBox:
     """``python -m appliance.cli serve`` on a fresh data folder: storescu allowed, reconstruction on arrival only
-    with ``auto``, the kiosk PINs of ``ui_browser.PINS`` (cheap hashes), STL only, CPU."""
+    with ``auto``, the kiosk PINs of ``ui_browser.PINS`` (cheap hashes), the mesh ``formats`` (STL only), CPU."""
     cfg = tmp / "appliance.toml"
     pins = ", ".join(f'{role} = "{h}"' for role, h in PIN_HASHES.items())
     cfg.write_text(
         '[dicom]\nallowed = [{ae_title = "STORESCU", host = "127.0.0.1"}]\nstudy_stable_seconds = 1\n'
         f'min_free_bytes = 0\n[reconstruction]\nauto = {"true" if auto else "false"}\n'
-        'device = "cpu"\nformats = ["stl"]\n'
+        f'device = "cpu"\nformats = {json.dumps(list(formats))}\n'
         f"[ui]\npins = {{{pins}}}\nidle_lock_seconds = 600\n" + extra_toml
     )
     data_dir = tmp / "data"

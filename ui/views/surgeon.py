@@ -13,6 +13,7 @@ from werkzeug.wrappers import Response
 from appliance.audit import AuditError
 from appliance.core import terminology
 from appliance.review.store import RevisionStore
+from appliance.service.errors import ServiceError
 from appliance.service.revisions import REVISIONS_DIR
 from ui import auth
 from ui.audit_sink import UiAudit
@@ -37,16 +38,31 @@ def _has_revisions(job_id: int) -> bool:
     return RevisionStore(Path(service.data_dir) / REVISIONS_DIR / f"job-{job_id}").exists()
 
 
+def job_is_done(job_id: int) -> bool:
+    """Whether the job is ``done`` (its manifest written); an unknown job or a service without a catalogue counts as
+    done here, the case page then says what the API answers."""
+    catalogue = getattr(current_app.config.get("APPLIANCE_SERVICE"), "catalogue", None)
+    try:
+        return catalogue is None or str(catalogue.job(job_id).state) == "done"
+    except ServiceError:
+        return True
+
+
 @bp.get("/cases/<int:job_id>")
 @auth.require_area("viewer")
 def viewer(job_id: int) -> str:
     """3D model, slices with the model over them, structure list, measurement; with the review routes also the
-    current revision, the lesion panel (surgeon), the review panel and the edit tools (surgeon, engineer)."""
+    current revision, the lesion panel (surgeon), the review panel and the edit tools (surgeon, engineer).
+
+    A job that is not done yet (running, or ``viewable``: models shown while its exports are written) gets the
+    viewer only: no review, edit, lesion, report or export controls until it is done (REQ-FUNC-1891); the page
+    follows the job and loads again with them once it is done."""
     role = auth.current_role()
-    served = revisions_served() and (role in auth.AREA_ROLES["edit"] or _has_revisions(job_id))
-    return render_template("viewer.html", job_id=job_id, can_review=role in auth.AREA_ROLES["review"],
+    done = job_is_done(job_id)
+    served = done and revisions_served() and (role in auth.AREA_ROLES["edit"] or _has_revisions(job_id))
+    return render_template("viewer.html", job_id=job_id, can_review=done and role in auth.AREA_ROLES["review"],
                            revisions=served, can_mark_lesions=served and role in auth.AREA_ROLES["lesions"],
-                           can_edit=served and role in auth.AREA_ROLES["edit"],
+                           can_edit=served and role in auth.AREA_ROLES["edit"], job_done=done,
                            back_url=auth.home_for(role) if role else url_for("nurse.inbox"),
                            structure_terms=structure_terms, pacs_destinations=pacs_destinations())
 
@@ -90,6 +106,9 @@ def review() -> tuple[Response, int] | Response:
         return jsonify({"error": "a rejection needs a note saying why"}), 400
     if study_hash is not None and not (isinstance(study_hash, str) and _HASH_RE.match(study_hash)):
         return jsonify({"error": "study_hash must be the study's hex identity hash"}), 400
+    if not job_is_done(job_id):  # a model whose exports are still written (or failed) is never approved
+        return jsonify({"error": f"job {job_id} is not done: a model can be approved or rejected once all its files "
+                                 "are written"}), 409
     role = auth.session_identity() or "surgeon"  # names the person when one signed in
     try:
         record = cast(UiAudit, current_app.extensions["ui_audit"]).record(

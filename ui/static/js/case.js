@@ -1,5 +1,9 @@
 // Surgeon's case page: loads a finished job's outputs through the service API and wires the viewers' controls.
+// A job whose models can be shown before its exports are written (state "viewable") is shown from viewable.json with
+// the "exports still being written" banner and no approval/export controls; the page follows the job and loads again
+// (keeping the screen's state) once it is done, or says by name that writing the files failed (REQ-FUNC-1891).
 import { el, getJSON, onLanguageSwitch, t } from './common.js';
+import { FINAL_STATES, JobTracker } from './progress.js';
 import { ModelViewer } from './viewer3d.js';
 import { SliceViewer, windowPresets } from './slices.js';
 import { RevisionView } from './revisions.js';
@@ -27,6 +31,10 @@ const meta = new Map();  // structure name -> manifest entry
 const TERMS = JSON.parse(document.getElementById('structure-terms').textContent);
 const MARGIN_RE = new RegExp(TERMS.margin.regex);
 const STATE_KEY = `case-state-${jobId}`;  // the screen's state kept across a language switch (sessionStorage)
+// Each time this screen showed the models, across its reloads (sessionStorage; read by the browser tests and the
+// first-frame benchmark): the job's state then (e.g. viewable, then done) and what the screen said beside them.
+const SHOWN_KEY = `case-shown-${jobId}`;
+const pending = document.getElementById('exports-pending');
 
 function say(text, kind = 'bad') {
   msg.textContent = text;
@@ -365,6 +373,46 @@ function wireRevisions() {
   wireCaseReport(ctx);  // the report of the case as exported (lesions, review), once it can enter review
 }
 
+/** Keep what the surgeon set up and load the page again: a job that became done gets its full controls. */
+function reloadKeepingState() {
+  sessionStorage.setItem(STATE_KEY, JSON.stringify(screenState()));
+  window.location.reload();
+}
+
+/** Notes that the models are on screen: the job's state, the structures listed, which banner and report link show. */
+function recordShown(state) {
+  let shown = [];
+  try { shown = JSON.parse(sessionStorage.getItem(SHOWN_KEY) || '[]'); } catch { shown = []; }
+  const visible = (id) => { const node = document.getElementById(id); return !!node && !node.classList.contains('hidden'); };
+  shown.push({
+    state, at: Date.now(), structures: viewer.structures.size, pending: visible('exports-pending'),
+    pendingText: visible('exports-pending') ? pending.textContent.trim() : '', report: visible('report-link'),
+  });
+  sessionStorage.setItem(SHOWN_KEY, JSON.stringify(shown));
+}
+
+let loading = null;  // the models' load, started once
+/** Follows a job that is not done: loads the models when they can be shown, reloads when done, names a failure. */
+function follow(first) {
+  const onJob = (job) => {
+    root.dataset.jobState = job.state;
+    if (job.state === 'viewable' && !loading) {
+      say('');
+      loading = showCase(job);
+    } else if (job.state === 'done') {
+      if (loading) loading.then(reloadKeepingState); else reloadKeepingState();
+    } else if (job.state === 'failed' || job.state === 'refused') {
+      pending.classList.add('hidden');
+      root.dataset.exports = 'failed';
+      say(t(loading ? 'viewer.exports_failed' : 'viewer.not_done', { error: job.error || t('job.no_reason'), state: t(`state.${job.state}`) }));
+    } else if (!loading) {
+      say(t('viewer.not_done', { state: t(`state.${job.state}`) }), 'warn');
+    }
+  };
+  onJob(first);
+  if (!FINAL_STATES.has(first.state)) new JobTracker(jobId, onJob).start();
+}
+
 async function start() {
   buildEditor();
   wireToolbar();
@@ -376,7 +424,14 @@ async function start() {
     say(t('viewer.job_unavailable'));
     return;
   }
-  if (job.state !== 'done') { say(t('viewer.not_done', { state: t(`state.${job.state}`) })); return; }
+  if (job.state === 'done' && !flag('jobDone')) { reloadKeepingState(); return; }  // done since the page was made
+  if (job.state !== 'done') { follow(job); return; }
+  await showCase(job);
+}
+
+/** Shows the job's models: from manifest.json when done, from viewable.json while its exports are written. */
+async function showCase(job) {
+  const early = job.state !== 'done';
   try { study = await getJSON(`/api/studies/${encodeURIComponent(job.study_instance_uid)}`, { background: true }); } catch { study = null; }
   const s = study && (study.study || study);
   if (s) {
@@ -385,12 +440,21 @@ async function start() {
     const text = [personName(s.patient_name), s.description].filter(Boolean).join(' · ');
     if (text) { title.textContent = text; delete title.dataset.i18n; }  // patient data, not a label
   }
-  try { manifest = await getJSON(fileUrl('manifest.json'), { background: true }); } catch { manifest = {}; }
+  try { manifest = await getJSON(fileUrl(early ? 'viewable.json' : 'manifest.json'), { background: true }); } catch { manifest = {}; }
   for (const entry of manifest.structures || []) meta.set(entry.name, entry);
   const files = manifest.files || {};
-  const report = document.getElementById('report-link');
-  report.href = fileUrl(files.report || 'report.html');
-  report.classList.remove('hidden');
+  const failed = () => root.dataset.exports === 'failed';  // the job failed while this screen was loading
+  if (early) {  // never shown as done: no report, no approval, no export until every file is written
+    if (!failed()) {
+      pending.classList.remove('hidden');
+      root.dataset.exports = 'pending';
+    }
+  } else {
+    const report = document.getElementById('report-link');
+    report.href = fileUrl(files.report || 'report.html');
+    report.classList.remove('hidden');
+    root.dataset.exports = 'done';
+  }
   try {
     const names = await viewer.load(fileUrl(files.glb || files.scene || 'scene.glb'));
     buildList(names);
@@ -398,8 +462,9 @@ async function start() {
       const mm = marginMm(name, meta.get(name));
       if (mm !== null && viewer.opacity(name) >= 1) viewer.setOpacity(name, 0.35);
     }
+    recordShown(job.state);
   } catch (err) {
-    say(t('viewer.model_failed'));
+    if (!failed()) say(t('viewer.model_failed'));  // (a job done meanwhile loads again: its tracker reloads the page)
     console.info(err);
   }
   await reloadRevision();

@@ -58,7 +58,9 @@ function renderJob(card, job) {
   const pct = Math.round(100 * Math.max(0, Math.min(1, Number(job.progress) || 0)));
   const shown = job.state === 'done' ? 100 : pct;
   card.querySelector('.job-state').textContent = t(`state.${job.state}`);
-  card.querySelector('.job-stage').textContent = job.state === 'running' ? stageText(job.stage) : '';
+  // viewable: the models can be opened while the files for printing, PACS and the report are written (never "done")
+  const stage = job.state === 'viewable' ? t('job.exports_pending') : stageText(job.stage);
+  card.querySelector('.job-stage').textContent = ['running', 'viewable'].includes(job.state) ? stage : '';
   card.querySelector('.job-pct').textContent = `${shown}%`;
   const bar = card.querySelector('.progress');
   bar.setAttribute('aria-valuenow', String(shown));
@@ -73,7 +75,7 @@ function renderJob(card, job) {
     why.classList.add('hidden');
   }
   const open = card.querySelector('.open-case');
-  open.classList.toggle('hidden', job.state !== 'done');
+  open.classList.toggle('hidden', job.state !== 'done' && job.state !== 'viewable');
   open.href = `/cases/${job.id}`;
   card.querySelector('.reconstruct').disabled = !FINAL_STATES.has(job.state);
 }

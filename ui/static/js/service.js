@@ -33,7 +33,7 @@ async function refresh() {
     fill(document.getElementById('service-state'), rows);
     // Queue counts come from /api/health: the job list itself is patient data, refused to this role.
     const count = (state) => (s.jobs && s.jobs[state]) || 0;
-    document.getElementById('queue').textContent = t('service.queue_counts', { queued: count('queued'), running: count('running'), failed: count('failed') });
+    document.getElementById('queue').textContent = t('service.queue_counts', { queued: count('queued'), running: count('running') + count('viewable'), failed: count('failed') });
   } catch {
     fill(document.getElementById('service-state'), [['service.api_unavailable', '—']]);
     document.getElementById('queue').textContent = t('service.api_unavailable');
