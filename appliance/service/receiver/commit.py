@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from appliance.service.errors import ServiceError, StorageError
@@ -48,6 +48,8 @@ class StageTimings:
         self._cpu: dict[str, float] = defaultdict(float)
         self.instances = 0
         self.batches = 0
+        #: How many group commits had each batch size (instances per batch).
+        self.batch_sizes: Counter[int] = Counter()
 
     def add(self, stage: str, seconds: float, cpu: float = 0.0) -> None:
         """Count ``seconds`` of wall clock and ``cpu`` seconds of thread CPU against ``stage``."""
@@ -55,11 +57,13 @@ class StageTimings:
             self._seconds[stage] += seconds
             self._cpu[stage] += cpu
 
-    def count(self, instances: int = 0, batches: int = 0) -> None:
-        """Count stored instances and committed batches."""
+    def count(self, instances: int = 0, batches: int = 0, batch_size: int = 0) -> None:
+        """Count stored instances and committed batches (``batch_size``: the size of one committed batch)."""
         with self._lock:
             self.instances += instances
             self.batches += batches
+            if batch_size:
+                self.batch_sizes[batch_size] += 1
 
     def snapshot(self) -> dict[str, float]:
         """Wall seconds per stage so far."""
@@ -164,7 +168,7 @@ class GroupCommitter:
                 w.error = StorageError(f"commit failed: {type(exc).__name__}")
         finally:
             lap.mark("group commit: rename, catalogue, folder fsync (leader thread)")
-            self.timings.count(batches=1)
+            self.timings.count(batches=1, batch_size=len(batch))
             with self._cond:
                 for w in batch:
                     w.done = True
