@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from appliance.service.errors import ServiceError, StorageError
 from appliance.service.storage import InstanceStore, StagedInstance, StoreResult
@@ -93,63 +93,87 @@ class Lap:
         self._wall, self._cpu = wall, cpu
 
 
+def _locked() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass
 class _Waiting:
     item: StagedInstance
     done: bool = False
     result: StoreResult | None = None
     error: BaseException | None = None
+    #: Held until this instance's batch is done or its thread is to lead the next batch (then released once).
+    wake: threading.Lock = field(default_factory=_locked)
 
 
 class GroupCommitter:
     """Commits staged instances in batches; :meth:`commit` blocks until its batch is durable.
 
     No thread of its own: the first caller that finds no batch being committed commits everything waiting (its
-    own instance among them) in its own thread, the others wait for it; when it is done, the next waiting caller
-    commits what arrived meanwhile. The leader answers its own sender without a thread hand-off, and the batches
-    are the same as with a dedicated committing thread.
+    own instance among them) in its own thread, the others wait for it; when it is done, it wakes the first of
+    those that arrived meanwhile to commit their batch, then the callers of its own batch. Each waiting thread is
+    woken once (its own lock), never by a broadcast to all waiters, so a batch costs no wake-ups of threads that
+    only go back to waiting. The leader answers its own sender without a thread hand-off.
     """
 
     def __init__(self, store: InstanceStore, timings: StageTimings) -> None:
         self.store = store
         self.timings = timings
         self._queue: list[_Waiting] = []
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._committing = False
         self._stopping = False
 
     def commit(self, item: StagedInstance) -> StoreResult:
         """Commit ``item`` with whatever else is waiting; :class:`StorageError` when its batch failed."""
         waiting = _Waiting(item)
-        batch: list[_Waiting] = []
-        with self._cond:
+        with self._lock:
             if self._stopping:
                 self.store.discard(item)
                 raise StorageError("the receiver is stopping")
             self._queue.append(waiting)
-            while self._committing and not waiting.done:
-                self._cond.wait()
-            if not waiting.done:
-                self._committing = True
-                batch, self._queue = self._queue, []
-        if batch:
-            try:
-                self._commit(batch)
-            finally:
-                with self._cond:
-                    self._committing = False
-                    self._cond.notify_all()
+            lead = not self._committing
+            self._committing = True
+        if not lead:
+            waiting.wake.acquire()  # its batch is done, or this thread leads the next one
+        if not waiting.done:
+            self._lead(waiting)
         if waiting.error is not None:
             raise waiting.error
         if waiting.result is None:  # cannot happen: _commit sets one of them
             raise StorageError("the commit of an instance ended without a result")
         return waiting.result
 
+    def _lead(self, own: _Waiting) -> None:
+        """Commit everything queued (``own``, this thread's instance, among it), then wake the next leader, if any,
+        and the other callers of the batch."""
+        with self._lock:
+            batch, self._queue = self._queue, []
+        following: _Waiting | None = None
+        try:
+            self._commit(batch)
+        finally:
+            with self._lock:
+                if self._queue:
+                    following = self._queue[0]
+                else:
+                    self._committing = False
+                    self._idle.notify_all()
+            if following is not None:
+                following.wake.release()  # leads the batch that arrived meanwhile
+            for w in batch:
+                if w is not own:
+                    w.wake.release()
+
     def stop(self) -> None:
-        """Refuse new instances (their senders are not acknowledged) and wait for the batch being committed."""
-        with self._cond:
+        """Refuse new instances (their senders are not acknowledged) and wait for the batches being committed."""
+        with self._lock:
             self._stopping = True
-            self._cond.wait_for(lambda: not self._committing, timeout=30)
+            self._idle.wait_for(lambda: not self._committing, timeout=30)
 
     def _commit(self, batch: list[_Waiting]) -> None:
         """Commit ``batch`` (in the leader's thread); every waiting instance gets its result or its error."""
@@ -169,6 +193,5 @@ class GroupCommitter:
         finally:
             lap.mark("group commit: rename, catalogue, folder fsync (leader thread)")
             self.timings.count(batches=1, batch_size=len(batch))
-            with self._cond:
-                for w in batch:
-                    w.done = True
+            for w in batch:
+                w.done = True
