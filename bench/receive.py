@@ -33,7 +33,7 @@ import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 #: Requirement this benchmark measures (read by `appliance trace`).
-REQUIREMENTS = ("REQ-PERF-300", "REQ-PERF-606", "REQ-PERF-1841")
+REQUIREMENTS = ("REQ-PERF-300", "REQ-PERF-606", "REQ-PERF-1841", "REQ-PERF-1920")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
