@@ -133,7 +133,7 @@ class GroupCommitter:
         waiting = _Waiting(item)
         with self._lock:
             if self._stopping:
-                self.store.discard(item)
+                self.store.discard(item, keep_placed=True)  # a placed file stays (the retry finds it identical)
                 raise StorageError("the receiver is stopping")
             self._queue.append(waiting)
             lead = not self._committing
@@ -191,7 +191,7 @@ class GroupCommitter:
             for w in batch:
                 w.error = StorageError(f"commit failed: {type(exc).__name__}")
         finally:
-            lap.mark("group commit: rename, catalogue, folder fsync (leader thread)")
+            lap.mark("group commit: catalogue rows (leader thread)")
             self.timings.count(batches=1, batch_size=len(batch))
             for w in batch:
                 w.done = True
