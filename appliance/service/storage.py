@@ -283,7 +283,7 @@ class InstanceStore:
         except (OSError, sqlite3.Error) as exc:
             if not item.temp.exists():  # on disk under its final name, unrecorded: the retry finds it identical
                 item = dataclasses.replace(item, temp=final, placed=True)
-            self.discard(item, keep_placed=True)
+            self.discard(item)
             raise StorageError(f"cannot store instance {item.summary.sop_uid}: {exc}") from exc
         return dataclasses.replace(item, temp=final, placed=True)
 
@@ -291,7 +291,9 @@ class InstanceStore:
         """Move a batch of staged instances into place and record them: the duplicate check, the renames, one
         fsync per folder and the catalogue rows happen in one transaction under one lock, so two copies of one
         instance arriving at once are never both filed at the same place (the second is kept aside or found
-        identical). On return every ``stored`` instance is durable on disk and in the catalogue."""
+        identical). Placed instances (:meth:`place`) are in place already: only their rows are left (and the
+        content decision when a copy turned up meanwhile). On return every ``stored`` instance is durable on disk
+        and in the catalogue."""
         results: list[StoreResult] = []
         aside: list[tuple[StagedInstance, Path]] = []
         stored_bytes = 0
@@ -384,10 +386,11 @@ class InstanceStore:
             )
         return results
 
-    def discard(self, item: StagedInstance, keep_placed: bool = False) -> None:
-        """Remove a staged instance that will not be committed (its sender was not acknowledged); with
-        ``keep_placed`` a placed one stays under its final name (durable, recorded by the sender's retry)."""
-        if not (item.placed and keep_placed):
+    def discard(self, item: StagedInstance) -> None:
+        """Remove a staged instance that will not be committed (its sender was not acknowledged); a placed one stays
+        under its final name (durable; the sender's retry finds it identical, or :meth:`reconcile` records it), since
+        a racing identical copy may have been recorded as that very file."""
+        if not item.placed:
             item.temp.unlink(missing_ok=True)
         self._release(item.size)
 

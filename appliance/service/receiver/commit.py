@@ -1,16 +1,17 @@
-"""Group commit: staged instances of all associations are renamed, folder-fsynced and recorded in batches.
+"""Group commit: the staged instances of all associations are recorded in the catalogue in batches.
 
-Each association's thread stages its instance (temporary file written and fsynced, in parallel with the others)
-and then waits here. One of the waiting threads (the leader: the first to find no batch being committed) takes
-everything that arrived while the previous batch was being committed and commits it with
-:meth:`InstanceStore.commit` (renames, the catalogue rows, one fsync per folder, then the commit of the one
-catalogue transaction); only then are the waiting associations released to answer 0x0000. A
-batch that fails is answered with a failure status as a whole; nothing of it was acknowledged, so the senders
-re-send it.
+Each association's thread stages its instance (temporary file written and fsynced, in parallel with the others),
+renames it to its final name and fsyncs that folder (:meth:`InstanceStore.place`, also in parallel; not when a
+copy of it is held) and then waits here. One of the waiting threads (the leader: the first to find no batch being
+committed) takes everything that arrived while the previous batch was being committed and commits it with
+:meth:`InstanceStore.commit` (the catalogue rows; for copies held: hashes, renames, folder fsyncs; then the commit
+of the one catalogue transaction); only then are the waiting associations released to answer 0x0000. A batch that
+fails is answered with a failure status as a whole; nothing of it was acknowledged, so the senders re-send it (a
+placed file of it is found identical by the retry).
 
 Why "acknowledged means on disk" holds, per instance and in this order: its file is fsynced under a temporary
-name; it is renamed to its final name (so a final name never holds a file that is not durable); its folder is
-fsynced; its catalogue row is committed; it is acknowledged. The catalogue is SQLite in WAL mode with
+name; it is renamed to its final name, never over an existing one (so a final name never holds a file that is
+not durable, nor loses the one it held); its folder is fsynced; its catalogue row is committed; it is acknowledged. The catalogue is SQLite in WAL mode with
 ``synchronous=NORMAL``: a committed transaction survives the end of the process (``kill -9``: the WAL is in the
 operating system's page cache) but a power cut may take the last transactions back. The acknowledged instance's
 file is then still durable under its final name, and :meth:`InstanceStore.reconcile` records every such file again
@@ -133,7 +134,7 @@ class GroupCommitter:
         waiting = _Waiting(item)
         with self._lock:
             if self._stopping:
-                self.store.discard(item, keep_placed=True)  # a placed file stays (the retry finds it identical)
+                self.store.discard(item)  # a placed file stays (the retry finds it identical)
                 raise StorageError("the receiver is stopping")
             self._queue.append(waiting)
             lead = not self._committing
