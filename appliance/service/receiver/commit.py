@@ -11,10 +11,9 @@ placed file of it is found identical by the retry).
 
 Why "acknowledged means on disk" holds, per instance and in this order: its file is fsynced under a temporary
 name; it is renamed to its final name, never over an existing one (so a final name never holds a file that is
-not durable, nor loses the one it held); its folder is fsynced; its catalogue row is committed; it is
-acknowledged. The catalogue is SQLite in WAL mode with ``synchronous=NORMAL``: a committed transaction survives the
-end of the process (``kill -9``: the WAL is in the operating system's page cache) but a power cut may take the last
-transactions back. The acknowledged instance's
+not durable, nor loses the one it held); its folder is fsynced; its catalogue row is committed; it is acknowledged. The catalogue is SQLite in WAL mode with
+``synchronous=NORMAL``: a committed transaction survives the end of the process (``kill -9``: the WAL is in the
+operating system's page cache) but a power cut may take the last transactions back. The acknowledged instance's
 file is then still durable under its final name, and :meth:`InstanceStore.reconcile` records every such file again
 at start (and removes the temporary files of instances never acknowledged). So after any crash every acknowledged
 instance is on disk and in the catalogue, without an fsync of the database per batch; a batch not yet acknowledged
@@ -115,8 +114,8 @@ class GroupCommitter:
     """Commits staged instances in batches; :meth:`commit` blocks until its batch is durable.
 
     No thread of its own: the first caller that finds no batch being committed commits everything waiting (its
-    own instance among them) in its own thread, the others wait for it; when it is done, it wakes the callers of
-    its batch, then the first of those that arrived meanwhile to commit theirs. Each waiting thread is
+    own instance among them) in its own thread, the others wait for it; when it is done, it wakes the first of
+    those that arrived meanwhile to commit their batch, then the callers of its own batch. Each waiting thread is
     woken once (its own lock), never by a broadcast to all waiters, so a batch costs no wake-ups of threads that
     only go back to waiting. The leader answers its own sender without a thread hand-off.
     """
@@ -165,11 +164,11 @@ class GroupCommitter:
                 else:
                     self._committing = False
                     self._idle.notify_all()
-            for w in batch:  # their answers first: each unblocks a sender, work for the other core
-                if w is not own:
-                    w.wake.release()
             if following is not None:
                 following.wake.release()  # leads the batch that arrived meanwhile
+            for w in batch:
+                if w is not own:
+                    w.wake.release()
 
     def stop(self) -> None:
         """Refuse new instances (their senders are not acknowledged) and wait for the batches being committed."""
