@@ -11,9 +11,10 @@ placed file of it is found identical by the retry).
 
 Why "acknowledged means on disk" holds, per instance and in this order: its file is fsynced under a temporary
 name; it is renamed to its final name, never over an existing one (so a final name never holds a file that is
-not durable, nor loses the one it held); its folder is fsynced; its catalogue row is committed; it is acknowledged. The catalogue is SQLite in WAL mode with
-``synchronous=NORMAL``: a committed transaction survives the end of the process (``kill -9``: the WAL is in the
-operating system's page cache) but a power cut may take the last transactions back. The acknowledged instance's
+not durable, nor loses the one it held); its folder is fsynced; its catalogue row is committed; it is
+acknowledged. The catalogue is SQLite in WAL mode with ``synchronous=NORMAL``: a committed transaction survives the
+end of the process (``kill -9``: the WAL is in the operating system's page cache) but a power cut may take the last
+transactions back. The acknowledged instance's
 file is then still durable under its final name, and :meth:`InstanceStore.reconcile` records every such file again
 at start (and removes the temporary files of instances never acknowledged). So after any crash every acknowledged
 instance is on disk and in the catalogue, without an fsync of the database per batch; a batch not yet acknowledged
