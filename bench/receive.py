@@ -1,15 +1,15 @@
 """Receive benchmark: instances/s of the appliance's DICOM receiver vs dcmtk storescp, same senders, same run.
 
 8 parallel associations (dcmtk storescu processes) x 500 instances of ~512 KB each (a real CT slice from
-../shared/data, decompressed to 512x512x16 bit and re-written with new UIDs), first to dcmtk ``storescp`` (the
-anchor, TCP_NODELAY set through dcmtk's TCP_NODELAY variable; it does not fsync), then to the appliance's receiver
-(every dataset checked, written and fsynced, then group-committed: rename, folder fsync and one catalogue
-transaction per batch, before 0x0000). Prints medians of the repeats, the ratio, lost instances (must be 0), the
-load average around each run (the machine may be shared) and the receiver's time per instance in each stage
+../shared/data, decompressed to 512x512x16 bit and re-written with new UIDs), first to dcmtk ``storescp`` (the anchor,
+TCP_NODELAY set through dcmtk's TCP_NODELAY variable; it does not fsync), then to the appliance's receiver (every
+dataset checked, written and fsynced, renamed into place and its folder fsynced, then recorded by the group commit:
+one catalogue transaction per batch, before 0x0000). Prints medians of the repeats, the ratio, lost instances (must be
+0), the load average around each run (the machine may be shared) and the receiver's time per instance in each stage
 (summed over its threads, so stages of parallel associations overlap). Per run it also prints the receiver's and the
 senders' CPU per instance (user and sys), the idle share of all CPUs during the run (``/proc/stat``: idle + iowait;
-the machine may be shared, so other processes' work shows as busy), the receiver's context switches per instance
-and the distribution of the group commit's batch sizes. Never passes/fails on time. Usage:
+the machine may be shared, so other processes' work shows as busy), the receiver's context switches per instance and
+the distribution of the group commit's batch sizes. Never passes/fails on time. Usage:
 ``.venv/bin/python bench/receive.py [--associations 8] [--instances 500] [--repeats 1]``.
 """
 
