@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import hashlib
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 
 def sha256_file(path: Path) -> str:
@@ -95,24 +96,57 @@ def fsync_tree(root: Path) -> None:
         fsync_dir(Path(dirpath))
 
 
-_RENAME_EXCHANGE = 2  # linux/fs.h
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2  # linux/fs.h
+_UNSUPPORTED = (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP)
+
+
+@functools.cache
+def _libc_renameat2() -> Any:
+    """The C library's ``renameat2`` (None where it lacks one); looked up once."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+
+
+def _renameat2(a: Path, b: Path, flags: int) -> int:
+    """0 when ``renameat2(a, b, flags)`` succeeded, else its errno (``ENOSYS`` where the C library lacks it)."""
+    renameat2 = _libc_renameat2()
+    if renameat2 is None:
+        return errno.ENOSYS
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), flags) == 0:
+        return 0
+    return ctypes.get_errno()
 
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths in one ``renameat2(RENAME_EXCHANGE)``; False where the C library or file system lacks it."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd = -100
-    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
-    if result == 0:
+    err = _renameat2(a, b, _RENAME_EXCHANGE)
+    if err == 0:
         return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+    if err in _UNSUPPORTED:
         return False
     raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def rename_noreplace(src: Path, dst: Path) -> bool:
+    """Rename ``src`` to ``dst`` unless ``dst`` exists (then False, nothing changed), atomically: one
+    ``renameat2(RENAME_NOREPLACE)``, or where the kernel or file system lacks it a hard link (which fails on an
+    existing name just as atomically) and the removal of ``src``. The caller fsyncs the folder."""
+    err = _renameat2(src, dst, _RENAME_NOREPLACE)
+    if err == 0:
+        return True
+    if err == errno.EEXIST:
+        return False
+    if err not in _UNSUPPORTED:
+        raise OSError(err, os.strerror(err), str(src), None, str(dst))
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        return False
+    os.unlink(src)
+    return True
 
 
 def replace_dir(staging: Path, target: Path) -> None:

@@ -130,6 +130,8 @@ class StagedInstance:
     sha256: str
     size: int
     source: str
+    #: Already under its final name, its folder fsynced (:meth:`InstanceStore.place`); ``temp`` is that name.
+    placed: bool = False
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -185,6 +187,8 @@ class InstanceStore:
         self._stored = catalogue.stored_bytes()
         self._full_alarmed = False
         self._folders: set[Path] = set()
+        #: SHA-256 of placed files not yet recorded, computed when a differing copy arrived first (see commit).
+        self._unrecorded_sha: dict[str, str] = {}
         self.studies_dir.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, s: InstanceSummary) -> Path:
@@ -263,11 +267,33 @@ class InstanceStore:
             raise
         return StagedInstance(summary, Path(tmp), "", size, source)
 
+    def place(self, item: StagedInstance) -> StagedInstance:
+        """Move a staged (fsynced) instance to its final name and fsync its folder, in the caller's thread, so the
+        group commit has only its catalogue row left to write; unless a copy of it is held (recorded, or a file
+        already at that name: never replaced), then it stays staged and the commit decides by content as before.
+        Nothing is acknowledged yet: a placed instance not yet recorded is a file on disk the commit (or, after a
+        crash, :meth:`reconcile`) records; its sender re-sends it when its batch fails, and finds it identical."""
+        final = self.path_for(item.summary)
+        try:
+            if self.catalogue.instance(item.summary.sop_uid) is not None:
+                return item
+            if not fsio.rename_noreplace(item.temp, final):
+                return item
+            fsio.fsync_dir(final.parent)
+        except (OSError, sqlite3.Error) as exc:
+            if not item.temp.exists():  # on disk under its final name, unrecorded: the retry finds it identical
+                item = dataclasses.replace(item, temp=final, placed=True)
+            self.discard(item)
+            raise StorageError(f"cannot store instance {item.summary.sop_uid}: {exc}") from exc
+        return dataclasses.replace(item, temp=final, placed=True)
+
     def commit(self, batch: Sequence[StagedInstance]) -> list[StoreResult]:
         """Move a batch of staged instances into place and record them: the duplicate check, the renames, one
         fsync per folder and the catalogue rows happen in one transaction under one lock, so two copies of one
         instance arriving at once are never both filed at the same place (the second is kept aside or found
-        identical). On return every ``stored`` instance is durable on disk and in the catalogue."""
+        identical). Placed instances (:meth:`place`) are in place already: only their rows are left (and the
+        content decision when a copy turned up meanwhile). On return every ``stored`` instance is durable on disk
+        and in the catalogue."""
         results: list[StoreResult] = []
         aside: list[tuple[StagedInstance, Path]] = []
         stored_bytes = 0
@@ -282,7 +308,10 @@ class InstanceStore:
                     final = self.path_for(s)
                     row = tx.instance(s.sop_uid)
                     known = seen.get(s.sop_uid) or (row[:2] if row else None)
-                    if known is None and final.exists():  # on disk but unrecorded (crash, failed transaction)
+                    if item.placed and known is not None and known[0] == str(final):  # this very file, recorded
+                        results.append(StoreResult("stored", final, known[1], item.size))  # by a racing copy
+                        continue
+                    if known is None and not item.placed and final.exists():  # on disk, unrecorded (crash...)
                         known = (str(final), "")
                     if known is not None:  # a copy is held: hash both (only now), identical or kept aside
                         held = Path(known[0])
@@ -292,6 +321,8 @@ class InstanceStore:
                             filled[s.sop_uid] = known_sha
                             if row is not None:
                                 tx.set_sha256(s.sop_uid, known_sha)
+                            else:  # a placed file its own (later) batch records: with this hash
+                                self._unrecorded_sha[s.sop_uid] = known_sha
                         item = dataclasses.replace(item, sha256=item.sha256 or fsio.sha256_file(item.temp))
                         if known_sha == item.sha256 and held.is_file():
                             item.temp.unlink(missing_ok=True)
@@ -313,14 +344,17 @@ class InstanceStore:
                                 aside.append((item, path))
                             results.append(StoreResult("duplicate", path, item.sha256, item.size))
                             continue
-                    os.replace(item.temp, final)
-                    folders.add(final.parent)
+                    if not item.placed:
+                        os.replace(item.temp, final)
+                        folders.add(final.parent)
                     rows.append((item, final))
                     seen[s.sop_uid] = (str(final), item.sha256)
                     stored_bytes += item.size
                     results.append(StoreResult("stored", final, item.sha256, item.size))
                 for item, final in rows:
                     s = item.summary
+                    if s.sop_uid not in filled and s.sop_uid in self._unrecorded_sha:
+                        filled[s.sop_uid] = self._unrecorded_sha[s.sop_uid]
                     tx.add(
                         study_uid=s.study_uid, study_hash=self.study_hash(s.study_uid), series_uid=s.series_uid,
                         sop_uid=s.sop_uid, path=final, sha256=filled.get(s.sop_uid, item.sha256), size=item.size,
@@ -332,12 +366,15 @@ class InstanceStore:
                     )  # fmt: skip
                 for folder in sorted(folders):  # after the first, the journal commit usually covers the others
                     fsio.fsync_dir(folder)  # the transaction commits (on leaving the block) only after these
+            for item, _ in rows:  # committed: the hashes of placed files kept for their rows are used
+                self._unrecorded_sha.pop(item.summary.sop_uid, None)
         except (OSError, sqlite3.Error) as exc:
             stored_bytes = 0
             raise StorageError(f"cannot store a batch of {len(batch)} instance(s): {exc}") from exc
         finally:
             for item in batch:
-                item.temp.unlink(missing_ok=True)
+                if not item.placed:  # a placed file stays: on disk under its final name (see place)
+                    item.temp.unlink(missing_ok=True)
             self._release(sum(i.size for i in batch), stored_bytes)
         for item, path in aside:
             self.audit.append(
@@ -350,8 +387,11 @@ class InstanceStore:
         return results
 
     def discard(self, item: StagedInstance) -> None:
-        """Remove a staged instance that will not be committed (its sender was not acknowledged)."""
-        item.temp.unlink(missing_ok=True)
+        """Remove a staged instance that will not be committed (its sender was not acknowledged); a placed one stays
+        under its final name (durable; the sender's retry finds it identical, or :meth:`reconcile` records it), since
+        a racing identical copy may have been recorded as that very file."""
+        if not item.placed:
+            item.temp.unlink(missing_ok=True)
         self._release(item.size)
 
     def store(self, data: bytes, summary: InstanceSummary, source: str) -> StoreResult:

@@ -149,3 +149,64 @@ def test_no_hash_on_the_acknowledgement_path_until_a_copy_arrives_again(
     assert [r.outcome for r in svc.store.commit(pair)] == ["stored", "duplicate"]
     row = svc.catalogue.instance(uid)
     assert row is not None and row[1] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.req("REQ-SAFE-1922", "REQ-SAFE-301", "REQ-SAFE-600")
+def test_a_placed_instance_whose_batch_fails_is_found_identical_by_the_retry_and_stored_once(
+    service_factory: Callable[..., ApplianceService],
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    svc = service_factory()
+    _, files = prepare_ct_series(shared_data, tmp_path / "ct", n=1)
+    data = files[0].read_bytes()
+    summary = summarise(pydicom.dcmread(files[0], stop_before_pixels=True))
+    final = svc.store.path_for(summary)
+    placed = svc.store.place(svc.store.stage([data], summary, "test"))
+    assert placed.placed and placed.temp == final and final.read_bytes() == data  # under its final name already
+    add = InstanceBatch.add
+
+    def broken(self: InstanceBatch, **kwargs: Any) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(InstanceBatch, "add", broken)
+    with pytest.raises(StorageError):
+        svc.store.commit([placed])
+    assert svc.catalogue.instance(summary.sop_uid) is None  # never acknowledged
+    assert final.read_bytes() == data  # the placed file stays (durable; the retry or reconcile records it)
+    monkeypatch.setattr(InstanceBatch, "add", add)
+    retry = svc.store.place(svc.store.stage([data], summary, "test"))  # the sender's retry
+    assert not retry.placed and retry.temp != final  # never over an existing name
+    (result,) = svc.store.commit([retry])
+    assert result.outcome == "identical" and result.path == final
+    row = svc.catalogue.instance(summary.sop_uid)
+    assert row is not None and row[0] == str(final)
+    assert not (svc.data_dir / "duplicates").exists()
+    assert svc.catalogue.stored_bytes() == svc.store._stored == len(data)
+    assert [p.name for p in final.parent.iterdir()] == [final.name]  # no temporary file left
+
+
+@pytest.mark.req("REQ-SAFE-1922", "REQ-SAFE-302")
+def test_placing_never_replaces_a_file_already_at_the_final_name(
+    service_factory: Callable[..., ApplianceService], shared_data: Path, tmp_path: Path
+) -> None:
+    svc = service_factory()
+    _, files = prepare_ct_series(shared_data, tmp_path / "ct", n=1)
+    data = files[0].read_bytes()
+    summary = summarise(pydicom.dcmread(files[0], stop_before_pixels=True))
+    final = svc.store.path_for(summary)
+    final.parent.mkdir(parents=True)
+    held = data[:-2] + bytes([data[-2] ^ 0xFF, data[-1]])
+    final.write_bytes(held)  # on disk, unrecorded (written before a crash)
+    staged = svc.store.place(svc.store.stage([data], summary, "test"))
+    assert not staged.placed and final.read_bytes() == held
+    (result,) = svc.store.commit([staged])
+    assert result.outcome == "duplicate" and result.path.read_bytes() == data  # the new copy kept aside
+    assert final.read_bytes() == held
+    # a recorded instance is not placed either (looked up first): the commit decides by content
+    (other,) = svc.store.commit([svc.store.stage([data], dataclasses.replace(summary, sop_uid=generate_uid()), "t")])
+    assert other.outcome == "stored"
+    again = svc.store.place(svc.store.stage([data], dataclasses.replace(summary, sop_uid=other.path.stem), "t"))
+    assert not again.placed
+    assert svc.store.commit([again])[0].outcome == "identical"

@@ -1,6 +1,6 @@
 """Issue 20: "acknowledged means on disk", checked call by call while real senders store real instances.
 
-Every ``fsync``/``fdatasync`` (with the path its descriptor names), every ``os.replace`` and every 0x0000 the
+Every ``fsync``/``fdatasync`` (with the path its descriptor names), every rename and every 0x0000 the
 receiver answers are recorded in the order they happen while three dcmtk ``dcmsend`` associations store real CT
 slices at once. Each acknowledged instance must show: its temporary file fsynced, then renamed to its final name,
 then that folder fsynced, then (with its catalogue row committed) the acknowledgement; this holds for any batching
@@ -49,7 +49,8 @@ class Recorder:
 
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
-    """Records every completed fsync/fdatasync and rename of the process, and every C-STORE answered 0x0000."""
+    """Records every completed fsync/fdatasync and rename (``os.replace``, ``fsio.rename_noreplace``) of the
+    process, and every C-STORE answered 0x0000."""
     rec = Recorder()
     for name in ("fsync", "fdatasync"):
         real = getattr(os, name)
@@ -67,6 +68,15 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
         rec.add("rename", os.path.realpath(dst), os.path.realpath(src))
 
     monkeypatch.setattr(os, "replace", replaced)
+    real_noreplace = fsio.rename_noreplace
+
+    def placed(src: Path, dst: Path) -> bool:
+        done = real_noreplace(src, dst)
+        if done:
+            rec.add("rename", os.path.realpath(dst), os.path.realpath(src))
+        return done
+
+    monkeypatch.setattr(fsio, "rename_noreplace", placed)
     handle = StoreHandler.handle
 
     def answered(self: StoreHandler, request: Command, *args: Any) -> tuple[int, str]:

@@ -1,18 +1,20 @@
-"""Group commit: staged instances of all associations are renamed, folder-fsynced and recorded in batches.
+"""Group commit: the staged instances of all associations are recorded in the catalogue in batches.
 
-Each association's thread stages its instance (temporary file written and fsynced, in parallel with the others)
-and then waits here. One of the waiting threads (the leader: the first to find no batch being committed) takes
-everything that arrived while the previous batch was being committed and commits it with
-:meth:`InstanceStore.commit` (renames, the catalogue rows, one fsync per folder, then the commit of the one
-catalogue transaction); only then are the waiting associations released to answer 0x0000. A
-batch that fails is answered with a failure status as a whole; nothing of it was acknowledged, so the senders
-re-send it.
+Each association's thread stages its instance (temporary file written and fsynced, in parallel with the others),
+renames it to its final name and fsyncs that folder (:meth:`InstanceStore.place`, also in parallel; not when a
+copy of it is held) and then waits here. One of the waiting threads (the leader: the first to find no batch being
+committed) takes everything that arrived while the previous batch was being committed and commits it with
+:meth:`InstanceStore.commit` (the catalogue rows; for copies held: hashes, renames, folder fsyncs; then the commit
+of the one catalogue transaction); only then are the waiting associations released to answer 0x0000. A batch that
+fails is answered with a failure status as a whole; nothing of it was acknowledged, so the senders re-send it (a
+placed file of it is found identical by the retry).
 
 Why "acknowledged means on disk" holds, per instance and in this order: its file is fsynced under a temporary
-name; it is renamed to its final name (so a final name never holds a file that is not durable); its folder is
-fsynced; its catalogue row is committed; it is acknowledged. The catalogue is SQLite in WAL mode with
-``synchronous=NORMAL``: a committed transaction survives the end of the process (``kill -9``: the WAL is in the
-operating system's page cache) but a power cut may take the last transactions back. The acknowledged instance's
+name; it is renamed to its final name, never over an existing one (so a final name never holds a file that is
+not durable, nor loses the one it held); its folder is fsynced; its catalogue row is committed; it is
+acknowledged. The catalogue is SQLite in WAL mode with ``synchronous=NORMAL``: a committed transaction survives the
+end of the process (``kill -9``: the WAL is in the operating system's page cache) but a power cut may take the last
+transactions back. The acknowledged instance's
 file is then still durable under its final name, and :meth:`InstanceStore.reconcile` records every such file again
 at start (and removes the temporary files of instances never acknowledged). So after any crash every acknowledged
 instance is on disk and in the catalogue, without an fsync of the database per batch; a batch not yet acknowledged
@@ -28,8 +30,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 
 from appliance.service.errors import ServiceError, StorageError
 from appliance.service.storage import InstanceStore, StagedInstance, StoreResult
@@ -48,6 +50,8 @@ class StageTimings:
         self._cpu: dict[str, float] = defaultdict(float)
         self.instances = 0
         self.batches = 0
+        #: How many group commits had each batch size (instances per batch).
+        self.batch_sizes: Counter[int] = Counter()
 
     def add(self, stage: str, seconds: float, cpu: float = 0.0) -> None:
         """Count ``seconds`` of wall clock and ``cpu`` seconds of thread CPU against ``stage``."""
@@ -55,11 +59,13 @@ class StageTimings:
             self._seconds[stage] += seconds
             self._cpu[stage] += cpu
 
-    def count(self, instances: int = 0, batches: int = 0) -> None:
-        """Count stored instances and committed batches."""
+    def count(self, instances: int = 0, batches: int = 0, batch_size: int = 0) -> None:
+        """Count stored instances and committed batches (``batch_size``: the size of one committed batch)."""
         with self._lock:
             self.instances += instances
             self.batches += batches
+            if batch_size:
+                self.batch_sizes[batch_size] += 1
 
     def snapshot(self) -> dict[str, float]:
         """Wall seconds per stage so far."""
@@ -89,63 +95,87 @@ class Lap:
         self._wall, self._cpu = wall, cpu
 
 
+def _locked() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass
 class _Waiting:
     item: StagedInstance
     done: bool = False
     result: StoreResult | None = None
     error: BaseException | None = None
+    #: Held until this instance's batch is done or its thread is to lead the next batch (then released once).
+    wake: threading.Lock = field(default_factory=_locked)
 
 
 class GroupCommitter:
     """Commits staged instances in batches; :meth:`commit` blocks until its batch is durable.
 
     No thread of its own: the first caller that finds no batch being committed commits everything waiting (its
-    own instance among them) in its own thread, the others wait for it; when it is done, the next waiting caller
-    commits what arrived meanwhile. The leader answers its own sender without a thread hand-off, and the batches
-    are the same as with a dedicated committing thread.
+    own instance among them) in its own thread, the others wait for it; when it is done, it wakes the first of
+    those that arrived meanwhile to commit their batch, then the callers of its own batch. Each waiting thread is
+    woken once (its own lock), never by a broadcast to all waiters, so a batch costs no wake-ups of threads that
+    only go back to waiting. The leader answers its own sender without a thread hand-off.
     """
 
     def __init__(self, store: InstanceStore, timings: StageTimings) -> None:
         self.store = store
         self.timings = timings
         self._queue: list[_Waiting] = []
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._committing = False
         self._stopping = False
 
     def commit(self, item: StagedInstance) -> StoreResult:
         """Commit ``item`` with whatever else is waiting; :class:`StorageError` when its batch failed."""
         waiting = _Waiting(item)
-        batch: list[_Waiting] = []
-        with self._cond:
+        with self._lock:
             if self._stopping:
-                self.store.discard(item)
+                self.store.discard(item)  # a placed file stays (the retry finds it identical)
                 raise StorageError("the receiver is stopping")
             self._queue.append(waiting)
-            while self._committing and not waiting.done:
-                self._cond.wait()
-            if not waiting.done:
-                self._committing = True
-                batch, self._queue = self._queue, []
-        if batch:
-            try:
-                self._commit(batch)
-            finally:
-                with self._cond:
-                    self._committing = False
-                    self._cond.notify_all()
+            lead = not self._committing
+            self._committing = True
+        if not lead:
+            waiting.wake.acquire()  # its batch is done, or this thread leads the next one
+        if not waiting.done:
+            self._lead(waiting)
         if waiting.error is not None:
             raise waiting.error
         if waiting.result is None:  # cannot happen: _commit sets one of them
             raise StorageError("the commit of an instance ended without a result")
         return waiting.result
 
+    def _lead(self, own: _Waiting) -> None:
+        """Commit everything queued (``own``, this thread's instance, among it), then wake the next leader, if any,
+        and the other callers of the batch."""
+        with self._lock:
+            batch, self._queue = self._queue, []
+        following: _Waiting | None = None
+        try:
+            self._commit(batch)
+        finally:
+            with self._lock:
+                if self._queue:
+                    following = self._queue[0]
+                else:
+                    self._committing = False
+                    self._idle.notify_all()
+            if following is not None:
+                following.wake.release()  # leads the batch that arrived meanwhile
+            for w in batch:
+                if w is not own:
+                    w.wake.release()
+
     def stop(self) -> None:
-        """Refuse new instances (their senders are not acknowledged) and wait for the batch being committed."""
-        with self._cond:
+        """Refuse new instances (their senders are not acknowledged) and wait for the batches being committed."""
+        with self._lock:
             self._stopping = True
-            self._cond.wait_for(lambda: not self._committing, timeout=30)
+            self._idle.wait_for(lambda: not self._committing, timeout=30)
 
     def _commit(self, batch: list[_Waiting]) -> None:
         """Commit ``batch`` (in the leader's thread); every waiting instance gets its result or its error."""
@@ -163,8 +193,7 @@ class GroupCommitter:
             for w in batch:
                 w.error = StorageError(f"commit failed: {type(exc).__name__}")
         finally:
-            lap.mark("group commit: rename, catalogue, folder fsync (leader thread)")
-            self.timings.count(batches=1)
-            with self._cond:
-                for w in batch:
-                    w.done = True
+            lap.mark("group commit: catalogue rows (leader thread)")
+            self.timings.count(batches=1, batch_size=len(batch))
+            for w in batch:
+                w.done = True

@@ -27,14 +27,37 @@ _PDV = struct.Struct(">LBB")
 KEEP_BUFFER_LIMIT = 64 * 1024 * 1024
 
 
+def set_timeout(sock: socket.socket, seconds: float | None) -> None:
+    """Make every read and write of ``sock`` fail (``OSError``) after ``seconds`` without progress (None: never).
+
+    A plain TCP socket stays in blocking mode with the kernel's ``SO_RCVTIMEO``/``SO_SNDTIMEO`` (Python's own
+    timeouts would poll before every ``recv``: twice the system calls and thread wake-ups per fragment); a TLS
+    socket keeps Python's timeout (its reads cannot take flags).
+    """
+    if type(sock) is not socket.socket:
+        sock.settimeout(seconds)
+        return
+    sock.settimeout(None)
+    whole = int(seconds or 0)
+    timeval = struct.pack("@ll", whole, int(((seconds or 0) - whole) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
+def _flags(sock: socket.socket) -> int:
+    """``MSG_WAITALL`` for a plain blocking socket (one call, one wake-up of this thread per read), else 0."""
+    return socket.MSG_WAITALL if type(sock) is socket.socket and sock.gettimeout() is None else 0
+
+
 def _recv_exact(sock: socket.socket, n: int) -> bytearray:
     """Exactly ``n`` bytes from ``sock``; :class:`ProtocolError` when the peer closes first."""
     if n <= PREALLOCATE_LIMIT:
         buf = bytearray(n)
         view = memoryview(buf)
         got = 0
+        flags = _flags(sock)
         while got < n:
-            k = sock.recv_into(view[got:], n - got)
+            k = sock.recv_into(view[got:], n - got, flags)
             if k == 0:
                 raise ProtocolError(f"connection closed after {got} of {n} bytes of a PDU")
             got += k
@@ -50,7 +73,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytearray:
 
 def read_pdu_header(sock: socket.socket) -> tuple[int, int]:
     """``(type, body length)`` of the next PDU; :class:`ProtocolError` on a closed connection or an unknown type."""
-    first = sock.recv(6)
+    first = sock.recv(6, _flags(sock))
     if not first:
         raise ProtocolError("connection closed")
     head = first if len(first) == 6 else first + _recv_exact(sock, 6 - len(first))
@@ -103,8 +126,9 @@ class DatasetBuffer:
                 self._buf = grown
             view = memoryview(self._buf)
             got = self.used
+            flags = _flags(sock)
             while got < need:
-                k = sock.recv_into(view[got:need], need - got)
+                k = sock.recv_into(view[got:need], need - got, flags)
                 if k == 0:
                     raise ProtocolError(f"connection closed after {got - self.used} of {chunk} bytes of a PDU")
                 got += k

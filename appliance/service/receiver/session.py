@@ -83,7 +83,7 @@ class DicomSession:
         """Wait for the association request, negotiate, serve, audit."""
         requested = False
         try:
-            self.sock.settimeout(self.context.request_timeout_s)
+            pdu.set_timeout(self.sock, self.context.request_timeout_s)
             try:
                 pdu_type, body = pdu.read_pdu(self.sock)
             except (ProtocolError, OSError) as exc:
@@ -152,7 +152,7 @@ class DicomSession:
 
     def _serve(self, stats: AssociationStats, syntaxes: dict[int, str]) -> str:
         """DIMSE until release (returns ``released``) or abort by the peer (``aborted``)."""
-        self.sock.settimeout(self.config.network_timeout_seconds or None)
+        pdu.set_timeout(self.sock, self.config.network_timeout_seconds or None)
         self._command_parts, self._request = [], None
         self._dataset.clear()
         while True:

@@ -66,6 +66,8 @@ class StoreHandler:
                                    IMPLEMENTATION_CLASS_UID)  # fmt: skip
             staged = self.store.stage([header, data], summary, stats.actor)
             lap.mark("write + fsync (staged file)")
+            staged = self.store.place(staged)
+            lap.mark("rename + folder fsync (own thread)")
             result = self.committer.commit(staged)
         except StorageFull as exc:
             stats.refused_full += 1
