@@ -41,6 +41,7 @@ from engines.presets.ct_grid import (
     as_host,
     block_factors,
     block_mean,
+    c_order,
     coarse_geometry,
     grid_summary,
     refine_boundaries,
@@ -377,10 +378,13 @@ def segment_ct(
     t = time.perf_counter()
     factors = block_factors(geo.spacing, p.analysis_voxel_mm)
     fine = geo
+    # C order once (NIfTI and DICOM volumes arrive in Fortran order: see ct_grid.c_order); read by the blocks
+    # and by the boundaries placed at the CT's own voxels
+    source = c_order(xp.asarray(volume.array), None)
     if factors == (1, 1, 1):
-        hu_full = xp.asarray(volume.array).astype(xp.float32)
+        hu_full = source.astype(xp.float32)
     else:  # a fine CT: segmented on blocks of whole voxels (ct_grid), labels copied back per block
-        hu_full = block_mean(xp.asarray(volume.array), factors)
+        hu_full = block_mean(source, factors)
         geo = coarse_geometry(fine, factors)
         details = grid_summary(fine, geo, factors)
         findings.append(Finding(
@@ -476,7 +480,7 @@ def segment_ct(
     if factors != (1, 1, 1):
         smooth_full = xp.zeros(hu_full.shape, dtype=xp.float32)
         smooth_full[box] = hu_smooth
-        full = refine_boundaries(full, xp.asarray(volume.array), smooth_full, factors, _boundary_rules(p), ndi)
+        full = refine_boundaries(full, source, smooth_full, factors, _boundary_rules(p), ndi)
     out = as_host(full)
     stage("assemble", 1.0, t)
     return out, timings, findings
