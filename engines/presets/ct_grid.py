@@ -50,11 +50,30 @@ def block_mean(hu: Array, factors: Factors) -> Array:
             idx: list[Any] = [slice(None)] * 3
             idx[axis] = slice(k, None, f)
             views.append(acc[tuple(idx)])
-        total = views[0].astype(xp.float32)
+        total = c_order(views[0], xp.float32)
         for view in views[1:]:
             total += view
         acc = total
     return acc.astype(xp.float32, copy=False) / np.float32(factors[0] * factors[1] * factors[2])
+
+
+def c_order(array: Array, dtype: Any) -> Array:
+    """``array`` as a C-ordered array of ``dtype`` (a copy unless it already is one).
+
+    NIfTI (nibabel) and DICOM volumes arrive in Fortran order, and every mask derived from them by element-wise
+    operations keeps that layout, while the morphology's shifted passes and slabs (:mod:`ct_morphology`) walk the
+    arrays in C order: on Fortran-ordered masks each pass strides through memory (a 3 mm ball opening of a
+    256x256x300 mask took 17x the CPU time). Element-wise values do not depend on the layout, so the labels are
+    the same either way. On the CPU a Fortran-ordered volume is copied one plane of axis 1 at a time (each plane's
+    transpose stays in cache: 2.8x less CPU than one strided copy of a 512x512x600 CT).
+    """
+    xp = morph.array_module_of(array)
+    if xp is np and array.ndim == 3 and array.flags.f_contiguous and not array.flags.c_contiguous:
+        out = np.empty(array.shape, dtype=array.dtype if dtype is None else dtype)
+        for j in range(int(array.shape[1])):
+            out[:, j, :] = array[:, j, :]
+        return out
+    return xp.ascontiguousarray(array, dtype=dtype)
 
 
 def coarse_geometry(geo: GridGeometry, factors: Factors) -> GridGeometry:
@@ -173,5 +192,5 @@ def as_host(labels: Array) -> npt.NDArray[np.uint8]:
     return np.asarray(labels.get(), dtype=np.uint8)
 
 
-__all__ = ["BoundaryRule", "as_host", "block_factors", "block_labels", "block_mean", "coarse_geometry", "grid_summary",
-           "linear_upsample", "refine_boundaries"]
+__all__ = ["BoundaryRule", "as_host", "block_factors", "block_labels", "block_mean", "c_order", "coarse_geometry",
+           "grid_summary", "linear_upsample", "refine_boundaries"]

@@ -259,7 +259,7 @@ class SuspectLumens:
 
 
 def suspect_lumens(bone: Array, hu: Array, hu_smooth: Array, noise_hu: float, geo: GridGeometry, ndi: ModuleType,
-                   p: CtDefaultParameters, split: bool = False) -> SuspectLumens:
+                   p: CtDefaultParameters, split: bool = False, own_rim: bool = True) -> SuspectLumens:
     """Regions of ``bone`` that look like a contrast-filled vessel lumen rather than bone, on any scan.
 
     Independent of whether contrast or enhancing organs were found (a phase the gates miss must not leave a vessel
@@ -286,6 +286,10 @@ def suspect_lumens(bone: Array, hu: Array, hu_smooth: Array, noise_hu: float, ge
     ``metal_hu``) is judged, its streaks make any HU.
     Only regions of at least ``suspect_warn_ml`` are kept. The mask holds the kept parts grown back by
     ``vessel_core_radius_mm`` within the candidates. Work is done on the bounding box of the candidates.
+    Without ``own_rim`` (for a closed and filled bone), shell voxels whose smoothed HU lies within
+    ``suspect_spread_ratio`` times the noise of the part's median do not count as enclosing bone: they are the
+    part's own rim that the closing joined (a lumen does not enclose itself; cortex and fatty marrow around a
+    bone's marrow differ from it by more than the noise).
     """
     xp = morph.array_module_of(hu)
     empty = SuspectLumens(xp.zeros_like(bone))
@@ -342,7 +346,11 @@ def suspect_lumens(bone: Array, hu: Array, hu_smooth: Array, noise_hu: float, ge
                              sub.spacing)
     owned = ring > 0
     total = xp.bincount(ring[owned], minlength=n + 1)
-    in_bone = xp.bincount(ring[owned], weights=bone[box][owned].astype(xp.float64), minlength=n + 1)
+    shell_bone = bone[box][owned]
+    if not own_rim:
+        like_part = xp.abs(hu_smooth[box][owned] - median[ring[owned]]) <= p.suspect_spread_ratio * noise_hu
+        shell_bone = shell_bone & ~like_part
+    in_bone = xp.bincount(ring[owned], weights=shell_bone.astype(xp.float64), minlength=n + 1)
     keep &= in_bone < p.enclosed_bone_share * total
     keep[0] = False
     if not bool(keep.any()):

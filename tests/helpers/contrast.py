@@ -1,7 +1,8 @@
 """Contrast phases painted onto the real non-contrast CT (shared by the contrast tests and ``bench/contrast_paint.py``).
 
-The reference vessels, spleen and kidneys of TotalSegmentator's segmentation of ``example_ct.nii.gz`` get arterial
-or portal-venous values: literature values, their own texture halved, plus 10 HU noise (seeded).
+The reference vessels, spleen and kidneys of TotalSegmentator's segmentation of ``example_ct.nii.gz`` get arterial,
+portal-venous or delayed values (delayed: the liver too): literature values, their own texture halved, plus 10 HU
+noise (seeded).
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import numpy.typing as npt
 
 from appliance.core import Volume
 
-#: HU painted per phase (literature values for the arterial and portal-venous phases).
+#: HU painted per phase (literature values for the arterial, portal-venous and delayed phases).
 PHASES: dict[str, dict[str, float]] = {
     "none": {},
     "arterial": {"vessels": 280.0, "spleen": 150.0, "kidney_left": 200.0, "kidney_right": 200.0},
     "portal-venous": {"vessels": 170.0, "spleen": 120.0, "kidney_left": 170.0, "kidney_right": 170.0},
+    "delayed": {"vessels": 130.0, "spleen": 100.0, "kidney_left": 130.0, "kidney_right": 130.0, "liver": 90.0},
 }
 
 
