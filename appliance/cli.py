@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "audit",
     "users",
     "update",
+    "usb",
     "trace",
     "demo",
 )
