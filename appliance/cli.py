@@ -29,7 +29,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "audit",
     "users",
     "update",
-    "usb",
     "trace",
     "demo",
 )

@@ -5,25 +5,33 @@
 The service runs unprivileged (no capabilities, no polkit on the box), so it never unmounts anything itself. After
 the importer has taken every instance of a stick mounted under ``import.watch_dir`` (a mount point there), it
 writes an empty request file ``<device>@<st_dev>`` into ``<data_dir>/run/usb-release/``. A root path unit
-(firmware_config ``appliance-usb-release.path``) starts ``appliance usb release`` on it, which reads only the
-file *names* (:func:`release_requested_sticks`): a name that is not a device name, a request from an earlier boot,
-or a folder that is not that very mount (another stick plugged into the same port since) is dropped; otherwise
-it stops ``appliance-usb-stick@<device>.service``, whose ``ExecStop`` unmounts the stick and removes its folder.
+(firmware_config ``appliance-usb-release.path``) starts ``python -m appliance.service.usb_release`` on it
+(:func:`main`: it imports only the configuration and this module, not the whole CLI, which takes minutes on a
+slow box), which reads only the file *names* (:func:`release_requested_sticks`). Dropped: a name that is not a
+device name; a request from an earlier boot or older than the service waits (:data:`RELEASE_TIMEOUT_S`; the
+service withdraws its request then, and when the stick is pulled first, because the next stick in that port gets
+the same device number); a folder that is no longer that very mount. Otherwise it stops
+``appliance-usb-stick@<device>.service``, whose ``ExecStop`` unmounts the stick and removes its folder.
 The service then sees the folder gone and reports the stick ``released``.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import os
 import re
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.errors import ApplianceError
 from appliance.fsio import atomic_write_bytes
+from appliance.service.errors import ImportRefused
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +59,14 @@ class StickRelease:
             released, ``problem`` says why), ``not_released`` (the root helper did not unmount it in time).
         problem: what failed, in words, for ``kept`` and ``not_released``.
         requested_at: when the release was asked (epoch seconds).
+        request: the request file's name while asked.
     """
 
     device: str
     state: str
     problem: str = ""
     requested_at: float = 0.0
+    request: str = ""
 
     def to_dict(self) -> dict[str, object]:
         """JSON form (part of ``/api/imports``)."""
@@ -88,7 +98,13 @@ class StickReleases:
         name = f"{medium.name}@{medium.stat().st_dev}"
         atomic_write_bytes(self.requests / name, b"")
         log.info("USB stick %s imported: release requested", medium.name)
-        return StickRelease(medium.name, "releasing", requested_at=time.time())
+        return StickRelease(medium.name, "releasing", problem="", requested_at=time.time(), request=name)
+
+    def withdraw(self, release: StickRelease) -> None:
+        """Take back a request the helper has not acted on: the next stick in the same port has the same device
+        number, so a request must never outlive the stick it was made for."""
+        if release.request:
+            (self.requests / release.request).unlink(missing_ok=True)
 
     def follow(self, release: StickRelease, medium: Path) -> None:
         """Update ``release`` from what the folder shows: gone or no longer a mount point means released."""
@@ -96,8 +112,10 @@ class StickReleases:
             return
         if not medium.exists() or not self.ismount(medium):
             release.state = "released"
+            self.withdraw(release)  # pulled before the helper came: nothing left to act on
             log.info("USB stick %s released: safe to remove", release.device)
         elif time.time() - release.requested_at > self.timeout_s:
+            self.withdraw(release)
             release.state = "not_released"
             release.problem = (
                 f"the box did not release the stick within {self.timeout_s:.0f} s; it is still mounted read-only "
@@ -143,7 +161,8 @@ def release_requested_sticks(
     for entry in sorted(os.scandir(requests), key=lambda e: e.name):
         name = entry.name
         try:
-            older = entry.stat(follow_symlinks=False).st_mtime < since
+            asked = entry.stat(follow_symlinks=False).st_mtime
+            older = asked < since or asked < time.time() - RELEASE_TIMEOUT_S
             if entry.is_dir(follow_symlinks=False):
                 os.rmdir(entry.path)
             else:
@@ -162,7 +181,7 @@ def _release_one(name: str, older: bool, media: Path, stop: Callable[[str], bool
     if match is None:
         return "dropped: not a stick's request"
     if older:
-        return "dropped: asked before this boot"
+        return "dropped: asked before this boot or longer ago than the service waits"
     device, st_dev = match.group(1), int(match.group(2))
     mount = media / device
     try:
@@ -171,3 +190,28 @@ def _release_one(name: str, older: bool, media: Path, stop: Callable[[str], bool
     except OSError:
         return "dropped: that stick is no longer mounted there"
     return "released" if stop(device) else "failed"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The root helper's entry point (``appliance-usb-release.service``): release the requested sticks of the
+    box configured in ``--config``; prints what became of each request (JSON); exit 1 when a release failed."""
+    from appliance.config import DEFAULT_CONFIG_PATH, load_config
+
+    parser = argparse.ArgumentParser(prog="python -m appliance.service.usb_release", description=main.__doc__)
+    parser.add_argument("--config", help="configuration file (TOML) naming storage.data_dir and import.watch_dir")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    try:
+        config = load_config(Path(args.config) if args.config else DEFAULT_CONFIG_PATH)
+        if config.import_.watch_dir is None:
+            raise ImportRefused("import.watch_dir is not configured: no USB sticks to release")
+    except ApplianceError as exc:
+        sys.stderr.write(f"usb release: {exc}\n")
+        return 2
+    outcome = release_requested_sticks(Path(config.storage.data_dir) / REQUEST_FOLDER, Path(config.import_.watch_dir))
+    sys.stdout.write(json.dumps(outcome, indent=1) + "\n")
+    return 1 if "failed" in outcome.values() else 0
+
+
+if __name__ == "__main__":  # pragma: no cover - run by appliance-usb-release.service
+    sys.exit(main())

@@ -135,8 +135,8 @@ RELEASE_SERVICE = FW / "systemd" / "appliance-usb-release.service"
 @pytest.mark.req("REQ-FUNC-1900")
 def test_release_units_watch_the_service_request_folder_and_run_the_root_helper(tmp_path: Path) -> None:
     """The path unit watches the very folder the service writes its requests to (data_dir of the box's
-    configuration), starts the root helper with the box's configuration, which may write nothing but that folder;
-    the path unit is enabled in the image."""
+    configuration), starts the root helper (the current release's module, not the whole CLI) with the box's
+    configuration, which may write nothing but that folder; the path unit is enabled in the image."""
     from appliance.service.usb_release import REQUEST_FOLDER
 
     config = tomllib.loads((FW / "appliance.toml").read_text())
@@ -145,7 +145,11 @@ def test_release_units_watch_the_service_request_folder_and_run_the_root_helper(
     assert f"DirectoryNotEmpty={requests}" in path_unit.splitlines()
     service = RELEASE_SERVICE.read_text()
     start = next(ln for ln in service.splitlines() if ln.startswith("ExecStart="))
-    assert start.endswith("bin/appliance usb release --config /etc/appliance/appliance.toml"), start
+    assert start.endswith("python -m appliance.service.usb_release --config /etc/appliance/appliance.toml"), start
+    from image_bundle import RUNTIME_VENV
+
+    assert start.split("=", 1)[1].split()[0] == f"{RUNTIME_VENV}/bin/python", start  # the release's own Python
+    assert "Environment=PYTHONPATH=/var/lib/appliance-system/releases/app/current/site" in service.splitlines()
     assert f"ReadWritePaths=-{requests}" in service.splitlines() and "ProtectSystem=strict" in service
     assert "User=" not in service  # root: it stops the stick's mount unit through systemd
     stage = image_rootfs.stage_firmware(FW, None, "1.0", tmp_path / "stage")

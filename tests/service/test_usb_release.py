@@ -143,7 +143,8 @@ def test_the_root_helper_acts_only_on_the_very_stick_still_mounted(tmp_path: Pat
     (requests / f"sda@{dev}").write_bytes(b"")
     os.utime(requests / f"sda@{dev}", (time.time() - 3600, time.time() - 3600))
     assert release_requested_sticks(requests, media, mounts.stop, boot_time=time.time() - 60,
-                                     ismount=mounts.ismount) == {f"sda@{dev}": "dropped: asked before this boot"}
+                                     ismount=mounts.ismount) == {
+        f"sda@{dev}": "dropped: asked before this boot or longer ago than the service waits"}
     assert mounts.stopped == ["sda"]  # a request from before this boot is never acted on
 
 
@@ -155,9 +156,52 @@ def test_a_release_the_root_helper_does_not_do_in_time_is_reported(tmp_path: Pat
     mounts.mounted.add(stick)
     releases = StickReleases(tmp_path / "data", ismount=mounts.ismount, timeout_s=0.0)
     release = releases.request(stick)
+    assert (releases.requests / release.request).exists()
     time.sleep(0.01)
     releases.follow(release, stick)
     assert release.state == "not_released" and "still mounted read-only" in release.problem
+    assert not (releases.requests / release.request).exists()  # withdrawn: never acted on for the next stick
     kept = StickRelease("sdb", "kept", "the import failed")
     releases.follow(kept, tmp_path / "sdb")
     assert kept.state == "kept"  # a kept stick stays as it is until pulled
+
+
+@pytest.mark.req("REQ-FUNC-1900")
+def test_the_root_helper_reads_the_box_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m appliance.service.usb_release --config``: the requests below the configured data folder, the
+    sticks below import.watch_dir; a box without a watched folder is told so (exit 2), nothing is touched."""
+    from appliance.service.usb_release import main
+
+    data, media = tmp_path / "data", tmp_path / "media"
+    (data / REQUEST_FOLDER).mkdir(parents=True)
+    media.mkdir()
+    (data / REQUEST_FOLDER / "sda@1").write_bytes(b"")  # sda is not mounted: dropped
+    config = tmp_path / "appliance.toml"
+    config.write_text(f'[storage]\ndata_dir = "{data}"\n[import]\nwatch_dir = "{media}"\n')
+    assert main(["--config", str(config)]) == 0
+    assert '"sda@1": "dropped: that stick is no longer mounted there"' in capsys.readouterr().out
+    assert not list((data / REQUEST_FOLDER).iterdir())
+    config.write_text(f'[storage]\ndata_dir = "{data}"\n')
+    assert main(["--config", str(config)]) == 2
+    assert "import.watch_dir is not configured" in capsys.readouterr().err
+
+
+@pytest.mark.req("REQ-FUNC-1900")
+def test_a_request_is_withdrawn_when_the_stick_is_pulled_first(tmp_path: Path) -> None:
+    """The next stick in the same port gets the same device number: a request the helper has not acted on yet
+    must not outlive its stick (else the helper would release the next stick before its import)."""
+    mounts = Mounts()
+    stick = tmp_path / "media" / "sda"
+    stick.mkdir(parents=True)
+    mounts.mounted.add(stick)
+    releases = StickReleases(tmp_path / "data", ismount=mounts.ismount)
+    release = releases.request(stick)
+    mounts.mounted.discard(stick)
+    stick.rmdir()  # pulled: the stick unit unmounts and removes the folder
+    releases.follow(release, stick)
+    assert release.state == "released" and not list(releases.requests.iterdir())
+    stick.mkdir()  # the next stick, same device name and number
+    mounts.mounted.add(stick)
+    assert release_requested_sticks(releases.requests, stick.parent, mounts.stop, boot_time=0,
+                                     ismount=mounts.ismount) == {}  # fmt: skip
+    assert mounts.stopped == []
