@@ -47,4 +47,4 @@ def test_inbox_says_which_stick_is_safe_to_remove_and_which_failed(browser: Any,
         watch.assert_clean(page)
     finally:
         context.close()
-        del kiosk.service.importer
+        kiosk.service.importer = None
