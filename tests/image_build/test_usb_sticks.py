@@ -152,6 +152,9 @@ def test_release_units_watch_the_service_request_folder_and_run_the_root_helper(
     assert "Environment=PYTHONPATH=/var/lib/appliance-system/releases/app/current/site" in service.splitlines()
     assert f"ReadWritePaths=-{requests}" in service.splitlines() and "ProtectSystem=strict" in service
     assert "User=" not in service  # root: it stops the stick's mount unit through systemd
+    # the request folder is the service user's (0750): root needs CAP_DAC_OVERRIDE for it, and nothing more
+    assert [ln for ln in service.splitlines() if ln.startswith("CapabilityBoundingSet=")] == [
+        "CapabilityBoundingSet=CAP_DAC_OVERRIDE"]  # fmt: skip
     stage = image_rootfs.stage_firmware(FW, None, "1.0", tmp_path / "stage")
     assert (stage / "etc/systemd/system/multi-user.target.wants" / RELEASE_PATH.name).is_symlink()
     if shutil.which("systemd-analyze") is None:
