@@ -50,6 +50,7 @@ ENABLED_UNITS = (
     "var-lib-appliance\\x2dsystem.mount",
     "var-lib-appliance.mount",
     "media-usb.mount",
+    "appliance-usb-release.path",
 )
 
 

@@ -58,6 +58,13 @@ TEST_KIOSK_DROPIN = """# Test image only (build_image.py disk --test-config): so
 [Service]
 Environment=WLR_RENDERER=pixman
 """
+#: Test image only, read by Debian's /usr/bin/chromium from /etc/chromium.d: under QEMU's TCG the browser takes
+#: longer than Chromium's 15 s to connect to a child process it started, so the network service and other
+#: utility processes ended themselves ("Terminating current process after 15 seconds with no connection", then
+#: "Network service crashed or was terminated", found booting the image); a box starts them in well under a second.
+TEST_CHROMIUM_FLAGS = """# Test image only (build_image.py disk --test-config): a VM without KVM is slow.
+export CHROMIUM_FLAGS="$CHROMIUM_FLAGS --ipc-connection-timeout=600"
+"""
 
 
 def _runtime_hooks(wheelhouse: Path) -> tuple[str, ...]:
@@ -162,6 +169,8 @@ def finish_slot(
         kiosk = slot / "etc/systemd/system/appliance-kiosk.service.d"
         kiosk.mkdir(parents=True, exist_ok=True)
         (kiosk / "test-software-compositing.conf").write_text(TEST_KIOSK_DROPIN)
+        (slot / "etc/chromium.d").mkdir(parents=True, exist_ok=True)
+        (slot / "etc/chromium.d/appliance-test-vm").write_text(TEST_CHROMIUM_FLAGS)
     return {"kernel": version}
 
 

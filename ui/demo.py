@@ -12,9 +12,13 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance.service.catalogue import Catalogue
 from ui.errors import UiConfigurationError
+
+if TYPE_CHECKING:
+    from appliance.service.importer import ImportWatcher
 
 DEMO_PIN = "0000"
 DEMO_STUDY_UID = "2.25.1000000000000000000000000000000000001"
@@ -25,6 +29,8 @@ class FolderService:
 
     def __init__(self, data_dir: Path) -> None:
         self.catalogue = Catalogue(Path(data_dir) / "appliance.sqlite3")
+        #: no USB import here: /api/imports answers an empty list (the inbox's stick lines poll it)
+        self.importer: ImportWatcher | None = None
 
     def health(self) -> dict[str, object]:
         """What ``/api/health`` shows in demo mode."""

@@ -29,6 +29,10 @@ class ImportRefused(ServiceError):
     """A file or medium was refused by the import watcher (outside the medium, oversize, not DICOM)."""
 
 
+class MediumUnreadable(ImportRefused):
+    """A file the medium holds could not be read in time (a slow or failing medium): the import failed."""
+
+
 class PatientDataInOutputs(ServiceError):
     """An output file carries the patient's name or ID: the job fails instead of publishing it."""
 

@@ -35,10 +35,11 @@ import pydicom
 
 from appliance.audit import AuditLog
 from appliance.config import ImportConfig
-from appliance.service.errors import ImportRefused, ServiceError, StorageError, StorageFull
+from appliance.service.errors import ImportRefused, MediumUnreadable, ServiceError, StorageError, StorageFull
 from appliance.service.polling import PollingThread
 from appliance.service.storage import InstanceStore, summarise, with_zeroed_preamble
 from appliance.service.usb_labels import UsbLabelStore, label_suffix
+from appliance.service.usb_release import StickRelease, StickReleases, is_device_name
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +75,35 @@ class ImportReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     studies: set[str] = field(default_factory=set)
     label_files: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    release: StickRelease | None = None
 
     def skip(self, relpath: str, reason: str) -> None:
-        """Record a skipped file."""
+        """Record a skipped file that is not the box's to take (not DICOM, a link, a FIFO, oversize)."""
         self.skipped.append({"path": relpath, "reason": reason})
+
+    def fail(self, relpath: str, reason: str) -> None:
+        """Record a file the medium should have given but did not (unreadable, storage full): a failed import."""
+        self.skip(relpath, reason)
+        self.failures.append(f"{relpath}: {reason}")
+
+    def problem(self) -> str:
+        """What failed, in words (empty when the medium gave everything it holds and held images)."""
+        if self.failures:
+            shown = "; ".join(self.failures[:3]) + (f" (and {len(self.failures) - 3} more)" if len(self.failures) > 3
+                                                    else "")  # fmt: skip
+            return f"{len(self.failures)} file(s) could not be taken: {shown}"
+        if self.stored + self.already_present == 0:
+            return "no DICOM images found on the medium"
+        return ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (the API's ``/api/imports``)."""
         return {
             "medium": self.medium, "started_at": self.started_at, "finished_at": self.finished_at,
             "stored": self.stored, "already_present": self.already_present, "skipped": self.skipped,
-            "studies": sorted(self.studies), "label_files": list(self.label_files),
+            "studies": sorted(self.studies), "label_files": list(self.label_files), "failures": list(self.failures),
+            "problem": self.problem(), "release": self.release.to_dict() if self.release else None,
         }  # fmt: skip
 
 
@@ -147,7 +166,7 @@ def _read_no_follow(
             if total > max_bytes:
                 raise ImportRefused(f"larger than the import limit of {max_bytes} bytes (grew while read)")
             if time.monotonic() > deadline:
-                raise ImportRefused(f"reading took longer than {allowed_s:.0f} s (a slow or failing medium)")
+                raise MediumUnreadable(f"reading took longer than {allowed_s:.0f} s (a slow or failing medium)")
         return b"".join(chunks)
     finally:
         os.close(fd)
@@ -266,13 +285,19 @@ def import_medium(
                 full.save_as(buf, enforce_file_format=True)
                 data = buf.getvalue()
             result = context.store.store(with_zeroed_preamble(data), summary, f"usb:{report.medium}")
+        except MediumUnreadable as exc:
+            report.fail(rel, str(exc))
+            continue
         except ImportRefused as exc:
             report.skip(rel, str(exc))
             continue
         except StorageFull as exc:
-            report.skip(rel, f"storage full: {exc}")
+            report.fail(rel, f"storage full: {exc}")
             break
-        except (StorageError, OSError, ValueError, pydicom.errors.InvalidDicomError) as exc:
+        except (StorageError, OSError) as exc:
+            report.fail(rel, f"not read or not stored ({type(exc).__name__}: {str(exc)[:120]})")
+            continue
+        except (ValueError, pydicom.errors.InvalidDicomError) as exc:
             report.skip(rel, f"not a usable DICOM file ({type(exc).__name__}: {str(exc)[:120]})")
             continue
         if result.outcome == "identical":
@@ -300,7 +325,7 @@ def _keep_label_files(context: ImportContext, labels: UsbLabelStore, files: list
         try:
             kept = labels.keep(data, Path(rel).name, report.medium, report.studies)
         except (OSError, ServiceError) as exc:
-            report.skip(rel, f"label file not kept: {str(exc)[:160]}")
+            report.fail(rel, f"label file not kept: {str(exc)[:160]}")
             continue
         report.label_files.append(kept.label_id)
         context.audit.append(
@@ -315,7 +340,9 @@ class ImportWatcher(PollingThread):
     """Polls ``import.watch_dir``; each new medium (sub-folder, or loose files) is imported once.
 
     ``on_stall`` is called (once per stall, from a guard thread) with a sentence for the alarm when a scan makes
-    no progress for :attr:`stall_seconds`.
+    no progress for :attr:`stall_seconds`. With ``releases`` (the box), a stick mounted under the folder is
+    released once its import took everything, and kept with the reason when it did not (REQ-FUNC-1900,
+    REQ-SAFE-1901); a stick folder that is not (or no longer) a mount point is no medium.
     """
 
     #: Longest time one file (or one look at the watched folder) may take before the importer counts as stuck.
@@ -323,8 +350,10 @@ class ImportWatcher(PollingThread):
     #: Longest time one file's reads may take before the file is skipped.
     read_timeout_s: float = READ_TIMEOUT_S
 
-    def __init__(self, context: ImportContext, on_stall: Callable[[str], None] | None = None) -> None:
+    def __init__(self, context: ImportContext, on_stall: Callable[[str], None] | None = None,
+                 releases: StickReleases | None = None) -> None:  # fmt: skip
         self.context = context
+        self.releases = releases
         watch = context.settings.watch_dir
         if watch is None:
             raise ImportRefused("import.watch_dir is not configured")
@@ -393,6 +422,8 @@ class ImportWatcher(PollingThread):
             if entry.is_symlink():
                 continue
             if entry.is_dir():
+                if self.releases is not None and is_device_name(entry.name) and not self.releases.ismount(entry):
+                    continue  # a stick's mount folder before its mount or after its release
                 media[entry.name] = entry
             elif entry.is_file():
                 loose = True
@@ -402,6 +433,8 @@ class ImportWatcher(PollingThread):
             fingerprint = (st.st_dev, st.st_ino)
             if self._done.get(key) != fingerprint:
                 report = import_medium(self.context, path, key, beat=self._beat, read_timeout_s=self.read_timeout_s)
+                if self.releases is not None and self.releases.is_stick(path):
+                    report.release = self._release_or_keep(self.releases, report, path)
                 self._done[key] = fingerprint
                 self.reports.append(report)
                 new.append(report)
@@ -413,6 +446,22 @@ class ImportWatcher(PollingThread):
             new.append(report)
         for gone in set(self._done) - set(media) - {""}:
             del self._done[gone]
+        if self.releases is not None:
+            for report in self.reports:
+                if report.release is not None:
+                    self.releases.follow(report.release, self.watch_dir / report.release.device)
         del self.reports[:-20]
         return new
+
+    @staticmethod
+    def _release_or_keep(releases: StickReleases, report: ImportReport, medium: Path) -> StickRelease:
+        """Ask for the stick's release when its import took everything; else keep it mounted, saying why."""
+        problem = report.problem()
+        if problem:
+            log.error("USB stick %s not released: %s", medium.name, problem)
+            return StickRelease(medium.name, "kept", f"the import failed: {problem}")
+        try:
+            return releases.request(medium)
+        except OSError as exc:
+            return StickRelease(medium.name, "not_released", f"the release could not be asked ({exc.strerror})")
 

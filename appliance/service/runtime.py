@@ -35,6 +35,7 @@ from appliance.service.receiver.server import DicomReceiver, ReceiverContext
 from appliance.service.revisions import REVISIONS_DIR
 from appliance.service.storage import InstanceStore
 from appliance.service.usb_labels import USB_LABELS_DIR, UsbLabelStore
+from appliance.service.usb_release import StickReleases
 from appliance.service.worker import ReconstructFn, Worker, default_reconstruct
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,10 @@ class ApplianceService:
             )
             self.receiver.start()
         if importer and self.config.import_.watch_dir is not None:
-            self.importer = ImportWatcher(self.import_context, on_stall=lambda m: self.alarm("import_stuck", m))
+            releases = StickReleases(self.data_dir)
+            releases.clear_stale()
+            self.importer = ImportWatcher(self.import_context, on_stall=lambda m: self.alarm("import_stuck", m),
+                                          releases=releases)  # fmt: skip
             self.importer.start()
         self.started_at = time.time()
 

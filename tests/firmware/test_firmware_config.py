@@ -25,6 +25,7 @@ UNITS = sorted((FW / "systemd").iterdir())
 IMAGE_EXECUTABLES = {
     "/var/lib/appliance-system/releases/app/current/bin/appliance",
     "/var/lib/appliance-system/releases/app/current/bin/python",
+    "/usr/lib/appliance/venv/bin/python",
     "/usr/lib/appliance/gpu-setup.sh",
     "/usr/bin/cage",
     "/usr/bin/chromium",

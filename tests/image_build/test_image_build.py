@@ -271,3 +271,7 @@ def test_software_compositing_is_a_test_image_drop_in_only() -> None:
     assert "WLR_RENDERER" not in "".join(line for line in unit.splitlines() if not line.startswith("#"))
     dropin = image_system.TEST_KIOSK_DROPIN.splitlines()
     assert "[Service]" in dropin and "Environment=WLR_RENDERER=pixman" in dropin
+    # Debian's chromium wrapper reads /etc/chromium.d: the test image's longer child-connection timeout (TCG)
+    flags = image_system.TEST_CHROMIUM_FLAGS.splitlines()
+    assert 'export CHROMIUM_FLAGS="$CHROMIUM_FLAGS --ipc-connection-timeout=600"' in flags
+    assert "ipc-connection-timeout" not in unit

@@ -126,3 +126,43 @@ def test_image_stage_has_rule_units_and_watch_dir(tmp_path: Path) -> None:
     assert (wanted / "media-usb.mount").is_symlink() and (wanted / "appliance.service").is_symlink()
     shipped = tomllib.loads((stage / "etc/appliance/appliance.toml").read_text())
     assert shipped["import"]["watch_dir"] == "/media/usb"
+
+
+RELEASE_PATH = FW / "systemd" / "appliance-usb-release.path"
+RELEASE_SERVICE = FW / "systemd" / "appliance-usb-release.service"
+
+
+@pytest.mark.req("REQ-FUNC-1900")
+def test_release_units_watch_the_service_request_folder_and_run_the_root_helper(tmp_path: Path) -> None:
+    """The path unit watches the very folder the service writes its requests to (data_dir of the box's
+    configuration), starts the root helper (the current release's module, not the whole CLI) with the box's
+    configuration, which may write nothing but that folder; the path unit is enabled in the image."""
+    from appliance.service.usb_release import REQUEST_FOLDER
+
+    config = tomllib.loads((FW / "appliance.toml").read_text())
+    requests = f"{config['storage']['data_dir']}/{REQUEST_FOLDER}"
+    path_unit = RELEASE_PATH.read_text()
+    assert f"DirectoryNotEmpty={requests}" in path_unit.splitlines()
+    service = RELEASE_SERVICE.read_text()
+    start = next(ln for ln in service.splitlines() if ln.startswith("ExecStart="))
+    assert start.endswith("python -m appliance.service.usb_release --config /etc/appliance/appliance.toml"), start
+    from image_bundle import RUNTIME_VENV
+
+    assert start.split("=", 1)[1].split()[0] == f"{RUNTIME_VENV}/bin/python", start  # the release's own Python
+    assert "Environment=PYTHONPATH=/var/lib/appliance-system/releases/app/current/site" in service.splitlines()
+    assert f"ReadWritePaths=-{requests}" in service.splitlines() and "ProtectSystem=strict" in service
+    assert "User=" not in service  # root: it stops the stick's mount unit through systemd
+    # the request folder is the service user's (0750): root needs CAP_DAC_OVERRIDE for it, and nothing more
+    assert [ln for ln in service.splitlines() if ln.startswith("CapabilityBoundingSet=")] == [
+        "CapabilityBoundingSet=CAP_DAC_OVERRIDE"]  # fmt: skip
+    stage = image_rootfs.stage_firmware(FW, None, "1.0", tmp_path / "stage")
+    assert (stage / "etc/systemd/system/multi-user.target.wants" / RELEASE_PATH.name).is_symlink()
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed; the text checks above ran")
+    for unit in (RELEASE_PATH, RELEASE_SERVICE):
+        shutil.copyfile(unit, tmp_path / unit.name)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(tmp_path / RELEASE_PATH.name)],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr

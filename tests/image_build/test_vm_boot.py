@@ -173,6 +173,16 @@ def _wait_for_login_screen(vm: Vm, dest: Path, timeout: float) -> None:
         time.sleep(10)
 
 
+def _stick_release(vm: Vm, token: str, device: str | None, state: str) -> dict[str, Any] | None:
+    """The release of the newest import of the stick ``device`` (None: of any stick) when it is in ``state``
+    (``/api/imports``)."""
+    for report in _http(vm, "/api/imports", token)["imports"]:
+        release = report.get("release") or {}
+        if release and device in (None, release.get("device")):
+            return release if release.get("state") == state else None
+    return None
+
+
 def _fat_stick(files: list[Path], image: Path) -> Path:
     """A FAT image holding ``files`` in a folder, as a nurse's stick from a CD burner would."""
     subprocess.run(["mkfs.vfat", "-C", "-n", "STUDY", str(image), str(64 * 1024)], check=True, capture_output=True)
@@ -183,11 +193,12 @@ def _fat_stick(files: list[Path], image: Path) -> Path:
 
 
 @pytest.mark.timeout(3 * 3600)  # under TCG (no usable KVM) the two CPU reconstructions alone take long
-@pytest.mark.req("REQ-UPD-1470", "REQ-SAFE-1472", "REQ-FUNC-1860")
+@pytest.mark.req("REQ-UPD-1470", "REQ-SAFE-1472", "REQ-FUNC-1860", "REQ-FUNC-1900", "REQ-SAFE-1901")
 def test_box_boots_receives_and_reconstructs(box: tuple[Vm, Steps], tmp_path: Path, shared_data: Path) -> None:
     """Boot to appliance.service ready (sd_notify) and /api/health; the kiosk's login screen is on the display
     (screendump kept); the demo study over DICOM from the allowed peer is reconstructed; a USB stick with another
-    study plugged in through QMP is mounted read-only, imported and reconstructed, and unmounted when pulled."""
+    study plugged in through QMP is mounted read-only, imported and reconstructed, and released (unmounted) by the
+    box itself; a stick with nothing to import stays mounted, its report says why, and is unmounted when pulled."""
     vm, steps = box
     slow = _timeout_factor(vm)
     steps.measured("accelerator", vm.accel)
@@ -226,6 +237,7 @@ def test_box_boots_receives_and_reconstructs(box: tuple[Vm, Steps], tmp_path: Pa
     stick = _fat_stick(stick_files, tmp_path / "stick.img")
     steps.done("stick_prepared")
     vm.attach_stick(stick, "stick0")
+    inserted = time.monotonic()
     mount = _wait("the stick mounted under /media/usb", 60 * slow,
                   lambda: vm.agent.run("findmnt", "-n", "-o", "TARGET,OPTIONS", "-T", "/media/usb/sda")[1]
                   if vm.agent.run("findmnt", "-n", "/media/usb/sda")[0] == 0 else None, vm)  # fmt: skip
@@ -236,10 +248,27 @@ def test_box_boots_receives_and_reconstructs(box: tuple[Vm, Steps], tmp_path: Pa
     assert any(f["path"].endswith(".stl") for f in job["files"]), job
     steps.measured("stick_inserted_to_job_done_s", round(steps.done("stick_study_reconstructed")
                                                          + steps.data["steps"]["stick_mounted"], 1))  # fmt: skip
+    # the box released (unmounted) the stick by itself once its study was imported: "safe to remove"
+    released = _wait("the stick released by the box after its import", 300 * slow,
+                     lambda: _stick_release(vm, token, "sda", "released"), vm)  # fmt: skip
+    assert vm.agent.run("findmnt", "-n", "/media/usb/sda")[0] != 0, released
+    steps.measured("stick_inserted_to_released_s", round(time.monotonic() - inserted, 1))
+    steps.done("stick_released_by_the_box")
     vm.detach_stick("stick0")
-    _wait("the stick unmounted after it was pulled", 60 * slow,
-          lambda: vm.agent.run("findmnt", "-n", "/media/usb/sda")[0] != 0, vm)  # fmt: skip
-    steps.done("stick_released")
+
+    # a stick with nothing the box can take is not released silently: it stays mounted, the report says why
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "README.TXT").write_text("not a DICOM file\n")
+    vm.attach_stick(_fat_stick([junk / "README.TXT"], tmp_path / "junk.img"), "stick1")
+    kept = _wait("the failed stick's import reported", 300 * slow, lambda: _stick_release(vm, token, None, "kept"), vm)
+    assert "no DICOM images" in kept["problem"], kept
+    where = f"/media/usb/{kept['device']}"
+    assert vm.agent.run("findmnt", "-n", where)[0] == 0, f"a stick whose import failed was released: {kept}"
+    vm.detach_stick("stick1")
+    _wait("the failed stick unmounted after it was pulled", 60 * slow,
+          lambda: vm.agent.run("findmnt", "-n", where)[0] != 0, vm)  # fmt: skip
+    steps.done("failed_stick_kept_and_reported")
 
 
 def _app_release(factory_pack: Path, dest: Path, version: str, broken: bool = False) -> Path:
