@@ -18,7 +18,13 @@ from appliance.service.catalogue import InstanceBatch
 from appliance.service.errors import StorageError
 from appliance.service.receiver.commit import GroupCommitter, StageTimings
 from appliance.service.runtime import ApplianceService
-from appliance.service.storage import summarise
+from appliance.service.storage import InstanceSummary, summarise
+
+
+def _one_ct_instance(shared_data: Path, tmp_path: Path) -> tuple[bytes, InstanceSummary]:
+    """The bytes and the catalogue keys of one real CT instance (a fresh copy under ``tmp_path``)."""
+    _, files = prepare_ct_series(shared_data, tmp_path / "ct", n=1)
+    return files[0].read_bytes(), summarise(pydicom.dcmread(files[0], stop_before_pixels=True))
 
 
 @pytest.mark.req("REQ-SAFE-301", "REQ-PERF-606")
@@ -26,8 +32,7 @@ def test_group_commit_stores_every_instance_of_parallel_senders_in_fewer_batches
     service_factory: Callable[..., ApplianceService], shared_data: Path, tmp_path: Path
 ) -> None:
     svc = service_factory()
-    _, files = prepare_ct_series(shared_data, tmp_path / "ct", n=1)
-    data = files[0].read_bytes()
+    data, base = _one_ct_instance(shared_data, tmp_path)
     timings = StageTimings()
     committer = GroupCommitter(svc.store, timings)
     uids: list[str] = []
@@ -36,7 +41,7 @@ def test_group_commit_stores_every_instance_of_parallel_senders_in_fewer_batches
     def sender(k: int) -> None:
         for _ in range(5):
             uid = generate_uid()
-            summary = dataclasses.replace(summarise(pydicom.dcmread(files[0], stop_before_pixels=True)), sop_uid=uid)
+            summary = dataclasses.replace(base, sop_uid=uid)
             uids.append(uid)
             results.append(committer.commit(svc.store.stage([data], summary, f"test:{k}")).outcome)
 
@@ -60,9 +65,7 @@ def test_failed_commit_is_not_acknowledged_and_its_retry_is_stored_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     svc = service_factory()
-    _, files = prepare_ct_series(shared_data, tmp_path / "ct", n=1)
-    data = files[0].read_bytes()
-    summary = summarise(pydicom.dcmread(files[0], stop_before_pixels=True))
+    data, summary = _one_ct_instance(shared_data, tmp_path)
     add = InstanceBatch.add
 
     def broken(self: InstanceBatch, **kwargs: Any) -> None:
@@ -93,9 +96,7 @@ def test_no_hash_on_the_acknowledgement_path_until_a_copy_arrives_again(
     from appliance import fsio
 
     svc = service_factory()
-    _, files = prepare_ct_series(shared_data, tmp_path / "ct", n=1)
-    data = files[0].read_bytes()
-    base = summarise(pydicom.dcmread(files[0], stop_before_pixels=True))
+    data, base = _one_ct_instance(shared_data, tmp_path)
     hashed: list[int] = []  # sizes of what was hashed (files, or data given to sha256() at once)
     real_sha256, real_sha256_file = hashlib.sha256, fsio.sha256_file
 
@@ -159,9 +160,7 @@ def test_a_placed_instance_whose_batch_fails_is_found_identical_by_the_retry_and
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     svc = service_factory()
-    _, files = prepare_ct_series(shared_data, tmp_path / "ct", n=1)
-    data = files[0].read_bytes()
-    summary = summarise(pydicom.dcmread(files[0], stop_before_pixels=True))
+    data, summary = _one_ct_instance(shared_data, tmp_path)
     final = svc.store.path_for(summary)
     placed = svc.store.place(svc.store.stage([data], summary, "test"))
     assert placed.placed and placed.temp == final and final.read_bytes() == data  # under its final name already
@@ -192,9 +191,7 @@ def test_placing_never_replaces_a_file_already_at_the_final_name(
     service_factory: Callable[..., ApplianceService], shared_data: Path, tmp_path: Path
 ) -> None:
     svc = service_factory()
-    _, files = prepare_ct_series(shared_data, tmp_path / "ct", n=1)
-    data = files[0].read_bytes()
-    summary = summarise(pydicom.dcmread(files[0], stop_before_pixels=True))
+    data, summary = _one_ct_instance(shared_data, tmp_path)
     final = svc.store.path_for(summary)
     final.parent.mkdir(parents=True)
     held = data[:-2] + bytes([data[-2] ^ 0xFF, data[-1]])
