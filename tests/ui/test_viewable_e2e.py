@@ -79,7 +79,16 @@ def test_the_case_screen_shows_the_models_while_the_exports_are_written(
     assert case.locator("#usb-export").count() == 0 and case.locator("#report-link").is_hidden()
     deadline = time.monotonic() + JOB_TIMEOUT_S
     shown: list[dict[str, Any]] = []
+    asked_early: list[dict[str, tuple[int, Any]]] = []  # answers of the real service while the job was viewable
     while time.monotonic() < deadline and not any(s["state"] == "done" for s in shown):
+        if len(asked_early) < 2 and served.api(f"/api/jobs/{job_id}")[1]["state"] == "viewable":
+            answers = {
+                "manifest": served.api(f"/api/jobs/{job_id}/files/manifest.json"),
+                "DICOM export": served.api(f"/api/jobs/{job_id}/export", {}),
+                "approval": served.api(f"/api/jobs/{job_id}/structures/body/review", {"decision": "approve"}),
+            }
+            if served.api(f"/api/jobs/{job_id}")[1]["state"] == "viewable":  # every answer given while viewable
+                asked_early.append(answers)
         try:
             shown = json.loads(case.evaluate(f"sessionStorage.getItem('case-shown-{job_id}') || '[]'"))
             if len(shown) == 1 and shown[0]["state"] == "viewable" and case.locator("#exports-pending").is_visible():
@@ -91,6 +100,12 @@ def test_the_case_screen_shows_the_models_while_the_exports_are_written(
     assert job["state"] == "done", job
     # the models were on screen before the job was done, saying the exports were still being written
     assert [s["state"] for s in shown] == ["viewable", "done"], shown
+    # asked too early, the real service named the wait and changed nothing (the manifest, an export, an approval)
+    assert asked_early, "no request reached the service while the job was viewable"
+    for answers in asked_early:
+        for what, (status, body) in answers.items():
+            assert status in (404, 409), (what, status, body)
+            assert f"job {job_id}" in body["error"] and "viewable" in body["error"], (what, body)
     early, final = shown
     pending = translate("en", "viewer.exports_pending")
     assert early["structures"] >= 2 and early["pending"] and early["pendingText"] == pending and not early["report"]
