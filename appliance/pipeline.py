@@ -520,8 +520,9 @@ def reconstruct(
         manifest["timings_s"] = {k: round(v, 3) for k, v in tracker.timings.items()}
         write_report(out / REPORT_NAME, manifest, report_pictures(volume, labelmap, meshes))
     manifest["timings_s"] = {k: round(v, 3) for k, v in tracker.timings.items()}
-    (out / VIEWABLE_NAME).unlink(missing_ok=True)  # the manifest supersedes it
     write_manifest(manifest, out / MANIFEST_NAME)
+    # the manifest supersedes it; removed only now, so a kiosk reading the unfinished folder always finds one of them
+    (out / VIEWABLE_NAME).unlink(missing_ok=True)
     tracker.report("report", 1.0, "done")
     return manifest
 

@@ -80,6 +80,31 @@ def test_viewer_files_come_first_and_the_time_is_recorded(tmp_path: Path) -> Non
     assert not (out / "viewable.json").exists()  # the finished folder holds what it held before
 
 
+@pytest.mark.req("REQ-FUNC-1890")
+def test_the_unfinished_folder_always_holds_a_description_for_the_kiosk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest is written before ``viewable.json`` goes: a kiosk reading the folder between the two finds one
+    of them, never neither (a 404 for a model already on screen)."""
+    out = tmp_path / "out"
+    write = pipeline.write_manifest
+    at_write: list[set[str]] = []
+
+    def watched(manifest: Any, path: Path) -> Path:
+        at_write.append(_files(out))
+        written = write(manifest, path)
+        from appliance.service.api import viewable_files
+
+        assert viewable_files(out) is not None  # both present now: the folder stays described
+        return written
+
+    monkeypatch.setattr(pipeline, "write_manifest", watched)
+    reconstruct(tmp_path / "in", out, preset=PRESET, device="cpu", components=components(), on_viewable=lambda: None)
+    (before,) = at_write
+    assert "viewable.json" in before and "manifest.json" not in before
+    assert "manifest.json" in _files(out) and "viewable.json" not in _files(out)
+
+
 @pytest.mark.req("REQ-FUNC-1822")
 @pytest.mark.parametrize("fmt", ["stl", "3mf"])
 def test_a_failing_late_export_fails_the_run_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
