@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from appliance.audit import AuditLog
 from appliance.errors import RefusedInput
@@ -95,13 +95,34 @@ def findings_as_dicts(findings: Sequence[object]) -> list[dict[str, Any]]:
 #: Output files read whole when looking for patient identifiers; other files only their first bytes (headers).
 TEXT_SUFFIXES = frozenset({".json", ".html", ".htm", ".txt", ".csv", ".obj", ".mtl", ".xml", ".svg", ".yaml"})
 HEADER_BYTES = 65536
+#: Text files are searched in pieces of this size (a large case's OBJ is hundreds of MB: never held whole).
+SCAN_CHUNK_BYTES = 1 << 22
+
+
+def _contains(fh: BinaryIO, needles: Sequence[bytes], limit: int | None) -> bool:
+    """Whether the file holds one of ``needles`` in its first ``limit`` bytes (None: all of it), read in pieces
+    that overlap by the longest needle less one byte, so a name across two pieces is still found."""
+    overlap = max(len(n) for n in needles) - 1
+    tail = b""
+    left = limit
+    while left is None or left > 0:
+        piece = fh.read(SCAN_CHUNK_BYTES if left is None else min(SCAN_CHUNK_BYTES, left))
+        if not piece:
+            return False
+        window = tail + piece
+        if any(n in window for n in needles):
+            return True
+        tail = window[-overlap:] if overlap else b""
+        if left is not None:
+            left -= len(piece)
+    return False
 
 
 def identifiers_in_outputs(folder: Path, identifiers: Sequence[str]) -> list[str]:
     """Output files (relative paths) that contain one of ``identifiers`` (patient name, ID).
 
-    Text files are read whole; binary files (STL, GLB, PLY, NIfTI) only their headers, where a writer would put
-    names (binary payloads would give chance matches).
+    Text files are searched whole (in overlapping pieces, never held whole in memory); binary files (STL, GLB,
+    PLY, NIfTI) only their headers, where a writer would put names (binary payloads would give chance matches).
     """
     needles = {i.strip() for i in identifiers if len(i.strip()) >= 4}
     needles |= {i.replace("^", " ").strip() for i in needles if "^" in i}
@@ -113,9 +134,9 @@ def identifiers_in_outputs(folder: Path, identifiers: Sequence[str]) -> list[str
         if not path.is_file():
             continue
         with open(path, "rb") as fh:
-            data = fh.read() if path.suffix.lower() in TEXT_SUFFIXES else fh.read(HEADER_BYTES)
-        if any(n in data for n in encoded):
-            hits.append(str(path.relative_to(folder)))
+            limit = None if path.suffix.lower() in TEXT_SUFFIXES else HEADER_BYTES
+            if _contains(fh, encoded, limit):
+                hits.append(str(path.relative_to(folder)))
     return hits
 
 
