@@ -39,6 +39,7 @@ FIRMWARE_FILES: tuple[tuple[str, str], ...] = (
     ("appliance.schema.json", "usr/share/appliance/appliance.schema.json"),
     ("gpu/gpu.conf", "etc/appliance/gpu.conf"),
     ("gpu/gpu-setup.sh", "usr/lib/appliance/gpu-setup.sh"),
+    ("usb/usb-mount.sh", "usr/lib/appliance/usb-mount.sh"),
     ("network/render-firewall.py", "usr/lib/appliance/render-firewall.py"),
     ("network/80-wired.network", "etc/systemd/network/80-wired.network"),
 )
@@ -51,6 +52,7 @@ ENABLED_UNITS = (
     "var-lib-appliance.mount",
     "media-usb.mount",
     "appliance-usb-release.path",
+    "appliance-usb-writable.path",
 )
 
 
@@ -91,7 +93,8 @@ def stage_firmware(firmware: Path, app_release: Path | None, image_version: str,
     for src, dst in FIRMWARE_FILES:
         (stage / dst).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(firmware / src, stage / dst)
-    (stage / "usr/lib/appliance/gpu-setup.sh").chmod(0o755)
+    for script in ("gpu-setup.sh", "usb-mount.sh"):
+        (stage / "usr/lib/appliance" / script).chmod(0o755)
     wants = stage / "etc/systemd/system/multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
     for unit in ENABLED_UNITS:

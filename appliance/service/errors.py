@@ -76,3 +76,8 @@ class EmptyUsbLabel(UsbLabelError):
 
 class LabelGeometryMismatch(UsbLabelError):
     """Labelled voxels of the file lie outside the case's image: it was not drawn on this study's images."""
+
+
+class StickNotWritable(ServiceError):
+    """A USB stick chosen for an export could not be made writable (the root helper did not remount it in time,
+    or the stick went); nothing was written to it."""

@@ -4,7 +4,8 @@ The files and their verification are :func:`appliance.export.usb.export_for_prin
 belongs to the box: the finished job's output folder and label (``EDGE3D-job-<id>``: no patient data), the
 surgeon's approvals and rejections from the audit trail (printed in the PDF), the USB media (the sub-folders of
 ``import.watch_dir``, where the box mounts sticks), and one audit record per export (``export.usb`` with every
-file's name, size and SHA-256, or ``export.usb_failed`` with the reason).
+file's name, size and SHA-256, or ``export.usb_failed`` with the reason). Sticks are mounted read-only; a stick
+chosen for an export is made writable just for it and released (unmounted) after it (:mod:`.usb_release`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from appliance.export.errors import UsbExportError
 from appliance.export.report_text import LANGUAGES
 from appliance.export.usb import PrintExport, export_for_printing, read_case_manifest
 from appliance.service.catalogue import Catalogue
+from appliance.service.errors import StickNotWritable
+from appliance.service.usb_release import is_device_name, is_read_only
 
 REQ_USB = "REQ-OUT-861"
 _MEDIUM_RE = re.compile(r"^[^/\\.][^/\\]{0,254}$")
@@ -55,14 +58,19 @@ def review_records(audit: AuditLog, job_id: int) -> list[dict[str, Any]]:
     return out
 
 
-def list_media(watch_dir: Path | None) -> list[dict[str, Any]]:
-    """The plugged-in media (sub-folders of the USB mount folder) with free space and whether we may write."""
+def list_media(watch_dir: Path | None, ismount: Callable[[Path], bool] = os.path.ismount,
+               read_only: Callable[[Path], bool] = is_read_only) -> list[dict[str, Any]]:  # fmt: skip
+    """The plugged-in media (sub-folders of the USB mount folder) with free space and whether we may write: now,
+    or once the box makes a stick it mounted read-only writable for the export (``made_writable``)."""
     if watch_dir is None or not watch_dir.is_dir():
         return []
     media = []
     for p in sorted(watch_dir.iterdir()):
         if p.is_dir() and not p.is_symlink() and not p.name.startswith("."):
-            media.append({"name": p.name, "free_bytes": shutil.disk_usage(p).free, "writable": os.access(p, os.W_OK)})
+            stick = is_device_name(p.name) and ismount(p)
+            writable = stick or os.access(p, os.W_OK)
+            media.append({"name": p.name, "free_bytes": shutil.disk_usage(p).free, "writable": writable,
+                          "made_writable": stick and read_only(p)})  # fmt: skip
     return media
 
 
@@ -80,13 +88,17 @@ def audited_print_export(
     audit: AuditLog, actor: str, study_hash: str | None, case_dir: Path, target: Path, label: str,
     formats: Sequence[str], structures: Sequence[str] | None = None, languages: Sequence[str] = LANGUAGES,
     reviews: Sequence[dict[str, Any]] = (), progress: Callable[[str, float], None] | None = None,
+    prepare: Callable[[], None] | None = None,
 ) -> PrintExport:
-    """:func:`export_for_printing` with one audit record for the outcome (failures re-raised after recording)."""
+    """:func:`export_for_printing` with one audit record for the outcome (failures re-raised after recording);
+    ``prepare`` runs first (making the stick writable), its failure recorded the same way."""
     details: dict[str, Any] = {"case": label, "formats": list(formats), "structures": list(structures or []),
                                "languages": list(languages), "medium": target.name}  # fmt: skip
     try:
+        if prepare is not None:
+            prepare()
         result = export_for_printing(case_dir, target, label, formats, structures, languages, reviews, progress)
-    except UsbExportError as exc:
+    except (UsbExportError, StickNotWritable) as exc:
         audit.append(actor, "export.usb_failed", study_hash, {**details, "error": str(exc)}, REQ_USB)
         raise
     details.update(structures=list(result.structures), formats=list(result.formats), folder=result.folder.name,

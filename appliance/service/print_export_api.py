@@ -6,8 +6,10 @@ Same access rule as the service API (its own check runs before every request). T
 the API token, never a name sent). A reviewed job is written from the approved revision of each structure
 (:mod:`appliance.service.case_export`); unapproved structures need the override with a reason (409 naming them).
 The answer is the verified export (folder, files with size and
-SHA-256, ``safe_to_remove``); 400 a malformed body, 404 an unknown job, 409 the export could not be done (the
-message says why; nothing is left on the medium). Exports run one at a time.
+SHA-256, ``safe_to_remove``, ``stick``: ``releasing`` when the box unmounts the stick after it); 400 a malformed
+body, 404 an unknown job, 409 the export could not be done (the message says why; nothing is left on the
+medium). Exports run one at a time. A stick the box mounted read-only is made writable for the export and
+released after it (REQ-FUNC-1960, REQ-SAFE-1961).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from appliance.service.api import authorise_request as authorise_api_request
 from appliance.service.api import request_actor
 from appliance.service.case_export import exported_case, override_reason
 from appliance.service.catalogue import Catalogue
-from appliance.service.errors import InvalidExportRequest, UnapprovedStructures, UnknownJob
+from appliance.service.errors import InvalidExportRequest, StickNotWritable, UnapprovedStructures, UnknownJob
 from appliance.service.print_export import (
     audited_print_export,
     job_case_dir,
@@ -37,6 +39,7 @@ from appliance.service.print_export import (
     review_records,
 )
 from appliance.service.revisions import REVISIONS_DIR
+from appliance.service.usb_release import StickReleases, make_writable
 
 usb_export_api = Blueprint("appliance_usb_export_api", __name__, url_prefix="/api")
 usb_export_api.before_request(authorise_api_request)
@@ -116,13 +119,19 @@ def usb_export(job_id: int) -> tuple[Response, int]:
                 result = audited_print_export(
                     svc.audit, actor, svc.study_hash(job.study_uid), case_dir, target, job_label(job_id), formats,
                     structures, languages, review_records(svc.audit, job_id),
+                    prepare=lambda: make_writable(Path(svc.data_dir), target),
                 )  # fmt: skip
+            releases = StickReleases(Path(svc.data_dir))
+            released = releases.is_stick(target)
+            if released:  # unmounted cleanly by the root helper: the stick is left as a computer expects it
+                releases.request(target)
         finally:
             _ONE_AT_A_TIME.release()
     except UnapprovedStructures as exc:
         return jsonify({"error": str(exc), "unapproved": exc.structures}), 409
-    except UsbExportError as exc:
+    except (UsbExportError, StickNotWritable) as exc:
         return _error(409, str(exc))
     data = result.to_dict()
     data["folder"] = result.folder.name  # the medium's own path is the box's business
+    data["stick"] = "releasing" if released else ""
     return jsonify(data), 200

@@ -13,6 +13,14 @@ service withdraws its request then, and when the stick is pulled first, because 
 the same device number); a folder that is no longer that very mount. Otherwise it stops
 ``appliance-usb-stick@<device>.service``, whose ``ExecStop`` unmounts the stick and removes its folder.
 The service then sees the folder gone and reports the stick ``released``.
+
+Export to USB (REQ-FUNC-1960, REQ-SAFE-1961): a stick stays read-only until the kiosk exports to it. Then the
+service leaves the same kind of request in ``<data_dir>/run/usb-writable/`` (:func:`make_writable`) and waits; a
+second root path unit runs this module with ``--writable``, which checks the request exactly as for a release and
+starts ``appliance-usb-writable@<device>.service`` (a remount ``rw,nosuid,nodev,noexec``; FAT, exFAT and NTFS
+sticks are mounted owned by the service user from the start). After the export the service asks for the stick's
+release, so it is unmounted cleanly and "safe to remove". A stick that did not become writable in time is named
+(:class:`~appliance.service.errors.StickNotWritable`) and nothing is written.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from pathlib import Path
 
 from appliance.errors import ApplianceError
 from appliance.fsio import atomic_write_bytes
-from appliance.service.errors import ImportRefused
+from appliance.service.errors import ImportRefused, StickNotWritable
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,10 @@ _DEVICE = r"[a-z][a-z0-9]{0,31}"
 _REQUEST = re.compile(rf"({_DEVICE})@([0-9]{{1,20}})")
 #: How long the root helper may take before the kiosk says the stick could not be released.
 RELEASE_TIMEOUT_S = 300.0
+#: Where the service asks for a stick to be made writable for an export.
+WRITABLE_FOLDER = "run/usb-writable"
+#: How long an export waits for the root helper to make its stick writable.
+WRITABLE_TIMEOUT_S = 60.0
 
 
 def is_device_name(name: str) -> bool:
@@ -124,6 +136,47 @@ class StickReleases:
             log.error("USB stick %s: %s", release.device, release.problem)
 
 
+def is_read_only(path: Path) -> bool:
+    """Whether the file system at ``path`` is mounted read-only."""
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+
+
+def make_writable(data_dir: Path, medium: Path, ismount: Callable[[Path], bool] = os.path.ismount,
+                  read_only: Callable[[Path], bool] = is_read_only, timeout_s: float = WRITABLE_TIMEOUT_S,
+                  poll_s: float = 0.2) -> None:  # fmt: skip
+    """Have the root helper remount the stick at ``medium`` read-write for an export, and wait until it is; a
+    folder that is not a stick's mount is left as it is. :class:`StickNotWritable` when the stick is pulled or
+    stays read-only for ``timeout_s`` (the request is withdrawn then: it must not act on the next stick)."""
+    if not (is_device_name(medium.name) and ismount(medium)) or not read_only(medium):
+        return
+    st_dev = medium.stat().st_dev
+    requests = Path(data_dir) / WRITABLE_FOLDER
+    requests.mkdir(parents=True, exist_ok=True)
+    request = requests / f"{medium.name}@{st_dev}"
+    atomic_write_bytes(request, b"")
+    log.info("USB stick %s: asked to make it writable for an export", medium.name)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                same = ismount(medium) and medium.stat().st_dev == st_dev
+            except OSError:
+                same = False
+            if not same:
+                raise StickNotWritable(f"USB stick {medium.name} was removed before the export; nothing was written")
+            if not read_only(medium):
+                log.info("USB stick %s is writable", medium.name)
+                return
+            if time.monotonic() > deadline:
+                raise StickNotWritable(
+                    f"the box did not make USB stick {medium.name} writable within {timeout_s:.0f} s; nothing was "
+                    "written to it; try again or call service"
+                )
+            time.sleep(poll_s)
+    finally:
+        request.unlink(missing_ok=True)
+
+
 def _boot_time() -> float:
     """When this boot began (epoch seconds), from ``/proc/stat``; 0 where unknown (nothing counts as stale)."""
     try:
@@ -144,16 +197,26 @@ def stop_stick_unit(device: str) -> bool:
     return done.returncode == 0
 
 
+def start_writable_unit(device: str) -> bool:
+    """Start the stick's remount unit (read-write for an export); True when systemd did."""
+    done = subprocess.run(["systemctl", "start", f"appliance-usb-writable@{device}.service"], capture_output=True,
+                          text=True, timeout=120, check=False)  # fmt: skip
+    if done.returncode != 0:
+        log.error("USB stick %s: systemctl start (writable) failed: %s", device, done.stderr.strip()[:300])
+    return done.returncode == 0
+
+
 def release_requested_sticks(
     requests: Path,
     media: Path,
     stop: Callable[[str], bool] = stop_stick_unit,
     boot_time: float | None = None,
     ismount: Callable[[Path], bool] = os.path.ismount,
+    done: str = "released",
 ) -> dict[str, str]:
-    """The root helper: act on each request in ``requests`` for a stick under ``media``; returns what became of
-    each request (``released``, ``failed``, or why it was dropped). Only names are read; every request is
-    removed, acted on or not."""
+    """The root helper: act on each request in ``requests`` for a stick under ``media`` (``stop``: release it, or
+    the action ``--writable`` passes); returns what became of each request (``done``, ``failed``, or why it was
+    dropped). Only names are read; every request is removed, acted on or not."""
     since = _boot_time() if boot_time is None else boot_time
     outcome: dict[str, str] = {}
     if not requests.is_dir():
@@ -170,13 +233,13 @@ def release_requested_sticks(
         except OSError as exc:
             outcome[name] = f"dropped: cannot remove the request ({exc.strerror})"
             continue
-        outcome[name] = _release_one(name, older, media, stop, ismount)
-        log.info("USB release request %s: %s", name, outcome[name])
+        outcome[name] = _release_one(name, older, media, stop, ismount, done)
+        log.info("USB request %s: %s", name, outcome[name])
     return outcome
 
 
 def _release_one(name: str, older: bool, media: Path, stop: Callable[[str], bool],
-                 ismount: Callable[[Path], bool]) -> str:  # fmt: skip
+                 ismount: Callable[[Path], bool], done: str) -> str:  # fmt: skip
     match = _REQUEST.fullmatch(name)
     if match is None:
         return "dropped: not a stick's request"
@@ -189,16 +252,18 @@ def _release_one(name: str, older: bool, media: Path, stop: Callable[[str], bool
             return "dropped: that stick is no longer mounted there"
     except OSError:
         return "dropped: that stick is no longer mounted there"
-    return "released" if stop(device) else "failed"
+    return done if stop(device) else "failed"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The root helper's entry point (``appliance-usb-release.service``): release the requested sticks of the
-    box configured in ``--config``; prints what became of each request (JSON); exit 1 when a release failed."""
+    """The root helper's entry point (``appliance-usb-release.service``; with ``--writable``
+    ``appliance-usb-writable.service``): release the requested sticks of the box configured in ``--config`` (or
+    make them writable for an export); prints what became of each request (JSON); exit 1 when one failed."""
     from appliance.config import DEFAULT_CONFIG_PATH, load_config
 
     parser = argparse.ArgumentParser(prog="python -m appliance.service.usb_release", description=main.__doc__)
     parser.add_argument("--config", help="configuration file (TOML) naming storage.data_dir and import.watch_dir")
+    parser.add_argument("--writable", action="store_true", help="make the requested sticks writable (export)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
@@ -208,7 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApplianceError as exc:
         sys.stderr.write(f"usb release: {exc}\n")
         return 2
-    outcome = release_requested_sticks(Path(config.storage.data_dir) / REQUEST_FOLDER, Path(config.import_.watch_dir))
+    data_dir, media = Path(config.storage.data_dir), Path(config.import_.watch_dir)
+    if args.writable:
+        outcome = release_requested_sticks(data_dir / WRITABLE_FOLDER, media, start_writable_unit, done="writable")
+    else:
+        outcome = release_requested_sticks(data_dir / REQUEST_FOLDER, media)
     sys.stdout.write(json.dumps(outcome, indent=1) + "\n")
     return 1 if "failed" in outcome.values() else 0
 

@@ -27,6 +27,7 @@ IMAGE_EXECUTABLES = {
     "/var/lib/appliance-system/releases/app/current/bin/python",
     "/usr/lib/appliance/venv/bin/python",
     "/usr/lib/appliance/gpu-setup.sh",
+    "/usr/lib/appliance/usb-mount.sh",
     "/usr/bin/cage",
     "/usr/bin/chromium",
     "/usr/sbin/nft",

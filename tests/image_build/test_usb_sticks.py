@@ -22,6 +22,7 @@ FW = ROOT / "firmware_config"
 RULE = FW / "udev" / "90-appliance-usb.rules"
 TEMPLATE = FW / "systemd" / "appliance-usb-stick@.service"
 MEDIA_MOUNT = FW / "systemd" / "media-usb.mount"
+MOUNT_SCRIPT = FW / "usb" / "usb-mount.sh"
 
 _MATCH = re.compile(r'^(ACTION|SUBSYSTEM|ENV\{(\w+)\})(==|!=)"([^"]*)"$')
 
@@ -95,9 +96,7 @@ def test_stick_unit_mounts_read_only_and_follows_the_device(tmp_path: Path) -> N
     stick = unmounted) and needs the tmpfs mount folder; systemd-analyze accepts an instance of it."""
     text = TEMPLATE.read_text()
     mount = next(ln for ln in text.splitlines() if ln.startswith("ExecStart="))
-    options = re.search(r"-o (\S+)", mount)
-    assert options is not None and set(options.group(1).split(",")) >= {"ro", "nosuid", "nodev", "noexec"}
-    assert mount.endswith("/dev/%I /media/usb/%I")
+    assert mount == "ExecStart=/usr/lib/appliance/usb-mount.sh %I /media/usb/%I"  # the options: the next test
     assert "BindsTo=dev-%i.device" in text and "Requires=media-usb.mount" in text
     assert re.search(r"^ExecStop=/usr/bin/umount .*/media/usb/%I$", text, re.MULTILINE)
     media = MEDIA_MOUNT.read_text()
@@ -113,7 +112,39 @@ def test_stick_unit_mounts_read_only_and_follows_the_device(tmp_path: Path) -> N
         ["systemd-analyze", "verify", "--man=no", str(instance), str(tmp_path / MEDIA_MOUNT.name)],
         capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
     )  # fmt: skip
-    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+    # the mount script is installed by the image build only (its behaviour: the next test)
+    assert [ln for ln in done.stderr.splitlines() if ln.strip() and "usb-mount.sh is not executable" not in ln] == []
+
+
+def _run_mount_script(tmp_path: Path, device: str, fs_type: str) -> subprocess.CompletedProcess[str]:
+    """The mount script with stand-ins for blkid (answers ``fs_type``), id (the service user is 998) and mount
+    (records its arguments)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in (("blkid", f"echo {fs_type}"), ("id", "echo 998"), ("mount", f'echo "$@" > {tmp_path}/args')):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return subprocess.run(["sh", str(MOUNT_SCRIPT), device, f"/media/usb/{device}"], capture_output=True, text=True,
+                          timeout=30, check=False, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})  # fmt: skip
+
+
+@pytest.mark.req("REQ-SAFE-1472", "REQ-FUNC-1960")
+@pytest.mark.parametrize("fs_type", ["vfat", "exfat", "ntfs3", "ext4", "iso9660"])
+def test_mount_script_mounts_read_only_and_gives_fat_sticks_to_the_service_user(tmp_path: Path, fs_type: str) -> None:
+    """Always ro,nosuid,nodev,noexec; file systems without owners (FAT, exFAT, NTFS) owned by the service user with
+    no access for anyone else, so an export can write once root remounts the stick read-write; a name that is not
+    a device name is refused before anything is mounted."""
+    done = _run_mount_script(tmp_path, "sdb1", fs_type)
+    assert done.returncode == 0, done.stderr
+    options, device, target = (tmp_path / "args").read_text().split()[1:]
+    assert (device, target) == ("/dev/sdb1", "/media/usb/sdb1")
+    opts = options.split(",")
+    assert opts[:4] == ["ro", "nosuid", "nodev", "noexec"]
+    owned = ["uid=998", "gid=998", "fmask=0177", "dmask=0077"]
+    assert opts[4:] == (owned if fs_type in ("vfat", "exfat", "ntfs3") else []), opts
+    (tmp_path / "args").unlink()
+    bad = _run_mount_script(tmp_path, "../sda", "vfat")
+    assert bad.returncode == 2 and "not a device name" in bad.stderr and not (tmp_path / "args").exists()
 
 
 @pytest.mark.req("REQ-SAFE-1472", "REQ-UPD-1470")
@@ -122,6 +153,8 @@ def test_image_stage_has_rule_units_and_watch_dir(tmp_path: Path) -> None:
     stage = image_rootfs.stage_firmware(FW, None, "1.0", tmp_path / "stage")
     assert (stage / "usr/lib/udev/rules.d" / RULE.name).read_text() == RULE.read_text()
     assert (stage / "etc/systemd/system" / TEMPLATE.name).is_file()
+    script = stage / "usr/lib/appliance/usb-mount.sh"
+    assert script.read_bytes() == MOUNT_SCRIPT.read_bytes() and script.stat().st_mode & 0o777 == 0o755
     wanted = stage / "etc/systemd/system/multi-user.target.wants"
     assert (wanted / "media-usb.mount").is_symlink() and (wanted / "appliance.service").is_symlink()
     shipped = tomllib.loads((stage / "etc/appliance/appliance.toml").read_text())
@@ -166,3 +199,46 @@ def test_release_units_watch_the_service_request_folder_and_run_the_root_helper(
         capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+WRITABLE_PATH = FW / "systemd" / "appliance-usb-writable.path"
+WRITABLE_SERVICE = FW / "systemd" / "appliance-usb-writable.service"
+WRITABLE_TEMPLATE = FW / "systemd" / "appliance-usb-writable@.service"
+
+
+@pytest.mark.req("REQ-FUNC-1960")
+def test_writable_units_watch_the_service_request_folder_and_remount_only_that_stick(tmp_path: Path) -> None:
+    """Export to USB: the path unit watches the folder the service writes its requests to, the root helper runs
+    with --writable and may write nothing but that folder, the remount keeps nosuid,nodev,noexec and needs the
+    stick's own mount unit active; the path unit is enabled in the image."""
+    from appliance.service.usb_release import WRITABLE_FOLDER
+
+    config = tomllib.loads((FW / "appliance.toml").read_text())
+    requests = f"{config['storage']['data_dir']}/{WRITABLE_FOLDER}"
+    assert f"DirectoryNotEmpty={requests}" in WRITABLE_PATH.read_text().splitlines()
+    service = WRITABLE_SERVICE.read_text().splitlines()
+    start = next(ln for ln in service if ln.startswith("ExecStart="))
+    assert start.endswith("python -m appliance.service.usb_release --writable --config /etc/appliance/appliance.toml")
+    assert f"ReadWritePaths=-{requests}" in service and "ProtectSystem=strict" in service
+    capabilities = [ln for ln in service if ln.startswith("CapabilityBoundingSet=")]
+    assert capabilities == ["CapabilityBoundingSet=CAP_DAC_OVERRIDE"]
+    template = WRITABLE_TEMPLATE.read_text().splitlines()
+    assert "ExecStart=/usr/bin/mount -o remount,rw,nosuid,nodev,noexec /media/usb/%I" in template
+    assert "Requisite=appliance-usb-stick@%i.service" in template
+    stage = image_rootfs.stage_firmware(FW, None, "1.0", tmp_path / "stage")
+    assert (stage / "etc/systemd/system/multi-user.target.wants" / WRITABLE_PATH.name).is_symlink()
+    assert (stage / "etc/systemd/system" / WRITABLE_TEMPLATE.name).is_file()
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed; the text checks above ran")
+    for unit in (WRITABLE_PATH, WRITABLE_SERVICE):
+        shutil.copyfile(unit, tmp_path / unit.name)
+    instance = tmp_path / "appliance-usb-writable@sda1.service"
+    shutil.copyfile(WRITABLE_TEMPLATE, instance)
+    shutil.copyfile(TEMPLATE, tmp_path / "appliance-usb-stick@sda1.service")
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(tmp_path / WRITABLE_PATH.name), str(instance)],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    problems = [ln for ln in done.stderr.splitlines() if ln.strip() and "usb-mount.sh is not executable" not in ln
+                and "venv/bin/python is not executable" not in ln]  # fmt: skip
+    assert problems == [], done.stderr
