@@ -488,12 +488,13 @@ def segment_ct(
     bone, vessels, lumens = _release_closed_lumens(bone, vessels, lumens, hu, hu_smooth, texture, sub, ndi, p)
     if lumens.regions:
         findings.append(_lumen_release_finding(lumens, sub, fine))
-    # what the weak threshold joined to bone far from any dense voxel, opening onto the outside (ct_marrow)
+    bone, vessels, found = _take_calcifications(bone, vessels, sub, ndi, p)
+    findings.extend(found)
+    # what the weak threshold joined to bone far from any dense voxel, opening onto the outside (ct_marrow); after
+    # the calcification steps, which judge whole parts, not the pieces this cut leaves (a rib end off its cartilage)
     dense = (hu if factors == (1, 1, 1) else block_max(source, factors)[box]) > p.bone_strong_hu
     far = far_from_dense(bone, dense, hu, sub, ndi, p)
     bone = morph.remove_small(bone & ~far, ndi, sub.voxels_for_ml(p.bone_min_ml))
-    bone, vessels, found = _take_calcifications(bone, vessels, sub, ndi, p)
-    findings.extend(found)
     soft_share = smooth_bone_share(bone, hu_smooth, texture, p)
     if soft_share > p.bone_max_smooth_share:
         before = float(xp.count_nonzero(bone))

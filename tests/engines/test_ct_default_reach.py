@@ -61,8 +61,8 @@ def test_delayed_phase_vessels_far_from_dense_bone_leave_it(
     iliac = np.isin(ref, [value_of[n] for n in ILIAC])
     hips = np.isin(ref, [value_of["hip_left"], value_of["hip_right"]])
     assert off[iliac].mean() > 0.2  # measured 0.244 without the rule
-    assert on[iliac].mean() < 0.05  # measured 0.026
-    assert _dice(on, bone_ref) >= 0.90 > _dice(off, bone_ref)  # measured 0.9003 / 0.8907
+    assert on[iliac].mean() < 0.05  # measured 0.027
+    assert _dice(on, bone_ref) >= 0.90 > _dice(off, bone_ref)  # measured 0.9002 / 0.8907
     assert on[hips].mean() >= off[hips].mean() - 0.001  # measured 0.9638 both
     assert not (on & ~off).any()  # the rule only takes out
 
