@@ -40,6 +40,7 @@ from engines.presets.ct_grid import (
     BoundaryRule,
     as_host,
     block_factors,
+    block_max,
     block_mean,
     c_order,
     coarse_geometry,
@@ -54,7 +55,7 @@ from engines.presets.ct_lumen import (
     suspect_lumens,
     vessel_wall_calcification,
 )
-from engines.presets.ct_marrow import fill_marrow, thin_parts
+from engines.presets.ct_marrow import far_from_dense, fill_marrow, peel_closing, thin_parts
 from engines.presets.ct_parameters import CtDefaultParameters
 from kernels.device import array_module, device_description
 
@@ -110,14 +111,18 @@ def segment_body(hu: Array, geo: GridGeometry, ndi: ModuleType, p: CtDefaultPara
 
 
 def segment_bone(hu: Array, hu_smooth: Array, body: Array, exclude: Array, texture: Texture, midline_x: float,
-                 geo: GridGeometry, ndi: ModuleType, p: CtDefaultParameters) -> tuple[Array, SuspectLumens]:
+                 geo: GridGeometry, ndi: ModuleType, p: CtDefaultParameters, peel: bool = True
+                 ) -> tuple[Array, SuspectLumens]:
     """Cortex by hysteresis, marrow by closing and hole filling in the three planes (see :func:`clean_bone`).
 
     Holes whose contents are water-like and smooth (the spinal canal inside the vertebral arch) are not marrow and
     stay open (:func:`ct_marrow.fill_marrow`). Contrast-filled lumens that the hysteresis reached (homogeneous,
     tube-shaped, unenclosed regions outside the cortex: :func:`ct_lumen.suspect_lumens`, each part cut from the
     bone it lies on) are taken out before the closing, so that it does not bridge them to the bone; they are
-    returned with their partial-volume rim (``smooth_rim_mm``, below ``bone_strong_hu``).
+    returned with their partial-volume rim (``smooth_rim_mm``, below ``bone_strong_hu``). With ``peel`` the
+    closing's own additions next to the outside are taken back (:func:`ct_marrow.peel_closing`); on the analysis
+    grid (``peel`` False) the boundary placed at each CT voxel by its own HU (:func:`ct_grid.refine_boundaries`)
+    already takes back those below ``bone_weak_hu``.
     """
     allowed = body & ~exclude
     hyst = morph.hysteresis((hu > p.bone_strong_hu) & allowed, (hu > p.bone_weak_hu) & allowed, ndi)
@@ -128,7 +133,10 @@ def segment_bone(hu: Array, hu_smooth: Array, body: Array, exclude: Array, textu
         allowed = allowed & ~lumens.mask
         hyst = hyst & ~lumens.mask
     closed = morph.closing_ball(hyst, ndi, p.bone_closing_mm, geo.spacing)
-    return fill_marrow(closed, hu, texture, midline_x, geo, ndi, p) & allowed, lumens
+    filled = fill_marrow(closed, hu, texture, midline_x, geo, ndi, p)
+    if peel:
+        filled = peel_closing(filled, hyst, closed, geo, ndi, p)
+    return filled & allowed, lumens
 
 
 def select_lungs(air: Array, hu: Array, hu_smooth: Array, airway: Array, geo: GridGeometry, ndi: ModuleType,
@@ -441,7 +449,8 @@ def segment_ct(
         ))
     t = stage("vessels", 0.4, t)
     midline = sub.midline_x(xp, body)
-    bone, lumens = segment_bone(hu, hu_smooth, body, vessels | enhancing, texture, midline, sub, ndi, p)
+    bone, lumens = segment_bone(hu, hu_smooth, body, vessels | enhancing, texture, midline, sub, ndi, p,
+                                peel=factors == (1, 1, 1))
     vessels = vessels | lumens.mask
     t = stage("bone", 0.6, t)
     air = (hu_smooth < p.lung_hu) & body
@@ -481,6 +490,11 @@ def segment_ct(
         findings.append(_lumen_release_finding(lumens, sub, fine))
     bone, vessels, found = _take_calcifications(bone, vessels, sub, ndi, p)
     findings.extend(found)
+    # what the weak threshold joined to bone far from any dense voxel, opening onto the outside (ct_marrow); after
+    # the calcification steps, which judge whole parts, not the pieces this cut leaves (a rib end off its cartilage)
+    dense = (hu if factors == (1, 1, 1) else block_max(source, factors)[box]) > p.bone_strong_hu
+    far = far_from_dense(bone, dense, hu, sub, ndi, p)
+    bone = morph.remove_small(bone & ~far, ndi, sub.voxels_for_ml(p.bone_min_ml))
     soft_share = smooth_bone_share(bone, hu_smooth, texture, p)
     if soft_share > p.bone_max_smooth_share:
         before = float(xp.count_nonzero(bone))

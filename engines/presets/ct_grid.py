@@ -33,28 +33,56 @@ def block_factors(spacing: tuple[float, float, float], analysis_voxel_mm: float)
     return (out[0], out[1], out[2])
 
 
+def _block_views(acc: Array, axis: int, f: int) -> list[Array]:
+    """The ``f`` strided views of ``acc`` along ``axis`` whose element ``i`` is voxel ``i * f + k`` of the block."""
+    views = []
+    for k in range(f):
+        idx: list[Any] = [slice(None)] * 3
+        idx[axis] = slice(k, None, f)
+        views.append(acc[tuple(idx)])
+    return views
+
+
+def _padded(hu: Array, factors: Factors) -> Array:
+    """``hu`` padded at the far end to whole blocks (a partial block repeats its edge)."""
+    xp = morph.array_module_of(hu)
+    pad = [(0, (-int(n)) % f) for n, f in zip(hu.shape, factors, strict=True)]
+    return xp.pad(hu, pad, mode="edge") if any(p[1] for p in pad) else hu
+
+
 def block_mean(hu: Array, factors: Factors) -> Array:
     """Mean HU (float32) of each block of ``factors`` voxels; a partial block at the far end repeats its edge.
 
     Summed axis by axis over strided views (integer HU: every partial sum is exact in float32).
     """
     xp = morph.array_module_of(hu)
-    pad = [(0, (-int(n)) % f) for n, f in zip(hu.shape, factors, strict=True)]
-    acc = xp.pad(hu, pad, mode="edge") if any(p[1] for p in pad) else hu
+    acc = _padded(hu, factors)
     acc = acc.astype(xp.float32, copy=False) if acc.dtype.itemsize >= 4 else acc
     for axis, f in enumerate(factors):
         if f == 1:
             continue
-        views = []
-        for k in range(f):
-            idx: list[Any] = [slice(None)] * 3
-            idx[axis] = slice(k, None, f)
-            views.append(acc[tuple(idx)])
+        views = _block_views(acc, axis, f)
         total = c_order(views[0], xp.float32)
         for view in views[1:]:
             total += view
         acc = total
     return acc.astype(xp.float32, copy=False) / np.float32(factors[0] * factors[1] * factors[2])
+
+
+def block_max(hu: Array, factors: Factors) -> Array:
+    """Largest value of each block of ``factors`` voxels (same dtype; partial blocks as :func:`block_mean`):
+    what the CT's own voxels reach inside a block whose mean partial volume lowered (a thin dense cortex)."""
+    xp = morph.array_module_of(hu)
+    acc = _padded(hu, factors)
+    for axis, f in enumerate(factors):
+        if f == 1:
+            continue
+        views = _block_views(acc, axis, f)
+        top = views[0].copy(order="C")
+        for view in views[1:]:
+            xp.maximum(top, view, out=top)
+        acc = top
+    return acc
 
 
 def c_order(array: Array, dtype: Any) -> Array:
@@ -192,5 +220,5 @@ def as_host(labels: Array) -> npt.NDArray[np.uint8]:
     return np.asarray(labels.get(), dtype=np.uint8)
 
 
-__all__ = ["BoundaryRule", "as_host", "block_factors", "block_labels", "block_mean", "c_order", "coarse_geometry",
-           "grid_summary", "linear_upsample", "refine_boundaries"]
+__all__ = ["BoundaryRule", "as_host", "block_factors", "block_labels", "block_max", "block_mean", "c_order",
+           "coarse_geometry", "grid_summary", "linear_upsample", "refine_boundaries"]

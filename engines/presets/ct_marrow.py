@@ -74,6 +74,60 @@ def fill_marrow(mask: Array, hu: Array, texture: Texture, midline_x: float, geo:
     return out
 
 
+def peel_closing(filled: Array, hyst: Array, closed: Array, geo: GridGeometry, ndi: ModuleType,
+                 p: CtDefaultParameters) -> Array:
+    """``filled`` without the closing's additions within ``closing_peel_mm`` of its outside (6-neighbour steps of
+    the finest spacing).
+
+    The closing (``bone_closing_mm``) seals cortex that partial volume broke, so that the marrow it encloses can be
+    filled; it also fills every concavity of the bone's surface with voxels below the trabecular threshold. On a
+    grid coarser than the peel depth (3 mm) nothing is peeled; on a finer grid the closing's ball is a true ball
+    (on 3 mm it is the 6-neighbour cross), and the voxels it added next to the outside (in 6-neighbour steps of
+    the finest spacing) are soft tissue, not bone. Marrow filled behind a bridge stays: only the closing's own
+    additions are taken back, never a voxel the hysteresis reached or a filled hole.
+    """
+    added = closed & ~hyst
+    outside = ~filled
+    for _ in range(int(np.floor(p.closing_peel_mm / min(geo.spacing)))):
+        peel = added & morph.dilate_cross(outside, ndi)
+        added &= ~peel
+        outside |= peel
+    return filled & ~outside
+
+
+def far_from_dense(bone: Array, dense: Array, hu: Array, geo: GridGeometry, ndi: ModuleType,
+                   p: CtDefaultParameters) -> Array:
+    """The voxels of ``bone`` above ``bone_weak_hu`` farther than ``dense_reach_mm`` from every dense voxel, in
+    regions (6-connected) that open onto the bone's outside: soft tissue the weak threshold reached.
+
+    Trabecular bone is a lattice: near any of its voxels lies one above ``bone_strong_hu`` (of the example CT's
+    bone voxels, TotalSegmentator's reference, 90 % lie within 5.2 mm of a voxel above 200 HU, 99 % within 9 mm,
+    99.9 % within 11.2 mm). Blood of the delayed phase (120-140 HU) or an enhancing organ that the weak threshold
+    joined to a bone runs on, homogeneous, away from any dense voxel (the painted delayed phase's vessels left in
+    bone: median 15 mm from one). Only what the hysteresis reached is judged (voxels above ``bone_weak_hu``;
+    filled marrow never), and only regions that touch the outside (the background after filling holes in the
+    three planes): a far region enclosed by bone is an osteoporotic core and stays. ``dense``: where the CT is
+    above ``bone_strong_hu`` (on the analysis grid: where any of the block's own voxels is, since the block's mean
+    dilutes a thin cortex).
+    """
+    xp = morph.array_module_of(bone)
+    if p.dense_reach_mm <= 0 or not bool(bone.any()):
+        return xp.zeros_like(bone)
+    box = geo.bounding_box(bone, margin=int(np.ceil(p.dense_reach_mm / min(geo.spacing))) + 1)
+    b = bone[box]
+    sub = geo.cropped(box)
+    far = b & (hu[box] > p.bone_weak_hu) & ~morph.dilate_ball(b & dense[box], ndi, p.dense_reach_mm, sub.spacing)
+    out = xp.zeros_like(bone)
+    if not bool(far.any()):
+        return out
+    lab, n, _ = morph.component_table(far, ndi)
+    touches = xp.zeros(n + 1, dtype=bool)
+    touches[lab[far & morph.dilate_cross(~morph.fill_holes_planes(b, ndi), ndi)]] = True
+    touches[0] = False
+    out[box] = touches[lab]
+    return out
+
+
 def thin_parts(bone: Array, geo: GridGeometry, ndi: ModuleType, p: CtDefaultParameters) -> Array:
     """Small parts of ``bone`` that hold no marrow: calcified cartilage, calcified vessels, not bones.
 
@@ -99,4 +153,4 @@ def thin_parts(bone: Array, geo: GridGeometry, ndi: ModuleType, p: CtDefaultPara
     return thin[lab]
 
 
-__all__ = ["fill_marrow", "thin_parts"]
+__all__ = ["far_from_dense", "fill_marrow", "peel_closing", "thin_parts"]

@@ -30,6 +30,8 @@ class CtDefaultParameters:
     bone_strong_hu: float = 200.0  # cortical bone seeds
     bone_weak_hu: float = 120.0  # trabecular bone reached by hysteresis
     bone_closing_mm: float = 3.0  # bridges cortex broken by partial volume before filling the marrow
+    closing_peel_mm: float = 1.5  # the closing's additions this deep under the bone's outside are taken back
+    dense_reach_mm: float = 10.0  # trabecular bone lies this near a voxel above bone_strong_hu (ct_marrow)
     bone_min_ml: float = 0.2  # drops isolated calcifications
     canal_low_hu: float = -30.0  # a hole of the closed cortex whose mean is water-like (CSF 0-15 HU, cord 30-40,
     canal_high_hu: float = 50.0  # some epidural fat; fatty marrow is below, disc and trabecular marrow above)...

@@ -103,5 +103,5 @@ def test_finer_noisier_grid_keeps_accuracy(shared_data: Path) -> None:
     names = json.loads(require(base / "label_maps_from_map_to_binary.json").read_text())["total"]
     rows = json.loads(MAPPING.read_text())["rows"]
     ref_ids = {r["structure"]: [int(v) for v, n in names.items() if n in r["reference"]] for r in rows}
-    assert dice(back == 2, np.isin(ref, ref_ids["bone"])) >= 0.87  # measured 0.889 (0.885 with the canal filled)
+    assert dice(back == 2, np.isin(ref, ref_ids["bone"])) >= 0.89  # measured 0.8934 (0.8894 before session 8)
     assert dice((back == 3) | (back == 4), np.isin(ref, ref_ids["lungs"])) >= 0.95  # measured 0.968

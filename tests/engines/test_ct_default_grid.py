@@ -15,6 +15,7 @@ from engines.presets.ct_grid import (
     BoundaryRule,
     block_factors,
     block_labels,
+    block_max,
     block_mean,
     coarse_geometry,
     linear_upsample,
@@ -51,6 +52,22 @@ def test_block_mean_geometry_and_labels_back() -> None:
     labels = rng.integers(0, 6, (5, 2, 4)).astype(np.uint8)
     back = block_labels(labels, (2, 3, 2), (9, 6, 7))
     assert back.shape == (9, 6, 7) and back[3, 4, 5] == labels[1, 1, 2] and back[8, 5, 6] == labels[4, 1, 3]
+
+
+@pytest.mark.req("REQ-FUNC-1940")
+def test_block_max_is_the_largest_voxel_of_each_block() -> None:
+    """The dense-voxel marker on the analysis grid: any of the block's own voxels, partial blocks included, for
+    C- and Fortran-ordered input; the input is left as it was."""
+    rng = np.random.default_rng(4)
+    hu = rng.integers(-1024, 3000, (9, 6, 7)).astype(np.int16)
+    padded = np.pad(hu, ((0, 1), (0, 0), (0, 1)), mode="edge")
+    expected = padded.reshape(5, 2, 2, 3, 4, 2).max(axis=(1, 3, 5))
+    for source in (hu, np.asfortranarray(hu)):
+        before = source.copy()
+        top = block_max(source, (2, 3, 2))
+        assert top.dtype == np.int16 and np.array_equal(top, expected)
+        assert np.array_equal(source, before)
+    assert np.array_equal(block_max(hu, (1, 1, 1)), hu)
 
 
 @pytest.mark.req("REQ-PERF-1370")

@@ -191,7 +191,7 @@ def test_delayed_phase_lumens_released_after_the_closing(
     bone = res.labelmap.mask("bone")
     aorta = ref == value_of["aorta"]
     assert bone[aorta].mean() < 0.15  # measured 0.096 (0.39 before)
-    assert _dice(bone, bone_ref) >= 0.889  # measured 0.8907 (0.8865 before)
+    assert _dice(bone, bone_ref) >= 0.90  # measured 0.9002 (0.8907 before far_from_dense, 0.8865 before this)
     hips = np.isin(ref, [value_of["hip_left"], value_of["hip_right"]])
     assert bone[hips].mean() > 0.96  # no hip bone taken for a lumen (measured 0.964, as before)
     released = _suspect(res, RELEASED, "REQ-FUNC-1801")
