@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from image_bundle import BuildError
+from image_rauc import manifest_text
 
 log = logging.getLogger("image_build.rootfs")
 
@@ -41,6 +42,7 @@ FIRMWARE_FILES: tuple[tuple[str, str], ...] = (
     ("gpu/gpu-setup.sh", "usr/lib/appliance/gpu-setup.sh"),
     ("network/render-firewall.py", "usr/lib/appliance/render-firewall.py"),
     ("network/80-wired.network", "etc/systemd/network/80-wired.network"),
+    ("rauc/system.conf", "etc/rauc/system.conf"),
 )
 ENABLED_UNITS = (
     "appliance.service",
@@ -51,6 +53,7 @@ ENABLED_UNITS = (
     "var-lib-appliance.mount",
     "media-usb.mount",
     "appliance-usb-release.path",
+    "appliance-mark-good.service",
 )
 
 
@@ -243,18 +246,8 @@ def write_rauc_manifest(
             os.link(image, rauc / image.name)  # same bytes, no second copy on disk
         except OSError:
             shutil.copyfile(image, rauc / image.name)
-    text = (
-        "[update]\n"
-        f"compatible={compatible}\n"
-        f"version={image_version}\n"
-        f"build={epoch}\n"
-        "description=OR appliance OS image\n\n"
-        "[bundle]\n"
-        "format=verity\n\n"
-        "[image.rootfs]\n"
-        f"filename={image.name}\n"
-        f"sha256={_sha256(image)}\n"
-        f"size={image.stat().st_size}\n"
+    text = manifest_text(compatible, image_version, epoch, image.name, "OR appliance OS image") + (
+        f"sha256={_sha256(image)}\nsize={image.stat().st_size}\n"
     )
     manifest = rauc / "manifest.raucm"
     manifest.write_text(text)
