@@ -193,7 +193,9 @@ def _fat_stick(files: list[Path], image: Path) -> Path:
 
 
 @pytest.mark.timeout(3 * 3600)  # under TCG (no usable KVM) the two CPU reconstructions alone take long
-@pytest.mark.req("REQ-UPD-1470", "REQ-SAFE-1472", "REQ-FUNC-1860", "REQ-FUNC-1900", "REQ-SAFE-1901")
+@pytest.mark.req(
+    "REQ-UPD-1470", "REQ-SAFE-1472", "REQ-FUNC-1860", "REQ-FUNC-1900", "REQ-SAFE-1901", "REQ-FUNC-1954", "REQ-FUNC-1955"
+)
 def test_box_boots_receives_and_reconstructs(box: tuple[Vm, Steps], tmp_path: Path, shared_data: Path) -> None:
     """Boot to appliance.service ready (sd_notify) and /api/health; the kiosk's login screen is on the display
     (screendump kept); the demo study over DICOM from the allowed peer is reconstructed; a USB stick with another
