@@ -11,6 +11,7 @@ Outputs under --out:
     rootfs.<fs>, rootfs-manifest.json, rauc/manifest.raucm   the OS slot (when the OS part ran)
     build-report.json            what ran and what was skipped, and why
     disk.raw, disk-manifest.json the bootable GPT disk (disk): ESP + root slots A/B + data, and its manifest
+    os-bundle/*.raucb            the disk's slot image as a signed RAUC OS bundle (disk, where rauc is installed)
 """
 
 from __future__ import annotations
@@ -86,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mirror", help="Debian mirror (default: the host's apt sources)")
     p.add_argument("--packages", default=str(HERE / "packages.txt"), help="package list file ('' = none)")
     p.add_argument("--test-config", help="disk: install this appliance.toml (a test image) and the test packages")
+    p.add_argument(
+        "--rauc-keys",
+        help="disk: folder with the OS bundles' signing.key.pem, signing.cert.pem and "
+        "keyring.pem (default: throw-away development keys under --out)",
+    )
     p.add_argument("--test-ui-peer", help="disk, test images only: open the web UI port to this address")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from image_bundle import BuildError
 from image_disk import DiskLayout, assemble_disk, build_esp, disk_tools_missing, make_ext4, slot_script, stable_uuid
+from image_rauc import RaucKeys, install_keyring, make_bundle, rauc_unavailable, signing_keys
 from image_rootfs import factory_release, rootfs_manifest, stage_firmware, write_json
 from image_runtime import download_wheelhouse, runtime_pins
 from image_system import base_rootfs, data_tree, finish_slot, tree_size
@@ -41,6 +42,17 @@ def _wheelhouse(dest: Path) -> list[str]:
         shutil.rmtree(dest, ignore_errors=True)
         download_wheelhouse(pins, dest)
     return pins
+
+
+def _os_bundle(slot_img: Path, dest: Path, version: str, epoch: int, keys: RaucKeys) -> dict[str, object]:
+    """The slot image as a signed RAUC bundle (what an OS update writes into the other slot), where rauc is here."""
+    shutil.rmtree(dest, ignore_errors=True)
+    reason = rauc_unavailable()
+    if reason:
+        log.warning("OS bundle skipped: %s", reason)
+        return {"built": False, "reason": reason}
+    bundle = make_bundle(slot_img, dest / f"or-appliance-os-{version}.raucb", version, epoch, keys)
+    return {"built": True, "path": str(bundle), "bytes": bundle.stat().st_size}
 
 
 def disk_preflight(args: argparse.Namespace) -> None:
@@ -77,6 +89,8 @@ def build_disk(args: argparse.Namespace, out: Path, epoch: int) -> dict[str, obj
         shutil.copyfile(args.test_config, stage / "etc/appliance/appliance.toml")
     slot = out / "slot-a"
     finished = finish_slot(base, slot, stage, args.test_ui_peer, test_image=bool(args.test_config))
+    rauc_keys = signing_keys(Path(args.rauc_keys) if args.rauc_keys else None, out)
+    install_keyring(slot, rauc_keys)
     manifest = rootfs_manifest(slot)
     step("slot")
     size = tree_size(slot)
@@ -90,8 +104,10 @@ def build_disk(args: argparse.Namespace, out: Path, epoch: int) -> dict[str, obj
     esp = build_esp(parts / "esp.vfat", slot_script(partuuids), epoch, layout.esp_mib)
     disk = out / "disk.raw"
     assemble_disk(disk, esp, slot_img, data_img, layout, epoch)
-    shutil.rmtree(parts)
     step("disk")
+    bundle = _os_bundle(slot_img, out / "os-bundle", args.image_version, epoch, rauc_keys)
+    shutil.rmtree(parts)
+    step("os_bundle")
     allocated = disk.stat().st_blocks * 512
     entry: dict[str, object] = {
         "disk": str(disk),
@@ -106,6 +122,7 @@ def build_disk(args: argparse.Namespace, out: Path, epoch: int) -> dict[str, obj
         "root_tree_bytes": size,
         "package_lists": [*PACKAGE_LISTS, *([TEST_PACKAGE_LIST] if args.test_config else [])],
         "runtime_wheels": pins,
+        "os_bundle": bundle,
         "step_seconds": times,
     }
     write_json(out / "disk-manifest.json", {**entry, "packages": manifest["packages"], "files": manifest["files"]})

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from image_bundle import BuildError
+from image_rauc import manifest_text
 
 log = logging.getLogger("image_build.rootfs")
 
@@ -42,6 +43,7 @@ FIRMWARE_FILES: tuple[tuple[str, str], ...] = (
     ("usb/usb-mount.sh", "usr/lib/appliance/usb-mount.sh"),
     ("network/render-firewall.py", "usr/lib/appliance/render-firewall.py"),
     ("network/80-wired.network", "etc/systemd/network/80-wired.network"),
+    ("rauc/system.conf", "etc/rauc/system.conf"),
 )
 ENABLED_UNITS = (
     "appliance.service",
@@ -53,6 +55,7 @@ ENABLED_UNITS = (
     "media-usb.mount",
     "appliance-usb-release.path",
     "appliance-usb-writable.path",
+    "appliance-mark-good.service",
 )
 
 
@@ -246,18 +249,8 @@ def write_rauc_manifest(
             os.link(image, rauc / image.name)  # same bytes, no second copy on disk
         except OSError:
             shutil.copyfile(image, rauc / image.name)
-    text = (
-        "[update]\n"
-        f"compatible={compatible}\n"
-        f"version={image_version}\n"
-        f"build={epoch}\n"
-        "description=OR appliance OS image\n\n"
-        "[bundle]\n"
-        "format=verity\n\n"
-        "[image.rootfs]\n"
-        f"filename={image.name}\n"
-        f"sha256={_sha256(image)}\n"
-        f"size={image.stat().st_size}\n"
+    text = manifest_text(compatible, image_version, epoch, image.name, "OR appliance OS image") + (
+        f"sha256={_sha256(image)}\nsize={image.stat().st_size}\n"
     )
     manifest = rauc / "manifest.raucm"
     manifest.write_text(text)

@@ -41,8 +41,9 @@ ExecStartPost=/usr/sbin/nft insert rule inet appliance input ip saddr {peer} tcp
 FACTORY_RELEASE = "/usr/lib/appliance/factory-release"
 #: Debian's units the box needs enabled (the appliance's own are enabled by stage_firmware).
 SYSTEM_UNITS = ("systemd-networkd.service",)
-#: Mount points on the read-only root: the data partition, the service's data, the USB folder, the update stick.
-MOUNT_POINTS = ("var/lib/appliance-system", "var/lib/appliance", "media/usb", "media/appliance-update")
+#: Mount points on the read-only root: the data partition, the service's data, the USB folder, the update stick,
+#: the ESP (boot-efi.mount: RAUC's grubenv).
+MOUNT_POINTS = ("var/lib/appliance-system", "var/lib/appliance", "media/usb", "media/appliance-update", "boot/efi")
 
 
 #: Test images only: the VM test may run under QEMU's TCG (no usable KVM), where the first start takes minutes;

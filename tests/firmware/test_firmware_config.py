@@ -20,7 +20,7 @@ from appliance.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 FW = ROOT / "firmware_config"
-UNITS = sorted((FW / "systemd").iterdir())
+UNITS = sorted(p for p in (FW / "systemd").iterdir() if p.is_file())  # drop-in folders aside
 #: Executables the OS image provides (the units name them; this build host does not have them).
 IMAGE_EXECUTABLES = {
     "/var/lib/appliance-system/releases/app/current/bin/appliance",
@@ -234,13 +234,25 @@ def test_kiosk_takes_the_display_without_polkit() -> None:
 def test_kiosk_is_cage_chromium_on_loopback_only() -> None:
     unit = parse_unit(FW / "systemd" / "appliance-kiosk.service")
     cmd = _kiosk_command(unit)
-    assert cmd[0] == "/usr/bin/cage" and "/usr/bin/chromium" in cmd and "--kiosk" in cmd
+    assert cmd[0] == "/usr/bin/cage" and "/usr/bin/chromium" in cmd and any(a.startswith("--app=") for a in cmd)
     urls = [a for a in cmd if "http" in a]
     assert urls and all(re.search(r"https?://(127\.0\.0\.1|localhost|\[::1\])[:/]", u) for u in urls), urls
     assert any(a.startswith("--user-data-dir=/run/") for a in cmd) and "--incognito" in cmd
     assert one(unit, "Service", "User") == "kiosk" and one(unit, "Service", "Restart") == "always"
     http = load_config(FW / "appliance.toml").http
     assert http.host == "127.0.0.1" and f":{http.port}/" in urls[0]
+
+
+@pytest.mark.req("REQ-FUNC-1954")
+def test_kiosk_window_is_not_asked_fullscreen_before_it_maps() -> None:
+    """Chromium is one --app window (no tabs, no address bar) that cage maximizes to the display when it maps; it
+    never asks for fullscreen itself (--kiosk, --start-fullscreen): before its window is mapped cage answers with a
+    0x0 configure and Chromium then kills itself on an empty window geometry (SIGTRAP; the black screen of the VM)."""
+    cmd = _kiosk_command(parse_unit(FW / "systemd" / "appliance-kiosk.service"))
+    chromium = cmd[cmd.index("/usr/bin/chromium") + 1 :]
+    assert [a for a in chromium if a.startswith("--app=")] == ["--app=http://127.0.0.1:8080/"]
+    assert not {"--kiosk", "--start-fullscreen"} & set(chromium), chromium
+    assert not [a for a in chromium if not a.startswith("--")], chromium  # no second URL (a second window or tab)
 
 
 def _run_gpu_setup(tmp_path: Path, conf: str, with_smi: bool) -> tuple[subprocess.CompletedProcess[str], list[str]]:

@@ -22,6 +22,8 @@ OVMF = Path("/usr/share/ovmf/OVMF.fd")
 QEMU = "qemu-system-x86_64"
 #: QEMU runs niced: under TCG it keeps two host cores busy for long stretches on build hosts shared with other work.
 NICE = ["nice", "-n", "10"]
+#: The CPU model under TCG (``APPLIANCE_VM_CPU`` overrides it).
+TCG_CPU = "max"
 
 
 def vm_unavailable() -> str | None:
@@ -193,7 +195,7 @@ class Vm:
         """KVM with the host CPU, or QEMU's multi-threaded TCG where KVM cannot run firmware (see kvm_usable)."""
         if self.accel == "kvm":
             return ["-enable-kvm", "-cpu", "host"]
-        return ["-accel", "tcg,thread=multi", "-cpu", "max"]
+        return ["-accel", "tcg,thread=multi", "-cpu", os.environ.get("APPLIANCE_VM_CPU") or TCG_CPU]
 
     def start(self) -> None:
         """Boot (a fresh overlay over the built disk on the first start; later starts keep it)."""

@@ -99,14 +99,15 @@ def test_esp_boots_slot_a_with_boot_counting(tmp_path: Path) -> None:
 
 @pytest.mark.req("REQ-UPD-1471")
 def test_package_lists_and_refusals(tmp_path: Path) -> None:
-    """The package lists name the kernel, initramfs and RAUC; the guest agent only in the test list; the UI port is
-    opened to a peer only for test images."""
+    """The package lists name the kernel, initramfs and RAUC (its D-Bus service and grub-editenv for the slot flags);
+    the guest agent and gdb only in the test list; the UI port is opened to a peer only for test images."""
     boot = [n for lst in image_disk_build.PACKAGE_LISTS for n in image_disk_build.read_package_list(
         image_disk_build.HERE / lst)]  # fmt: skip
-    assert {"linux-image-amd64", "initramfs-tools", "rauc", "systemd", "python3-venv"} <= set(boot)
-    assert "qemu-guest-agent" not in boot
+    assert {"linux-image-amd64", "initramfs-tools", "rauc", "rauc-service", "grub-common", "systemd",
+            "python3-venv"} <= set(boot)  # fmt: skip
+    assert not {"qemu-guest-agent", "gdb"} & set(boot)
     test_only = image_disk_build.read_package_list(image_disk_build.HERE / image_disk_build.TEST_PACKAGE_LIST)
-    assert test_only == ["qemu-guest-agent"]
+    assert test_only == ["qemu-guest-agent", "gdb"]
     import build_image
 
     code = build_image.main(["disk", "--out", str(tmp_path), "--test-ui-peer", "10.0.2.2"])
