@@ -74,15 +74,36 @@ def peak_rss(interval_s: float = 0.05) -> Iterator[dict[str, float]]:
         out["maxrss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
 
 
-def large_ct(vol: Volume, shape: tuple[int, int, int] = LARGE_SHAPE) -> Volume:
-    """``vol`` resampled to ``shape`` over the same field of view (int16 HU, in Fortran order as NIfTI and DICOM
-    volumes arrive in the pipeline: ct-default must be timed on the layout it gets)."""
-    factors = [n / s for n, s in zip(shape, vol.shape, strict=True)]
-    arr = ndimage.zoom(np.asarray(vol.array, dtype=np.float32), factors, order=1)
-    arr = arr[: shape[0], : shape[1], : shape[2]]
+def resample_to_shape(vol: Volume, shape: tuple[int, int, int]) -> Volume:
+    """``vol`` linearly resampled to ``shape`` over the same field of view, on the grid its affine states.
+
+    The first voxel keeps its centre and the spacing is scaled by ``vol.shape / shape``, and output voxel ``j`` holds
+    the input sampled at ``j * vol.shape / shape`` (input voxel units), i.e. exactly where the new affine puts it
+    (edge voxels beyond the last input centre take its value). ``ndimage.zoom`` samples corner-aligned
+    (``j * (s - 1) / (n - 1)``) and so contradicts that affine by up to half an input voxel at the far end: a CT
+    resampled to twice the voxels was read a quarter of a 3 mm voxel off the reference's centres.
+    """
+    step = np.asarray([s / n for s, n in zip(vol.shape, shape, strict=True)])
+    arr = ndimage.affine_transform(np.asarray(vol.array, dtype=np.float32), step, output_shape=shape, order=1,
+                                   mode="nearest")
     aff = vol.affine.copy()
-    aff[:3, :3] = vol.affine[:3, :3] / np.asarray(factors)
-    return Volume(np.asfortranarray(np.rint(arr).astype(np.int16)), aff, "CT", "HU")
+    aff[:3, :3] = vol.affine[:3, :3] * step
+    return Volume(np.rint(arr).astype(np.int16), aff, vol.modality, vol.units)
+
+
+def at_centres(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Labels of a ``resample_to_shape`` grid read at the voxel centres of the ``shape`` grid it came from
+    (nearest fine voxel; exact where the fine grid holds those centres, as for twice the voxels)."""
+    idx = [np.minimum(np.rint(np.arange(n0) * n1 / n0).astype(int), n1 - 1)
+           for n0, n1 in zip(shape, labels.shape, strict=True)]
+    return labels[np.ix_(*idx)]
+
+
+def large_ct(vol: Volume, shape: tuple[int, int, int] = LARGE_SHAPE) -> Volume:
+    """``vol`` resampled to ``shape`` over the same field of view (``resample_to_shape``; int16 HU, in Fortran
+    order as NIfTI and DICOM volumes arrive in the pipeline: ct-default must be timed on the layout it gets)."""
+    big = resample_to_shape(vol, shape)
+    return Volume(np.asfortranarray(np.asarray(big.array)), big.affine, "CT", "HU")
 
 
 def time_runs(vol: Volume, device: Device, repeats: int) -> tuple[float, float, dict[str, float], np.ndarray]:

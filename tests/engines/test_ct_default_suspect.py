@@ -14,6 +14,7 @@ CT with painted HU): they show that the rules generalise; correctness claims res
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -124,18 +125,14 @@ def test_native_ct_raises_no_vessel_warning(example: tuple[Volume, np.ndarray, n
 @pytest.mark.slow
 @pytest.mark.req("REQ-SAFE-1800")
 def test_512x512x600_resampling_raises_no_vessel_warning(
-    example: tuple[Volume, np.ndarray, np.ndarray, dict[str, int]],
+    example: tuple[Volume, np.ndarray, np.ndarray, dict[str, int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The native CT linearly resampled to 512x512x600 (0.56-0.72 mm voxels, noise-free, smooth marrow)."""
-    from scipy import ndimage
-
+    """The native CT linearly resampled to 512x512x600 (0.56-0.72 mm voxels, noise-free, smooth marrow), built as
+    the timing bench builds it (``bench/segment.py`` ``large_ct``)."""
     ct, _, _, _ = example
-    shape = (512, 512, 600)
-    factors = [n / s for n, s in zip(shape, ct.shape, strict=True)]
-    arr = ndimage.zoom(np.asarray(ct.array, dtype=np.float32), factors, order=1)[: shape[0], : shape[1], : shape[2]]
-    aff = ct.affine.copy()
-    aff[:3, :3] = ct.affine[:3, :3] / np.asarray(factors)
-    assert _suspect(get_preset("ct-default").run(Volume(np.rint(arr).astype(np.int16), aff, "CT", "HU"), "cpu")) == []
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench"))
+    large = importlib.import_module("segment").large_ct(ct)
+    assert _suspect(get_preset("ct-default").run(large, "cpu")) == []
 
 
 @pytest.mark.req("REQ-FUNC-1801", "REQ-OUT-151")
