@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(dcm2niix dcmtk dicom3tools orthanc chromium fonts-noto-cjk xvfb
   nftables logrotate shellcheck squashfs-tools erofs-utils mmdebstrap systemd
   fdisk e2fsprogs dosfstools mtools grub-efi-amd64-bin grub-common
-  qemu-system-x86 qemu-utils ovmf)  # disk image build (fast layout tests) and the slow VM boot test
+  qemu-system-x86 qemu-utils ovmf rauc)  # disk image build (fast layout tests, OS bundles) and the slow VM test
 # node and npm build the vendored UI assets; the image usually ships them (nodejs from its own repository).
 command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 SUDO=""

@@ -17,8 +17,9 @@ The service then sees the folder gone and reports the stick ``released``.
 Export to USB (REQ-FUNC-1960, REQ-SAFE-1961): a stick stays read-only until the kiosk exports to it. Then the
 service leaves the same kind of request in ``<data_dir>/run/usb-writable/`` (:func:`make_writable`) and waits; a
 second root path unit runs this module with ``--writable``, which checks the request exactly as for a release and
-starts ``appliance-usb-writable@<device>.service`` (a remount ``rw,nosuid,nodev,noexec``; FAT, exFAT and NTFS
-sticks are mounted owned by the service user from the start). After the export the service asks for the stick's
+starts ``appliance-usb-writable@<device>.service`` (unmounted and mounted again ``rw,nosuid,nodev,noexec``: a
+remount would not reach the service's own mount namespace; FAT, exFAT and NTFS sticks are mounted owned by the
+service user from the start). After the export the service asks for the stick's
 release, so it is unmounted cleanly and "safe to remove". A stick that did not become writable in time is named
 (:class:`~appliance.service.errors.StickNotWritable`) and nothing is written.
 """
@@ -141,15 +142,19 @@ def is_read_only(path: Path) -> bool:
     return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
 
 
+def _device_number(path: Path) -> int:
+    return path.stat().st_dev
+
+
 def make_writable(data_dir: Path, medium: Path, ismount: Callable[[Path], bool] = os.path.ismount,
                   read_only: Callable[[Path], bool] = is_read_only, timeout_s: float = WRITABLE_TIMEOUT_S,
-                  poll_s: float = 0.2) -> None:  # fmt: skip
-    """Have the root helper remount the stick at ``medium`` read-write for an export, and wait until it is; a
+                  poll_s: float = 0.2, device_of: Callable[[Path], int] = _device_number) -> None:  # fmt: skip
+    """Have the root helper mount the stick at ``medium`` read-write for an export, and wait until it is; a
     folder that is not a stick's mount is left as it is. :class:`StickNotWritable` when the stick is pulled or
     stays read-only for ``timeout_s`` (the request is withdrawn then: it must not act on the next stick)."""
     if not (is_device_name(medium.name) and ismount(medium)) or not read_only(medium):
         return
-    st_dev = medium.stat().st_dev
+    st_dev = device_of(medium)
     requests = Path(data_dir) / WRITABLE_FOLDER
     requests.mkdir(parents=True, exist_ok=True)
     request = requests / f"{medium.name}@{st_dev}"
@@ -158,19 +163,24 @@ def make_writable(data_dir: Path, medium: Path, ismount: Callable[[Path], bool] 
     deadline = time.monotonic() + timeout_s
     try:
         while True:
+            # the helper unmounts the stick and mounts it again read-write: not a mount point for a moment
             try:
-                same = ismount(medium) and medium.stat().st_dev == st_dev
+                mounted = ismount(medium)
+                same = mounted and device_of(medium) == st_dev
             except OSError:
-                same = False
-            if not same:
-                raise StickNotWritable(f"USB stick {medium.name} was removed before the export; nothing was written")
-            if not read_only(medium):
+                mounted = same = False
+            if mounted and not same:
+                raise StickNotWritable(f"USB stick {medium.name} was replaced before the export; nothing was written")
+            if same and not read_only(medium):
                 log.info("USB stick %s is writable", medium.name)
                 return
             if time.monotonic() > deadline:
+                if not mounted:
+                    raise StickNotWritable(f"USB stick {medium.name} was removed before the export; nothing was "
+                                           "written")  # fmt: skip
                 raise StickNotWritable(
-                    f"the box did not make USB stick {medium.name} writable within {timeout_s:.0f} s; nothing was "
-                    "written to it; try again or call service"
+                    f"the box did not make USB stick {medium.name} writable within {timeout_s:.0f} s (is it "
+                    "write-protected?); nothing was written to it; try again or call service"
                 )
             time.sleep(poll_s)
     finally:
@@ -198,7 +208,7 @@ def stop_stick_unit(device: str) -> bool:
 
 
 def start_writable_unit(device: str) -> bool:
-    """Start the stick's remount unit (read-write for an export); True when systemd did."""
+    """Start the unit that mounts the stick read-write for an export; True when systemd did."""
     done = subprocess.run(["systemctl", "start", f"appliance-usb-writable@{device}.service"], capture_output=True,
                           text=True, timeout=120, check=False)  # fmt: skip
     if done.returncode != 0:

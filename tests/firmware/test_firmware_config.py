@@ -293,10 +293,11 @@ def test_gpu_setup_persistence_and_clocks(tmp_path: Path) -> None:
     assert "PERSISTENCE=1" in defaults
 
 
-def test_gpu_setup_shellcheck() -> None:
+@pytest.mark.parametrize("script", ["gpu/gpu-setup.sh", "usb/usb-mount.sh"])
+def test_shell_scripts_pass_shellcheck(script: str) -> None:
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck not installed")
-    done = subprocess.run(["shellcheck", str(FW / "gpu" / "gpu-setup.sh")], capture_output=True, text=True, check=False)
+    done = subprocess.run(["shellcheck", str(FW / script)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout
 
 

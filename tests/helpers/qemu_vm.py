@@ -50,7 +50,8 @@ def kvm_usable() -> bool:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        out, _ = probe.communicate(timeout=8)
+        probe.communicate(timeout=8)
+        return False  # QEMU ended by itself: KVM could not even start the firmware (e.g. "failed to set MSR")
     except subprocess.TimeoutExpired:  # QEMU pauses (does not exit) on an internal error: look at what it said
         probe.kill()
         out, _ = probe.communicate()
@@ -246,13 +247,14 @@ class Vm:
             self.qmp.io.close()
             self.qmp = None
 
-    def attach_stick(self, image: Path, name: str) -> None:
-        """Plug a virtual USB stick (a raw image, read-only for QEMU) into the xHCI controller."""
+    def attach_stick(self, image: Path, name: str, writable: bool = False) -> None:
+        """Plug a virtual USB stick (a raw image, read-only for QEMU unless ``writable``: a stick for an export)
+        into the xHCI controller."""
         assert self.qmp is not None
         self.qmp.execute(
             "blockdev-add",
-            {"driver": "raw", "node-name": name, "read-only": True,
-             "file": {"driver": "file", "filename": str(image), "read-only": True}},
+            {"driver": "raw", "node-name": name, "read-only": not writable,
+             "file": {"driver": "file", "filename": str(image), "read-only": not writable}},
         )  # fmt: skip
         self.qmp.execute(
             "device_add", {"driver": "usb-storage", "bus": "xhci.0", "drive": name, "id": name, "removable": True}

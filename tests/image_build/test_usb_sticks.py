@@ -116,16 +116,22 @@ def test_stick_unit_mounts_read_only_and_follows_the_device(tmp_path: Path) -> N
     assert [ln for ln in done.stderr.splitlines() if ln.strip() and "usb-mount.sh is not executable" not in ln] == []
 
 
-def _run_mount_script(tmp_path: Path, device: str, fs_type: str) -> subprocess.CompletedProcess[str]:
-    """The mount script with stand-ins for blkid (answers ``fs_type``), id (the service user is 998) and mount
-    (records its arguments)."""
+def _run_mount_script(tmp_path: Path, device: str, fs_type: str, *mode: str,
+                      protected: bool = False) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """The mount script with stand-ins for blkid (answers ``fs_type``), id (the service user is 998), umount and
+    mount (each appends its name and arguments to ``calls``; ``protected``: a write-protected stick, where
+    ``mount -w`` fails)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    for name, body in (("blkid", f"echo {fs_type}"), ("id", "echo 998"), ("mount", f'echo "$@" > {tmp_path}/args')):
+    calls = tmp_path / "calls"
+    refuse = 'if [ "$1" = -w ]; then exit 32; fi\n' if protected else ""
+    for name, body in (("blkid", f"echo {fs_type}"), ("id", "echo 998"),
+                       ("mount", f'echo mount "$@" >> {calls}\n{refuse}'),
+                       ("umount", f'echo umount "$@" >> {calls}')):  # fmt: skip
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
-    return subprocess.run(["sh", str(MOUNT_SCRIPT), device, f"/media/usb/{device}"], capture_output=True, text=True,
-                          timeout=30, check=False, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})  # fmt: skip
+    return subprocess.run(["sh", str(MOUNT_SCRIPT), device, f"/media/usb/{device}", *mode], capture_output=True,
+                          text=True, timeout=30, check=False, env={"PATH": f"{bin_dir}:/usr/bin:/bin"})  # fmt: skip
 
 
 @pytest.mark.req("REQ-SAFE-1472", "REQ-FUNC-1960")
@@ -134,17 +140,30 @@ def test_mount_script_mounts_read_only_and_gives_fat_sticks_to_the_service_user(
     """Always ro,nosuid,nodev,noexec; file systems without owners (FAT, exFAT, NTFS) owned by the service user with
     no access for anyone else, so an export can write once root remounts the stick read-write; a name that is not
     a device name is refused before anything is mounted."""
-    done = _run_mount_script(tmp_path, "sdb1", fs_type)
-    assert done.returncode == 0, done.stderr
-    options, device, target = (tmp_path / "args").read_text().split()[1:]
-    assert (device, target) == ("/dev/sdb1", "/media/usb/sdb1")
-    opts = options.split(",")
-    assert opts[:4] == ["ro", "nosuid", "nodev", "noexec"]
-    owned = ["uid=998", "gid=998", "fmask=0177", "dmask=0077"]
-    assert opts[4:] == (owned if fs_type in ("vfat", "exfat", "ntfs3") else []), opts
-    (tmp_path / "args").unlink()
-    bad = _run_mount_script(tmp_path, "../sda", "vfat")
-    assert bad.returncode == 2 and "not a device name" in bad.stderr and not (tmp_path / "args").exists()
+    owned = ["uid=998", "gid=998", "fmask=0177", "dmask=0077"] if fs_type in ("vfat", "exfat", "ntfs3") else []
+    for mode, before in (((), []), (("ro",), []), (("rw",), ["umount /media/usb/sdb1"])):
+        done = _run_mount_script(tmp_path, "sdb1", fs_type, *mode)
+        assert done.returncode == 0, done.stderr
+        *first, last = (tmp_path / "calls").read_text().splitlines()
+        (tmp_path / "calls").unlink()
+        assert first == before  # read-write: unmounted first, then mounted again (a new mount, never a remount)
+        flags = ["-w", "-o"] if mode == ("rw",) else ["-o"]  # -w: never fall back to read-only
+        assert last.split()[1:-3] == flags, last
+        options, device, target = last.split()[-3:]
+        assert (device, target) == ("/dev/sdb1", "/media/usb/sdb1")
+        opts = options.split(",")
+        assert opts == [(mode or ("ro",))[0], "nosuid", "nodev", "noexec", *owned], opts
+    # a write-protected stick: the read-write mount fails, the importer's read-only mount is restored, exit 1
+    done = _run_mount_script(tmp_path, "sdb1", fs_type, "rw", protected=True)
+    assert done.returncode == 1
+    calls = (tmp_path / "calls").read_text().splitlines()
+    (tmp_path / "calls").unlink()
+    assert calls[0] == "umount /media/usb/sdb1" and calls[1].startswith("mount -w -o rw,")
+    assert calls[2] == " ".join(["mount", "-o", ",".join(["ro", "nosuid", "nodev", "noexec", *owned]), "/dev/sdb1",
+                                 "/media/usb/sdb1"])  # fmt: skip
+    for args in (("../sda",), ("sdb1", "exec")):
+        bad = _run_mount_script(tmp_path, args[0], "vfat", *args[1:])
+        assert bad.returncode == 2 and "usb-mount:" in bad.stderr and not (tmp_path / "calls").exists()
 
 
 @pytest.mark.req("REQ-SAFE-1472", "REQ-UPD-1470")
@@ -209,8 +228,8 @@ WRITABLE_TEMPLATE = FW / "systemd" / "appliance-usb-writable@.service"
 @pytest.mark.req("REQ-FUNC-1960")
 def test_writable_units_watch_the_service_request_folder_and_remount_only_that_stick(tmp_path: Path) -> None:
     """Export to USB: the path unit watches the folder the service writes its requests to, the root helper runs
-    with --writable and may write nothing but that folder, the remount keeps nosuid,nodev,noexec and needs the
-    stick's own mount unit active; the path unit is enabled in the image."""
+    with --writable and may write nothing but that folder, the read-write mount keeps nosuid,nodev,noexec and
+    needs the stick's own mount unit active; the path unit is enabled in the image."""
     from appliance.service.usb_release import WRITABLE_FOLDER
 
     config = tomllib.loads((FW / "appliance.toml").read_text())
@@ -223,7 +242,7 @@ def test_writable_units_watch_the_service_request_folder_and_remount_only_that_s
     capabilities = [ln for ln in service if ln.startswith("CapabilityBoundingSet=")]
     assert capabilities == ["CapabilityBoundingSet=CAP_DAC_OVERRIDE"]
     template = WRITABLE_TEMPLATE.read_text().splitlines()
-    assert "ExecStart=/usr/bin/mount -o remount,rw,nosuid,nodev,noexec /media/usb/%I" in template
+    assert "ExecStart=/usr/lib/appliance/usb-mount.sh %I /media/usb/%I rw" in template
     assert "Requisite=appliance-usb-stick@%i.service" in template
     stage = image_rootfs.stage_firmware(FW, None, "1.0", tmp_path / "stage")
     assert (stage / "etc/systemd/system/multi-user.target.wants" / WRITABLE_PATH.name).is_symlink()
@@ -240,5 +259,5 @@ def test_writable_units_watch_the_service_request_folder_and_remount_only_that_s
         capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
     )  # fmt: skip
     problems = [ln for ln in done.stderr.splitlines() if ln.strip() and "usb-mount.sh is not executable" not in ln
-                and "venv/bin/python is not executable" not in ln]  # fmt: skip
+                and "venv/bin/python is not executable" not in ln]  # fmt: skip (installed by the image build)
     assert problems == [], done.stderr

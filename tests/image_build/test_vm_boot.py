@@ -13,6 +13,7 @@ measurements, kiosk screendump) go to ``APPLIANCE_VM_ARTEFACTS`` or ``<tmp>/arte
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,6 +122,18 @@ def _http(vm: Vm, path: str, token: str | None = None) -> Any:
         return json.loads(r.read())
 
 
+def _post(vm: Vm, path: str, token: str, body: dict[str, Any], timeout: float) -> tuple[int, Any]:
+    """``(status, JSON)`` of a POST to the box's API with the service token."""
+    req = urllib.request.Request(f"http://127.0.0.1:{vm.http_port}{path}", data=json.dumps(body).encode(),
+                                 method="POST", headers={"Content-Type": "application/json",
+                                                         "Authorization": f"Bearer {token}"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
 def _wait(what: str, timeout: float, probe: Any, vm: Vm) -> Any:
     """Call ``probe`` until it returns something truthy; fails with the serial log's tail after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -194,13 +208,15 @@ def _fat_stick(files: list[Path], image: Path) -> Path:
 
 @pytest.mark.timeout(3 * 3600)  # under TCG (no usable KVM) the two CPU reconstructions alone take long
 @pytest.mark.req(
-    "REQ-UPD-1470", "REQ-SAFE-1472", "REQ-FUNC-1860", "REQ-FUNC-1900", "REQ-SAFE-1901", "REQ-FUNC-1954", "REQ-FUNC-1955"
+    "REQ-UPD-1470", "REQ-SAFE-1472", "REQ-FUNC-1860", "REQ-FUNC-1900", "REQ-SAFE-1901", "REQ-FUNC-1954",
+    "REQ-FUNC-1955", "REQ-FUNC-1960",
 )
 def test_box_boots_receives_and_reconstructs(box: tuple[Vm, Steps], tmp_path: Path, shared_data: Path) -> None:
     """Boot to appliance.service ready (sd_notify) and /api/health; the kiosk's login screen is on the display
     (screendump kept); the demo study over DICOM from the allowed peer is reconstructed; a USB stick with another
     study plugged in through QMP is mounted read-only, imported and reconstructed, and released (unmounted) by the
-    box itself; a stick with nothing to import stays mounted, its report says why, and is unmounted when pulled."""
+    box itself; a stick with nothing to import stays mounted read-only, its report says why; the demo case is then
+    exported to it (made writable by root for the export, released after it) and read back on the host."""
     vm, steps = box
     slow = _timeout_factor(vm)
     steps.measured("accelerator", vm.accel)
@@ -232,6 +248,7 @@ def test_box_boots_receives_and_reconstructs(box: tuple[Vm, Steps], tmp_path: Pa
     steps.done("storescu_demo_study")
     job = _wait("the demo study's job done", 600 * slow, lambda: _job_done(vm, token, study_uid), vm)
     assert any(f["path"].endswith(".stl") for f in job["files"]), job
+    demo_job = int(job["id"])
     steps.measured("dicom_to_job_done_s", steps.done("demo_study_reconstructed"))
 
     # a small series keeps the CPU reconstruction short under TCG
@@ -262,15 +279,45 @@ def test_box_boots_receives_and_reconstructs(box: tuple[Vm, Steps], tmp_path: Pa
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "README.TXT").write_text("not a DICOM file\n")
-    vm.attach_stick(_fat_stick([junk / "README.TXT"], tmp_path / "junk.img"), "stick1")
+    junk_image = _fat_stick([junk / "README.TXT"], tmp_path / "junk.img")
+    vm.attach_stick(junk_image, "stick1", writable=True)  # not write-protected: it is exported to below
     kept = _wait("the failed stick's import reported", 300 * slow, lambda: _stick_release(vm, token, None, "kept"), vm)
     assert "no DICOM images" in kept["problem"], kept
     where = f"/media/usb/{kept['device']}"
     assert vm.agent.run("findmnt", "-n", where)[0] == 0, f"a stick whose import failed was released: {kept}"
-    vm.detach_stick("stick1")
-    _wait("the failed stick unmounted after it was pulled", 60 * slow,
-          lambda: vm.agent.run("findmnt", "-n", where)[0] != 0, vm)  # fmt: skip
     steps.done("failed_stick_kept_and_reported")
+
+    # Export to USB onto that read-only stick (REQ-FUNC-1960): the root helper makes it writable for the export,
+    # the box writes and verifies, then releases (unmounts) it; the files are read back from the image on the host
+    media = {m["name"]: m for m in _http(vm, "/api/usb/media", token)["media"]}
+    assert media[kept["device"]]["writable"] and media[kept["device"]]["made_writable"], media
+    status, exported = _post(vm, f"/api/jobs/{demo_job}/usb-export", token,
+                             {"medium": kept["device"], "formats": ["stl"], "override_unapproved": True,
+                              "reason": "VM system test"}, timeout=300 * slow)  # fmt: skip
+    if status != 200:
+        units = ("appliance-usb-writable.path", "appliance-usb-writable.service", "appliance-usb-writable@sda.service")
+        journal = vm.agent.run("journalctl", "-b", "--no-pager", "-n", "300", *(f"-u{u}" for u in units))[1]
+        mounts = vm.agent.run("findmnt", "-R", "/media/usb")[1]
+        inside = vm.agent.run("nsenter", "-t", vm.agent.run("systemctl", "show", "-p", "MainPID", "--value",
+                                                            "appliance.service")[1].strip(),
+                              "-m", "findmnt", "-R", "/media/usb")[1]  # fmt: skip
+        pytest.fail(f"export to the stick: {status} {exported}\njournal:\n{journal[-4000:]}\nmounts:\n{mounts}\n"
+                    f"the service's mounts:\n{inside}")  # fmt: skip
+    assert exported["safe_to_remove"] and exported["stick"] == "releasing", exported
+    _wait("the export stick released by the box", 300 * slow,
+          lambda: vm.agent.run("findmnt", "-n", where)[0] != 0, vm)  # fmt: skip
+    steps.done("exported_to_the_stick_and_released")
+    vm.detach_stick("stick1")
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+    back = tmp_path / "exported"
+    back.mkdir()
+    subprocess.run(["mcopy", "-s", f"-i{junk_image}", f"::/{exported['folder']}", str(back)], check=True, env=env)
+    folder = back / exported["folder"]
+    for f in exported["files"]:
+        assert hashlib.sha256((folder / f["name"]).read_bytes()).hexdigest() == f["sha256"], f
+    assert {f["name"] for f in exported["files"]} == {p.name for p in folder.iterdir()}
+    readme = subprocess.run(["mtype", f"-i{junk_image}", "::/CT/README.TXT"], capture_output=True, text=True, env=env)
+    assert readme.stdout == "not a DICOM file\n"  # what the stick held is untouched
 
 
 def _app_release(factory_pack: Path, dest: Path, version: str, broken: bool = False) -> Path:

@@ -148,9 +148,34 @@ def test_a_stick_pulled_while_waiting_is_named(tmp_path: Path) -> None:
         return True
 
     with pytest.raises(StickNotWritable, match="removed before the export"):
-        make_writable(tmp_path / "data", stick, ismount=sticks.ismount, read_only=pulled, timeout_s=3, poll_s=0.01)
+        make_writable(tmp_path / "data", stick, ismount=sticks.ismount, read_only=pulled, timeout_s=0.3, poll_s=0.01)
     assert list((tmp_path / "data" / WRITABLE_FOLDER).iterdir()) == []
     plain = tmp_path / "folder"
     plain.mkdir()
     make_writable(tmp_path / "data", plain, ismount=sticks.ismount, read_only=sticks.is_read_only, timeout_s=0)
     assert list((tmp_path / "data" / WRITABLE_FOLDER).iterdir()) == []  # not a stick: nothing asked
+
+
+@pytest.mark.req("REQ-FUNC-1960", "REQ-SAFE-1961")
+def test_the_helper_mounting_the_stick_again_is_waited_for_and_another_stick_is_refused(tmp_path: Path) -> None:
+    """The root helper unmounts the stick and mounts it again read-write: for a moment it is no mount point, which
+    is not a pulled stick; a different device at that place (another st_dev) is never written to."""
+    stick = tmp_path / "sdb1"
+    stick.mkdir()
+    # what each look at the mount point finds: mounted read-only (the first look, then the first poll),
+    # unmounted twice, then mounted read-write
+    mounted = iter([True, True, False, False, True])
+    looks: list[bool] = []
+
+    def ismount(path: Path) -> bool:
+        looks.append(next(mounted))
+        return looks[-1]
+
+    make_writable(tmp_path / "data", stick, ismount=ismount, read_only=lambda p: len(looks) < 5, timeout_s=5,
+                  poll_s=0.01, device_of=lambda p: 7)  # fmt: skip
+    assert looks == [True, True, False, False, True]
+    numbers = iter([7, 8])  # the stick it asked for, then another device mounted there
+    with pytest.raises(StickNotWritable, match="replaced before the export"):
+        make_writable(tmp_path / "data", stick, ismount=lambda p: True, read_only=lambda p: True, timeout_s=5,
+                      poll_s=0.01, device_of=lambda p: next(numbers))  # fmt: skip
+    assert list((tmp_path / "data" / WRITABLE_FOLDER).iterdir()) == []
