@@ -49,7 +49,8 @@ def stable_uuid(epoch: int, what: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"or-appliance-disk-{epoch}-{what}"))
 
 
-def _run(cmd: list[str], what: str, timeout: float = 1800, env: dict[str, str] | None = None) -> str:
+def run_tool(cmd: list[str], what: str, timeout: float = 1800, env: dict[str, str] | None = None) -> str:
+    """``cmd``'s standard output; :class:`BuildError` naming ``what`` when it cannot run, times out or fails."""
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -137,24 +138,26 @@ def build_esp(dest: Path, grub_cfg: str, epoch: int, size_mib: int) -> Path:
     )
     loader = work / "BOOTX64.EFI"
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
-    _run(
+    run_tool(
         ["grub-mkstandalone", "-O", "x86_64-efi", f"--modules={GRUB_MODULES}", "--locales=", "--fonts=",
          "--themes=", "-o", str(loader), f"boot/grub/grub.cfg={early}"],
         "grub-mkstandalone", env=env,
     )  # fmt: skip
     (work / "grub.cfg").write_text(grub_cfg)
     grubenv = work / "grubenv"
-    _run(["grub-editenv", str(grubenv), "create"], "grub-editenv")
-    _run(["grub-editenv", str(grubenv), "set", "ORDER=A B", "A_OK=1", "A_TRY=0", "B_OK=0", "B_TRY=0"], "grub-editenv")
+    run_tool(["grub-editenv", str(grubenv), "create"], "grub-editenv")
+    run_tool(["grub-editenv", str(grubenv), "set", "ORDER=A B", "A_OK=1", "A_TRY=0", "B_OK=0", "B_TRY=0"],
+             "grub-editenv")
     dest.unlink(missing_ok=True)
-    _run(["mkfs.vfat", "-C", "-F", "32", "-n", "APPLIANCE", "-i", vol_id, str(dest), str(size_mib * 1024)], "mkfs.vfat")
+    run_tool(["mkfs.vfat", "-C", "-F", "32", "-n", "APPLIANCE", "-i", vol_id, str(dest), str(size_mib * 1024)],
+             "mkfs.vfat")
     mt = {**env, "MTOOLS_SKIP_CHECK": "1"}
     img = f"-i{dest}"
     for folder in ("::/EFI", "::/EFI/BOOT", "::/grub"):
-        _run(["mmd", img, folder], "mmd", env=mt)
-    _run(["mcopy", img, str(loader), "::/EFI/BOOT/BOOTX64.EFI"], "mcopy", env=mt)
-    _run(["mcopy", img, str(work / "grub.cfg"), "::/grub/grub.cfg"], "mcopy", env=mt)
-    _run(["mcopy", img, str(grubenv), "::/grub/grubenv"], "mcopy", env=mt)
+        run_tool(["mmd", img, folder], "mmd", env=mt)
+    run_tool(["mcopy", img, str(loader), "::/EFI/BOOT/BOOTX64.EFI"], "mcopy", env=mt)
+    run_tool(["mcopy", img, str(work / "grub.cfg"), "::/grub/grub.cfg"], "mcopy", env=mt)
+    run_tool(["mcopy", img, str(grubenv), "::/grub/grubenv"], "mcopy", env=mt)
     shutil.rmtree(work)
     return dest
 
@@ -170,13 +173,13 @@ def make_ext4(dest: Path, source: Path | None, label: str, size_mib: int, epoch:
         cmd += ["-d", str(source)]
     cmd += [str(dest)]
     env = {**os.environ, "E2FSPROGS_FAKE_TIME": str(epoch), "SOURCE_DATE_EPOCH": str(epoch)}
-    _run(cmd, f"mkfs.ext4 {label}", env=env)
+    run_tool(cmd, f"mkfs.ext4 {label}", env=env)
     return dest
 
 
 def _copy_in(part: Path, disk: Path, offset_mib: int) -> None:
     """Copy a partition file into the disk at ``offset_mib``, keeping holes (sparse)."""
-    _run(
+    run_tool(
         ["dd", f"if={part}", f"of={disk}", "bs=1M", f"seek={offset_mib}", "conv=notrunc,sparse", "status=none"],
         f"copying {part.name} into the disk",
     )

@@ -17,12 +17,12 @@ import configparser
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from image_bundle import BuildError
+from image_disk import run_tool
 
 log = logging.getLogger("image_build.rauc")
 
@@ -64,16 +64,6 @@ def system_compatible(conf: Path = SYSTEM_CONF) -> str:
         raise BuildError(f"{conf}: no [system] compatible") from exc
 
 
-def _run(cmd: list[str], what: str, timeout: float = 3600, env: dict[str, str] | None = None) -> str:
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BuildError(f"{what} failed: {exc}") from exc
-    if done.returncode != 0:
-        raise BuildError(f"{what} failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()[-1200:]}")
-    return done.stdout
-
-
 def dev_keys(folder: Path) -> RaucKeys:
     """Throw-away development signing keys in ``folder`` (made once, then reused): a self-signed certificate that
     is its own keyring. Never for a fleet: production builds pass ``--rauc-keys``."""
@@ -82,7 +72,7 @@ def dev_keys(folder: Path) -> RaucKeys:
         return keys
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
-    _run(
+    run_tool(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
          "-keyout", str(keys.key), "-out", str(keys.cert), "-days", "3650",
          "-subj", "/O=OR appliance development/CN=OR appliance OS bundles (development, not for a fleet)"],
@@ -150,9 +140,9 @@ def make_bundle(
         text = manifest_text(compatible or system_compatible(), version, epoch, name, description)
         (content / "manifest.raucm").write_text(text)
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
-        _run(
+        run_tool(
             ["rauc", "bundle", f"--cert={keys.cert}", f"--key={keys.key}", f"--signing-keyring={keys.keyring}",
              f"--mksquashfs-args={MKSQUASHFS_ARGS}", str(content), str(dest)],
-            "rauc bundle", env=env,
+            "rauc bundle", timeout=3600, env=env,
         )  # fmt: skip
     return dest

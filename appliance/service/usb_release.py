@@ -198,22 +198,22 @@ def _boot_time() -> float:
     return 0.0
 
 
+def _systemctl(verb: str, unit: str, device: str) -> bool:
+    """``systemctl <verb> <unit>`` for the stick ``device``; True when systemd did it (a failure is logged)."""
+    done = subprocess.run(["systemctl", verb, unit], capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        log.error("USB stick %s: systemctl %s %s failed: %s", device, verb, unit, done.stderr.strip()[:300])
+    return done.returncode == 0
+
+
 def stop_stick_unit(device: str) -> bool:
     """Stop the stick's mount unit (its ``ExecStop`` unmounts it); True when systemd did."""
-    done = subprocess.run(["systemctl", "stop", f"appliance-usb-stick@{device}.service"], capture_output=True,
-                          text=True, timeout=120, check=False)  # fmt: skip
-    if done.returncode != 0:
-        log.error("USB stick %s: systemctl stop failed: %s", device, done.stderr.strip()[:300])
-    return done.returncode == 0
+    return _systemctl("stop", f"appliance-usb-stick@{device}.service", device)
 
 
 def start_writable_unit(device: str) -> bool:
     """Start the unit that mounts the stick read-write for an export; True when systemd did."""
-    done = subprocess.run(["systemctl", "start", f"appliance-usb-writable@{device}.service"], capture_output=True,
-                          text=True, timeout=120, check=False)  # fmt: skip
-    if done.returncode != 0:
-        log.error("USB stick %s: systemctl start (writable) failed: %s", device, done.stderr.strip()[:300])
-    return done.returncode == 0
+    return _systemctl("start", f"appliance-usb-writable@{device}.service", device)
 
 
 def release_requested_sticks(

@@ -10,20 +10,16 @@ Two rules on the bone label (REQ-FUNC-1940, REQ-FUNC-1941), measured on the real
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.contrast import paint_phase
-from helpers.data import require
+from helpers.contrast import example_ct_reference, paint_phase, reference_mask
 
 from appliance.core import Volume
-from appliance.io.nifti import load_volume
 from engines.presets import get_preset
 from engines.presets.ct_parameters import CtDefaultParameters
 
-MAPPING = Path(__file__).resolve().parents[2] / "bench" / "totalsegmentator_to_ct_default.json"
 DEMO = Path(__file__).resolve().parents[2] / "appliance" / "samples" / "ct_abdomen_20slices" / "dicom"
 DATA = Path(__file__).resolve().parent / "data"
 ILIAC = ("iliac_artery_left", "iliac_artery_right", "iliac_vena_left", "iliac_vena_right")
@@ -35,14 +31,8 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def example(shared_data: Path) -> tuple[Volume, np.ndarray, np.ndarray, dict[str, int]]:
-    base = shared_data / "ct/totalsegmentator"
-    ct = load_volume(require(base / "example_ct.nii.gz"), "CT", "HU")
-    ref = np.asarray(load_volume(require(base / "example_seg_fast_force_split.nii.gz"), "SEG", "label").array)
-    names = json.loads(require(base / "label_maps_from_map_to_binary.json").read_text())["total"]
-    value_of = {name: int(v) for v, name in names.items()}
-    rows = {r["structure"]: r for r in json.loads(MAPPING.read_text())["rows"]}
-    bone = np.isin(ref, [value_of[n] for n in rows["bone"]["reference"] if n in value_of])
-    return ct, ref, bone, value_of
+    ct, ref, value_of = example_ct_reference(shared_data)
+    return ct, ref, reference_mask(ref, value_of, "bone"), value_of
 
 
 @pytest.mark.req("REQ-FUNC-1940")
@@ -52,8 +42,7 @@ def test_delayed_phase_vessels_far_from_dense_bone_leave_it(
     """Painted delayed phase: the iliac vessels the weak threshold joined to the sacrum and ilia leave bone, the
     hips stay whole (the rule judges only what opens onto the outside, never filled marrow)."""
     ct, ref, bone_ref, value_of = example
-    rows = {r["structure"]: r for r in json.loads(MAPPING.read_text())["rows"]}
-    vessels = np.isin(ref, [value_of[n] for n in rows["vessels_contrast"]["reference"] if n in value_of])
+    vessels = reference_mask(ref, value_of, "vessels_contrast")
     painted = paint_phase(ct, ref, vessels, value_of, "delayed")
     preset = get_preset("ct-default")
     on = preset.run(painted, "cpu").labelmap.mask("bone")

@@ -21,15 +21,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers.contrast import paint_phase
-from helpers.data import require
+from helpers.contrast import MAPPING, example_ct_reference, paint_phase, reference_mask
 
 from appliance.core import Severity, Volume
-from appliance.io.nifti import load_volume
 from engines.presets import get_preset
 from engines.presets.base import SegmentationResult
 
-MAPPING = Path(__file__).resolve().parents[2] / "bench" / "totalsegmentator_to_ct_default.json"
 CODE = "ct_bone_may_hold_vessel"
 RELEASED = "ct_bone_lumen_released"
 #: Switches the lumen release off (no part is a tube of at most 0 mm²): bone then holds the vessels as before it.
@@ -38,14 +35,8 @@ NO_RELEASE = {"lumen_max_area_mm2": 0.0}
 
 @pytest.fixture(scope="module")
 def example(shared_data: Path) -> tuple[Volume, np.ndarray, np.ndarray, dict[str, int]]:
-    base = shared_data / "ct/totalsegmentator"
-    ct = load_volume(require(base / "example_ct.nii.gz"), "CT", "HU")
-    ref = np.asarray(load_volume(require(base / "example_seg_fast_force_split.nii.gz"), "SEG", "label").array)
-    names = json.loads(require(base / "label_maps_from_map_to_binary.json").read_text())["total"]
-    value_of = {name: int(v) for v, name in names.items()}
-    rows = {r["structure"]: r for r in json.loads(MAPPING.read_text())["rows"]}
-    vessels = np.isin(ref, [value_of[n] for n in rows["vessels_contrast"]["reference"] if n in value_of])
-    return ct, ref, vessels, value_of
+    ct, ref, value_of = example_ct_reference(shared_data)
+    return ct, ref, reference_mask(ref, value_of, "vessels_contrast"), value_of
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
