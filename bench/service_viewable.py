@@ -22,10 +22,8 @@ Never passes or fails on time; the target is last slice in -> viewable <= 120 s 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -33,9 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pydicom
@@ -44,6 +40,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "tests"))  # helpers.served: the tests' `appliance serve` process
+from helpers.served import Served  # noqa: E402
 from segment import large_ct  # noqa: E402  (bench/ is sys.path[0] when run as a script)
 
 from appliance.core import Volume  # noqa: E402
@@ -151,54 +149,23 @@ class PeakMemory(threading.Thread):
             self.peak = max(self.peak, rss / 2**30)
 
 
-class Service:
+def start_service(tmp: Path, stable_s: float) -> Served:
     """One ``appliance serve`` on a fresh data folder, shipped defaults but the CPU and a local sender."""
-
-    def __init__(self, tmp: Path, stable_s: float) -> None:
-        self.data_dir = tmp / "data"
-        self.data_dir.mkdir()
-        self.dicom_port = free_port()
-        cfg = tmp / "appliance.toml"
-        cfg.write_text('[dicom]\nallowed = [{ae_title = "STORESCU", host = "127.0.0.1"}]\n'
-                       f"study_stable_seconds = {stable_s}\nmin_free_bytes = 0\n"
-                       '[reconstruction]\ndevice = "cpu"\n')  # fmt: skip
-        self.log = open(tmp / "serve.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "appliance.cli", "serve", "--data-dir", str(self.data_dir), "--http-port", "0",
-             "--dicom-port", str(self.dicom_port), "--config", str(cfg)],
-            cwd=ROOT, stdout=self.log, stderr=self.log,
-        )  # fmt: skip
-        run_file = self.data_dir / "run" / "serve.json"
-        deadline = time.monotonic() + 120
-        while not run_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"serve did not start: {(tmp / 'serve.log').read_text()[-2000:]}")
-            time.sleep(0.1)
-        self.http_port = json.loads(run_file.read_text())["http_port"]
-        from appliance.service.api import read_api_token
-
-        self.token = read_api_token(self.data_dir)
-
-    def get(self, path: str) -> Any:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}")
-        req.add_header("Authorization", f"Bearer {self.token}")
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
+    data_dir = tmp / "data"
+    data_dir.mkdir()
+    cfg = tmp / "appliance.toml"
+    cfg.write_text('[dicom]\nallowed = [{ae_title = "STORESCU", host = "127.0.0.1"}]\n'
+                   f"study_stable_seconds = {stable_s}\nmin_free_bytes = 0\n"
+                   '[reconstruction]\ndevice = "cpu"\n')  # fmt: skip
+    svc = Served(data_dir, cfg, free_port())
+    svc.start()
+    return svc
 
 
 def one_run(files: list[Path], tmp: Path, stable_s: float, timeout_s: float) -> dict[str, float]:
     """Send ``files`` to a fresh service; seconds from the last slice in to each job state, and the peak memory."""
-    svc = Service(tmp, stable_s)
+    svc = start_service(tmp, stable_s)
+    assert svc.proc is not None
     memory = PeakMemory(svc.proc.pid)
     memory.start()
     try:

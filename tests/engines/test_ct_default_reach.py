@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers.contrast import example_ct_reference, paint_phase, reference_mask
+from helpers.metrics import dice
 
 from appliance.core import Volume
 from engines.presets import get_preset
@@ -23,10 +24,6 @@ from engines.presets.ct_parameters import CtDefaultParameters
 DEMO = Path(__file__).resolve().parents[2] / "appliance" / "samples" / "ct_abdomen_20slices" / "dicom"
 DATA = Path(__file__).resolve().parent / "data"
 ILIAC = ("iliac_artery_left", "iliac_artery_right", "iliac_vena_left", "iliac_vena_right")
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +48,7 @@ def test_delayed_phase_vessels_far_from_dense_bone_leave_it(
     hips = np.isin(ref, [value_of["hip_left"], value_of["hip_right"]])
     assert off[iliac].mean() > 0.2  # measured 0.244 without the rule
     assert on[iliac].mean() < 0.05  # measured 0.027
-    assert _dice(on, bone_ref) >= 0.90 > _dice(off, bone_ref)  # measured 0.9002 / 0.8907
+    assert dice(on, bone_ref) >= 0.90 > dice(off, bone_ref)  # measured 0.9002 / 0.8907
     assert on[hips].mean() >= off[hips].mean() - 0.001  # measured 0.9638 both
     assert not (on & ~off).any()  # the rule only takes out
 
@@ -75,7 +72,7 @@ def test_native_bone_is_never_far_from_dense_voxels(
     on = preset.run(ct, "cpu").labelmap.mask("bone")
     off = preset.run(ct, "cpu", options={"dense_reach_mm": 0.0}).labelmap.mask("bone")
     assert 0 < np.count_nonzero(off & ~on) * 0.027 < 3.0  # ml; measured 1.2
-    assert _dice(on, bone_ref) >= _dice(off, bone_ref)  # 0.9131 / 0.9127
+    assert dice(on, bone_ref) >= dice(off, bone_ref)  # 0.9131 / 0.9127
 
 
 @pytest.mark.req("REQ-FUNC-1941")
@@ -97,4 +94,4 @@ def test_peel_on_the_demo_sample_gives_back_the_closed_surface() -> None:
     assert np.count_nonzero(gone) > 20 * np.count_nonzero(on & ~off)  # measured 1837 out, 27 in
     assert np.median(np.asarray(vol.array)[gone]) < CtDefaultParameters().bone_weak_hu  # measured 85 HU
     assert (gone & ref).sum() < 0.3 * gone.sum()  # measured 0.21
-    assert _dice(on, ref) >= _dice(off, ref) + 0.003  # measured 0.9278 / 0.9236
+    assert dice(on, ref) >= dice(off, ref) + 0.003  # measured 0.9278 / 0.9236
