@@ -79,5 +79,5 @@ class LabelGeometryMismatch(UsbLabelError):
 
 
 class StickNotWritable(ServiceError):
-    """A USB stick chosen for an export could not be made writable (the root helper did not remount it in time,
-    or the stick went); nothing was written to it."""
+    """A USB stick chosen for an export could not be made writable (the root helper did not mount it read-write
+    in time: write-protected, or the stick went); nothing was written to it."""
